@@ -1,0 +1,57 @@
+// Image input and output through ITK: NIfTI, NRRD, MHA, DICOM series directories and
+// 2D PNG / JPEG / DICOM radiographs. Geometry (LPS mm) survives read -> write exactly.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include "spine/image.hpp"
+
+namespace spine {
+
+struct ImageInfo {
+  std::string format;        // "nifti", "nrrd", "meta", "dicom-series", "png", "jpeg", "dicom"
+  std::string modality;      // DICOM Modality tag ("CT", "MR", "CR", "DX"), empty when unknown
+  std::string pixel_type;    // stored component type, e.g. "uint8", "int16", "float"
+  int components = 1;        // colour images are converted to grey on reading
+  int file_dimension = 3;
+};
+
+struct LoadedImage {
+  FloatImage image;
+  ImageInfo info;
+};
+
+// True for a directory that holds at least one DICOM series (and is read as one study).
+bool is_dicom_series_dir(const std::filesystem::path& dir);
+
+// True for a file name with an image extension this library reads.
+bool has_image_extension(const std::filesystem::path& file);
+
+// File name without image extensions ("a.nii.gz" -> "a"), or the directory name.
+std::string study_name_of(const std::filesystem::path& path);
+
+// Reads a 2D or 3D scalar image (colour is converted to luminance) or a DICOM series
+// directory. Throws spine::Error (input) naming the file and the problem.
+// Patient-identifying DICOM tags are never read into the result.
+LoadedImage read_image(const std::filesystem::path& path);
+LabelImage read_labels(const std::filesystem::path& path);
+
+enum class StoredPixel { kFloat32, kInt16, kUInt8 };
+
+// Writes atomically (temporary file in the same folder, then rename); the format follows
+// the extension (.nii, .nii.gz, .nrrd, .mha, .png). PNG needs kUInt8 and a 2D image.
+void write_image(const FloatImage& image, const std::filesystem::path& path,
+                 StoredPixel stored = StoredPixel::kFloat32);
+void write_labels(const LabelImage& labels, const std::filesystem::path& path);
+
+// An 8-bit 2D greyscale or RGB picture (PNG), for overlays and previews.
+struct RgbImage {
+  std::size_t width = 0, height = 0;
+  std::vector<std::uint8_t> rgb;  // row-major, 3 bytes per pixel
+};
+void write_png(const RgbImage& picture, const std::filesystem::path& path);
+
+// Writes text atomically (temporary file, then rename).
+void write_text_file(const std::filesystem::path& path, const std::string& text);
+
+}  // namespace spine

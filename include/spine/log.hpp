@@ -1,0 +1,21 @@
+// A thin logging layer over spdlog: console level from -v/-q/--log-level and one log file
+// per run in the output folder. Never log patient identifiers.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace spine::log {
+
+// level: "trace", "debug", "info", "warn", "error", "off".
+void setup(const std::string& tool, const std::string& level);
+// Adds a file sink (always at debug level) writing to `file`.
+void add_file(const std::filesystem::path& file);
+
+using spdlog::debug;
+using spdlog::error;
+using spdlog::info;
+using spdlog::warn;
+
+}  // namespace spine::log

@@ -1,0 +1,81 @@
+// TorchScript model runtime: a model file carries its card (model_card.json, stored as an
+// extra file inside the .pt); the loader checks the card against what the caller needs.
+// Torch stays behind a pimpl; this header has no torch types.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "spine/tensor.hpp"
+
+namespace spine {
+
+struct ModelClass {
+  int label = 0;      // value written into label maps (labels.hpp convention)
+  std::string name;
+};
+
+// The model's contract. Field names match the JSON keys of model_card.json.
+struct ModelCard {
+  std::string name;
+  std::string version;
+  std::string task;                 // e.g. "test-identity", "xray-landmarks", "mr-vertebra-seg"
+  std::string modality;             // "ct", "mr", "xray", "any"
+  int dimension = 2;                // 2 or 3 spatial dimensions
+  int input_channels = 1;
+  std::vector<int> patch_size;      // voxels, x y [z]
+  std::vector<double> input_spacing_mm;  // empty = native resolution
+  nlohmann::json normalisation;     // e.g. {"method": "zscore"}
+  std::vector<ModelClass> classes;  // output channel c -> class
+  std::string training_data;
+  nlohmann::json validation;        // measured figures, free form
+  nlohmann::json raw;               // the whole card as read
+
+  static ModelCard from_json(const nlohmann::json& j);  // throws model error when invalid
+  nlohmann::json to_json() const { return raw; }
+};
+
+// What a caller needs from a model; empty fields are not checked.
+struct ModelRequirement {
+  std::string task;
+  std::vector<std::string> modalities;
+  int dimension = 0;
+};
+
+// "auto", "cpu", "cuda", "cuda:N". Throws a usage error when CUDA is asked for but the
+// linked LibTorch has none or the device does not exist.
+std::string resolve_device(const std::string& spec);
+bool cuda_available();
+
+// Sets the thread count of torch and ITK (0 = number of cores).
+void set_thread_count(int threads);
+
+class Model {
+ public:
+  // Loads, checks the card, moves to the device, switches to eval mode.
+  static Model load(const std::filesystem::path& path, const ModelRequirement& requirement,
+                    const std::string& device = "cpu");
+  // Reads only the card (cheap enough for --version).
+  static ModelCard read_card(const std::filesystem::path& path);
+
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
+
+  const ModelCard& card() const;
+  const std::string& sha256() const;
+  const std::string& device() const;
+  // Runs forward() without gradients. Input [N, C, (Z,) Y, X]; returns the first tensor
+  // output (a tuple's first element) as float on the CPU.
+  Tensor forward(const Tensor& input) const;
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace spine

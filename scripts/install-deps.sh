@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages spine needs to build, test and train. Idempotent:
+# when every package is already there it only checks and returns in about a second.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build git pkg-config
+  libinsighttoolkit5-dev
+  libtorch-dev
+  libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
+  libopencv-imgproc-dev libopencv-imgcodecs-dev
+  python3-torch python3-numpy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

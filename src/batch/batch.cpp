@@ -1,0 +1,261 @@
+// Study discovery and the batch runner: per-study work folders renamed into place on
+// success, --force / --resume, provenance records, progress and a summary.
+#include "spine/batch.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "spine/io.hpp"
+#include "spine/log.hpp"
+#include "spine/version.hpp"
+
+#include <spdlog/sinks/sink.h>
+
+namespace fs = std::filesystem;
+
+namespace spine {
+namespace {
+
+bool is_list_file(const fs::path& p) {
+  const std::string ext = p.extension().string();
+  return ext == ".txt" || ext == ".lst" || ext == ".list";
+}
+
+bool hidden(const fs::path& p) { return p.filename().string().rfind('.', 0) == 0; }
+
+void add_path(const fs::path& p, std::vector<Study>& out) {
+  out.push_back({study_name_of(p), p});
+}
+
+void add_directory(const fs::path& dir, std::vector<Study>& out) {
+  std::vector<fs::path> files, subdirs;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (hidden(e.path())) continue;
+    if (e.is_directory()) subdirs.push_back(e.path());
+    else if (e.is_regular_file() && has_image_extension(e.path())) files.push_back(e.path());
+  }
+  // A folder of DICOM slices with no other images is one study.
+  if (files.empty() && subdirs.empty() && is_dicom_series_dir(dir)) {
+    add_path(dir, out);
+    return;
+  }
+  std::sort(files.begin(), files.end());
+  std::sort(subdirs.begin(), subdirs.end());
+  const std::size_t before = out.size();
+  for (const auto& f : files) {
+    // .dcm slices of a series lying directly in the folder belong to that series.
+    if (f.extension() == ".dcm" && is_dicom_series_dir(dir)) continue;
+    add_path(f, out);
+  }
+  for (const auto& s : subdirs) {
+    if (is_dicom_series_dir(s)) add_path(s, out);
+  }
+  if (out.size() == before && is_dicom_series_dir(dir)) add_path(dir, out);
+  if (out.size() == before) throw input_error(dir.string() + ": no images or DICOM series found");
+}
+
+}  // namespace
+
+std::vector<Study> discover_studies(const std::vector<std::string>& inputs) {
+  std::vector<Study> studies;
+  for (const auto& input : inputs) {
+    const fs::path p(input);
+    if (!fs::exists(p)) throw input_error(input + ": no such file or directory");
+    if (fs::is_directory(p)) {
+      add_directory(p, studies);
+    } else if (is_list_file(p)) {
+      std::ifstream in(p);
+      std::string line;
+      std::size_t listed = 0;
+      while (std::getline(in, line)) {
+        line.erase(0, line.find_first_not_of(" \t\r"));
+        line.erase(line.find_last_not_of(" \t\r") + 1);
+        if (line.empty() || line[0] == '#') continue;
+        fs::path entry(line);
+        if (entry.is_relative()) entry = p.parent_path() / entry;
+        // Missing entries stay in the batch and fail there, so the rest still runs.
+        add_path(entry, studies);
+        ++listed;
+      }
+      if (listed == 0) throw input_error(input + ": list file names no studies");
+    } else {
+      add_path(p, studies);
+    }
+  }
+  std::set<std::string> names;
+  for (const auto& s : studies) {
+    if (s.name.empty()) throw input_error(s.path.string() + ": cannot derive a study name");
+    if (!names.insert(s.name).second)
+      throw input_error("two inputs have the same study name '" + s.name + "' (" + s.path.string() + ")");
+  }
+  return studies;
+}
+
+int BatchSummary::count(StudyStatus s) const {
+  return static_cast<int>(std::count_if(results.begin(), results.end(),
+                                        [&](const StudyResult& r) { return r.status == s; }));
+}
+
+ExitStatus BatchSummary::exit_status() const {
+  const int failed = count(StudyStatus::kFailed);
+  if (failed == 0) return ExitStatus::kOk;
+  return results.size() == 1 ? ExitStatus::kInput : ExitStatus::kSomeFailed;
+}
+
+std::string iso_time_now() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::ostringstream s;
+  s << std::put_time(&tm, "%Y-%m-%dT%H:%M:%SZ");
+  return s.str();
+}
+
+namespace {
+
+nlohmann::json input_record(const fs::path& p) {
+  nlohmann::json j{{"path", p.string()}};
+  if (fs::is_directory(p)) {
+    // A series: hash of the sorted per-file hashes.
+    std::vector<std::pair<std::string, std::string>> files;
+    for (const auto& e : fs::directory_iterator(p)) {
+      if (e.is_regular_file()) files.emplace_back(e.path().filename().string(), sha256_file(e.path()));
+    }
+    std::sort(files.begin(), files.end());
+    std::string joined;
+    for (const auto& [name, hash] : files) joined += name + " " + hash + "\n";
+    j["files"] = files.size();
+    j["sha256"] = sha256_bytes(joined);
+  } else {
+    j["sha256"] = sha256_file(p);
+  }
+  return j;
+}
+
+class Progress {
+ public:
+  explicit Progress(std::size_t total) : total_(total), bar_(::isatty(2) && spdlog::default_logger()->sinks().front()->level() <= spdlog::level::info) {}
+  void begin(std::size_t index, const std::string& name) {
+    if (!bar_) return;
+    const int width = 30;
+    const int filled = static_cast<int>(width * index / std::max<std::size_t>(total_, 1));
+    std::cerr << "\r[" << std::string(filled, '#') << std::string(width - filled, '.') << "] " << index
+              << "/" << total_ << " " << name << "\033[K" << std::flush;
+  }
+  void clear_line() {
+    if (bar_) std::cerr << "\r\033[K" << std::flush;
+  }
+  bool bar() const { return bar_; }
+
+ private:
+  std::size_t total_;
+  bool bar_;
+};
+
+}  // namespace
+
+BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& options,
+                       const StudyProcessor& process) {
+  std::error_code ec;
+  fs::create_directories(options.output_dir, ec);
+  if (ec || !fs::is_directory(options.output_dir))
+    throw input_error(options.output_dir.string() + ": cannot create output directory");
+  {
+    std::string stamp = iso_time_now();
+    std::replace(stamp.begin(), stamp.end(), ':', '-');
+    log::add_file(options.output_dir / (options.tool + "-" + stamp + ".log"));
+  }
+  log::info("{} {} (git {}): {} studies -> {}", options.tool, kVersion, kGitRevision, studies.size(),
+            options.output_dir.string());
+  log::debug("config: {}", options.config.dump());
+
+  BatchSummary summary;
+  Progress progress(studies.size());
+  const auto batch_start = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < studies.size(); ++i) {
+    const Study& study = studies[i];
+    StudyResult result{study.name, StudyStatus::kDone, "", 0};
+    const fs::path final_dir = options.output_dir / study.name;
+    const fs::path work_dir =
+        options.output_dir / ("." + study.name + ".partial-" + std::to_string(::getpid()));
+    progress.begin(i, study.name);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string started = iso_time_now();
+    try {
+      if (fs::exists(final_dir) && !options.force) {
+        if (options.resume && fs::exists(final_dir / kProvenanceFile)) {
+          result.status = StudyStatus::kSkipped;
+          result.message = "outputs complete (--resume)";
+        } else {
+          throw input_error(final_dir.string() + ": output exists (use --force to overwrite" +
+                            std::string(options.resume ? ")" : " or --resume to skip)"));
+        }
+      }
+      if (result.status == StudyStatus::kDone) {
+        fs::remove_all(work_dir);
+        fs::create_directories(work_dir);
+        nlohmann::json extra = process(study, work_dir);
+        nlohmann::json prov{{"tool", options.tool},
+                            {"version", kVersion},
+                            {"git_revision", kGitRevision},
+                            {"study", study.name},
+                            {"config", options.config},
+                            {"inputs", study.path.empty() ? nlohmann::json::array() : nlohmann::json::array({input_record(study.path)})},
+                            {"started", started}};
+        nlohmann::json models = nlohmann::json::array();
+        for (const auto& m : options.models)
+          models.push_back({{"name", m.name}, {"version", m.version}, {"sha256", m.sha256}});
+        prov["models"] = models;
+        if (!extra.is_null()) prov["result"] = extra;
+        prov["finished"] = iso_time_now();
+        prov["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        write_text_file(work_dir / kProvenanceFile, prov.dump(2) + "\n");
+        const fs::path old_dir = options.output_dir / ("." + study.name + ".old-" + std::to_string(::getpid()));
+        if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+        fs::rename(work_dir, final_dir);
+        fs::remove_all(old_dir, ec);
+      }
+    } catch (const Error& e) {
+      result.status = StudyStatus::kFailed;
+      result.message = e.what();
+    } catch (const std::exception& e) {
+      result.status = StudyStatus::kFailed;
+      result.message = std::string("internal error: ") + e.what();
+    }
+    if (result.status == StudyStatus::kFailed) fs::remove_all(work_dir, ec);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.clear_line();
+    switch (result.status) {
+      case StudyStatus::kDone:
+        if (!progress.bar()) log::info("{}: done in {:.2f} s", study.name, result.seconds);
+        else log::debug("{}: done in {:.2f} s", study.name, result.seconds);
+        break;
+      case StudyStatus::kSkipped: log::info("{}: skipped, {}", study.name, result.message); break;
+      case StudyStatus::kFailed: log::error("{}: {}", study.name, result.message); break;
+    }
+    summary.results.push_back(result);
+  }
+  progress.clear_line();
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_start).count();
+  const int done = summary.count(StudyStatus::kDone);
+  double done_seconds = 0;
+  for (const auto& r : summary.results) {
+    if (r.status == StudyStatus::kDone) done_seconds += r.seconds;
+  }
+  log::info("summary: {} done, {} failed, {} skipped; {:.2f} s per study, {:.1f} s in all", done,
+            summary.count(StudyStatus::kFailed), summary.count(StudyStatus::kSkipped),
+            done > 0 ? done_seconds / done : 0.0, total);
+  return summary;
+}
+
+}  // namespace spine

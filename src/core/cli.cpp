@@ -1,0 +1,91 @@
+// Shared command-line options, --version, and the one place exceptions become exit statuses.
+#include "spine/cli.hpp"
+
+#include <iostream>
+
+#include "spine/log.hpp"
+#include "spine/version.hpp"
+
+namespace spine {
+
+void CommonOptions::register_cli(CLI::App& app, bool with_inputs) {
+  if (with_inputs) {
+    app.add_option("inputs", inputs,
+                   "Image file, DICOM series directory, directory of studies, or a text file listing paths")
+        ->required();
+  }
+  app.add_option("-o,--output", output_dir, "Output directory (one sub-folder per study)")->required();
+  app.add_flag("-v,--verbose", verbose, "More log output (-vv for trace)");
+  app.add_flag("-q,--quiet", quiet, "Only warnings and errors");
+  app.add_option("--log-level", log_level, "Log level")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
+  app.add_option("--threads", threads, "Threads for torch and ITK (0 = all cores)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--device", device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  app.add_flag("--force", force, "Overwrite existing study outputs");
+  app.add_flag("--resume", resume, "Skip studies whose outputs are already complete");
+}
+
+std::string CommonOptions::effective_log_level() const {
+  if (quiet) return "warn";
+  if (verbose >= 2) return "trace";
+  if (verbose == 1) return "debug";
+  return log_level;
+}
+
+nlohmann::json CommonOptions::to_json() const {
+  return {{"output", output_dir}, {"log_level", effective_log_level()}, {"threads", threads},
+          {"device", device},     {"force", force},                     {"resume", resume}};
+}
+
+std::string version_line(const std::string& tool) {
+  return tool + " " + kVersion + " (git " + kGitRevision + ")";
+}
+
+int run_main(int argc, char** argv, const ToolInfo& tool, const std::function<void(CLI::App&)>& setup,
+             const std::function<ExitStatus()>& body) {
+  CLI::App app{tool.description, tool.name};
+  app.option_defaults()->always_capture_default();
+  app.footer(
+      "Exit status: 0 all done, 1 usage error, 2 input error, 3 some studies failed, 4 internal error.");
+  bool show_version = false;
+  app.add_flag("--version", show_version, "Print version, git revision and model versions, then exit");
+  try {
+    setup(app);
+    // --version must work without the otherwise required options.
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--version") {
+        std::cout << version_line(tool.name) << "\n";
+        std::vector<std::string> models;
+        if (tool.model_versions) models = tool.model_versions();
+        std::cout << "models: " << (models.empty() ? "none" : "") << "\n";
+        for (const auto& m : models) std::cout << "  " << m << "\n";
+        return 0;
+      }
+    }
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << tool.name << ": error: " << e.what() << " (see --help)\n";
+    return static_cast<int>(ExitStatus::kUsage);
+  } catch (const Error& e) {
+    std::cerr << tool.name << ": error: " << e.what() << "\n";
+    return static_cast<int>(e.exit_status());
+  }
+  try {
+    return static_cast<int>(body());
+  } catch (const Error& e) {
+    std::cerr << tool.name << ": error: " << e.what() << "\n";
+    return static_cast<int>(e.exit_status());
+  } catch (const std::exception& e) {
+    std::cerr << tool.name << ": internal error: " << e.what() << "\n";
+    return static_cast<int>(ExitStatus::kInternal);
+  }
+}
+
+}  // namespace spine

@@ -1,0 +1,233 @@
+// Resampling onto a new grid: linear for images, label-preserving voting for label maps,
+// and lossless reorientation by axis permutation and flips.
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "spine/error.hpp"
+#include "spine/preprocess.hpp"
+
+namespace spine {
+namespace {
+
+Geometry grid_with_spacing(const Geometry& in, const std::array<double, 3>& spacing) {
+  Geometry out = in;
+  const int dims = in.dimension;
+  for (int a = 0; a < 3; ++a) {
+    if (a >= dims) {
+      out.spacing[a] = in.spacing[a];
+      out.size[a] = 1;
+      continue;
+    }
+    if (!(spacing[a] > 0)) throw usage_error("resampling spacing must be positive");
+    const double extent = in.size[a] * in.spacing[a];
+    out.spacing[a] = spacing[a];
+    out.size[a] = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(extent / spacing[a])));
+    // Keep the physical centre of the first voxel's footprint edge: the image edge stays put.
+    const double shift = (spacing[a] - in.spacing[a]) / 2.0;
+    for (int r = 0; r < 3; ++r) out.origin[r] += in.direction[r * 3 + a] * shift;
+  }
+  return out;
+}
+
+// Continuous input index of every output voxel is affine in the output index, so the
+// mapping is precomputed as a 3x4 matrix.
+struct IndexMap {
+  double m[3][4];
+  IndexMap(const Geometry& from_out, const Geometry& to_in) {
+    const auto o = to_in.lps_to_index(from_out.index_to_lps(0, 0, 0));
+    for (int c = 0; c < 3; ++c) {
+      std::array<double, 3> e{0, 0, 0};
+      e[c] = 1;
+      const auto p = to_in.lps_to_index(from_out.index_to_lps(e[0], e[1], e[2]));
+      for (int r = 0; r < 3; ++r) m[r][c] = p[r] - o[r];
+    }
+    for (int r = 0; r < 3; ++r) m[r][3] = o[r];
+  }
+  std::array<double, 3> operator()(double i, double j, double k) const {
+    return {m[0][0] * i + m[0][1] * j + m[0][2] * k + m[0][3],
+            m[1][0] * i + m[1][1] * j + m[1][2] * k + m[1][3],
+            m[2][0] * i + m[2][1] * j + m[2][2] * k + m[2][3]};
+  }
+};
+
+// Calls f(offset, weight) for the (up to) 8 neighbours of a continuous index.
+template <class F>
+bool for_each_neighbour(const Geometry& g, const std::array<double, 3>& p, F&& f) {
+  std::array<std::int64_t, 3> base{};
+  std::array<double, 3> frac{};
+  for (int a = 0; a < 3; ++a) {
+    const double n = static_cast<double>(g.size[a]);
+    // Samples within half a voxel of the edge clamp to the edge voxel.
+    if (p[a] < -0.5 || p[a] > n - 0.5) return false;
+    const double c = std::clamp(p[a], 0.0, n - 1);
+    base[a] = std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(c)), g.size[a] - 1);
+    frac[a] = c - base[a];
+  }
+  for (int dz = 0; dz < 2; ++dz) {
+    const double wz = dz ? frac[2] : 1 - frac[2];
+    if (wz == 0) continue;
+    const std::size_t z = std::min<std::size_t>(base[2] + dz, g.size[2] - 1);
+    for (int dy = 0; dy < 2; ++dy) {
+      const double wy = dy ? frac[1] : 1 - frac[1];
+      if (wy == 0) continue;
+      const std::size_t y = std::min<std::size_t>(base[1] + dy, g.size[1] - 1);
+      for (int dx = 0; dx < 2; ++dx) {
+        const double wx = dx ? frac[0] : 1 - frac[0];
+        if (wx == 0) continue;
+        const std::size_t x = std::min<std::size_t>(base[0] + dx, g.size[0] - 1);
+        f((z * g.size[1] + y) * g.size[0] + x, wx * wy * wz);
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+FloatImage resample_image_to(const FloatImage& image, const Geometry& target, float fill) {
+  FloatImage out(target, fill);
+  const IndexMap map(target, image.geometry);
+  const auto& g = image.geometry;
+  for (std::size_t k = 0; k < target.size[2]; ++k)
+    for (std::size_t j = 0; j < target.size[1]; ++j)
+      for (std::size_t i = 0; i < target.size[0]; ++i) {
+        double acc = 0;
+        const bool inside = for_each_neighbour(
+            g, map(i, j, k), [&](std::size_t off, double w) { acc += w * image.voxels[off]; });
+        if (inside) out.at(i, j, k) = static_cast<float>(acc);
+      }
+  return out;
+}
+
+LabelImage resample_labels_to(const LabelImage& labels, const Geometry& target) {
+  LabelImage out(target, 0);
+  const IndexMap map(target, labels.geometry);
+  const auto& g = labels.geometry;
+  std::array<std::pair<std::int16_t, double>, 8> votes{};
+  for (std::size_t k = 0; k < target.size[2]; ++k)
+    for (std::size_t j = 0; j < target.size[1]; ++j)
+      for (std::size_t i = 0; i < target.size[0]; ++i) {
+        int n = 0;
+        for_each_neighbour(g, map(i, j, k), [&](std::size_t off, double w) {
+          const std::int16_t v = labels.voxels[off];
+          for (int q = 0; q < n; ++q) {
+            if (votes[q].first == v) {
+              votes[q].second += w;
+              return;
+            }
+          }
+          votes[n++] = {v, w};
+        });
+        if (n == 0) continue;
+        const auto best = std::max_element(votes.begin(), votes.begin() + n,
+                                           [](const auto& a, const auto& b) { return a.second < b.second; });
+        out.at(i, j, k) = best->first;
+      }
+  return out;
+}
+
+FloatImage resample_image(const FloatImage& image, const std::array<double, 3>& spacing_mm) {
+  return resample_image_to(image, grid_with_spacing(image.geometry, spacing_mm));
+}
+
+LabelImage resample_labels(const LabelImage& labels, const std::array<double, 3>& spacing_mm) {
+  return resample_labels_to(labels, grid_with_spacing(labels.geometry, spacing_mm));
+}
+
+// --- reorientation ---------------------------------------------------------------------
+
+namespace {
+
+// For world axis r (0 = x L/R, 1 = y P/A, 2 = z S/I), the letter an axis points toward.
+char letter_for(int world_axis, bool positive) {
+  static const char pos[3] = {'L', 'P', 'S'};
+  static const char neg[3] = {'R', 'A', 'I'};
+  return positive ? pos[world_axis] : neg[world_axis];
+}
+
+std::pair<int, bool> parse_letter(char c) {
+  switch (std::toupper(static_cast<unsigned char>(c))) {
+    case 'L': return {0, true};
+    case 'R': return {0, false};
+    case 'P': return {1, true};
+    case 'A': return {1, false};
+    case 'S': return {2, true};
+    case 'I': return {2, false};
+    default: throw usage_error(std::string("invalid orientation letter '") + c + "'");
+  }
+}
+
+// Voxel axis a's dominant world axis and its sign.
+std::pair<int, bool> dominant_axis(const Geometry& g, int a) {
+  int best = 0;
+  for (int r = 1; r < 3; ++r) {
+    if (std::abs(g.direction[r * 3 + a]) > std::abs(g.direction[best * 3 + a])) best = r;
+  }
+  return {best, g.direction[best * 3 + a] > 0};
+}
+
+template <class T>
+Image<T> reorient_impl(const Image<T>& image, const std::string& code) {
+  const Geometry& g = image.geometry;
+  const int dims = g.dimension;
+  if (static_cast<int>(code.size()) != dims)
+    throw usage_error("orientation code '" + code + "' needs " + std::to_string(dims) + " letters");
+  // source axis of each target axis, and whether it is flipped
+  std::array<int, 3> src{0, 1, 2};
+  std::array<bool, 3> flip{false, false, false};
+  std::array<bool, 3> used{false, false, false};
+  for (int t = 0; t < dims; ++t) {
+    const auto [world, positive] = parse_letter(code[t]);
+    int found = -1;
+    for (int a = 0; a < dims; ++a) {
+      if (dominant_axis(g, a).first == world && !used[a]) found = a;
+    }
+    if (found < 0) throw usage_error("orientation code '" + code + "' does not fit this image");
+    used[found] = true;
+    src[t] = found;
+    flip[t] = dominant_axis(g, found).second != positive;
+  }
+  Geometry out_g = g;
+  for (int t = 0; t < 3; ++t) {
+    const int a = src[t];
+    out_g.size[t] = g.size[a];
+    out_g.spacing[t] = g.spacing[a];
+    for (int r = 0; r < 3; ++r) out_g.direction[r * 3 + t] = g.direction[r * 3 + a] * (flip[t] ? -1 : 1);
+  }
+  // New origin: the physical point of the source voxel that becomes index (0,0,0).
+  std::array<double, 3> first{0, 0, 0};
+  for (int t = 0; t < 3; ++t) first[src[t]] = flip[t] ? double(g.size[src[t]] - 1) : 0.0;
+  out_g.origin = g.index_to_lps(first[0], first[1], first[2]);
+
+  Image<T> out(out_g);
+  std::array<std::size_t, 3> s{};
+  for (std::size_t k = 0; k < out_g.size[2]; ++k)
+    for (std::size_t j = 0; j < out_g.size[1]; ++j)
+      for (std::size_t i = 0; i < out_g.size[0]; ++i) {
+        const std::size_t idx[3] = {i, j, k};
+        for (int t = 0; t < 3; ++t) s[src[t]] = flip[t] ? out_g.size[t] - 1 - idx[t] : idx[t];
+        out.at(i, j, k) = image.at(s[0], s[1], s[2]);
+      }
+  return out;
+}
+
+}  // namespace
+
+std::string orientation_code(const Geometry& g) {
+  std::string code;
+  for (int a = 0; a < g.dimension; ++a) {
+    const auto [world, positive] = dominant_axis(g, a);
+    code += letter_for(world, positive);
+  }
+  return code;
+}
+
+FloatImage reorient(const FloatImage& image, const std::string& code) {
+  return reorient_impl(image, code);
+}
+LabelImage reorient(const LabelImage& labels, const std::string& code) {
+  return reorient_impl(labels, code);
+}
+
+}  // namespace spine
