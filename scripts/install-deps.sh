@@ -9,7 +9,7 @@ packages=(
   libtorch-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
   libopencv-imgproc-dev libopencv-imgcodecs-dev
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-pil
 )
 
 missing=()

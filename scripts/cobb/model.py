@@ -1,0 +1,71 @@
+"""Vertebra landmark network: a compact U-Net to stride 4 that outputs, per vertebra
+T1..L5, a centre heatmap (17 channels, order fixed by channel) and the four corner
+offsets from the centre (8 channels, in units of 16 output pixels)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+N_VERT = 17
+OFFSET_SCALE = 16.0
+
+
+def block(cin, cout):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class LandmarkNet(nn.Module):
+    def __init__(self, widths=(16, 32, 64, 96, 128, 160)):
+        super().__init__()
+        self.enc = nn.ModuleList()
+        cin = 1
+        for w in widths:
+            self.enc.append(block(cin, w))
+            cin = w
+        # decoder back to stride 4 (encoder levels 5, 4, 3 -> indices 4, 3, 2)
+        self.dec = nn.ModuleList([
+            block(widths[5] + widths[4], widths[4]),
+            block(widths[4] + widths[3], widths[3]),
+            block(widths[3] + widths[2], widths[2]),
+        ])
+        self.head = nn.Sequential(nn.Conv2d(widths[2], 64, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(64, N_VERT + 8, 1))
+
+    def forward(self, x):
+        skips = []
+        for i, e in enumerate(self.enc):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = e(x)
+            skips.append(x)
+        for d, skip in zip(self.dec, (skips[4], skips[3], skips[2])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = d(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+def decode(out: torch.Tensor):
+    """out [B, 25, h, w] -> (centres [B,17,2] in output pixels, corners [B,17,4,2] in
+    output pixels, peak [B,17]) using argmax refined by a local weighted centroid."""
+    b, _, h, w = out.shape
+    heat = out[:, :N_VERT]
+    flat = heat.reshape(b, N_VERT, -1)
+    peak, idx = flat.max(dim=2)
+    cy = (idx // w).float()
+    cx = (idx % w).float()
+    # refine with a 5x5 weighted centroid of the positive heatmap
+    ys = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
+    win = ((ys - cy[..., None, None]).abs() <= 2) & ((xs - cx[..., None, None]).abs() <= 2)
+    wgt = heat.clamp_min(0) * win
+    s = wgt.sum(dim=(2, 3)).clamp_min(1e-6)
+    rx = (wgt * xs).sum(dim=(2, 3)) / s
+    ry = (wgt * ys).sum(dim=(2, 3)) / s
+    centres = torch.stack([rx, ry], dim=-1)
+    # bilinear sample of the offsets at the centres
+    grid = torch.stack([(rx + 0.5) / w * 2 - 1, (ry + 0.5) / h * 2 - 1], dim=-1).view(b, N_VERT, 1, 2)
+    off = F.grid_sample(out[:, N_VERT:], grid, mode="bilinear", align_corners=False)  # [B,8,17,1]
+    off = off[..., 0].permute(0, 2, 1).reshape(b, N_VERT, 4, 2) * OFFSET_SCALE
+    corners = centres[:, :, None, :] + off
+    return centres, corners, peak

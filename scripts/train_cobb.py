@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+"""Trains the frontal-radiograph landmark model (68 AASCE corners, T1..L5) on the AASCE
+training images minus the fixed validation split, on CPU, and exports TorchScript with
+its model card. Resumable: checkpoints every epoch.
+
+  /usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs 40 --threads 2
+  /usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --export models/xray-landmarks.pt
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cobb import data, preprocess  # noqa: E402
+from cobb.model import N_VERT, OFFSET_SCALE, LandmarkNet, decode  # noqa: E402
+from lib.model_card import save_with_card  # noqa: E402
+
+OUT_H, OUT_W = preprocess.INPUT_H // preprocess.STRIDE, preprocess.INPUT_W // preprocess.STRIDE
+SIGMA = 1.5  # heatmap sigma in output pixels
+
+
+def split(landmarks):
+    train, val, rejected = [], [], {}
+    for name in sorted(landmarks):
+        problems = data.label_problems(landmarks[name])
+        if problems:
+            rejected[name] = problems
+            continue
+        (val if data.is_validation(name) else train).append(name)
+    return train, val, rejected
+
+
+def augment(images, points, rng, train=True):
+    """images uint8 [B,1024,512]; points [B,68,2] in cache pixels.
+    Returns model inputs [B,1,512,256] and points in input pixels."""
+    b = images.shape[0]
+    x = images.float()[:, None]
+    pts = torch.as_tensor(points, dtype=torch.float32).clone()
+    if train:
+        ang = torch.tensor(rng.uniform(-8, 8, b), dtype=torch.float32) * math.pi / 180
+        scale = torch.tensor(rng.uniform(0.88, 1.12, b), dtype=torch.float32)
+        tx = torch.tensor(rng.uniform(-0.06, 0.06, b), dtype=torch.float32)
+        ty = torch.tensor(rng.uniform(-0.05, 0.05, b), dtype=torch.float32)
+        flip = torch.tensor(rng.uniform(0, 1, b) < 0.5)
+        # output normalised coords u -> input normalised coords: A u + t (aspect-aware rotation)
+        H, W = preprocess.CACHE_H, preprocess.CACHE_W
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0] = cos / scale
+        theta[:, 0, 1] = -sin / scale * H / W
+        theta[:, 1, 0] = sin / scale * W / H
+        theta[:, 1, 1] = cos / scale
+        theta[:, 0, 2] = tx
+        theta[:, 1, 2] = ty
+        fl = torch.where(flip, -1.0, 1.0)
+        theta[:, :, 0] *= fl[:, None]
+        grid = F.affine_grid(theta, x.shape, align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # forward-map the points: input normalised p = A u + t  =>  u = A^-1 (p - t)
+        pn = torch.stack([(pts[..., 0] + 0.5) / W * 2 - 1, (pts[..., 1] + 0.5) / H * 2 - 1], dim=-1)
+        A = theta[:, :, :2]
+        t = theta[:, :, 2]
+        u = torch.linalg.solve(A[:, None], (pn - t[:, None])[..., None])[..., 0]
+        pts = torch.stack([(u[..., 0] + 1) / 2 * W - 0.5, (u[..., 1] + 1) / 2 * H - 0.5], dim=-1)
+        # a mirrored image swaps left and right corners
+        idx = torch.arange(68).view(17, 4)[:, [1, 0, 3, 2]].reshape(-1)
+        pts = torch.where(flip[:, None, None], pts[:, idx], pts)
+        # intensity: gamma, contrast, noise
+        gamma = torch.tensor(rng.uniform(0.7, 1.4, b), dtype=torch.float32).view(b, 1, 1, 1)
+        x = 255 * (x.clamp(0, 255) / 255) ** gamma
+        x = x * torch.tensor(rng.uniform(0.8, 1.2, b), dtype=torch.float32).view(b, 1, 1, 1)
+        x = x + torch.randn_like(x) * float(rng.uniform(0, 6))
+    inp = preprocess.cache_to_input(x[:, 0])[:, None]
+    # cache pixels -> input pixels (2x pooling with half-pixel centres)
+    pts = (pts + 0.5) / 2 - 0.5
+    return inp, pts
+
+
+def targets(pts):
+    """pts [B,68,2] input pixels -> heatmaps [B,17,h,w], offsets [B,8,h,w], mask [B,1,h,w]."""
+    b = pts.shape[0]
+    corners = pts.view(b, N_VERT, 4, 2) / preprocess.STRIDE
+    corners = (corners + 0.5) - 0.5 * preprocess.STRIDE / preprocess.STRIDE  # half-pixel consistent
+    corners = (pts.view(b, N_VERT, 4, 2) + 0.5) / preprocess.STRIDE - 0.5
+    centres = corners.mean(dim=2)
+    ys = torch.arange(OUT_H, dtype=torch.float32).view(1, 1, OUT_H, 1)
+    xs = torch.arange(OUT_W, dtype=torch.float32).view(1, 1, 1, OUT_W)
+    d2 = (xs - centres[..., 0, None, None]) ** 2 + (ys - centres[..., 1, None, None]) ** 2
+    heat = torch.exp(-d2 / (2 * SIGMA ** 2))
+    # offsets of each vertebra painted in a radius-2 disc around its centre
+    offsets = torch.zeros(b, 8, OUT_H, OUT_W)
+    mask = torch.zeros(b, 1, OUT_H, OUT_W)
+    rel = (corners - centres[:, :, None, :]).reshape(b, N_VERT, 8) / OFFSET_SCALE
+    near = d2 <= 2.5 ** 2  # [B,17,h,w]
+    for v in range(N_VERT):
+        m = near[:, v:v + 1].float()
+        offsets = offsets * (1 - m) + rel[:, v, :, None, None] * m
+        mask = torch.maximum(mask, m)
+    return heat, offsets, mask
+
+
+def loss_fn(out, heat, offsets, mask):
+    ph = out[:, :N_VERT]
+    lh = (((ph - heat) ** 2) * (1 + 20 * heat)).mean()
+    lo = (F.smooth_l1_loss(out[:, N_VERT:], offsets, reduction="none", beta=0.05) * mask).sum() / mask.sum().clamp_min(1) / 8
+    return lh * 10 + lo, lh.item(), lo.item()
+
+
+def evaluate(model, images, points, sizes, names, angles_ref, batch=8):
+    """Landmark error (original pixels) and AASCE angles on the given set."""
+    from cobb.angles import aasce_angles, smape
+    model.eval()
+    errs, smapes, maes = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(names), batch):
+            inp, _ = augment(images[i:i + batch], points[i:i + batch], None, train=False)
+            out = model(inp)
+            _, corners, _ = decode(out)
+            for k in range(out.shape[0]):
+                w, h = sizes[i + k]
+                c = corners[k].reshape(68, 2).numpy()
+                c_in = (c + 0.5) * preprocess.STRIDE - 0.5
+                pred = preprocess.from_input_coords(c_in, w, h)
+                ref = points_orig[names[i + k]]
+                errs.append(np.linalg.norm(pred - ref, axis=1).mean())
+                a = aasce_angles(pred, h)
+                smapes.append(smape(a, angles_ref[names[i + k]]))
+                maes.append(abs(a[0] - angles_ref[names[i + k]][0]))
+    model.train()
+    return float(np.mean(errs)), float(np.mean(smapes)), float(np.mean(maes))
+
+
+points_orig = {}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="use only N training images (smoke test)")
+    ap.add_argument("--export", help="write TorchScript with card to this path and exit")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+
+    landmarks, angles = data.read_table()
+    points_orig.update(landmarks)
+    train, val, rejected = split(landmarks)
+    if args.limit:
+        train = train[:args.limit]
+    print(f"train {len(train)}, validation {len(val)}, rejected for label problems {len(rejected)}", flush=True)
+    with open(os.path.join(args.out, "split.json"), "w") as f:
+        json.dump({"train": train, "validation": val, "rejected": rejected}, f, indent=1)
+
+    model = LandmarkNet()
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    state = {"epoch": 0, "history": []}
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    if os.path.exists(ckpt_path):
+        state = torch.load(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        print(f"resumed at epoch {state['epoch']}", flush=True)
+
+    if args.export:
+        export(model, state, args, len(train), len(val), len(rejected))
+        return
+
+    t0 = time.time()
+    tr_img, tr_sizes = data.build_cache(train, cache_path=os.path.join(args.out, "cache-train.pt"))
+    va_img, va_sizes = data.build_cache(val, cache_path=os.path.join(args.out, "cache-val.pt"))
+    print(f"cache ready in {time.time() - t0:.0f} s", flush=True)
+
+    def cache_points(names, sizes):
+        out = np.zeros((len(names), 68, 2), dtype=np.float32)
+        for i, n in enumerate(names):
+            w, h = sizes[i]
+            p = landmarks[n].copy()
+            p[:, 0] = (p[:, 0] + 0.5) * preprocess.CACHE_W / w - 0.5
+            p[:, 1] = (p[:, 1] + 0.5) * preprocess.CACHE_H / h - 0.5
+            out[i] = p
+        return out
+
+    tr_pts = cache_points(train, tr_sizes)
+    va_pts = cache_points(val, va_sizes)
+    steps_per_epoch = math.ceil(len(train) / args.batch)
+    total = steps_per_epoch * args.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1,
+                                                last_epoch=state["epoch"] * steps_per_epoch - 1)
+    for epoch in range(state["epoch"], args.epochs):
+        te = time.time()
+        perm = rng.permutation(len(train))
+        tot = th = to = 0.0
+        for s in range(steps_per_epoch):
+            idx = perm[s * args.batch:(s + 1) * args.batch]
+            inp, pts = augment(tr_img[idx], tr_pts[idx], rng, train=True)
+            heat, offs, mask = targets(pts)
+            out = model(inp)
+            loss, lh, lo = loss_fn(out, heat, offs, mask)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item(); th += lh; to += lo
+        msg = {"epoch": epoch + 1, "loss": tot / steps_per_epoch, "heat": th / steps_per_epoch,
+               "offset": to / steps_per_epoch, "seconds": time.time() - te}
+        if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
+            err, sm, mae = evaluate(model, va_img, va_pts, va_sizes, val, angles)
+            msg.update({"val_landmark_px": err, "val_smape": sm, "val_major_mae": mae})
+        state = {"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                 "history": state["history"] + [msg]}
+        torch.save(state, ckpt_path + ".tmp")
+        os.replace(ckpt_path + ".tmp", ckpt_path)
+        print(json.dumps(msg), flush=True)
+    export(model, state, args, len(train), len(val), len(rejected))
+
+
+def export(model, state, args, n_train, n_val, n_rejected):
+    model.eval()
+    scripted = torch.jit.script(model)
+    card = {
+        "name": "xray-ap-landmarks",
+        "version": "1.0.0",
+        "task": "xray-ap-landmarks",
+        "modality": "xray",
+        "dimension": 2,
+        "input_channels": 1,
+        "patch_size": [preprocess.INPUT_W, preprocess.INPUT_H],
+        "input_spacing_mm": [],
+        "normalisation": {"method": "resize-bilinear-halfpixel-then-avgpool2-then-zscore",
+                          "resize_to": [preprocess.CACHE_W, preprocess.CACHE_H],
+                          "input_size": [preprocess.INPUT_W, preprocess.INPUT_H]},
+        "output": {"heatmaps": N_VERT, "offset_channels": 8, "offset_scale": OFFSET_SCALE,
+                   "stride": preprocess.STRIDE},
+        "classes": [{"label": 8 + i, "name": ("T%d" % (i + 1)) if i < 12 else ("L%d" % (i - 11))}
+                    for i in range(N_VERT)],
+        "training_data": f"AASCE 2019 public training set (xray-ap-aasce): {n_train} images for training, "
+                         f"{n_val} held out by patient (scripts/cobb/data.py is_validation), "
+                         f"{n_rejected} excluded for landmark-order problems",
+        "training": {"epochs": state.get("epoch", 0), "seed": args.seed,
+                     "command": "/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs %d" % state.get("epoch", 0)},
+        "validation": {"history_last": state["history"][-1] if state.get("history") else {}},
+    }
+    path = args.export or os.path.join(args.out, "xray-landmarks.pt")
+    save_with_card(scripted, card, path)
+    print(f"exported {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
