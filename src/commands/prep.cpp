@@ -78,7 +78,7 @@ StoredPixel choose_pixel(const PrepConfig& c, const LoadedImage& in, bool values
   if (c.pixel == "float") return StoredPixel::kFloat32;
   if (c.pixel == "int16") return StoredPixel::kInt16;
   if (c.pixel == "uint8") return StoredPixel::kUInt8;
-  const bool integer_input = in.info.pixel_type.find("int") != std::string::npos || in.info.pixel_type == "char";
+  const bool integer_input = in.info.pixel_type != "float" && in.info.pixel_type != "double";
   return (!values_changed && integer_input) ? StoredPixel::kInt16 : StoredPixel::kFloat32;
 }
 

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "io/itk_convert.hpp"
 #include "spine/error.hpp"
@@ -112,6 +113,42 @@ LoadedImage read_dicom_series(const fs::path& dir) {
   return out;
 }
 
+// ITK's NIfTI and JPEG readers accept truncated files silently (missing voxels come back
+// as zeros or grey), so completeness is checked here before reading.
+void check_complete(const fs::path& path, const std::string& ext, itk::ImageIOBase* io) {
+  if (ext == ".nii" || ext == ".nii.gz") {
+    const std::uint64_t needed = io->GetImageSizeInBytes() + 348;  // header + voxel data
+    std::uint64_t available = 0;
+    if (ext == ".nii") {
+      available = fs::file_size(path);
+    } else {
+      gzFile gz = gzopen(path.string().c_str(), "rb");
+      if (!gz) throw input_error(path.string() + ": cannot open");
+      std::vector<char> buf(1 << 20);
+      int n = 0;
+      while ((n = gzread(gz, buf.data(), static_cast<unsigned>(buf.size()))) > 0) available += n;
+      int err = Z_OK;
+      gzerror(gz, &err);
+      gzclose(gz);
+      if (n < 0 || (err != Z_OK && err != Z_STREAM_END))
+        throw input_error(path.string() + ": corrupt gzip stream (truncated file?)");
+    }
+    if (available < needed)
+      throw input_error(path.string() + ": file is truncated (" + std::to_string(available) + " of at least " +
+                        std::to_string(needed) + " bytes)");
+  } else if (ext == ".jpg" || ext == ".jpeg") {
+    // A complete JPEG ends with the EOI marker FF D9 (possibly followed by padding).
+    std::ifstream f(path, std::ios::binary);
+    const auto size = static_cast<std::streamoff>(fs::file_size(path));
+    const std::streamoff tail = std::min<std::streamoff>(size, 256);
+    std::string bytes(static_cast<std::size_t>(tail), '\0');
+    f.seekg(size - tail);
+    f.read(bytes.data(), tail);
+    if (bytes.find("\xFF\xD9") == std::string::npos)
+      throw input_error(path.string() + ": JPEG file is truncated (no end-of-image marker)");
+  }
+}
+
 }  // namespace
 
 bool has_image_extension(const fs::path& file) {
@@ -155,6 +192,7 @@ LoadedImage read_image(const fs::path& path) {
     if (!io) throw input_error(path.string() + ": not an image in a supported format");
     io->SetFileName(path.string());
     io->ReadImageInformation();
+    check_complete(path, full_extension(path), io);
     LoadedImage out;
     out.info.format = format_of_extension(full_extension(path));
     if (auto* gdcm = dynamic_cast<itk::GDCMImageIO*>(io.GetPointer())) {

@@ -1,0 +1,153 @@
+// Image I/O: geometry survives write -> read in every format, labels stay integers,
+// bad files give input errors naming the file, the real DICOM series reads correctly.
+#include <cmath>
+
+#include "spine/error.hpp"
+#include "spine/io.hpp"
+#include "spine/preprocess.hpp"
+#include "test_util.hpp"
+
+namespace spine {
+namespace {
+
+using test::TempDir;
+
+void expect_same_geometry(const Geometry& a, const Geometry& b) {
+  EXPECT_EQ(a.dimension, b.dimension);
+  EXPECT_EQ(a.size, b.size);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(a.spacing[i], b.spacing[i], 1e-5);
+    EXPECT_NEAR(a.origin[i], b.origin[i], 1e-4);
+  }
+  for (int i = 0; i < 9; ++i) EXPECT_NEAR(a.direction[i], b.direction[i], 1e-5);
+}
+
+class RoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RoundTrip, KeepsGeometryAndValues) {
+  TempDir dir;
+  const FloatImage img = test::oblique_test_image();
+  const auto path = dir / ("img" + GetParam());
+  write_image(img, path);
+  const LoadedImage back = read_image(path);
+  expect_same_geometry(img.geometry, back.image.geometry);
+  ASSERT_EQ(back.image.voxels.size(), img.voxels.size());
+  for (std::size_t i = 0; i < img.voxels.size(); ++i) ASSERT_FLOAT_EQ(back.image.voxels[i], img.voxels[i]);
+  // No temporary file is left next to the output.
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, RoundTrip, ::testing::Values(".nii.gz", ".nii", ".nrrd", ".mha"));
+
+TEST(ImageIO, LabelsAreWrittenAsIntegers) {
+  TempDir dir;
+  LabelImage labels(test::oblique_test_image().geometry, 0);
+  labels.at(1, 2, 3) = 22;
+  labels.at(2, 2, 3) = 122;
+  labels.at(3, 1, 1) = -5;
+  write_labels(labels, dir / "l.nii.gz");
+  const LoadedImage raw = read_image(dir / "l.nii.gz");
+  EXPECT_EQ(raw.info.pixel_type, "short");
+  const LabelImage back = read_labels(dir / "l.nii.gz");
+  EXPECT_EQ(back.voxels, labels.voxels);
+  expect_same_geometry(labels.geometry, back.geometry);
+}
+
+TEST(ImageIO, ReadLabelsRejectsFractionalValues) {
+  TempDir dir;
+  write_image(test::oblique_test_image(), dir / "f.nii.gz");  // has .5 values
+  EXPECT_THROW(read_labels(dir / "f.nii.gz"), Error);
+}
+
+TEST(ImageIO, PngRoundTripIs2D) {
+  TempDir dir;
+  FloatImage img(make_geometry_2d(9, 4));
+  for (std::size_t i = 0; i < img.voxels.size(); ++i) img.voxels[i] = static_cast<float>(i * 7 % 256);
+  write_image(img, dir / "a.png", StoredPixel::kUInt8);
+  const LoadedImage back = read_image(dir / "a.png");
+  EXPECT_EQ(back.info.format, "png");
+  EXPECT_EQ(back.image.geometry.dimension, 2);
+  EXPECT_EQ(back.image.nx(), 9u);
+  EXPECT_EQ(back.image.ny(), 4u);
+  EXPECT_EQ(back.image.voxels, img.voxels);
+}
+
+TEST(ImageIO, Int16StorageRoundsAndClamps) {
+  TempDir dir;
+  FloatImage img(make_geometry(3, 1, 1));
+  img.voxels = {-1024.4f, 1.6f, 40000.f};
+  write_image(img, dir / "i.nii.gz", StoredPixel::kInt16);
+  const LoadedImage back = read_image(dir / "i.nii.gz");
+  EXPECT_EQ(back.image.voxels, (std::vector<float>{-1024.f, 2.f, 32767.f}));
+}
+
+TEST(ImageIO, MissingFileNamesTheFile) {
+  try {
+    read_image("/nonexistent/scan.nii.gz");
+    FAIL() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInput);
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/scan.nii.gz"), std::string::npos);
+  }
+}
+
+TEST(ImageIO, GarbageAndTruncatedFilesAreInputErrors) {
+  TempDir dir;
+  {
+    std::ofstream(dir / "junk.nii.gz") << "this is not an image";
+  }
+  EXPECT_THROW(read_image(dir / "junk.nii.gz"), Error);
+  write_image(test::oblique_test_image(20, 20, 20), dir / "full.nii");
+  const std::string bytes = test::read_file(dir / "full.nii");
+  {
+    std::ofstream(dir / "cut.nii", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  try {
+    read_image(dir / "cut.nii");
+    FAIL() << "truncated file was read";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInput);
+    EXPECT_NE(std::string(e.what()).find("cut.nii"), std::string::npos);
+  }
+  {
+    std::ofstream(dir / "empty.png");
+  }
+  EXPECT_THROW(read_image(dir / "empty.png"), Error);
+}
+
+TEST(ImageIO, StudyNames) {
+  EXPECT_EQ(study_name_of("/a/b/scan.nii.gz"), "scan");
+  EXPECT_EQ(study_name_of("/a/b/x.ray.png"), "x.ray");
+  EXPECT_EQ(study_name_of("/a/b/vol.nrrd"), "vol");
+}
+
+TEST(ImageIO, RealDicomSeriesHasItsGeometry) {
+  const auto dir = test::shared_data() / "ct-abdomen-example";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "shared data not present";
+  ASSERT_TRUE(is_dicom_series_dir(dir / "example_ct_dicom"));
+  const LoadedImage dcm = read_image(dir / "example_ct_dicom");  // JPEG2000-compressed slices
+  EXPECT_EQ(dcm.info.format, "dicom-series");
+  EXPECT_EQ(dcm.info.modality, "CT");
+  EXPECT_EQ(dcm.image.geometry.size, (std::array<std::size_t, 3>{512, 512, 20}));
+  EXPECT_NEAR(dcm.image.geometry.spacing[0], 0.9765625, 1e-6);
+  EXPECT_NEAR(dcm.image.geometry.spacing[1], 0.9765625, 1e-6);
+  EXPECT_NEAR(dcm.image.geometry.spacing[2], 2.0, 1e-3);
+  EXPECT_EQ(orientation_code(dcm.image.geometry), "LPS");  // axial slices, DICOM patient axes
+  const auto r = intensity_range(dcm.image);
+  EXPECT_EQ(r.min, -1024.f);  // HU: air (rescale slope/intercept applied)
+  EXPECT_GE(r.max, 1000.f);   // bone
+}
+
+TEST(ImageIO, TruncatedJpegIsRejected) {
+  const auto dir = test::shared_data() / "xray-ap-aasce" / "images";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "shared data not present";
+  TempDir tmp;
+  const std::string bytes = test::read_file(*std::filesystem::directory_iterator(dir));
+  { std::ofstream(tmp / "cut.jpg", std::ios::binary) << bytes.substr(0, bytes.size() / 2); }
+  EXPECT_THROW(read_image(tmp / "cut.jpg"), Error);
+}
+
+}  // namespace
+}  // namespace spine
