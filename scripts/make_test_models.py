@@ -11,8 +11,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from model_card import save_with_card  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lib.model_card import save_with_card  # noqa: E402
 
 
 class Pointwise(torch.nn.Module):
@@ -45,6 +45,43 @@ def card(dims, task="test-pointwise"):
     }
 
 
+def write_xray_contract_fixture(out):
+    """An 8-bit radiograph-like PNG with the landmark model's input computed by the Python
+    preprocessing, and a random model output with its Python decoding, so the C++ side can
+    be held equal to both (tests/unit/test_xray_contract.cpp)."""
+    import numpy as np
+    from PIL import Image
+
+    from cobb import preprocess
+    from cobb.model import decode
+
+    rng = np.random.default_rng(5)
+    h, w = 733, 301
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = (120 + 60 * np.sin(xx / 17.0) * np.cos(yy / 29.0) + rng.normal(0, 10, (h, w))).clip(0, 255).astype(np.uint8)
+    Image.fromarray(img).save(os.path.join(out, "xray_contract.png"))
+    x = preprocess.cache_to_input(preprocess.resize_to_cache(img)[None])[0]
+    x.numpy().astype("<f4").tofile(os.path.join(out, "xray_contract_input.f32"))
+    g = torch.Generator().manual_seed(3)
+    output = torch.rand(1, 25, 128, 64, generator=g) * 0.2
+    for v in range(17):  # one clear peak per vertebra, top to bottom
+        output[0, v, 5 + 7 * v, 20 + v] = 0.9
+    output[0, 17:] = torch.randn(1, 8, 128, 64, generator=g) * 0.3
+    output.numpy().astype("<f4").tofile(os.path.join(out, "xray_contract_output.f32"))
+    _, corners, peak = decode(output)
+    c_in = (corners[0].reshape(68, 2).numpy() + 0.5) * preprocess.STRIDE - 0.5
+    pts = preprocess.from_input_coords(c_in, w, h)
+    pts.astype("<f8").tofile(os.path.join(out, "xray_contract_points.f64"))
+    peak[0].numpy().astype("<f8").tofile(os.path.join(out, "xray_contract_peaks.f64"))
+    # second-stage crops of the working image around given centres
+    from cobb.refine import sample_crops
+    working = preprocess.resize_to_cache(img)
+    centres = torch.tensor([[100.0 + 10 * k, 40.0 + 55 * k] for k in range(17)])
+    half = torch.linspace(30, 50, 17)
+    crops = sample_crops(working, centres, half, torch.zeros(17))
+    crops.numpy().astype("<f4").tofile(os.path.join(out, "xray_contract_crops.f32"))
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -55,6 +92,7 @@ def main():
     m = torch.jit.script(Pointwise(2).eval())
     save_with_card(m, card(2, task="another-task"), os.path.join(out, "wrong_task.pt"))
     torch.jit.save(m, os.path.join(out, "no_card.pt"))
+    write_xray_contract_fixture(out)
     print(f"test models written to {out}")
 
 

@@ -1,0 +1,31 @@
+// spine-cobb: Cobb angles and scoliosis grading on frontal radiographs (see spine::run_cobb).
+#include "spine/commands/cobb_cmd.hpp"
+#include "spine/log.hpp"
+#include "spine/model.hpp"
+
+int main(int argc, char** argv) {
+  spine::CobbConfig config;
+  auto model_versions = [] {
+    std::vector<std::string> out;
+    for (const char* file : {"xray-landmarks.pt", "xray-vertebra-corners.pt"}) {
+      const auto path = spine::default_model_path(file);
+      try {
+        const auto card = spine::Model::read_card(path);
+        out.push_back(card.name + " " + card.version + " (" + path.string() + ")");
+      } catch (const spine::Error& e) {
+        out.push_back(std::string(file) + ": unavailable (" + e.what() + ")");
+      }
+    }
+    return out;
+  };
+  return spine::run_main(
+      argc, argv,
+      {"spine-cobb", "Cobb angles, major curve and scoliosis grade from frontal (AP/PA) spine radiographs.",
+       model_versions},
+      [&](CLI::App& app) { config.register_cli(app); },
+      [&] {
+        spine::log::setup("spine-cobb", config.common.effective_log_level());
+        spine::set_thread_count(config.common.threads);
+        return spine::run_cobb(config).exit_status();
+      });
+}

@@ -1,0 +1,40 @@
+// spine-cobb as a library call: landmarks, Cobb angles, grading, overlay and cohort CSV
+// for each frontal radiograph of a batch.
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "spine/batch.hpp"
+#include "spine/cli.hpp"
+#include "spine/cobb.hpp"
+#include "spine/xray_landmarks.hpp"
+
+namespace spine {
+
+struct CobbConfig {
+  CommonOptions common;
+  std::string model;                // empty: the default model (see default_model_path)
+  std::string refiner;              // empty: the default corner refinement model
+  bool no_refine = false;
+  CobbGrading grading;
+  XrayLandmarkOptions landmarks;
+  bool overlay = true;
+
+  void register_cli(CLI::App& app);
+  std::vector<std::string> validate() const;
+  nlohmann::json to_json() const;
+};
+
+// models/<file> next to the sources for a build tree, or $SPINE_MODELS_DIR/<file>.
+std::filesystem::path default_model_path(const std::string& file);
+
+BatchSummary run_cobb(const CobbConfig& config);
+
+// Writes OUTDIR/cobb.csv from every OUTDIR/<study>/cobb.json of the given studies.
+void write_cobb_csv(const std::filesystem::path& output_dir, const std::vector<std::string>& studies);
+
+}  // namespace spine

@@ -1,0 +1,65 @@
+// Frontal radiograph landmark detection: the 68 AASCE vertebra corners (T1..L5) from a
+// heatmap + corner-offset model (models/xray-landmarks.pt), with per-vertebra confidence.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "spine/cobb.hpp"
+#include "spine/image.hpp"
+#include "spine/model.hpp"
+#include "spine/tensor.hpp"
+
+namespace spine {
+
+// The working image both stages read (scripts/cobb/preprocess.py): the radiograph
+// resized bilinearly (half-pixel centres, no antialiasing) to 1024 x 512 (H x W).
+struct XrayWorkingImage {
+  std::size_t width = 512, height = 1024;
+  std::vector<float> pixels;
+};
+XrayWorkingImage xray_working_image(const FloatImage& radiograph);
+
+// First-stage input: 2 x 2 average pooling of the working image to 512 x 256, z-scored.
+// Returns [1, 1, 512, 256].
+Tensor xray_model_input(const XrayWorkingImage& working);
+Tensor xray_model_input(const FloatImage& radiograph);
+
+// Second-stage input (scripts/cobb/refine.py): per centre (working-image pixels) an
+// axis-aligned square of half-size `halves[i]`, sampled bilinearly with zero padding into
+// 80 x 80 pixels and z-scored. Returns [N, 1, 80, 80].
+inline constexpr int kVertebraCrop = 80;
+Tensor xray_vertebra_crops(const XrayWorkingImage& working, const std::vector<Point2>& centres,
+                           const std::vector<double>& halves);
+
+struct XrayLandmarks {
+  std::vector<Point2> points;           // 68, input image pixels, AASCE order
+  std::vector<double> confidence;       // 17, per vertebra: heatmap peak, about 0..1
+  std::vector<std::string> flags;       // reasons not to trust the result
+};
+
+struct XrayLandmarkOptions {
+  double low_confidence = 0.3;          // below: the vertebra is flagged
+  double missing_confidence = 0.1;      // below: the vertebra is called missing
+};
+
+// Decodes a model output [1, 17 + 8, h, w] for an image of the given size (pixels).
+XrayLandmarks decode_xray_landmarks(const Tensor& output, std::size_t width, std::size_t height,
+                                    int stride, double offset_scale, const XrayLandmarkOptions& options = {});
+
+// Two stages: `model` finds and names the 17 vertebrae (centres, rough corners,
+// confidence); `refiner`, when given, places each vertebra's corners on a crop around it.
+class XrayLandmarkDetector {
+ public:
+  XrayLandmarkDetector(const Model& model, const Model* refiner, XrayLandmarkOptions options = {});
+  // Throws an input error for images that are not 2D or are too small or too large.
+  XrayLandmarks detect(const FloatImage& radiograph) const;
+
+ private:
+  const Model& model_;
+  const Model* refiner_;
+  XrayLandmarkOptions options_;
+  int stride_ = 4;
+  double offset_scale_ = 16;
+};
+
+}  // namespace spine

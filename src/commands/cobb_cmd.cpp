@@ -1,0 +1,239 @@
+// spine-cobb: per radiograph, landmarks -> AASCE angles and major curve -> grade, with
+// flags when the result cannot be trusted; cobb.json, overlay.png and a cohort CSV.
+#include "spine/commands/cobb_cmd.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "spine/error.hpp"
+#include "spine/io.hpp"
+#include "spine/log.hpp"
+#include "spine/model.hpp"
+#include "spine/render.hpp"
+
+namespace fs = std::filesystem;
+
+namespace spine {
+
+fs::path default_model_path(const std::string& file) {
+  if (const char* dir = std::getenv("SPINE_MODELS_DIR")) return fs::path(dir) / file;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (const fs::path& candidate : {exe.parent_path() / ".." / ".." / "models" / file,
+                                      exe.parent_path() / ".." / "share" / "spine" / "models" / file}) {
+      if (fs::exists(candidate)) return fs::weakly_canonical(candidate);
+    }
+  }
+  return fs::path("models") / file;
+}
+
+void CobbConfig::register_cli(CLI::App& app) {
+  common.register_cli(app);
+  app.add_option("--model", model, "Landmark model (default: models/xray-landmarks.pt)");
+  app.add_option("--refiner", refiner, "Corner refinement model (default: models/xray-vertebra-corners.pt)");
+  app.add_flag("--no-refine", no_refine, "Use the first stage's corners only");
+  app.add_option("--mild", grading.mild_deg, "Major curve angle from which a curve is mild scoliosis (degrees)");
+  app.add_option("--moderate", grading.moderate_deg, "... moderate (degrees)");
+  app.add_option("--severe", grading.severe_deg, "... severe: above this (degrees)");
+  app.add_option("--low-confidence", landmarks.low_confidence, "Flag vertebrae whose confidence is below this")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
+}
+
+std::vector<std::string> CobbConfig::validate() const {
+  if (!(grading.mild_deg < grading.moderate_deg && grading.moderate_deg < grading.severe_deg))
+    throw usage_error("grading thresholds must satisfy --mild < --moderate < --severe");
+  return {};
+}
+
+nlohmann::json CobbConfig::to_json() const {
+  return {{"common", common.to_json()},
+          {"model", model},
+          {"refiner", refiner},
+          {"no_refine", no_refine},
+          {"grading_deg", {grading.mild_deg, grading.moderate_deg, grading.severe_deg}},
+          {"low_confidence", landmarks.low_confidence},
+          {"overlay", overlay}};
+}
+
+namespace {
+
+Rgb confidence_colour(double c) {
+  // red (0) -> yellow (0.5) -> green (1)
+  const double t = std::clamp(c, 0.0, 1.0);
+  return {static_cast<std::uint8_t>(t < 0.5 ? 255 : std::lround(255 * 2 * (1 - t))),
+          static_cast<std::uint8_t>(t < 0.5 ? std::lround(255 * 2 * t) : 255), 40};
+}
+
+// Extends the segment a-b by `factor` of its length on both sides.
+std::pair<Point2, Point2> extended(Point2 a, Point2 b, double factor) {
+  const double dx = b.x - a.x, dy = b.y - a.y;
+  return {{a.x - factor * dx, a.y - factor * dy}, {b.x + factor * dx, b.y + factor * dy}};
+}
+
+std::string format_deg(double v) {
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(1);
+  s << v;
+  return s.str();
+}
+
+void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAngles& a, const std::string& grade,
+                   const fs::path& path) {
+  // Scale so the picture is about 1400 px tall: legible and small.
+  const double scale = std::min(1.0, 1400.0 / static_cast<double>(img.ny()));
+  const auto range = intensity_range(img);
+  RgbImage canvas = grey_to_rgb(img, range.min, range.max, scale);
+  auto px = [&](Point2 p) { return Point2{p.x * scale, p.y * scale}; };
+  const double unit = canvas.height / 700.0;  // ~2 px per unit at 1400 px
+  for (int v = 0; v < kCobbVertebrae; ++v) {
+    const Rgb col = confidence_colour(lm.confidence[v]);
+    const Point2 tl = px(lm.points[4 * v]), tr = px(lm.points[4 * v + 1]), bl = px(lm.points[4 * v + 2]),
+                 br = px(lm.points[4 * v + 3]);
+    draw_line(canvas, tl, tr, col, 1);
+    draw_line(canvas, tr, br, col, 1);
+    draw_line(canvas, br, bl, col, 1);
+    draw_line(canvas, bl, tl, col, 1);
+    for (const Point2& p : {tl, tr, bl, br}) draw_circle(canvas, p, 1.5 * unit, col);
+    draw_text(canvas, cobb_vertebra_name(v), {std::max(tr.x, br.x) + 4 * unit, (tr.y + br.y) / 2 - 5 * unit},
+              9 * unit, {220, 220, 220});
+  }
+  // End vertebrae: upper endplate of the upper end, lower endplate of the lower end.
+  const Rgb yellow{255, 220, 0};
+  const int u = a.major.upper_end, l = a.major.lower_end;
+  if (a.major.angle_deg > 0 && u != l) {
+    const auto [u1, u2] = extended(px(lm.points[4 * u]), px(lm.points[4 * u + 1]), 1.2);
+    const auto [l1, l2] = extended(px(lm.points[4 * l + 2]), px(lm.points[4 * l + 3]), 1.2);
+    draw_line(canvas, u1, u2, yellow, std::max(1, static_cast<int>(unit)));
+    draw_line(canvas, l1, l2, yellow, std::max(1, static_cast<int>(unit)));
+    const Point2 apex = px(lm.points[4 * a.major.apex]);
+    draw_text(canvas, "apex", {apex.x - 40 * unit, apex.y}, 9 * unit, yellow);
+  }
+  double y = 6 * unit;
+  const double line = 12 * unit;
+  y += draw_text(canvas,
+                 "Cobb " + format_deg(a.major.angle_deg) + " deg  " + cobb_vertebra_name(u) + "-" +
+                     cobb_vertebra_name(l) + "  (" + grade + ")",
+                 {6 * unit, y}, line, yellow);
+  y += draw_text(canvas,
+                 "PT " + format_deg(a.aasce_deg[0]) + " / MT " + format_deg(a.aasce_deg[1]) + " / TL " +
+                     format_deg(a.aasce_deg[2]),
+                 {6 * unit, y}, 0.8 * line, {255, 255, 255});
+  for (const auto& f : lm.flags) y += draw_text(canvas, "! " + f, {6 * unit, y}, 0.75 * line, {255, 80, 80});
+  write_png(canvas, path);
+}
+
+std::string convex_side_patient(const std::string& image_side) {
+  // Standard display of a frontal radiograph: the patient's left on the image right.
+  if (image_side == "image-right") return "left";
+  if (image_side == "image-left") return "right";
+  return "none";
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+}  // namespace
+
+void write_cobb_csv(const fs::path& out_dir, const std::vector<std::string>& studies) {
+  std::ostringstream csv;
+  csv << "study,pt_deg,mt_deg,tl_deg,major_deg,upper_end,lower_end,apex,convex_side,grade,mean_confidence,flags\n";
+  for (const auto& s : studies) {
+    const fs::path f = out_dir / s / "cobb.json";
+    if (!fs::exists(f)) continue;
+    std::ifstream in(f);
+    const auto j = nlohmann::json::parse(in);
+    double conf = 0;
+    for (double c : j["vertebra_confidence"]) conf += c / kCobbVertebrae;
+    std::string flags;
+    for (const auto& fl : j["flags"]) flags += (flags.empty() ? "" : "; ") + fl.get<std::string>();
+    csv << csv_field(s) << ',' << j["angles_deg"]["pt"].get<double>() << ',' << j["angles_deg"]["mt"].get<double>() << ','
+        << j["angles_deg"]["tl"].get<double>() << ',' << j["major"]["angle_deg"].get<double>() << ','
+        << j["major"]["upper_end"].get<std::string>() << ',' << j["major"]["lower_end"].get<std::string>() << ','
+        << j["major"]["apex"].get<std::string>() << ',' << j["major"]["convex_side"].get<std::string>() << ','
+        << csv_field(j["grade"].get<std::string>()) << ',' << conf << ',' << csv_field(flags) << '\n';
+  }
+  write_text_file(out_dir / "cobb.csv", csv.str());
+}
+
+BatchSummary run_cobb(const CobbConfig& c) {
+  for (const auto& w : c.validate()) log::warn("{}", w);
+  const fs::path model_path = c.model.empty() ? default_model_path("xray-landmarks.pt") : fs::path(c.model);
+  const std::string device = resolve_device(c.common.device);
+  const auto studies = discover_studies(c.common.inputs);
+  const Model model = Model::load(model_path, {"xray-ap-landmarks", {"xray"}, 2}, device);
+  log::info("model {} {} on {}", model.card().name, model.card().version, device);
+  std::optional<Model> refiner;
+  if (!c.no_refine) {
+    const fs::path refiner_path = c.refiner.empty() ? default_model_path("xray-vertebra-corners.pt") : fs::path(c.refiner);
+    refiner.emplace(Model::load(refiner_path, {"xray-vertebra-corners", {"xray"}, 2}, device));
+    log::info("refiner {} {}", refiner->card().name, refiner->card().version);
+  }
+  const XrayLandmarkDetector detector(model, refiner ? &*refiner : nullptr, c.landmarks);
+
+  BatchOptions options;
+  options.tool = "spine-cobb";
+  options.output_dir = c.common.output_dir;
+  options.force = c.common.force;
+  options.resume = c.common.resume;
+  options.config = c.to_json();
+  options.models = {{model.card().name, model.card().version, model.sha256()}};
+  if (refiner) options.models.push_back({refiner->card().name, refiner->card().version, refiner->sha256()});
+  const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {
+    const LoadedImage in = read_image(study.path);
+    XrayLandmarks lm;
+    try {
+      lm = detector.detect(in.image);
+    } catch (const Error& e) {
+      throw e.with_context(study.path.string());
+    }
+    const CobbAngles a = compute_cobb_angles(lm.points, static_cast<double>(in.image.ny()));
+    const std::string grade = grade_curve(a.major.angle_deg, c.grading);
+    nlohmann::json points = nlohmann::json::array(), conf = nlohmann::json::array();
+    for (int k = 0; k < kCobbLandmarks; ++k) {
+      points.push_back({std::round(lm.points[k].x * 100) / 100, std::round(lm.points[k].y * 100) / 100});
+      conf.push_back(std::round(lm.confidence[k / 4] * 1000) / 1000);
+    }
+    nlohmann::json j{
+        {"study", study.name},
+        {"image_size_px", {in.image.nx(), in.image.ny()}},
+        {"angles_deg", {{"pt", a.aasce_deg[0]}, {"mt", a.aasce_deg[1]}, {"tl", a.aasce_deg[2]}}},
+        {"angles_note", "AASCE rule: pt is the largest angle (the major curve), mt the curve above it, "
+                        "tl the curve below it, as in the AASCE reference angles.csv"},
+        {"s_shaped", a.s_shaped},
+        {"major",
+         {{"angle_deg", a.major.angle_deg},
+          {"upper_end", cobb_vertebra_name(a.major.upper_end)},
+          {"lower_end", cobb_vertebra_name(a.major.lower_end)},
+          {"apex", cobb_vertebra_name(a.major.apex)},
+          {"convex_side", convex_side_patient(a.major.convex_side_image)},
+          {"convex_side_image", a.major.convex_side_image}}},
+        {"grade", grade},
+        {"landmarks_px", points},
+        {"confidence", conf},
+        {"vertebra_confidence", lm.confidence},
+        {"flags", lm.flags},
+        {"model", {{"name", model.card().name}, {"version", model.card().version}}}};
+    write_text_file(work / "cobb.json", j.dump(2) + "\n");
+    if (c.overlay) write_overlay(in.image, lm, a, grade, work / "overlay.png");
+    for (const auto& f : lm.flags) log::warn("{}: {}", study.name, f);
+    return nlohmann::json{{"major_deg", a.major.angle_deg}, {"grade", grade}, {"flags", lm.flags.size()}};
+  });
+  std::vector<std::string> names;
+  for (const auto& s : studies) names.push_back(s.name);
+  write_cobb_csv(c.common.output_dir, names);
+  return summary;
+}
+
+}  // namespace spine
