@@ -13,7 +13,7 @@ namespace fs = std::filesystem;
 
 class Contract : public ::testing::TestWithParam<std::string> {};
 
-INSTANTIATE_TEST_SUITE_P(Tools, Contract, ::testing::Values("spine-prep", "spine-phantom"));
+INSTANTIATE_TEST_SUITE_P(Tools, Contract, ::testing::Values("spine-prep", "spine-phantom", "spine-cobb"));
 
 TEST_P(Contract, HelpShowsOptionsAndDefaults) {
   const auto r = run_command(bin(GetParam()) + " --help");

@@ -1,0 +1,54 @@
+#!/usr/bin/python3
+"""Scores spine-cobb outputs against the AASCE reference: SMAPE (AASCE definition), major
+angle MAE, mean landmark error in pixels, grade confusion matrix, and flag counts.
+Usage: /usr/bin/python3 scripts/cobb_metrics.py LISTFILE RESULTSDIR"""
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cobb import data  # noqa: E402
+from cobb.angles import smape  # noqa: E402
+
+GRADES = ["spinal curve", "mild", "moderate", "severe"]
+
+
+def grade(a):
+    return GRADES[0] if a < 10 else GRADES[1] if a < 20 else GRADES[2] if a <= 40 else GRADES[3]
+
+
+def main():
+    listfile, results = sys.argv[1], sys.argv[2]
+    landmarks, angles = data.read_table()
+    names = [os.path.basename(l.strip()) for l in open(listfile) if l.strip()]
+    sm, mae, lerr, flagged, missing = [], [], [], 0, []
+    confusion = np.zeros((4, 4), dtype=int)
+    for n in names:
+        study = n[:-4]
+        f = os.path.join(results, study, "cobb.json")
+        if not os.path.exists(f):
+            missing.append(n)
+            continue
+        j = json.load(open(f))
+        pred = np.array([j["angles_deg"][k] for k in ("pt", "mt", "tl")])
+        ref = angles[n]
+        sm.append(smape(pred, ref))
+        mae.append(abs(j["major"]["angle_deg"] - ref[0]))
+        lerr.append(np.linalg.norm(np.array(j["landmarks_px"]) - landmarks[n], axis=1).mean())
+        confusion[GRADES.index(grade(ref[0])), GRADES.index(j["grade"])] += 1
+        flagged += bool(j["flags"])
+    print(f"validation images: {len(names)} (scored {len(sm)}, failed {len(missing)})")
+    print(f"SMAPE: {np.mean(sm):.2f} %")
+    print(f"major angle MAE: {np.mean(mae):.2f} deg (median {np.median(mae):.2f})")
+    print(f"mean landmark error: {np.mean(lerr):.1f} px (median {np.median(lerr):.1f})")
+    print(f"studies with flags: {flagged}")
+    print("grade confusion (rows reference, columns predicted): " + ", ".join(GRADES))
+    for g, row in zip(GRADES, confusion):
+        print(f"  {g:>12}: {' '.join(f'{v:3d}' for v in row)}")
+    print(f"grade agreement: {np.trace(confusion) / max(1, confusion.sum()) * 100:.1f} %")
+
+
+if __name__ == "__main__":
+    main()

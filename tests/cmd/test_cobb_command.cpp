@@ -1,0 +1,122 @@
+// spine-cobb on phantom radiographs and on bad input: outputs, CSV, flags, exit statuses.
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "cmd_util.hpp"
+#include "spine/io.hpp"
+
+namespace spine {
+namespace {
+
+using test::bin;
+using test::q;
+using test::run_command;
+using test::TempDir;
+namespace fs = std::filesystem;
+
+fs::path make_radiograph(const TempDir& dir, const std::string& name, double cobb, int seed) {
+  const auto r = run_command(bin("spine-phantom") + " --kind xray --pixel 0.6 -q --scoliosis " + std::to_string(cobb) +
+                             " --seed " + std::to_string(seed) + " -o " + q(dir / "phantoms") + " --name " + name);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return dir / "phantoms" / name / "image.png";
+}
+
+// A phantom radiograph gives cobb.json with every documented field, landmarks inside the
+// image, an overlay, and one CSV row.
+TEST(CobbCommand, PhantomRadiographOutputs) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  const auto r = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "cobb.json"));
+  for (const char* key : {"study", "angles_deg", "major", "grade", "landmarks_px", "confidence", "flags"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  for (const char* key : {"pt", "mt", "tl"}) EXPECT_TRUE(j["angles_deg"].contains(key)) << key;
+  for (const char* key : {"angle_deg", "upper_end", "lower_end", "apex", "convex_side"})
+    EXPECT_TRUE(j["major"].contains(key)) << key;
+  ASSERT_EQ(j["landmarks_px"].size(), 68u);
+  ASSERT_EQ(j["confidence"].size(), 68u);
+  const LoadedImage img = read_image(image);
+  for (const auto& p : j["landmarks_px"]) {
+    EXPECT_GE(p[0].get<double>(), -0.5 * img.image.nx());
+    EXPECT_LE(p[0].get<double>(), 1.5 * img.image.nx());
+  }
+  const std::set<std::string> grades{"spinal curve", "mild", "moderate", "severe"};
+  EXPECT_TRUE(grades.count(j["grade"].get<std::string>()));
+  const LoadedImage overlay = read_image(dir / "out" / "image" / "overlay.png");
+  EXPECT_EQ(overlay.image.geometry.dimension, 2);
+  EXPECT_EQ(overlay.info.components, 3);
+  const std::string csv = test::read_file(dir / "out" / "cobb.csv");
+  EXPECT_EQ(csv.rfind("study,pt_deg,mt_deg,tl_deg,major_deg,", 0), 0u);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2);
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
+  EXPECT_EQ(prov["models"].size(), 2u);
+}
+
+// Bad studies in a batch are each reported with their reason; the good one goes through;
+// exit status 3; no output folders for the bad ones; the CSV has the good row only.
+TEST(CobbCommand, BadInputsInABatch) {
+  TempDir dir;
+  const fs::path good = make_radiograph(dir, "xr", 15, 4);
+  fs::create_directories(dir / "in");
+  fs::copy_file(good, dir / "in" / "good.png");
+  { std::ofstream(dir / "in" / "notimage.png") << "plain text, not a PNG"; }
+  FloatImage volume(make_geometry(40, 40, 30), 100.f);
+  write_image(volume, dir / "in" / "volume.nii.gz");
+  FloatImage tiny(make_geometry_2d(20, 20), 10.f);
+  tiny.at(3, 3) = 200;
+  write_image(tiny, dir / "in" / "tiny.png", StoredPixel::kUInt8);
+  write_image(FloatImage(make_geometry_2d(300, 700), 128.f), dir / "in" / "blank.png", StoredPixel::kUInt8);
+  const auto r = run_command(bin("spine-cobb") + " " + q(dir / "in") + " --threads 2 -o " + q(dir / "out"));
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("notimage.png: not an image in a supported format"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("is a 3D image"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("image is too small"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("image is blank"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 done, 4 failed"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "out" / "good" / "cobb.json"));
+  for (const char* bad : {"notimage", "volume", "tiny", "blank"}) EXPECT_FALSE(fs::exists(dir / "out" / bad)) << bad;
+  const std::string csv = test::read_file(dir / "out" / "cobb.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2);
+}
+
+// An image over 100 megapixels is refused with a clear reason rather than run.
+TEST(CobbCommand, HugeImageIsRefused) {
+  TempDir dir;
+  write_image(FloatImage(make_geometry_2d(10001, 10001), 0.f), dir / "huge.png", StoredPixel::kUInt8);
+  const auto r = run_command(bin("spine-cobb") + " " + q(dir / "huge.png") + " -o " + q(dir / "out"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("image is too large"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "out" / "huge"));
+}
+
+TEST(CobbContract, VersionListsModels) {
+  const auto r = run_command(bin("spine-cobb") + " --version");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("xray-ap-landmarks 1."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("xray-vertebra-corners 1."), std::string::npos) << r.output;
+}
+
+TEST(CobbContract, WrongOrMissingModelIsInputError) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 10, 5);
+  auto r = run_command(bin("spine-cobb") + " " + q(image) + " --model " + q(test::test_models() / "pointwise2d.pt") +
+                       " -o " + q(dir / "out"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("model is for task 'test-pointwise'"), std::string::npos) << r.output;
+  r = run_command(bin("spine-cobb") + " " + q(image) + " --model " + q(dir / "none.pt") + " -o " + q(dir / "out2"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("model file not found"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "out" / "image"));
+}
+
+TEST(CobbContract, BadGradingThresholdsAreUsageError) {
+  TempDir dir;
+  const auto r = run_command(bin("spine-cobb") + " x.png --mild 30 --moderate 20 -o " + q(dir.path()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--mild < --moderate < --severe"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace spine
