@@ -35,11 +35,18 @@ struct XrayLandmarks {
   std::vector<Point2> points;           // 68, input image pixels, AASCE order
   std::vector<double> confidence;       // 17, per vertebra: heatmap peak, about 0..1
   std::vector<std::string> flags;       // reasons not to trust the result
+  // Vertebrae whose centre the sequence constraint took from a weaker heatmap peak than
+  // the strongest (information, not a flag: it is common and usually right).
+  std::vector<std::string> sequence_adjusted;
 };
 
 struct XrayLandmarkOptions {
   double low_confidence = 0.3;          // below: the vertebra is flagged
   double missing_confidence = 0.1;      // below: the vertebra is called missing
+  // Choose each vertebra's centre among its heatmap's strongest peaks so that the 17
+  // centres run top to bottom with plausible spacing (Viterbi over the chain), instead
+  // of taking every heatmap's maximum on its own.
+  bool sequence_constraint = true;
 };
 
 // Decodes a model output [1, 17 + 8, h, w] for an image of the given size (pixels).

@@ -44,6 +44,8 @@ void CobbConfig::register_cli(CLI::App& app) {
   app.add_option("--low-confidence", landmarks.low_confidence, "Flag vertebrae whose confidence is below this")
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
+  app.add_flag("!--no-sequence-constraint", landmarks.sequence_constraint,
+               "Take each vertebra's strongest heatmap response, ignoring order and spacing");
 }
 
 std::vector<std::string> CobbConfig::validate() const {
@@ -59,6 +61,7 @@ nlohmann::json CobbConfig::to_json() const {
           {"no_refine", no_refine},
           {"grading_deg", {grading.mild_deg, grading.moderate_deg, grading.severe_deg}},
           {"low_confidence", landmarks.low_confidence},
+          {"sequence_constraint", landmarks.sequence_constraint},
           {"overlay", overlay}};
 }
 
@@ -224,6 +227,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"confidence", conf},
         {"vertebra_confidence", lm.confidence},
         {"flags", lm.flags},
+        {"sequence_adjusted", lm.sequence_adjusted},
         {"model", {{"name", model.card().name}, {"version", model.card().version}}}};
     write_text_file(work / "cobb.json", j.dump(2) + "\n");
     if (c.overlay) write_overlay(in.image, lm, a, grade, work / "overlay.png");

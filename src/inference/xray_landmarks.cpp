@@ -13,6 +13,7 @@ namespace {
 constexpr int kCacheH = 1024, kCacheW = 512, kInputH = 512, kInputW = 256;
 constexpr int kVertebrae = kCobbVertebrae;
 constexpr double kRefineHalfFactor = 1.1;  // crop half-size per local vertebra spacing (refine.py)
+constexpr double kMinCandidateDistance = 4.0;  // output pixels between alternative peaks
 
 // Bilinear resize with torch's align_corners=False rule (source index clamped at 0).
 std::vector<float> resize_bilinear(const FloatImage& img, int out_h, int out_w) {
@@ -63,26 +64,106 @@ float bilinear_zero_padded(const float* plane, int h, int w, double x, double y)
 }
 
 struct HeatmapPeaks {
-  std::vector<Point2> centres;  // output pixels, argmax refined by a 5 x 5 weighted centroid
+  std::vector<Point2> centres;  // output pixels, peak refined by a 5 x 5 weighted centroid
   std::vector<double> peaks;
+  std::vector<int> replaced;    // vertebrae whose chosen peak is not their heatmap's maximum
 };
 
-HeatmapPeaks heatmap_peaks(const Tensor& out) {
+struct Candidate {
+  Point2 centre;
+  double peak;
+};
+
+// The peak at flat index `best` refined by the weighted centroid of its 5 x 5 neighbourhood.
+Point2 refine_peak(const float* heat, int h, int w, int best) {
+  const int cy = best / w, cx = best % w;
+  double sw = 0, sx = 0, sy = 0;
+  for (int y = std::max(0, cy - 2); y <= std::min(h - 1, cy + 2); ++y)
+    for (int x = std::max(0, cx - 2); x <= std::min(w - 1, cx + 2); ++x) {
+      const double wt = std::max(0.f, heat[static_cast<std::size_t>(y) * w + x]);
+      sw += wt, sx += wt * x, sy += wt * y;
+    }
+  return {sw > 1e-6 ? sx / sw : cx, sw > 1e-6 ? sy / sw : cy};
+}
+
+// The strongest local maxima (3 x 3) of one heatmap, the global maximum first.
+std::vector<Candidate> candidates(const float* heat, int h, int w, int count) {
+  std::vector<std::pair<float, int>> maxima;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const float v = heat[static_cast<std::size_t>(y) * w + x];
+      if (v < 0.05f) continue;
+      bool is_max = true;
+      for (int dy = -1; dy <= 1 && is_max; ++dy)
+        for (int dx = -1; dx <= 1; ++dx) {
+          const int yy = y + dy, xx = x + dx;
+          if ((dy || dx) && yy >= 0 && xx >= 0 && yy < h && xx < w && heat[static_cast<std::size_t>(yy) * w + xx] > v) {
+            is_max = false;
+            break;
+          }
+        }
+      if (is_max) maxima.emplace_back(v, y * w + x);
+    }
+  std::sort(maxima.begin(), maxima.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  const auto best = static_cast<int>(std::max_element(heat, heat + static_cast<std::size_t>(h) * w) - heat);
+  std::vector<Candidate> out{{refine_peak(heat, h, w, best), heat[best]}};
+  for (const auto& [v, idx] : maxima) {
+    if (static_cast<int>(out.size()) >= count) break;
+    // Secondary maxima on the same blob are not alternatives: keep candidates apart.
+    const Point2 c = refine_peak(heat, h, w, idx);
+    const bool distinct = std::all_of(out.begin(), out.end(), [&](const Candidate& o) {
+      return std::hypot(o.centre.x - c.x, o.centre.y - c.y) >= kMinCandidateDistance;
+    });
+    if (distinct) out.push_back({c, v});
+  }
+  return out;
+}
+
+HeatmapPeaks heatmap_peaks(const Tensor& out, bool sequence_constraint) {
   const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
   const std::size_t plane = static_cast<std::size_t>(h) * w;
+  std::vector<std::vector<Candidate>> cand(kVertebrae);
+  for (int v = 0; v < kVertebrae; ++v) cand[v] = candidates(out.data.data() + v * plane, h, w, sequence_constraint ? 6 : 1);
   HeatmapPeaks r;
-  for (int v = 0; v < kVertebrae; ++v) {
-    const float* heat = out.data.data() + v * plane;
-    const auto best = static_cast<int>(std::max_element(heat, heat + plane) - heat);
-    const int cy = best / w, cx = best % w;
-    double sw = 0, sx = 0, sy = 0;
-    for (int y = std::max(0, cy - 2); y <= std::min(h - 1, cy + 2); ++y)
-      for (int x = std::max(0, cx - 2); x <= std::min(w - 1, cx + 2); ++x) {
-        const double wt = std::max(0.f, heat[static_cast<std::size_t>(y) * w + x]);
-        sw += wt, sx += wt * x, sy += wt * y;
+  std::vector<int> choice(kVertebrae, 0);
+  if (sequence_constraint) {
+    // Expected gap between neighbours: the median gap of the plain maxima (robust to a few
+    // misplaced ones). Cost of a path: -log(peak) per vertebra plus, per neighbour pair,
+    // 4 * log(gap / expected)^2, and a prohibitive cost when a vertebra is not below the one above.
+    std::vector<double> gaps;
+    for (int v = 1; v < kVertebrae; ++v)
+      gaps.push_back(std::hypot(cand[v][0].centre.x - cand[v - 1][0].centre.x, cand[v][0].centre.y - cand[v - 1][0].centre.y));
+    std::nth_element(gaps.begin(), gaps.begin() + gaps.size() / 2, gaps.end());
+    const double expected = std::max(1.0, gaps[gaps.size() / 2]);
+    auto unary = [](const Candidate& c) { return -std::log(std::max(c.peak, 1e-3)); };
+    auto pair_cost = [&](const Candidate& a, const Candidate& b) {
+      const double dy = b.centre.y - a.centre.y;
+      if (dy < 0.3 * expected) return 1e3;
+      const double l = std::log(std::hypot(b.centre.x - a.centre.x, dy) / expected);
+      return 4 * l * l;
+    };
+    std::vector<std::vector<double>> cost(kVertebrae);
+    std::vector<std::vector<int>> back(kVertebrae);
+    for (const auto& c : cand[0]) cost[0].push_back(unary(c));
+    for (int v = 1; v < kVertebrae; ++v) {
+      for (const auto& c : cand[v]) {
+        double best = 1e18;
+        int arg = 0;
+        for (std::size_t p = 0; p < cand[v - 1].size(); ++p) {
+          const double t = cost[v - 1][p] + pair_cost(cand[v - 1][p], c);
+          if (t < best) best = t, arg = static_cast<int>(p);
+        }
+        cost[v].push_back(best + unary(c));
+        back[v].push_back(arg);
       }
-    r.centres.push_back({sw > 1e-6 ? sx / sw : cx, sw > 1e-6 ? sy / sw : cy});
-    r.peaks.push_back(heat[best]);
+    }
+    choice[kVertebrae - 1] = static_cast<int>(std::min_element(cost.back().begin(), cost.back().end()) - cost.back().begin());
+    for (int v = kVertebrae - 1; v > 0; --v) choice[v - 1] = back[v][choice[v]];
+  }
+  for (int v = 0; v < kVertebrae; ++v) {
+    r.centres.push_back(cand[v][choice[v]].centre);
+    r.peaks.push_back(cand[v][choice[v]].peak);
+    if (choice[v] != 0) r.replaced.push_back(v);
   }
   return r;
 }
@@ -151,7 +232,7 @@ XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::s
   const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
   const std::size_t plane = static_cast<std::size_t>(h) * w;
   XrayLandmarks res;
-  const HeatmapPeaks hp = heatmap_peaks(out);
+  const HeatmapPeaks hp = heatmap_peaks(out, opt.sequence_constraint);
   const std::vector<Point2>& centres = hp.centres;
   for (int v = 0; v < kVertebrae; ++v) {
     const double rx = centres[v].x, ry = centres[v].y;
@@ -179,6 +260,7 @@ XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::s
     return s;
   };
   if (!missing.empty()) res.flags.push_back("vertebra missing: " + join(missing));
+  for (int v : hp.replaced) res.sequence_adjusted.push_back(cobb_vertebra_name(v));
   if (!low.empty()) res.flags.push_back("low confidence: " + join(low));
   bool ordered = true;
   std::vector<double> gaps;
@@ -235,7 +317,7 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
   // regressed in each crop's frame, centres updated from the corners.
   const double to_wx = double(kCacheW) / img.nx(), to_wy = double(kCacheH) / img.ny();
   // Heatmap-peak centres: output px -> input px -> working px is (c + 0.5) * stride * 2 - 0.5.
-  std::vector<Point2> centres = heatmap_peaks(output).centres;
+  std::vector<Point2> centres = heatmap_peaks(output, options_.sequence_constraint).centres;
   for (auto& c : centres) c = {(c.x + 0.5) * stride_ * 2 - 0.5, (c.y + 0.5) * stride_ * 2 - 0.5};
   std::vector<Point2> corners(kCobbLandmarks);
   for (int iteration = 0; iteration < 2; ++iteration) {

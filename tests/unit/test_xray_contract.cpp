@@ -1,5 +1,6 @@
 // The landmark model's preprocessing and output decoding in C++ equal the Python code
 // the model was trained with (fixtures from scripts/make_test_models.py).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -32,7 +33,9 @@ TEST(XrayContract, DecodingMatchesPython) {
   Tensor out({1, 25, 128, 64});
   out.data = read_raw<float>(test::test_models() / "xray_contract_output.f32");
   ASSERT_EQ(out.data.size(), static_cast<std::size_t>(out.numel()));
-  const XrayLandmarks lm = decode_xray_landmarks(out, 301, 733, 4, 16.0);
+  XrayLandmarkOptions plain;
+  plain.sequence_constraint = false;  // Python's decode takes every heatmap's maximum
+  const XrayLandmarks lm = decode_xray_landmarks(out, 301, 733, 4, 16.0, plain);
   const auto points = read_raw<double>(test::test_models() / "xray_contract_points.f64");
   const auto peaks = read_raw<double>(test::test_models() / "xray_contract_peaks.f64");
   ASSERT_EQ(points.size(), 136u);
@@ -58,6 +61,27 @@ TEST(XrayContract, VertebraCropsMatchPython) {
   double max_diff = 0;
   for (std::size_t i = 0; i < expected.size(); ++i) max_diff = std::max(max_diff, double(std::abs(crops.data[i] - expected[i])));
   EXPECT_LT(max_diff, 1e-3);
+}
+
+TEST(XrayContract, SequenceConstraintFixesACollapsedVertebra) {
+  // Heatmap 8 peaks on vertebra 7's position but has a weaker peak where it belongs.
+  Tensor out({1, 25, 128, 64}, 0.f);
+  const std::size_t plane = 128 * 64;
+  for (int v = 0; v < 17; ++v) out.data[v * plane + (5 + 7 * v) * 64 + 30] = 0.9f;
+  out.data[8 * plane + (5 + 7 * 8) * 64 + 30] = 0.5f;
+  out.data[8 * plane + (5 + 7 * 7) * 64 + 30] = 0.8f;
+  XrayLandmarkOptions plain;
+  plain.sequence_constraint = false;
+  const XrayLandmarks a = decode_xray_landmarks(out, 256, 512, 4, 16.0, plain);
+  const XrayLandmarks b = decode_xray_landmarks(out, 256, 512, 4, 16.0);
+  auto centre_y = [](const XrayLandmarks& l, int v) {
+    return (l.points[4 * v].y + l.points[4 * v + 1].y + l.points[4 * v + 2].y + l.points[4 * v + 3].y) / 4;
+  };
+  EXPECT_NEAR(centre_y(a, 8), centre_y(a, 7), 1e-6);         // collapsed without the constraint
+  EXPECT_NEAR(centre_y(b, 8) - centre_y(b, 7), 28.0, 1e-6);   // 7 output px = 28 image px
+  EXPECT_EQ(b.sequence_adjusted, std::vector<std::string>{"T9"});
+  EXPECT_TRUE(b.flags.empty());
+  EXPECT_NE(std::find(a.flags.begin(), a.flags.end(), "vertebra order broken"), a.flags.end());
 }
 
 }  // namespace
