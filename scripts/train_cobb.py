@@ -20,6 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import data, preprocess  # noqa: E402
 from cobb.model import N_VERT, OFFSET_SCALE, LandmarkNet, decode  # noqa: E402
+from lib import checkpoint  # noqa: E402
 from lib.model_card import save_with_card  # noqa: E402
 
 OUT_H, OUT_W = preprocess.INPUT_H // preprocess.STRIDE, preprocess.INPUT_W // preprocess.STRIDE
@@ -86,9 +87,7 @@ def augment(images, points, rng, train=True):
 def targets(pts):
     """pts [B,68,2] input pixels -> heatmaps [B,17,h,w], offsets [B,8,h,w], mask [B,1,h,w]."""
     b = pts.shape[0]
-    corners = pts.view(b, N_VERT, 4, 2) / preprocess.STRIDE
-    corners = (corners + 0.5) - 0.5 * preprocess.STRIDE / preprocess.STRIDE  # half-pixel consistent
-    corners = (pts.view(b, N_VERT, 4, 2) + 0.5) / preprocess.STRIDE - 0.5
+    corners = (pts.view(b, N_VERT, 4, 2) + 0.5) / preprocess.STRIDE - 0.5  # input px -> output px
     centres = corners.mean(dim=2)
     ys = torch.arange(OUT_H, dtype=torch.float32).view(1, 1, OUT_H, 1)
     xs = torch.arange(OUT_W, dtype=torch.float32).view(1, 1, 1, OUT_W)
@@ -167,13 +166,8 @@ def main():
 
     model = LandmarkNet()
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
-    state = {"epoch": 0, "history": []}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    if os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        print(f"resumed at epoch {state['epoch']}", flush=True)
+    state = checkpoint.resume(model, opt, ckpt_path)
 
     if args.export:
         export(model, state, args, len(train), len(val), len(rejected))
@@ -184,18 +178,8 @@ def main():
     va_img, va_sizes = data.build_cache(val, cache_path=os.path.join(args.out, "cache-val.pt"))
     print(f"cache ready in {time.time() - t0:.0f} s", flush=True)
 
-    def cache_points(names, sizes):
-        out = np.zeros((len(names), 68, 2), dtype=np.float32)
-        for i, n in enumerate(names):
-            w, h = sizes[i]
-            p = landmarks[n].copy()
-            p[:, 0] = (p[:, 0] + 0.5) * preprocess.CACHE_W / w - 0.5
-            p[:, 1] = (p[:, 1] + 0.5) * preprocess.CACHE_H / h - 0.5
-            out[i] = p
-        return out
-
-    tr_pts = cache_points(train, tr_sizes)
-    va_pts = cache_points(val, va_sizes)
+    tr_pts = data.to_cache_points(landmarks, train, tr_sizes)
+    va_pts = data.to_cache_points(landmarks, val, va_sizes)
     steps_per_epoch = math.ceil(len(train) / args.batch)
     total = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1,
@@ -220,10 +204,7 @@ def main():
         if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
             err, sm, mae = evaluate(model, va_img, va_pts, va_sizes, val, angles)
             msg.update({"val_landmark_px": err, "val_smape": sm, "val_major_mae": mae})
-        state = {"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                 "history": state["history"] + [msg]}
-        torch.save(state, ckpt_path + ".tmp")
-        os.replace(ckpt_path + ".tmp", ckpt_path)
+        state = checkpoint.save(ckpt_path, model, opt, epoch + 1, state["history"] + [msg])
         print(json.dumps(msg), flush=True)
     export(model, state, args, len(train), len(val), len(rejected))
 

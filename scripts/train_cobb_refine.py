@@ -20,21 +20,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import data, preprocess  # noqa: E402
 from cobb.refine import CROP, HALF_FACTOR, CornerNet, from_crop_frame, local_spacing, sample_crops, to_crop_frame  # noqa: E402
+from lib import checkpoint  # noqa: E402
 from lib.model_card import save_with_card  # noqa: E402
 import train_cobb  # noqa: E402
 
 SWAP = [1, 0, 3, 2]
-
-
-def cache_points(landmarks, names, sizes):
-    out = np.zeros((len(names), 68, 2), dtype=np.float32)
-    for i, n in enumerate(names):
-        w, h = sizes[i]
-        p = landmarks[n].copy()
-        p[:, 0] = (p[:, 0] + 0.5) * preprocess.CACHE_W / w - 0.5
-        p[:, 1] = (p[:, 1] + 0.5) * preprocess.CACHE_H / h - 0.5
-        out[i] = p
-    return out
 
 
 def training_batch(images, points, idx, rng):
@@ -132,12 +122,7 @@ def main():
     model = CornerNet()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     ckpt = os.path.join(args.out, "checkpoint.pt")
-    state = {"epoch": 0, "history": []}
-    if os.path.exists(ckpt):
-        state = torch.load(ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        print(f"resumed at epoch {state['epoch']}", flush=True)
+    state = checkpoint.resume(model, opt, ckpt)
 
     if args.export:
         export(model, state, args, len(train), len(val), len(rejected))
@@ -146,7 +131,7 @@ def main():
     cache_dir = os.path.dirname(args.stage1)
     tr_img, tr_sizes = data.build_cache(train, cache_path=os.path.join(cache_dir, "cache-train.pt"))
     va_img, va_sizes = data.build_cache(val, cache_path=os.path.join(cache_dir, "cache-val.pt"))
-    tr_pts = cache_points(landmarks, train, tr_sizes)
+    tr_pts = data.to_cache_points(landmarks, train, tr_sizes)
 
     def stage1_model():
         from cobb.model import LandmarkNet
@@ -177,9 +162,7 @@ def main():
         msg = {"epoch": epoch + 1, "loss": total / steps, "seconds": time.time() - t0}
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
             msg.update(evaluate(stage1_model(), model, va_img, va_sizes, val, landmarks, angles))
-        state = {"epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(), "history": state["history"] + [msg]}
-        torch.save(state, ckpt + ".tmp")
-        os.replace(ckpt + ".tmp", ckpt)
+        state = checkpoint.save(ckpt, model, opt, epoch + 1, state["history"] + [msg])
         print(json.dumps(msg), flush=True)
     export(model, state, args, len(train), len(val), len(rejected))
 

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "spine/batch.hpp"
 #include "spine/error.hpp"
 
 namespace spine {
@@ -25,6 +26,8 @@ struct CommonOptions {
 
   void register_cli(CLI::App& app, bool with_inputs = true);
   std::string effective_log_level() const;
+  // Batch options for `tool` from these options, recording `config` in provenance.
+  BatchOptions batch_options(const std::string& tool, nlohmann::json config) const;
   nlohmann::json to_json() const;
 };
 

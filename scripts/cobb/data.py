@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .preprocess import resize_to_cache
+from .preprocess import CACHE_H, CACHE_W, resize_to_cache
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "xray-ap-aasce")
 
@@ -73,3 +73,15 @@ def build_cache(names, data_dir=DATA, cache_path=None):
     if cache_path:
         torch.save({"names": list(names), "images": images, "sizes": sizes}, cache_path)
     return images, sizes
+
+
+def to_cache_points(landmarks, names, sizes):
+    """Reference landmarks of `names` in working-image (1024 x 512) pixels: [N, 68, 2]."""
+    out = np.zeros((len(names), 68, 2), dtype=np.float32)
+    for i, n in enumerate(names):
+        w, h = sizes[i]
+        p = landmarks[n].copy()
+        p[:, 0] = (p[:, 0] + 0.5) * CACHE_W / w - 0.5
+        p[:, 1] = (p[:, 1] + 0.5) * CACHE_H / h - 0.5
+        out[i] = p
+    return out

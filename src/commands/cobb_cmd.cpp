@@ -185,12 +185,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
   }
   const XrayLandmarkDetector detector(model, refiner ? &*refiner : nullptr, c.landmarks);
 
-  BatchOptions options;
-  options.tool = "spine-cobb";
-  options.output_dir = c.common.output_dir;
-  options.force = c.common.force;
-  options.resume = c.common.resume;
-  options.config = c.to_json();
+  BatchOptions options = c.common.batch_options("spine-cobb", c.to_json());
   options.models = {{model.card().name, model.card().version, model.sha256()}};
   if (refiner) options.models.push_back({refiner->card().name, refiner->card().version, refiner->sha256()});
   const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {

@@ -95,12 +95,7 @@ BatchSummary run_phantom(const PhantomCommandConfig& c) {
     std::snprintf(suffix, sizeof suffix, "-%03d", i);
     studies.push_back({c.count == 1 ? c.name : c.name + suffix, {}});
   }
-  BatchOptions options;
-  options.tool = "spine-phantom";
-  options.output_dir = c.common.output_dir;
-  options.force = c.common.force;
-  options.resume = c.common.resume;
-  options.config = c.to_json();
+  BatchOptions options = c.common.batch_options("spine-phantom", c.to_json());
   int index = 0;
   return run_batch(studies, options, [&](const Study& study, const std::filesystem::path& work) {
     const std::uint64_t seed = c.volume.seed + static_cast<std::uint64_t>(index++);

@@ -96,12 +96,7 @@ FloatImage preview_8bit(const FloatImage& image) {
 BatchSummary run_prep(const PrepConfig& c) {
   for (const auto& w : c.validate()) log::warn("{}", w);
   const auto studies = discover_studies(c.common.inputs);
-  BatchOptions options;
-  options.tool = "spine-prep";
-  options.output_dir = c.common.output_dir;
-  options.force = c.common.force;
-  options.resume = c.common.resume;
-  options.config = c.to_json();
+  BatchOptions options = c.common.batch_options("spine-prep", c.to_json());
   return run_batch(studies, options, [&](const Study& study, const std::filesystem::path& work) {
     LoadedImage in = read_image(study.path);
     FloatImage img = std::move(in.image);

@@ -35,6 +35,16 @@ std::string CommonOptions::effective_log_level() const {
   return log_level;
 }
 
+BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::json config) const {
+  BatchOptions o;
+  o.tool = tool;
+  o.output_dir = output_dir;
+  o.force = force;
+  o.resume = resume;
+  o.config = std::move(config);
+  return o;
+}
+
 nlohmann::json CommonOptions::to_json() const {
   return {{"output", output_dir}, {"log_level", effective_log_level()}, {"threads", threads},
           {"device", device},     {"force", force},                     {"resume", resume}};
