@@ -7,7 +7,7 @@ int main(int argc, char** argv) {
   spine::CobbConfig config;
   auto model_versions = [] {
     std::vector<std::string> out;
-    for (const char* file : {"xray-landmarks.pt", "xray-vertebra-corners.pt"}) {
+    for (const char* file : {"xray-landmarks.pt"}) {
       const auto path = spine::default_model_path(file);
       try {
         const auto card = spine::Model::read_card(path);

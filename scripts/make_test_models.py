@@ -73,13 +73,6 @@ def write_xray_contract_fixture(out):
     pts = preprocess.from_input_coords(c_in, w, h)
     pts.astype("<f8").tofile(os.path.join(out, "xray_contract_points.f64"))
     peak[0].numpy().astype("<f8").tofile(os.path.join(out, "xray_contract_peaks.f64"))
-    # second-stage crops of the working image around given centres
-    from cobb.refine import sample_crops
-    working = preprocess.resize_to_cache(img)
-    centres = torch.tensor([[100.0 + 10 * k, 40.0 + 55 * k] for k in range(17)])
-    half = torch.linspace(30, 50, 17)
-    crops = sample_crops(working, centres, half, torch.zeros(17))
-    crops.numpy().astype("<f4").tofile(os.path.join(out, "xray_contract_crops.f32"))
 
 
 def main():

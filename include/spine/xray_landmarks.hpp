@@ -11,7 +11,7 @@
 
 namespace spine {
 
-// The working image both stages read (scripts/cobb/preprocess.py): the radiograph
+// The working image (scripts/cobb/preprocess.py): the radiograph
 // resized bilinearly (half-pixel centres, no antialiasing) to 1024 x 512 (H x W).
 struct XrayWorkingImage {
   std::size_t width = 512, height = 1024;
@@ -23,13 +23,6 @@ XrayWorkingImage xray_working_image(const FloatImage& radiograph);
 // Returns [1, 1, 512, 256].
 Tensor xray_model_input(const XrayWorkingImage& working);
 Tensor xray_model_input(const FloatImage& radiograph);
-
-// Second-stage input (scripts/cobb/refine.py): per centre (working-image pixels) an
-// axis-aligned square of half-size `halves[i]`, sampled bilinearly with zero padding into
-// 80 x 80 pixels and z-scored. Returns [N, 1, 80, 80].
-inline constexpr int kVertebraCrop = 80;
-Tensor xray_vertebra_crops(const XrayWorkingImage& working, const std::vector<Point2>& centres,
-                           const std::vector<double>& halves);
 
 struct XrayLandmarks {
   std::vector<Point2> points;           // 68, input image pixels, AASCE order
@@ -47,23 +40,22 @@ struct XrayLandmarkOptions {
   // centres run top to bottom with plausible spacing (Viterbi over the chain), instead
   // of taking every heatmap's maximum on its own.
   bool sequence_constraint = true;
+  // Average the prediction with that for the mirrored image (test-time augmentation).
+  bool flip_averaging = true;
 };
 
 // Decodes a model output [1, 17 + 8, h, w] for an image of the given size (pixels).
 XrayLandmarks decode_xray_landmarks(const Tensor& output, std::size_t width, std::size_t height,
                                     int stride, double offset_scale, const XrayLandmarkOptions& options = {});
 
-// Two stages: `model` finds and names the 17 vertebrae (centres, rough corners,
-// confidence); `refiner`, when given, places each vertebra's corners on a crop around it.
 class XrayLandmarkDetector {
  public:
-  XrayLandmarkDetector(const Model& model, const Model* refiner, XrayLandmarkOptions options = {});
+  XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options = {});
   // Throws an input error for images that are not 2D or are too small or too large.
   XrayLandmarks detect(const FloatImage& radiograph) const;
 
  private:
   const Model& model_;
-  const Model* refiner_;
   XrayLandmarkOptions options_;
   int stride_ = 4;
   double offset_scale_ = 16;

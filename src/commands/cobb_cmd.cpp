@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
-#include <optional>
 #include <sstream>
 
 #include "spine/error.hpp"
@@ -36,14 +35,14 @@ fs::path default_model_path(const std::string& file) {
 void CobbConfig::register_cli(CLI::App& app) {
   common.register_cli(app);
   app.add_option("--model", model, "Landmark model (default: models/xray-landmarks.pt)");
-  app.add_option("--refiner", refiner, "Corner refinement model (default: models/xray-vertebra-corners.pt)");
-  app.add_flag("--no-refine", no_refine, "Use the first stage's corners only");
   app.add_option("--mild", grading.mild_deg, "Major curve angle from which a curve is mild scoliosis (degrees)");
   app.add_option("--moderate", grading.moderate_deg, "... moderate (degrees)");
   app.add_option("--severe", grading.severe_deg, "... severe: above this (degrees)");
   app.add_option("--low-confidence", landmarks.low_confidence, "Flag vertebrae whose confidence is below this")
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
+  app.add_flag("!--no-flip-averaging", landmarks.flip_averaging,
+               "Skip averaging with the mirrored image's prediction (about twice as fast)");
   app.add_flag("!--no-sequence-constraint", landmarks.sequence_constraint,
                "Take each vertebra's strongest heatmap response, ignoring order and spacing");
 }
@@ -57,11 +56,10 @@ std::vector<std::string> CobbConfig::validate() const {
 nlohmann::json CobbConfig::to_json() const {
   return {{"common", common.to_json()},
           {"model", model},
-          {"refiner", refiner},
-          {"no_refine", no_refine},
           {"grading_deg", {grading.mild_deg, grading.moderate_deg, grading.severe_deg}},
           {"low_confidence", landmarks.low_confidence},
           {"sequence_constraint", landmarks.sequence_constraint},
+          {"flip_averaging", landmarks.flip_averaging},
           {"overlay", overlay}};
 }
 
@@ -177,17 +175,10 @@ BatchSummary run_cobb(const CobbConfig& c) {
   const auto studies = discover_studies(c.common.inputs);
   const Model model = Model::load(model_path, {"xray-ap-landmarks", {"xray"}, 2}, device);
   log::info("model {} {} on {}", model.card().name, model.card().version, device);
-  std::optional<Model> refiner;
-  if (!c.no_refine) {
-    const fs::path refiner_path = c.refiner.empty() ? default_model_path("xray-vertebra-corners.pt") : fs::path(c.refiner);
-    refiner.emplace(Model::load(refiner_path, {"xray-vertebra-corners", {"xray"}, 2}, device));
-    log::info("refiner {} {}", refiner->card().name, refiner->card().version);
-  }
-  const XrayLandmarkDetector detector(model, refiner ? &*refiner : nullptr, c.landmarks);
+  const XrayLandmarkDetector detector(model, c.landmarks);
 
   BatchOptions options = c.common.batch_options("spine-cobb", c.to_json());
   options.models = {{model.card().name, model.card().version, model.sha256()}};
-  if (refiner) options.models.push_back({refiner->card().name, refiner->card().version, refiner->sha256()});
   const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {
     const LoadedImage in = read_image(study.path);
     XrayLandmarks lm;

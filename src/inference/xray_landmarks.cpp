@@ -12,7 +12,6 @@ namespace {
 
 constexpr int kCacheH = 1024, kCacheW = 512, kInputH = 512, kInputW = 256;
 constexpr int kVertebrae = kCobbVertebrae;
-constexpr double kRefineHalfFactor = 1.1;  // crop half-size per local vertebra spacing (refine.py)
 constexpr double kMinCandidateDistance = 4.0;  // output pixels between alternative peaks
 
 // Bilinear resize with torch's align_corners=False rule (source index clamped at 0).
@@ -168,6 +167,36 @@ HeatmapPeaks heatmap_peaks(const Tensor& out, bool sequence_constraint) {
   return r;
 }
 
+// [1, C, h, w] mirrored left-right.
+Tensor mirrored(const Tensor& t) {
+  Tensor out = t;
+  const std::int64_t w = t.shape[3], rows = t.numel() / w;
+  for (std::int64_t r = 0; r < rows; ++r)
+    std::reverse_copy(t.data.begin() + r * w, t.data.begin() + (r + 1) * w, out.data.begin() + r * w);
+  return out;
+}
+
+// Averages `output` with the prediction for the mirrored image, mapped back: heatmaps are
+// mirrored; corner offsets are mirrored, left and right corners swap (TL<->TR, BL<->BR)
+// and their x components change sign.
+void average_with_mirror(Tensor& output, const Tensor& mirror_output) {
+  const Tensor m = mirrored(mirror_output);
+  const std::size_t plane = static_cast<std::size_t>(output.shape[2] * output.shape[3]);
+  for (int v = 0; v < kVertebrae; ++v) {
+    float* dst = output.data.data() + v * plane;
+    const float* src = m.data.data() + v * plane;
+    for (std::size_t i = 0; i < plane; ++i) dst[i] = (dst[i] + src[i]) / 2;
+  }
+  static constexpr int kSwap[4] = {1, 0, 3, 2};
+  for (int c = 0; c < 4; ++c)
+    for (int xy = 0; xy < 2; ++xy) {
+      const float sign = xy == 0 ? -1.f : 1.f;
+      float* dst = output.data.data() + (kVertebrae + 2 * c + xy) * plane;
+      const float* src = m.data.data() + (kVertebrae + 2 * kSwap[c] + xy) * plane;
+      for (std::size_t i = 0; i < plane; ++i) dst[i] = (dst[i] + sign * src[i]) / 2;
+    }
+}
+
 }  // namespace
 
 XrayWorkingImage xray_working_image(const FloatImage& radiograph) {
@@ -190,27 +219,6 @@ void zscore(float* data, std::size_t n) {
 }
 
 }  // namespace
-
-Tensor xray_vertebra_crops(const XrayWorkingImage& working, const std::vector<Point2>& centres,
-                           const std::vector<double>& halves) {
-  const int n = static_cast<int>(centres.size());
-  const std::size_t per = static_cast<std::size_t>(kVertebraCrop) * kVertebraCrop;
-  Tensor t({n, 1, kVertebraCrop, kVertebraCrop});
-  for (int k = 0; k < n; ++k) {
-    float* crop = t.data.data() + k * per;
-    for (int i = 0; i < kVertebraCrop; ++i) {
-      const double v = (i + 0.5) / kVertebraCrop * 2 - 1;
-      for (int j = 0; j < kVertebraCrop; ++j) {
-        const double u = (j + 0.5) / kVertebraCrop * 2 - 1;
-        crop[static_cast<std::size_t>(i) * kVertebraCrop + j] = bilinear_zero_padded(
-            working.pixels.data(), static_cast<int>(working.height), static_cast<int>(working.width),
-            centres[k].x + halves[k] * u, centres[k].y + halves[k] * v);
-      }
-    }
-    zscore(crop, per);
-  }
-  return t;
-}
 
 Tensor xray_model_input(const XrayWorkingImage& working) {
   const std::vector<float>& cache = working.pixels;
@@ -287,8 +295,8 @@ XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::s
   return res;
 }
 
-XrayLandmarkDetector::XrayLandmarkDetector(const Model& model, const Model* refiner, XrayLandmarkOptions options)
-    : model_(model), refiner_(refiner), options_(options) {
+XrayLandmarkDetector::XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options)
+    : model_(model), options_(options) {
   const auto& out = model.card().raw.value("output", nlohmann::json::object());
   stride_ = out.value("stride", 4);
   offset_scale_ = out.value("offset_scale", 16.0);
@@ -308,41 +316,10 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
                       " pixels; at most 100 megapixels)");
   const auto r = intensity_range(img);
   if (!(r.max > r.min)) throw input_error("image is blank (constant intensity)");
-  const XrayWorkingImage working = xray_working_image(img);
-  const Tensor output = model_.forward(xray_model_input(working));
-  XrayLandmarks result = decode_xray_landmarks(output, img.nx(), img.ny(), stride_, offset_scale_, options_);
-  if (!refiner_) return result;
-
-  // Second stage, twice: crops around the current centres (working-image pixels), corners
-  // regressed in each crop's frame, centres updated from the corners.
-  const double to_wx = double(kCacheW) / img.nx(), to_wy = double(kCacheH) / img.ny();
-  // Heatmap-peak centres: output px -> input px -> working px is (c + 0.5) * stride * 2 - 0.5.
-  std::vector<Point2> centres = heatmap_peaks(output, options_.sequence_constraint).centres;
-  for (auto& c : centres) c = {(c.x + 0.5) * stride_ * 2 - 0.5, (c.y + 0.5) * stride_ * 2 - 0.5};
-  std::vector<Point2> corners(kCobbLandmarks);
-  for (int iteration = 0; iteration < 2; ++iteration) {
-    std::vector<double> halves(kVertebrae);
-    for (int v = 0; v < kVertebrae; ++v) {
-      auto dist = [&](int a, int b) { return std::hypot(centres[a].x - centres[b].x, centres[a].y - centres[b].y); };
-      const double s = v == 0 ? dist(0, 1) : v == kVertebrae - 1 ? dist(v, v - 1) : (dist(v, v - 1) + dist(v, v + 1)) / 2;
-      halves[v] = s * kRefineHalfFactor;
-    }
-    const Tensor uv = refiner_->forward(xray_vertebra_crops(working, centres, halves));
-    if (uv.numel() != kVertebrae * 8) throw model_error(refiner_->card().name + ": output must be [17, 4, 2]");
-    for (int v = 0; v < kVertebrae; ++v) {
-      double mx = 0, my = 0;
-      for (int c = 0; c < 4; ++c) {
-        const Point2 p{centres[v].x + halves[v] * uv.data[v * 8 + 2 * c], centres[v].y + halves[v] * uv.data[v * 8 + 2 * c + 1]};
-        corners[4 * v + c] = p;
-        mx += p.x / 4, my += p.y / 4;
-      }
-      centres[v] = {mx, my};
-    }
-  }
-  for (int k = 0; k < kCobbLandmarks; ++k) {
-    result.points[k] = {(corners[k].x + 0.5) / to_wx - 0.5, (corners[k].y + 0.5) / to_wy - 0.5};
-  }
-  return result;
+  const Tensor input = xray_model_input(img);
+  Tensor output = model_.forward(input);
+  if (options_.flip_averaging) average_with_mirror(output, model_.forward(mirrored(input)));
+  return decode_xray_landmarks(output, img.nx(), img.ny(), stride_, offset_scale_, options_);
 }
 
 }  // namespace spine

@@ -18,8 +18,6 @@ namespace spine {
 struct CobbConfig {
   CommonOptions common;
   std::string model;                // empty: the default model (see default_model_path)
-  std::string refiner;              // empty: the default corner refinement model
-  bool no_refine = false;
   CobbGrading grading;
   XrayLandmarkOptions landmarks;
   bool overlay = true;
