@@ -149,6 +149,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="use only N training images (smoke test)")
     ap.add_argument("--export", help="write TorchScript with card to this path and exit")
+    ap.add_argument("--phantoms", help="folder of spine-phantom radiographs (image.png + truth.json) "
+                                       "added to the training images for the fine-tuning epochs")
+    ap.add_argument("--finetune", type=int, default=0, help="epochs after --epochs at a constant learning rate")
+    ap.add_argument("--finetune-lr", type=float, default=2e-4)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -180,33 +184,64 @@ def main():
 
     tr_pts = data.to_cache_points(landmarks, train, tr_sizes)
     va_pts = data.to_cache_points(landmarks, val, va_sizes)
+    ft_img, ft_pts = tr_img, tr_pts
+    if args.phantoms:
+        ph_img, ph_pts = load_phantoms(args.phantoms)
+        ft_img, ft_pts = torch.cat([tr_img, ph_img]), np.concatenate([tr_pts, ph_pts])
+        print(f"fine-tuning set: {len(train)} real + {len(ph_img)} phantom radiographs", flush=True)
     steps_per_epoch = math.ceil(len(train) / args.batch)
     total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1,
-                                                last_epoch=state["epoch"] * steps_per_epoch - 1)
-    for epoch in range(state["epoch"], args.epochs):
+    # The one-cycle schedule covers --epochs; fine-tuning epochs use a constant rate.
+    sched = None
+    if state["epoch"] < args.epochs:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1,
+                                                    last_epoch=state["epoch"] * steps_per_epoch - 1)
+    for epoch in range(state["epoch"], args.epochs + args.finetune):
         te = time.time()
-        perm = rng.permutation(len(train))
+        finetune = epoch >= args.epochs
+        images, points = (ft_img, ft_pts) if finetune else (tr_img, tr_pts)
+        if finetune:
+            for g in opt.param_groups:
+                g["lr"] = args.finetune_lr
+        perm = rng.permutation(len(images))
+        steps = math.ceil(len(images) / args.batch)
         tot = th = to = 0.0
-        for s in range(steps_per_epoch):
+        for s in range(steps):
             idx = perm[s * args.batch:(s + 1) * args.batch]
-            inp, pts = augment(tr_img[idx], tr_pts[idx], rng, train=True)
+            inp, pts = augment(images[idx], points[idx], rng, train=True)
             heat, offs, mask = targets(pts)
             out = model(inp)
             loss, lh, lo = loss_fn(out, heat, offs, mask)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            if not finetune:
+                sched.step()
             tot += loss.item(); th += lh; to += lo
-        msg = {"epoch": epoch + 1, "loss": tot / steps_per_epoch, "heat": th / steps_per_epoch,
-               "offset": to / steps_per_epoch, "seconds": time.time() - te}
-        if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
+        msg = {"epoch": epoch + 1, "loss": tot / steps, "heat": th / steps,
+               "offset": to / steps, "seconds": time.time() - te, "finetune": finetune}
+        if (epoch + 1) % 5 == 0 or epoch + 1 >= args.epochs:
             err, sm, mae = evaluate(model, va_img, va_pts, va_sizes, val, angles)
             msg.update({"val_landmark_px": err, "val_smape": sm, "val_major_mae": mae})
         state = checkpoint.save(ckpt_path, model, opt, epoch + 1, state["history"] + [msg])
         print(json.dumps(msg), flush=True)
     export(model, state, args, len(train), len(val), len(rejected))
+
+
+def load_phantoms(folder):
+    """spine-phantom radiographs: working images and landmarks in working-image pixels."""
+    dirs = sorted(d for d in os.listdir(folder) if os.path.exists(os.path.join(folder, d, "truth.json")))
+    images = torch.zeros(len(dirs), preprocess.CACHE_H, preprocess.CACHE_W, dtype=torch.uint8)
+    points = np.zeros((len(dirs), 68, 2), dtype=np.float32)
+    for i, d in enumerate(dirs):
+        grey = data.load_grey(os.path.join(folder, d, "image.png"))
+        h, w = grey.shape
+        images[i] = preprocess.resize_to_cache(grey).round().clamp(0, 255).to(torch.uint8)
+        p = np.array(json.load(open(os.path.join(folder, d, "truth.json")))["landmarks_px"], dtype=np.float64)
+        p[:, 0] = (p[:, 0] + 0.5) * preprocess.CACHE_W / w - 0.5
+        p[:, 1] = (p[:, 1] + 0.5) * preprocess.CACHE_H / h - 0.5
+        points[i] = p
+    return images, points
 
 
 def export(model, state, args, n_train, n_val, n_rejected):
@@ -230,9 +265,14 @@ def export(model, state, args, n_train, n_val, n_rejected):
                     for i in range(N_VERT)],
         "training_data": f"AASCE 2019 public training set (xray-ap-aasce): {n_train} images for training, "
                          f"{n_val} held out by patient (scripts/cobb/data.py is_validation), "
-                         f"{n_rejected} excluded for landmark-order problems",
-        "training": {"epochs": state.get("epoch", 0), "seed": args.seed,
-                     "command": "/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs %d" % state.get("epoch", 0)},
+                         f"{n_rejected} excluded for landmark-order problems"
+                         + (f"; fine-tuned {args.finetune} epochs with spine-phantom radiographs added "
+                            f"(scripts/make_phantom_radiographs.sh)" if args.finetune else ""),
+        "training": {"epochs": state.get("epoch", 0), "seed": args.seed, "threads": "2 (CPU)",
+                     "commands": ["/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs 22",
+                                  "scripts/make_phantom_radiographs.sh work-data/phantom-xr 160",
+                                  "/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs 22 "
+                                  "--finetune 3 --phantoms work-data/phantom-xr"]},
         "validation": {"history_last": state["history"][-1] if state.get("history") else {}},
     }
     path = args.export or os.path.join(args.out, "xray-landmarks.pt")

@@ -167,6 +167,15 @@ HeatmapPeaks heatmap_peaks(const Tensor& out, bool sequence_constraint) {
   return r;
 }
 
+void zscore(float* data, std::size_t n) {
+  double sum = 0, sq = 0;
+  for (std::size_t i = 0; i < n; ++i) sum += data[i];
+  const double mean = sum / n;
+  for (std::size_t i = 0; i < n; ++i) sq += (data[i] - mean) * (data[i] - mean);
+  const double sd = std::max(std::sqrt(sq / n), 1e-6);
+  for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<float>((data[i] - mean) / sd);
+}
+
 // [1, C, h, w] mirrored left-right.
 Tensor mirrored(const Tensor& t) {
   Tensor out = t;
@@ -206,19 +215,6 @@ XrayWorkingImage xray_working_image(const FloatImage& radiograph) {
 }
 
 Tensor xray_model_input(const FloatImage& radiograph) { return xray_model_input(xray_working_image(radiograph)); }
-
-namespace {
-
-void zscore(float* data, std::size_t n) {
-  double sum = 0, sq = 0;
-  for (std::size_t i = 0; i < n; ++i) sum += data[i];
-  const double mean = sum / n;
-  for (std::size_t i = 0; i < n; ++i) sq += (data[i] - mean) * (data[i] - mean);
-  const double sd = std::max(std::sqrt(sq / n), 1e-6);
-  for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<float>((data[i] - mean) / sd);
-}
-
-}  // namespace
 
 Tensor xray_model_input(const XrayWorkingImage& working) {
   const std::vector<float>& cache = working.pixels;
