@@ -152,7 +152,7 @@ def main():
     ap.add_argument("--phantoms", help="folder of spine-phantom radiographs (image.png + truth.json) "
                                        "added to the training images for the fine-tuning epochs")
     ap.add_argument("--finetune", type=int, default=0, help="epochs after --epochs at a constant learning rate")
-    ap.add_argument("--finetune-lr", type=float, default=2e-4)
+    ap.add_argument("--finetune-lr", type=float, default=5e-5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -272,7 +272,7 @@ def export(model, state, args, n_train, n_val, n_rejected):
                      "commands": ["/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs 22",
                                   "scripts/make_phantom_radiographs.sh work-data/phantom-xr 160",
                                   "/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs 22 "
-                                  "--finetune 3 --phantoms work-data/phantom-xr"]},
+                                  "--finetune 2 --phantoms work-data/phantom-xr"]},
         "validation": {"history_last": state["history"][-1] if state.get("history") else {}},
     }
     path = args.export or os.path.join(args.out, "xray-landmarks.pt")

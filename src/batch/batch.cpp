@@ -91,6 +91,14 @@ std::vector<Study> discover_studies(const std::vector<std::string>& inputs) {
       add_path(p, studies);
     }
   }
+  // Files with the same name in different folders (case01/image.png, case02/image.png)
+  // are told apart by their folder: case01_image, case02_image.
+  std::map<std::string, int> count;
+  for (const auto& s : studies) ++count[s.name];
+  for (auto& s : studies) {
+    if (count[s.name] > 1 && !s.path.parent_path().filename().empty())
+      s.name = s.path.parent_path().filename().string() + "_" + s.name;
+  }
   std::set<std::string> names;
   for (const auto& s : studies) {
     if (s.name.empty()) throw input_error(s.path.string() + ": cannot derive a study name");

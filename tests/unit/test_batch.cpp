@@ -38,6 +38,15 @@ TEST_F(Batch, DiscoversFilesDirectoriesAndLists) {
   EXPECT_EQ(studies[0].path, dir / "a.nii.gz");
   EXPECT_THROW(discover_studies({(dir / "missing.nii").string()}), Error);
   EXPECT_THROW(discover_studies({(dir / "a.nii.gz").string(), (dir / "a.nii.gz").string()}), Error);
+  // Same file name in two folders: the folder tells them apart.
+  fs::create_directories(dir / "case1");
+  fs::create_directories(dir / "case2");
+  fs::copy_file(dir / "a.nii.gz", dir / "case1" / "image.nii.gz");
+  fs::copy_file(dir / "a.nii.gz", dir / "case2" / "image.nii.gz");
+  studies = discover_studies({(dir / "case1" / "image.nii.gz").string(), (dir / "case2" / "image.nii.gz").string()});
+  ASSERT_EQ(studies.size(), 2u);
+  EXPECT_EQ(studies[0].name, "case1_image");
+  EXPECT_EQ(studies[1].name, "case2_image");
   fs::create_directories(dir / "empty");
   EXPECT_THROW(discover_studies({(dir / "empty").string()}), Error);
 }
