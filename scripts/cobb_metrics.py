@@ -23,7 +23,7 @@ def main():
     listfile, results = sys.argv[1], sys.argv[2]
     landmarks, angles = data.read_table()
     names = [os.path.basename(l.strip()) for l in open(listfile) if l.strip()]
-    sm, mae, lerr, flagged, missing = [], [], [], 0, []
+    sm, mae, lerr, flagged, missing, bias, has_flags = [], [], [], 0, [], [], []
     confusion = np.zeros((4, 4), dtype=int)
     for n in names:
         study = n[:-4]
@@ -36,6 +36,8 @@ def main():
         ref = angles[n]
         sm.append(smape(pred, ref))
         mae.append(abs(j["major"]["angle_deg"] - ref[0]))
+        bias.append(j["major"]["angle_deg"] - ref[0])
+        has_flags.append(bool(j["flags"]))
         lerr.append(np.linalg.norm(np.array(j["landmarks_px"]) - landmarks[n], axis=1).mean())
         confusion[GRADES.index(grade(ref[0])), GRADES.index(j["grade"])] += 1
         flagged += bool(j["flags"])
@@ -43,7 +45,10 @@ def main():
     print(f"SMAPE: {np.mean(sm):.2f} %")
     print(f"major angle MAE: {np.mean(mae):.2f} deg (median {np.median(mae):.2f})")
     print(f"mean landmark error: {np.mean(lerr):.1f} px (median {np.median(lerr):.1f})")
-    print(f"studies with flags: {flagged}")
+    print(f"major angle mean signed error: {np.mean(bias):+.2f} deg")
+    ok = ~np.array(has_flags, dtype=bool)
+    print(f"studies with flags: {flagged}; without flags ({ok.sum()}): SMAPE {np.mean(np.array(sm)[ok]):.2f} %, "
+          f"major MAE {np.mean(np.array(mae)[ok]):.2f} deg")
     print("grade confusion (rows reference, columns predicted): " + ", ".join(GRADES))
     for g, row in zip(GRADES, confusion):
         print(f"  {g:>12}: {' '.join(f'{v:3d}' for v in row)}")

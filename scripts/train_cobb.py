@@ -153,6 +153,9 @@ def main():
                                        "added to the training images for the fine-tuning epochs")
     ap.add_argument("--finetune", type=int, default=0, help="epochs after --epochs at a constant learning rate")
     ap.add_argument("--finetune-lr", type=float, default=5e-5)
+    ap.add_argument("--card-validation", help="JSON file of measured validation figures to put in the card")
+    ap.add_argument("--card-training", help="how this model was trained, for the card (default: this command)")
+    ap.add_argument("--stop-after", type=int, default=0, help="stop (without exporting) after this epoch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -225,6 +228,9 @@ def main():
             msg.update({"val_landmark_px": err, "val_smape": sm, "val_major_mae": mae})
         state = checkpoint.save(ckpt_path, model, opt, epoch + 1, state["history"] + [msg])
         print(json.dumps(msg), flush=True)
+        if args.stop_after and epoch + 1 >= args.stop_after:
+            print(f"stopped after epoch {epoch + 1}", flush=True)
+            return
     export(model, state, args, len(train), len(val), len(rejected))
 
 
@@ -269,11 +275,11 @@ def export(model, state, args, n_train, n_val, n_rejected):
                          + (f"; fine-tuned {args.finetune} epochs with spine-phantom radiographs added "
                             f"(scripts/make_phantom_radiographs.sh)" if args.finetune else ""),
         "training": {"epochs": state.get("epoch", 0), "seed": args.seed, "threads": "2 (CPU)",
-                     "commands": ["/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs 22",
-                                  "scripts/make_phantom_radiographs.sh work-data/phantom-xr 160",
-                                  "/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs 22 "
-                                  "--finetune 2 --phantoms work-data/phantom-xr"]},
-        "validation": {"history_last": state["history"][-1] if state.get("history") else {}},
+                     "command": args.card_training or (
+                         f"/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs {args.epochs}"
+                         + (f" --finetune {args.finetune} --phantoms work-data/phantom-xr" if args.finetune else "")),
+                     "last_epoch": state["history"][-1] if state.get("history") else {}},
+        "validation": json.load(open(args.card_validation)) if args.card_validation else {},
     }
     path = args.export or os.path.join(args.out, "xray-landmarks.pt")
     save_with_card(scripted, card, path)
