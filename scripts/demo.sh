@@ -23,6 +23,9 @@ m, t = got["major"], truth["major"]
 print(f"{'major curve':14}{m['upper_end'] + '-' + m['lower_end']:>12}{t['upper_end'] + '-' + t['lower_end']:>15}")
 print(f"{'apex':14}{m['apex']:>12}{t['apex']:>15}")
 print(f"grade: {got['grade']}; flags: {'; '.join(got['flags']) or 'none'}")
+if got["flags"]:
+    print("The landmark model was trained on real radiographs only; this synthetic radiograph lies "
+          "outside that domain, and spine-cobb says so through its flags instead of trusting the angles.")
 PY
 echo "results: $out/cobb/phantom_xray/cobb.json, overlay: $out/cobb/phantom_xray/overlay.png, cohort table: $out/cobb/cobb.csv"
 
