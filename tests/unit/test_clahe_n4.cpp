@@ -86,7 +86,7 @@ TEST(N4, RemovesMostOfAKnownBiasField) {
   RecordProperty("cv_after", std::to_string(after));
   std::printf("N4: within-class coefficient of variation %.4f -> %.4f (%.0f%% removed)\n", before, after,
               100 * (1 - after / before));
-  EXPECT_LT(after, 0.4 * before);  // at least 60 % of the field's spread removed
+  EXPECT_LT(after, 0.1 * before);  // at least 90 % of the field's spread removed (97 % measured)
 }
 
 }  // namespace
