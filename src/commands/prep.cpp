@@ -19,6 +19,8 @@ void PrepConfig::register_cli(CLI::App& app) {
   app.add_flag("--n4", n4, "N4 bias field correction (MR)");
   app.add_option("--n4-shrink", n4_config.shrink_factor, "N4 shrink factor")->check(CLI::Range(1, 16));
   app.add_option("--n4-iterations", n4_config.iterations, "N4 iterations per fitting level")->expected(1, 8);
+  app.add_option("--n4-mask", n4_mask, "N4 fitting mask (non-zero voxels), on the input's grid")
+      ->check(CLI::ExistingFile);
   app.add_option("--window", window, "CT window preset (output 0..1)")
       ->check(CLI::IsMember({"bone", "soft-tissue", "spine"}));
   app.add_option("--window-custom", window_level_width, "CT window LEVEL WIDTH in HU (output 0..1)")
@@ -47,8 +49,11 @@ std::vector<std::string> PrepConfig::validate() const {
     throw usage_error("--window-custom WIDTH must be positive");
   if (!clahe && (clahe_config.clip_limit != ClaheConfig{}.clip_limit || clahe_config.tiles != ClaheConfig{}.tiles))
     warnings.push_back("--clahe-clip / --clahe-tiles have no effect without --clahe");
-  if (!n4 && (n4_config.shrink_factor != N4Config{}.shrink_factor || n4_config.iterations != N4Config{}.iterations))
-    warnings.push_back("--n4-shrink / --n4-iterations have no effect without --n4");
+  if (!n4 && (n4_config.shrink_factor != N4Config{}.shrink_factor || n4_config.iterations != N4Config{}.iterations ||
+              !n4_mask.empty()))
+    warnings.push_back("--n4-shrink / --n4-iterations / --n4-mask have no effect without --n4");
+  if (n4 && !n4_mask.empty() && (!reorient.empty() || !resample_mm.empty()))
+    throw usage_error("--n4-mask is on the input's grid; it cannot be combined with --reorient or --resample");
   if (common.device != "auto" && common.device != "cpu")
     warnings.push_back("--device has no effect: spine-prep runs no model");
   return warnings;
@@ -61,6 +66,7 @@ nlohmann::json PrepConfig::to_json() const {
           {"n4", n4},
           {"n4_shrink", n4_config.shrink_factor},
           {"n4_iterations", n4_config.iterations},
+          {"n4_mask", n4_mask},
           {"window", window},
           {"window_level_width", window_level_width},
           {"clahe", clahe},
@@ -120,7 +126,14 @@ BatchSummary run_prep(const PrepConfig& c) {
     const bool is_ct = in.info.modality == "CT" || (in.info.modality.empty() && intensity_range(img).min < -500);
     if (c.n4) {
       if (is_ct) log::warn("{}: N4 is meant for MR; this looks like CT", study.name);
-      img = n4_bias_correct(img, nullptr, c.n4_config);
+      if (c.n4_mask.empty()) {
+        img = n4_bias_correct(img, nullptr, c.n4_config);
+      } else {
+        const LabelImage mask = read_labels(c.n4_mask);
+        if (!mask.geometry.same_grid(img.geometry, 1e-4))
+          throw input_error(c.n4_mask + ": N4 mask is not on the grid of " + study.path.string());
+        img = n4_bias_correct(img, &mask, c.n4_config);
+      }
       values_changed = true;
       steps.push_back("n4");
     }

@@ -97,6 +97,25 @@ TEST(PrepCommand, ReorientRoundTrip) {
   EXPECT_EQ(in.image.voxels, back.image.voxels);
 }
 
+// N4 with a fitting mask on an MR phantom with a bias field: runs, and a mask on another
+// grid is refused for that study.
+TEST(PrepCommand, N4WithMask) {
+  TempDir dir;
+  ASSERT_EQ(run_command(bin("spine-phantom") + " --kind mr-t2 --first L4 --last L5 --spacing 2 --margin 10 --bias-field -q -o " +
+                        q(dir.path()) + " --name mr").exit_code, 0);
+  const fs::path image = dir / "mr" / "image.nii.gz";
+  auto r = run_command(bin("spine-prep") + " " + q(image) + " --n4 --n4-mask " + q(dir / "mr" / "labels.nii.gz") +
+                       " -q -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "out" / "image" / "image.nii.gz"));
+  ASSERT_EQ(run_command(bin("spine-phantom") + " --kind ct --first L4 --last L5 --spacing 3 -q -o " + q(dir.path()) +
+                        " --name other").exit_code, 0);  // another grid
+  r = run_command(bin("spine-prep") + " " + q(image) + " --n4 --n4-mask " + q(dir / "other" / "labels.nii.gz") +
+                  " -o " + q(dir / "out2"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("N4 mask is not on the grid"), std::string::npos) << r.output;
+}
+
 // A directory with one good and one corrupt study: the good one is processed, the bad one
 // reported, exit status 3, and no output folder for the bad one.
 TEST(PrepCommand, BatchGoesOnAfterABadStudy) {

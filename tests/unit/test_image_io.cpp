@@ -1,5 +1,6 @@
 // Image I/O: geometry survives write -> read in every format, labels stay integers,
 // bad files give input errors naming the file, the real DICOM series reads correctly.
+#include <algorithm>
 #include <cmath>
 
 #include "spine/error.hpp"
@@ -138,6 +139,20 @@ TEST(ImageIO, RealDicomSeriesHasItsGeometry) {
   const auto r = intensity_range(dcm.image);
   EXPECT_EQ(r.min, -1024.f);  // HU: air (rescale slope/intercept applied)
   EXPECT_GE(r.max, 1000.f);   // bone
+}
+
+TEST(ImageIO, SingleDicomFileReadsAs2D) {
+  const auto dir = test::shared_data() / "ct-abdomen-example" / "example_ct_dicom";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "shared data not present";
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  const LoadedImage slice = read_image(files.front());
+  EXPECT_EQ(slice.info.format, "dicom");
+  EXPECT_EQ(slice.info.modality, "CT");
+  EXPECT_EQ(slice.image.geometry.dimension, 2);
+  EXPECT_EQ(slice.image.nx(), 512u);
+  EXPECT_EQ(slice.image.ny(), 512u);
 }
 
 TEST(ImageIO, TruncatedJpegIsRejected) {

@@ -19,6 +19,7 @@ struct PrepConfig {
   std::vector<double> resample_mm;      // 1 value (isotropic) or one per axis; empty = keep
   bool n4 = false;
   N4Config n4_config;
+  std::string n4_mask;                  // label image on the study's grid; empty = foreground
   std::string window;                   // preset name; empty = none
   std::vector<double> window_level_width;  // custom level and width (HU)
   bool clahe = false;
