@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace spine {
 
 struct Point2 {
@@ -21,6 +23,9 @@ struct MajorCurve {
   int lower_end = 0;
   int apex = 0;
   std::string convex_side_image;  // "image-left" / "image-right" / "none"
+  // The patient's side, assuming the standard display of a frontal radiograph (the
+  // patient's right on the image left): "left" / "right" / "none".
+  std::string convex_side;
 };
 
 struct CobbAngles {
@@ -35,6 +40,9 @@ struct CobbAngles {
 
 // Throws an input error when fewer or more than 68 points are given.
 CobbAngles compute_cobb_angles(const std::vector<Point2>& landmarks, double image_height);
+
+// {"angle_deg", "upper_end", "lower_end", "apex", "convex_side", "convex_side_image"}.
+nlohmann::json major_curve_json(const MajorCurve& major);
 
 // "T1".."L5" for vertebra index 0..16.
 std::string cobb_vertebra_name(int index);

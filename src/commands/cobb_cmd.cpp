@@ -131,13 +131,6 @@ void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAng
   write_png(canvas, path);
 }
 
-std::string convex_side_patient(const std::string& image_side) {
-  // Standard display of a frontal radiograph: the patient's left on the image right.
-  if (image_side == "image-right") return "left";
-  if (image_side == "image-left") return "right";
-  return "none";
-}
-
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
   std::string out = "\"";
@@ -201,13 +194,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"angles_note", "AASCE rule: pt is the largest angle (the major curve), mt the curve above it, "
                         "tl the curve below it, as in the AASCE reference angles.csv"},
         {"s_shaped", a.s_shaped},
-        {"major",
-         {{"angle_deg", a.major.angle_deg},
-          {"upper_end", cobb_vertebra_name(a.major.upper_end)},
-          {"lower_end", cobb_vertebra_name(a.major.lower_end)},
-          {"apex", cobb_vertebra_name(a.major.apex)},
-          {"convex_side", convex_side_patient(a.major.convex_side_image)},
-          {"convex_side_image", a.major.convex_side_image}}},
+        {"major", major_curve_json(a.major)},
         {"grade", grade},
         {"landmarks_px", points},
         {"confidence", conf},

@@ -77,12 +77,7 @@ namespace {
 nlohmann::json angles_json(const CobbAngles& a) {
   return {{"aasce_deg", {{"pt", a.aasce_deg[0]}, {"mt", a.aasce_deg[1]}, {"tl", a.aasce_deg[2]}}},
           {"s_shaped", a.s_shaped},
-          {"major",
-           {{"angle_deg", a.major.angle_deg},
-            {"upper_end", cobb_vertebra_name(a.major.upper_end)},
-            {"lower_end", cobb_vertebra_name(a.major.lower_end)},
-            {"apex", cobb_vertebra_name(a.major.apex)},
-            {"convex_side_image", a.major.convex_side_image}}}};
+          {"major", major_curve_json(a.major)}};
 }
 
 }  // namespace

@@ -114,7 +114,17 @@ CobbAngles compute_cobb_angles(const std::vector<Point2>& lm, double image_heigh
     }
   }
   major.convex_side_image = best_dev < 1e-9 ? "none" : (signed_dev > 0 ? "image-right" : "image-left");
+  major.convex_side = best_dev < 1e-9 ? "none" : (signed_dev > 0 ? "left" : "right");
   return out;
+}
+
+nlohmann::json major_curve_json(const MajorCurve& m) {
+  return {{"angle_deg", m.angle_deg},
+          {"upper_end", cobb_vertebra_name(m.upper_end)},
+          {"lower_end", cobb_vertebra_name(m.lower_end)},
+          {"apex", cobb_vertebra_name(m.apex)},
+          {"convex_side", m.convex_side},
+          {"convex_side_image", m.convex_side_image}};
 }
 
 std::string grade_curve(double major_deg, const CobbGrading& g) {
