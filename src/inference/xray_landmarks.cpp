@@ -310,6 +310,8 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
   if (img.voxels.size() > 100'000'000ULL)
     throw input_error("image is too large (" + std::to_string(img.nx()) + " x " + std::to_string(img.ny()) +
                       " pixels; at most 100 megapixels)");
+  if (!std::all_of(img.voxels.begin(), img.voxels.end(), [](float v) { return std::isfinite(v); }))
+    throw input_error("image contains NaN or infinite values");
   const auto r = intensity_range(img);
   if (!(r.max > r.min)) throw input_error("image is blank (constant intensity)");
   const Tensor input = xray_model_input(img);

@@ -1,4 +1,5 @@
 // spine-cobb on phantom radiographs and on bad input: outputs, CSV, flags, exit statuses.
+#include <limits>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -68,15 +69,19 @@ TEST(CobbCommand, BadInputsInABatch) {
   tiny.at(3, 3) = 200;
   write_image(tiny, dir / "in" / "tiny.png", StoredPixel::kUInt8);
   write_image(FloatImage(make_geometry_2d(300, 700), 128.f), dir / "in" / "blank.png", StoredPixel::kUInt8);
+  FloatImage with_nan(make_geometry_2d(300, 700), 5.f);
+  with_nan.at(10, 10) = std::numeric_limits<float>::quiet_NaN();
+  write_image(with_nan, dir / "in" / "nan.mha");  // NIfTI reading zeroes NaNs (niftilib)
   const auto r = run_command(bin("spine-cobb") + " " + q(dir / "in") + " --threads 2 -o " + q(dir / "out"));
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("notimage.png: not an image in a supported format"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("is a 3D image"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("image is too small"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("image is blank"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("1 done, 4 failed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("image contains NaN"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 done, 5 failed"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(dir / "out" / "good" / "cobb.json"));
-  for (const char* bad : {"notimage", "volume", "tiny", "blank"}) EXPECT_FALSE(fs::exists(dir / "out" / bad)) << bad;
+  for (const char* bad : {"notimage", "volume", "tiny", "blank", "nan"}) EXPECT_FALSE(fs::exists(dir / "out" / bad)) << bad;
   const std::string csv = test::read_file(dir / "out" / "cobb.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2);
 }
