@@ -6,17 +6,13 @@
 int main(int argc, char** argv) {
   spine::CobbConfig config;
   auto model_versions = [] {
-    std::vector<std::string> out;
-    for (const char* file : {"xray-landmarks.pt"}) {
-      const auto path = spine::default_model_path(file);
-      try {
-        const auto card = spine::Model::read_card(path);
-        out.push_back(card.name + " " + card.version + " (" + path.string() + ")");
-      } catch (const spine::Error& e) {
-        out.push_back(std::string(file) + ": unavailable (" + e.what() + ")");
-      }
+    const auto path = spine::default_model_path("xray-landmarks.pt");
+    try {
+      const auto card = spine::Model::read_card(path);
+      return std::vector<std::string>{card.name + " " + card.version + " (" + path.string() + ")"};
+    } catch (const spine::Error& e) {
+      return std::vector<std::string>{std::string("xray-landmarks.pt: unavailable (") + e.what() + ")"};
     }
-    return out;
   };
   return spine::run_main(
       argc, argv,

@@ -112,7 +112,7 @@ def loss_fn(out, heat, offsets, mask):
     return lh * 10 + lo, lh.item(), lo.item()
 
 
-def evaluate(model, images, points, sizes, names, angles_ref, batch=8):
+def evaluate(model, images, points, sizes, names, landmarks, angles_ref, batch=8):
     """Landmark error (original pixels) and AASCE angles on the given set."""
     from cobb.angles import aasce_angles, smape
     model.eval()
@@ -127,16 +127,13 @@ def evaluate(model, images, points, sizes, names, angles_ref, batch=8):
                 c = corners[k].reshape(68, 2).numpy()
                 c_in = (c + 0.5) * preprocess.STRIDE - 0.5
                 pred = preprocess.from_input_coords(c_in, w, h)
-                ref = points_orig[names[i + k]]
+                ref = landmarks[names[i + k]]
                 errs.append(np.linalg.norm(pred - ref, axis=1).mean())
                 a = aasce_angles(pred, h)
                 smapes.append(smape(a, angles_ref[names[i + k]]))
                 maes.append(abs(a[0] - angles_ref[names[i + k]][0]))
     model.train()
     return float(np.mean(errs)), float(np.mean(smapes)), float(np.mean(maes))
-
-
-points_orig = {}
 
 
 def main():
@@ -163,7 +160,6 @@ def main():
     os.makedirs(args.out, exist_ok=True)
 
     landmarks, angles = data.read_table()
-    points_orig.update(landmarks)
     train, val, rejected = split(landmarks)
     if args.limit:
         train = train[:args.limit]
@@ -224,7 +220,7 @@ def main():
         msg = {"epoch": epoch + 1, "loss": tot / steps, "heat": th / steps,
                "offset": to / steps, "seconds": time.time() - te, "finetune": finetune}
         if (epoch + 1) % 5 == 0 or epoch + 1 >= args.epochs:
-            err, sm, mae = evaluate(model, va_img, va_pts, va_sizes, val, angles)
+            err, sm, mae = evaluate(model, va_img, va_pts, va_sizes, val, landmarks, angles)
             msg.update({"val_landmark_px": err, "val_smape": sm, "val_major_mae": mae})
         state = checkpoint.save(ckpt_path, model, opt, epoch + 1, state["history"] + [msg])
         print(json.dumps(msg), flush=True)
@@ -237,17 +233,9 @@ def main():
 def load_phantoms(folder):
     """spine-phantom radiographs: working images and landmarks in working-image pixels."""
     dirs = sorted(d for d in os.listdir(folder) if os.path.exists(os.path.join(folder, d, "truth.json")))
-    images = torch.zeros(len(dirs), preprocess.CACHE_H, preprocess.CACHE_W, dtype=torch.uint8)
-    points = np.zeros((len(dirs), 68, 2), dtype=np.float32)
-    for i, d in enumerate(dirs):
-        grey = data.load_grey(os.path.join(folder, d, "image.png"))
-        h, w = grey.shape
-        images[i] = preprocess.resize_to_cache(grey).round().clamp(0, 255).to(torch.uint8)
-        p = np.array(json.load(open(os.path.join(folder, d, "truth.json")))["landmarks_px"], dtype=np.float64)
-        p[:, 0] = (p[:, 0] + 0.5) * preprocess.CACHE_W / w - 0.5
-        p[:, 1] = (p[:, 1] + 0.5) * preprocess.CACHE_H / h - 0.5
-        points[i] = p
-    return images, points
+    images, sizes = data.cache_images([os.path.join(folder, d, "image.png") for d in dirs])
+    landmarks = {d: np.array(json.load(open(os.path.join(folder, d, "truth.json")))["landmarks_px"]) for d in dirs}
+    return images, data.to_cache_points(landmarks, dirs, sizes)
 
 
 def export(model, state, args, n_train, n_val, n_rejected):

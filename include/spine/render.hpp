@@ -22,7 +22,5 @@ void draw_circle(RgbImage& canvas, Point2 centre, double radius, Rgb colour, boo
 // Text with its top-left corner at `at`, on a dark box so it reads on any background.
 // Returns the height of the line in pixels.
 int draw_text(RgbImage& canvas, const std::string& text, Point2 at, double height_px, Rgb colour);
-// Blends `colour` into the pixel at (x, y) with weight alpha (0..1).
-void blend_pixel(RgbImage& canvas, std::size_t x, std::size_t y, Rgb colour, double alpha);
 
 }  // namespace spine

@@ -11,17 +11,9 @@
 
 namespace spine {
 
-// The working image (scripts/cobb/preprocess.py): the radiograph
-// resized bilinearly (half-pixel centres, no antialiasing) to 1024 x 512 (H x W).
-struct XrayWorkingImage {
-  std::size_t width = 512, height = 1024;
-  std::vector<float> pixels;
-};
-XrayWorkingImage xray_working_image(const FloatImage& radiograph);
-
-// First-stage input: 2 x 2 average pooling of the working image to 512 x 256, z-scored.
-// Returns [1, 1, 512, 256].
-Tensor xray_model_input(const XrayWorkingImage& working);
+// The model's input contract (scripts/cobb/preprocess.py): bilinear resize with half-pixel
+// centres and no antialiasing to 1024 x 512 (H x W), 2 x 2 average pooling to 512 x 256,
+// z-score over the image. Returns [1, 1, 512, 256].
 Tensor xray_model_input(const FloatImage& radiograph);
 
 struct XrayLandmarks {

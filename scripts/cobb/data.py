@@ -58,18 +58,24 @@ def load_grey(path: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"))
 
 
+def cache_images(paths):
+    """Working images (uint8 [N,1024,512]) and original sizes [N,2] (W,H) of image files."""
+    images = torch.zeros(len(paths), CACHE_H, CACHE_W, dtype=torch.uint8)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
+    for i, path in enumerate(paths):
+        grey = load_grey(path)
+        sizes[i] = (grey.shape[1], grey.shape[0])
+        images[i] = resize_to_cache(grey).round().clamp(0, 255).to(torch.uint8)
+    return images, sizes
+
+
 def build_cache(names, data_dir=DATA, cache_path=None):
     """Returns (images uint8 [N,1024,512] tensor, sizes [N,2] (W,H)); cached on disk."""
     if cache_path and os.path.exists(cache_path):
         blob = torch.load(cache_path)
         if blob["names"] == list(names):
             return blob["images"], blob["sizes"]
-    images = torch.zeros(len(names), 1024, 512, dtype=torch.uint8)
-    sizes = np.zeros((len(names), 2), dtype=np.int64)
-    for i, n in enumerate(names):
-        grey = load_grey(os.path.join(data_dir, "images", n))
-        sizes[i] = (grey.shape[1], grey.shape[0])
-        images[i] = resize_to_cache(grey).round().clamp(0, 255).to(torch.uint8)
+    images, sizes = cache_images([os.path.join(data_dir, "images", n) for n in names])
     if cache_path:
         torch.save({"names": list(names), "images": images, "sizes": sizes}, cache_path)
     return images, sizes

@@ -29,14 +29,6 @@ def cache_to_input(cached: torch.Tensor) -> torch.Tensor:
     return x.reshape(*shape[:-2], INPUT_H, INPUT_W)
 
 
-def to_input_coords(points: np.ndarray, width: int, height: int) -> np.ndarray:
-    """points [..., 2] in original pixels -> model input pixels."""
-    out = np.array(points, dtype=np.float64)
-    out[..., 0] = (out[..., 0] + 0.5) * INPUT_W / width - 0.5
-    out[..., 1] = (out[..., 1] + 0.5) * INPUT_H / height - 0.5
-    return out
-
-
 def from_input_coords(points: np.ndarray, width: int, height: int) -> np.ndarray:
     out = np.array(points, dtype=np.float64)
     out[..., 0] = (out[..., 0] + 0.5) * width / INPUT_W - 0.5

@@ -43,8 +43,10 @@ void add_directory(const fs::path& dir, std::vector<Study>& out) {
     if (e.is_directory()) subdirs.push_back(e.path());
     else if (e.is_regular_file() && has_image_extension(e.path())) files.push_back(e.path());
   }
+  // Checked once: it reads the folder's files.
+  const bool dir_is_series = is_dicom_series_dir(dir);
   // A folder of DICOM slices with no other images is one study.
-  if (files.empty() && subdirs.empty() && is_dicom_series_dir(dir)) {
+  if (files.empty() && subdirs.empty() && dir_is_series) {
     add_path(dir, out);
     return;
   }
@@ -53,13 +55,13 @@ void add_directory(const fs::path& dir, std::vector<Study>& out) {
   const std::size_t before = out.size();
   for (const auto& f : files) {
     // .dcm slices of a series lying directly in the folder belong to that series.
-    if (f.extension() == ".dcm" && is_dicom_series_dir(dir)) continue;
+    if (f.extension() == ".dcm" && dir_is_series) continue;
     add_path(f, out);
   }
   for (const auto& s : subdirs) {
     if (is_dicom_series_dir(s)) add_path(s, out);
   }
-  if (out.size() == before && is_dicom_series_dir(dir)) add_path(dir, out);
+  if (out.size() == before && dir_is_series) add_path(dir, out);
   if (out.size() == before) throw input_error(dir.string() + ": no images or DICOM series found");
 }
 

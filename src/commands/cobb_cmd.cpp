@@ -2,8 +2,6 @@
 // flags when the result cannot be trusted; cobb.json, overlay.png and a cohort CSV.
 #include "spine/commands/cobb_cmd.hpp"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <fstream>

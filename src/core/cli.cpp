@@ -70,7 +70,7 @@ int run_main(int argc, char** argv, const ToolInfo& tool, const std::function<vo
         std::cout << version_line(tool.name) << "\n";
         std::vector<std::string> models;
         if (tool.model_versions) models = tool.model_versions();
-        std::cout << "models: " << (models.empty() ? "none" : "") << "\n";
+        std::cout << "models:" << (models.empty() ? " none" : "") << "\n";
         for (const auto& m : models) std::cout << "  " << m << "\n";
         return 0;
       }

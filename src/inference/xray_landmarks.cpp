@@ -208,16 +208,8 @@ void average_with_mirror(Tensor& output, const Tensor& mirror_output) {
 
 }  // namespace
 
-XrayWorkingImage xray_working_image(const FloatImage& radiograph) {
-  XrayWorkingImage w;
-  w.pixels = resize_bilinear(radiograph, kCacheH, kCacheW);
-  return w;
-}
-
-Tensor xray_model_input(const FloatImage& radiograph) { return xray_model_input(xray_working_image(radiograph)); }
-
-Tensor xray_model_input(const XrayWorkingImage& working) {
-  const std::vector<float>& cache = working.pixels;
+Tensor xray_model_input(const FloatImage& radiograph) {
+  const std::vector<float> cache = resize_bilinear(radiograph, kCacheH, kCacheW);
   Tensor t({1, 1, kInputH, kInputW});
   for (int y = 0; y < kInputH; ++y)
     for (int x = 0; x < kInputW; ++x) {

@@ -71,10 +71,4 @@ int draw_text(RgbImage& canvas, const std::string& text, Point2 at, double heigh
   return size.height + baseline + 2 * pad;
 }
 
-void blend_pixel(RgbImage& canvas, std::size_t x, std::size_t y, Rgb colour, double alpha) {
-  if (x >= canvas.width || y >= canvas.height) return;
-  std::uint8_t* p = canvas.rgb.data() + 3 * (y * canvas.width + x);
-  for (int c = 0; c < 3; ++c) p[c] = static_cast<std::uint8_t>(std::lround(p[c] * (1 - alpha) + colour[c] * alpha));
-}
-
 }  // namespace spine
