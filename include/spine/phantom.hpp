@@ -24,6 +24,9 @@ struct PhantomConfig {
   double noise = 1.0;               // noise multiplier (CT: 20 HU sd; MR: 3 % of tissue)
   bool bias_field = false;          // smooth multiplicative field (MR)
   double margin_mm = 35.0;          // tissue around the spine in each direction
+  // Ribs, lungs, liver, kidneys, and the sacrum (label 26) with iliac wings when the
+  // segment ends at L5: the neighbours and level landmarks real CT has.
+  bool torso = false;
   std::uint64_t seed = 1;
 
   void validate() const;

@@ -30,6 +30,7 @@ void PhantomCommandConfig::register_cli(CLI::App& app) {
   app.add_option("--pixel", radiograph.pixel_mm, "xray: pixel size (mm)")->check(CLI::Range(0.1, 2.0));
   app.add_option("--noise", volume.noise, "Noise multiplier (0 = none)")->check(CLI::Range(0.0, 10.0));
   app.add_flag("--bias-field", volume.bias_field, "Smooth multiplicative bias field (MR)");
+  app.add_flag("--torso", volume.torso, "Ribs, lungs, liver, kidneys, sacrum and iliac wings around the spine");
   app.add_option("--format", format, "Volume format")->check(CLI::IsMember({"nii.gz", "nii", "nrrd", "mha"}));
 }
 
@@ -122,7 +123,7 @@ BatchSummary run_phantom(const PhantomCommandConfig& c) {
       for (const auto& t : p.vertebrae) {
         verts.push_back({{"name", t.name}, {"label", t.label}, {"centroid_lps_mm", t.centroid_lps_mm}});
         present.push_back(t.label);
-        present.push_back(disc_label_below(t.label));
+        if (t.label <= label::kL5) present.push_back(disc_label_below(t.label));
       }
       present.push_back(label::kSpinalCanal);
       present.push_back(label::kSpinalCord);

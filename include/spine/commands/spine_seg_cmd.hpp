@@ -1,0 +1,50 @@
+// spine-seg and spine-detect as library calls. Both run the same pipeline
+// (spine::SpineSegmenter); spine-seg writes the label map, its colour tables and an
+// overlay, spine-detect the named vertebra centroids (JSON and 3D Slicer markups).
+#pragma once
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "spine/batch.hpp"
+#include "spine/cli.hpp"
+#include "spine/spine_seg.hpp"
+
+namespace spine {
+
+// Options shared by both commands.
+struct SpineModelOptions {
+  std::string modality = "auto";  // auto, ct, mr
+  std::string mr_model;           // empty: models/mr-spine-seg.pt
+  std::string ct_model;           // empty: models/ct-spine-seg.pt
+  SpineSegConfig seg;
+  bool overlay = true;
+
+  void register_cli(CLI::App& app);
+  nlohmann::json to_json() const;
+};
+
+struct SegCommandConfig {
+  CommonOptions common;
+  SpineModelOptions models;
+  void register_cli(CLI::App& app);
+  nlohmann::json to_json() const;
+};
+
+struct DetectCommandConfig {
+  CommonOptions common;
+  SpineModelOptions models;
+  bool write_labels = false;      // also labels.nii.gz
+  void register_cli(CLI::App& app);
+  nlohmann::json to_json() const;
+};
+
+BatchSummary run_spine_seg(const SegCommandConfig& config);
+BatchSummary run_spine_detect(const DetectCommandConfig& config);
+
+// "name version (path)" of the default models, for --version.
+std::vector<std::string> spine_seg_model_versions();
+
+}  // namespace spine

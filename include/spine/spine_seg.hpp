@@ -1,0 +1,113 @@
+// Vertebra and disc segmentation of CT and MRI volumes with a 2.5D sagittal-slice model,
+// coarse-to-fine, and identification of every vertebra by its place in the sequence.
+// The pipeline: modality decision -> reorientation to the model's orientation and
+// resampling to its spacing -> a coarse pass on a downsampled volume that finds the spine
+// -> the full-resolution pass only around it -> instances, names (sequence constraint),
+// discs -> labels back in the input's own grid.
+#pragma once
+#include <array>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "spine/image.hpp"
+#include "spine/model.hpp"
+
+namespace spine {
+
+// --- Modality ------------------------------------------------------------------------
+struct ModalityDecision {
+  std::string modality;  // "ct" or "mr"
+  std::string reason;    // how it was decided, for the log and the outputs
+};
+
+// `requested` is "auto", "ct" or "mr"; `dicom_modality` the DICOM Modality tag ("CT",
+// "MR", or empty). Auto uses the tag when there is one, else the intensities (CT is in
+// HU, with air near -1000). An explicit choice that the tag or the intensities
+// contradict throws an input error that says why.
+ModalityDecision decide_modality(const FloatImage& image, const std::string& requested,
+                                 const std::string& dicom_modality);
+
+// --- Segmentation --------------------------------------------------------------------
+struct SpineSegConfig {
+  bool coarse_to_fine = true;       // false: every sagittal slice over the whole field
+  double coarse_spacing_mm = 2.0;   // resolution of the coarse pass
+  double coarse_slice_step_mm = 6.0;  // distance between sagittal slices of the coarse pass
+  double roi_margin_mm = 25.0;      // added around the spine found by the coarse pass
+  int slice_batch = 4;              // sagittal slices per forward call
+  double min_vertebra_ml = 1.0;     // smaller vertebra fragments are dropped
+  double min_disc_ml = 0.3;
+
+  void validate() const;
+  nlohmann::json to_json() const;
+};
+
+struct IdentifiedVertebra {
+  int label = 0;                    // VerSe number
+  std::string name;                 // "L3"
+  std::array<double, 3> centroid_lps_mm{0, 0, 0};
+  double confidence = 0;            // 0..1: the level model's support for this name
+  double volume_ml = 0;
+  bool touches_border = false;      // cut by the field of view
+};
+
+struct IdentifiedDisc {
+  int label = 0;                    // 100 + the vertebra above
+  std::string name;                 // "L4/L5"
+  std::array<double, 3> centroid_lps_mm{0, 0, 0};
+  double volume_ml = 0;
+};
+
+struct SpineSegResult {
+  LabelImage labels;                // in the input's grid and geometry
+  ModalityDecision modality;
+  std::string vertebra_part;        // "body" (MR model) or "whole" (CT model)
+  std::vector<IdentifiedVertebra> vertebrae;  // top to bottom
+  std::vector<IdentifiedDisc> discs;          // top to bottom
+  double naming_confidence = 0;     // probability of the chosen level offset over the others
+  std::vector<std::string> flags;
+  nlohmann::json timing;            // seconds per stage, region of interest
+};
+
+// Holds the models (loaded once, on first use per modality) and segments volumes.
+class SpineSegmenter {
+ public:
+  // Paths to the MR and CT models; a path may be empty when that modality is not needed.
+  SpineSegmenter(std::filesystem::path mr_model, std::filesystem::path ct_model, std::string device);
+  ~SpineSegmenter();
+  SpineSegmenter(SpineSegmenter&&) noexcept;
+
+  // image: a 3D volume. requested_modality: "auto", "ct", "mr".
+  SpineSegResult segment(const FloatImage& image, const std::string& requested_modality,
+                         const std::string& dicom_modality, const SpineSegConfig& config);
+
+  // The model for a modality, loading it when needed (for provenance and --version).
+  const Model& model(const std::string& modality);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// --- Naming --------------------------------------------------------------------------
+// Names vertebra instances (ordered top to bottom) as consecutive levels. level_probs[i]
+// holds instance i's mean probability for each of `level_labels` (the level model's
+// classes, in cranio-caudal order). Names outside the classes are allowed at the ends
+// (a T10 above a T11..L5 model) with a penalty. Returns the labels, the probability of
+// the chosen offset, and flags (e.g. transitional anatomy suspected).
+struct SequenceNaming {
+  std::vector<int> labels;
+  std::vector<double> confidence;   // per instance
+  double offset_probability = 0;
+  std::vector<std::string> flags;
+};
+SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,
+                                      const std::vector<int>& level_labels);
+
+// 3D Slicer markups (.mrk.json) of named points in LPS mm.
+nlohmann::json slicer_markups(const std::vector<IdentifiedVertebra>& vertebrae);
+
+}  // namespace spine

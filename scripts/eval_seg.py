@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""Scores spine-seg / spine-detect outputs against reference label maps.
+
+  /usr/bin/python3 scripts/eval_seg.py --pred OUTDIR --cases LIST [--json out.json]
+
+LIST: lines "study_name<TAB>reference_labels.nii.gz<TAB>kind" with kind one of
+  named    vertebral bodies with VerSe labels (per-level Dice, identification)
+  unnamed  vertebral bodies as instances 1000+ (binary body Dice only)
+  disc     discs 100+ (per-disc Dice)
+  ct       whole vertebrae and discs with VerSe labels (phantoms: per-level Dice, identification)
+Identification (VerSe): a reference vertebra counts when the prediction has a vertebra
+of the same name whose centroid lies within 20 mm of the reference centroid. Only
+vertebrae whose reference is not cut by the volume's edge are scored for identification.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lib.nifti import read_nifti  # noqa: E402
+
+
+def dice(a, b):
+    s = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / s) if s else float("nan")
+
+
+def centroid_lps(mask, affine):
+    idx = np.argwhere(mask).mean(axis=0)
+    ras = affine[:3, :3] @ idx + affine[:3, 3]
+    return np.array([-ras[0], -ras[1], ras[2]])
+
+
+def touches_edge(mask):
+    for ax in range(3):
+        if mask.take(0, axis=ax).any() or mask.take(mask.shape[ax] - 1, axis=ax).any():
+            return True
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pred", required=True)
+    ap.add_argument("--cases", required=True)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    per_case = []
+    body_dice, disc_dice, level_dice = [], [], {}
+    ident_hits = ident_total = 0
+    for line in open(args.cases):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        study, ref_path, kind = line.split("\t")
+        pred_path = os.path.join(args.pred, study, "labels.nii.gz")
+        ref, aff = read_nifti(ref_path)
+        if not os.path.exists(pred_path):
+            per_case.append({"study": study, "kind": kind, "failed": True})
+            print(f"{study}: no output", flush=True)
+            continue
+        pred, _ = read_nifti(pred_path)
+        assert pred.shape == ref.shape, (study, pred.shape, ref.shape)
+        rec = {"study": study, "kind": kind}
+        pv = (pred > 0) & (pred < 100)
+        if kind in ("named", "unnamed", "ct"):
+            rv = ((ref > 0) & (ref < 100)) | (ref >= 1000)
+            rec["vertebra_dice_binary"] = dice(pv, rv)
+            body_dice.append(rec["vertebra_dice_binary"])
+        if kind in ("named", "ct"):
+            levels = {}
+            vjson = os.path.join(args.pred, study, "vertebrae.json")
+            if not os.path.exists(vjson):
+                vjson = os.path.join(args.pred, study, "segmentation.json")
+            pred_verts = {v["name"]: np.array(v["centroid_lps_mm"]) for v in json.load(open(vjson))["vertebrae"]}
+            from seg.names import vertebra_name
+            hits = []
+            for v in sorted(int(x) for x in np.unique(ref) if 0 < x < 100):
+                m = ref == v
+                d = dice(pred == v, m)
+                levels[vertebra_name(v)] = d
+                level_dice.setdefault(vertebra_name(v), []).append(d)
+                if touches_edge(m):
+                    continue
+                c = centroid_lps(m, aff)
+                name = vertebra_name(v)
+                ok = name in pred_verts and np.linalg.norm(pred_verts[name] - c) <= 20.0
+                hits.append(bool(ok))
+            ident_hits += sum(hits)
+            ident_total += len(hits)
+            rec["level_dice"] = levels
+            rec["identified"] = f"{sum(hits)}/{len(hits)}"
+        if kind in ("disc", "ct"):
+            discs = {}
+            for v in sorted(int(x) for x in np.unique(ref) if 100 <= x < 200):
+                d = dice(pred == v, ref == v)
+                discs[str(v)] = d
+                disc_dice.append(d)
+            rec["disc_dice"] = discs
+            rd = (ref >= 100) & (ref < 200)
+            rec["disc_dice_binary"] = dice((pred >= 100) & (pred < 200), rd)
+        per_case.append(rec)
+        print(json.dumps(rec), flush=True)
+
+    def stats(v):
+        v = np.array([x for x in v if x == x])
+        return {"mean": float(v.mean()) if len(v) else None, "sd": float(v.std()) if len(v) else None, "n": int(len(v))}
+    summary = {
+        "vertebra_dice_binary": stats(body_dice),
+        "vertebra_dice_per_level": {k: stats(v) for k, v in sorted(level_dice.items())},
+        "vertebra_dice_all_levels": stats([x for v in level_dice.values() for x in v]),
+        "disc_dice_per_disc": stats(disc_dice),
+        "identification_rate": (ident_hits / ident_total) if ident_total else None,
+        "identified": f"{ident_hits}/{ident_total}",
+        "failed": sum(1 for c in per_case if c.get("failed")),
+    }
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "cases": per_case}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Minimal NIfTI-1 reader/writer (Debian has no nibabel): enough for the project's
+training data, which are plain single-file .nii/.nii.gz volumes."""
+import gzip
+import struct
+
+import numpy as np
+
+_DTYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64,
+           256: np.int8, 512: np.uint16, 768: np.uint32}
+
+
+def read_nifti(path):
+    """Returns (array indexed [x, y, z], affine 4x4 voxel -> RAS mm)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    endian = "<" if struct.unpack("<i", raw[:4])[0] == 348 else ">"
+    dim = struct.unpack(endian + "8h", raw[40:56])
+    datatype = struct.unpack(endian + "h", raw[70:72])[0]
+    pixdim = struct.unpack(endian + "8f", raw[76:108])
+    vox_offset = int(struct.unpack(endian + "f", raw[108:112])[0])
+    scl_slope, scl_inter = struct.unpack(endian + "2f", raw[112:120])
+    qform_code, sform_code = struct.unpack(endian + "2h", raw[252:256])
+    quat = struct.unpack(endian + "6f", raw[256:280])
+    srow = np.array(struct.unpack(endian + "12f", raw[280:328]), dtype=np.float64).reshape(3, 4)
+    ndim = dim[0]
+    shape = tuple(dim[1:1 + ndim])
+    dtype = np.dtype(_DTYPES[datatype]).newbyteorder(endian)
+    count = int(np.prod(shape))
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=vox_offset)
+    data = data.reshape(shape, order="F")
+    if scl_slope not in (0.0, 1.0) or scl_inter != 0.0:
+        data = data.astype(np.float32) * (scl_slope or 1.0) + scl_inter
+    affine = np.eye(4)
+    if sform_code > 0:
+        affine[:3] = srow
+    elif qform_code > 0:
+        b, c, d, qx, qy, qz = quat
+        a = np.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
+        rot = np.array([[a*a+b*b-c*c-d*d, 2*(b*c-a*d), 2*(b*d+a*c)],
+                        [2*(b*c+a*d), a*a+c*c-b*b-d*d, 2*(c*d-a*b)],
+                        [2*(b*d-a*c), 2*(c*d+a*b), a*a+d*d-b*b-c*c]])
+        qfac = -1.0 if pixdim[0] < 0 else 1.0
+        scale = np.array([pixdim[1], pixdim[2], pixdim[3] * qfac])
+        affine[:3, :3] = rot * scale
+        affine[:3, 3] = [qx, qy, qz]
+    else:
+        affine[:3, :3] = np.diag(pixdim[1:4])
+    return np.ascontiguousarray(data), affine

@@ -1,0 +1,142 @@
+"""Training data for the slice-wise (2.5D) spine segmentation models: real lumbar MRI from
+../shared/data (bodies, unnamed bodies, discs) and spine-phantom CT volumes. Volumes are
+reoriented to the model's canonical orientation, code "IPR" (voxel x toward Inferior,
+y toward Posterior, z toward patient Right, the orientation the shared MRI already has),
+so a sagittal slice is vol[z] with rows anterior->posterior and columns superior->inferior.
+"""
+import glob
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from lib.nifti import read_nifti
+
+SHARED = os.environ.get("SPINE_SHARED_DATA",
+                        os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+CANONICAL = "IPR"
+# Level head classes: VerSe labels of the vertebra (for a disc: the vertebra above it).
+MR_LEVELS = [18, 19, 20, 21, 22, 23, 24]        # T11 .. L5
+CT_LEVELS = list(range(8, 25)) + [26]           # T1 .. L5, sacrum
+# Structure classes (softmax): 0 background, 1 vertebra (MR: body only), 2 disc.
+STRUCTURES = ["background", "vertebra", "disc"]
+
+_RAS_LETTERS = [("L", "R"), ("P", "A"), ("I", "S")]  # (negative, positive) per RAS axis
+
+
+def orientation_code(affine):
+    """Letters naming where each voxel axis points (LPS-style letters, as spine::orientation_code)."""
+    code = ""
+    for j in range(3):
+        col = affine[:3, j]
+        i = int(np.argmax(np.abs(col)))
+        code += _RAS_LETTERS[i][1 if col[i] > 0 else 0]
+    return code
+
+
+def to_canonical(array, affine, code=CANONICAL):
+    """Permutes/flips a [x, y, z] array to the given code; returns the array as [z, y, x]
+    (C order, x fastest, like an ITK buffer) and the spacing (x, y, z) in mm."""
+    src = orientation_code(affine)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    opposite = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
+    perm, flips = [], []
+    for letter in code:
+        if letter in src:
+            perm.append(src.index(letter)); flips.append(False)
+        else:
+            perm.append(src.index(opposite[letter])); flips.append(True)
+    out = np.transpose(array, perm)
+    for ax, f in enumerate(flips):
+        if f:
+            out = np.flip(out, axis=ax)
+    return np.ascontiguousarray(out.transpose(2, 1, 0)), spacing[perm]
+
+
+def normalise_mr(vol, lower=0.5, upper=99.5):
+    """The model card's MR normalisation: clip to percentiles, then scale to [0, 1]."""
+    lo, hi = np.percentile(vol, [lower, upper])
+    return ((np.clip(vol, lo, hi) - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+
+
+def normalise_ct(vol):
+    """The model card's CT normalisation: HU clipped to [-1000, 2000], plus 1000, divided
+    by 1000 (air 0, water 1, dense bone 3), so zero padding reads as air."""
+    return ((np.clip(vol, -1000, 2000) + 1000) / 1000.0).astype(np.float32)
+
+
+def is_validation_rank(case_ids):
+    """Fixed split by patient: per source, the ids sorted by SHA-256 of the id; the first
+    fifth (at least one) is held out for validation."""
+    ranked = sorted(case_ids, key=lambda c: hashlib.sha256(c.encode()).hexdigest())
+    n_val = max(1, round(len(ranked) / 5))
+    return set(ranked[:n_val])
+
+
+def mr_cases():
+    """[(case_id, source, image path, label path)] of all real MRI with labels."""
+    out = []
+    for folder, kind in (("mri-lumbar-vertebrae", "named"), ("mri-lumbar-vertebrae-unnamed", "unnamed"),
+                         ("mri-lumbar-discs", "disc")):
+        for img in sorted(glob.glob(os.path.join(SHARED, folder, "*_image.nii.gz"))):
+            cid = os.path.basename(img)[:-len("_image.nii.gz")]
+            source = cid.split("-")[0]  # vb3, vb2, vb1, ivd
+            out.append((cid, source, kind, img, img.replace("_image.nii.gz", "_labels.nii.gz")))
+    return out
+
+
+def mr_split():
+    cases = mr_cases()
+    val = set()
+    for source in sorted({c[1] for c in cases}):
+        val |= is_validation_rank([c[0] for c in cases if c[1] == source])
+    return [c for c in cases if c[0] not in val], [c for c in cases if c[0] in val]
+
+
+def load_case(case, modality="mr"):
+    cid, source, kind, img_path, lab_path = case
+    img, aff = read_nifti(img_path)
+    lab, _ = read_nifti(lab_path)
+    img, spacing = to_canonical(img.astype(np.float32), aff)
+    lab, _ = to_canonical(lab.astype(np.int16), aff)
+    img = normalise_mr(img) if modality == "mr" else normalise_ct(img)
+    if kind == "ct-phantom":
+        # keep the sagittal slices within 40 mm of the spine (memory)
+        zs = np.nonzero(lab.reshape(lab.shape[0], -1).any(axis=1))[0]
+        z0, z1 = max(0, zs.min() - 40), min(lab.shape[0], zs.max() + 41)
+        img, lab = np.ascontiguousarray(img[z0:z1]), np.ascontiguousarray(lab[z0:z1])
+    return {"id": cid, "source": source, "kind": kind, "image": img, "labels": lab, "spacing": spacing}
+
+
+def ct_phantom_cases(folder):
+    """spine-phantom output folders (image.nii.gz, labels.nii.gz)."""
+    out = []
+    for d in sorted(glob.glob(os.path.join(folder, "*", "labels.nii.gz"))):
+        base = os.path.dirname(d)
+        out.append((os.path.basename(base), "phantom", "ct-phantom", os.path.join(base, "image.nii.gz"), d))
+    return out
+
+
+def structure_and_level(labels, kind, levels):
+    """Per-voxel structure class (-1 = unknown), 'known' masks and level class (-1 = none)."""
+    structure = np.zeros(labels.shape, np.int8)
+    lv = np.full(labels.shape, -1, np.int8)
+    index = {v: i for i, v in enumerate(levels)}
+    if kind in ("named", "unnamed"):
+        structure[(labels > 0) & (labels < 100) | (labels >= 1000)] = 1
+        if kind == "named":
+            for v, i in index.items():
+                lv[labels == v] = i
+    elif kind == "disc":
+        structure[(labels >= 100) & (labels < 200)] = 2
+        for v, i in index.items():
+            lv[labels == 100 + v] = i
+    else:  # CT phantom: whole vertebrae 1..28, discs 100+
+        structure[(labels > 0) & (labels < 30)] = 1
+        structure[(labels >= 100) & (labels < 200)] = 2
+        for v, i in index.items():
+            lv[labels == v] = i
+            if v < 26:
+                lv[labels == 100 + v] = i
+    return structure, lv

@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+"""Trains the 2.5D sagittal-slice spine segmentation model (structure: vertebra/disc, and
+vertebral level per pixel) on CPU and exports TorchScript with its model card.
+
+MRI (real data, ../shared/data, split by patient in scripts/seg/data.py):
+  /usr/bin/python3 scripts/train_seg.py --task mr --out work-data/seg-mr --steps 2400
+CT (spine-phantom volumes made by scripts/make_ct_phantoms.sh):
+  /usr/bin/python3 scripts/train_seg.py --task ct --phantoms work-data/ct-phantoms --out work-data/seg-ct
+Export (after training; --card-validation adds measured figures):
+  /usr/bin/python3 scripts/train_seg.py --task mr --out work-data/seg-mr --export models/mr-spine-seg.pt
+Losses for partly labelled data: a volume labelled with bodies only does not say what
+its other voxels are (they may be disc), so its loss is on p(body) vs p(not body), the
+marginal over the unlabelled classes; likewise for disc-only volumes.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lib import checkpoint  # noqa: E402
+from lib.model_card import save_with_card  # noqa: E402
+from seg import data  # noqa: E402
+from seg.model import SliceUNet  # noqa: E402
+
+CROP_Y, CROP_X = 160, 288  # anterior-posterior rows, superior-inferior columns (mm at 1 mm)
+SLICE_STEP = 2             # neighbouring slices at -2, 0, +2 voxels (mm)
+
+
+def sample_batch(cases, weights, batch, rng, train=True):
+    xs, sts, lvs, kinds = [], [], [], []
+    for _ in range(batch):
+        c = cases[rng.choice(len(cases), p=weights)]
+        img, struct, lev = c["image"], c["struct"], c["level"]
+        nz = c["label_slices"]
+        z = int(rng.choice(nz)) if (rng.uniform() < 0.85 and len(nz)) else int(rng.integers(img.shape[0]))
+        zs = [min(max(z + d, 0), img.shape[0] - 1) for d in (-SLICE_STEP, 0, SLICE_STEP)]
+        x = img[zs]
+        s, l = struct[z], lev[z]
+        # pad to the crop, then a random crop
+        py, px = max(0, CROP_Y - x.shape[1]), max(0, CROP_X - x.shape[2])
+        if py or px:
+            pads = ((0, 0), (py // 2, py - py // 2), (px // 2, px - px // 2))
+            x = np.pad(x, pads, constant_values=float(c["pad"]))
+            s = np.pad(s, pads[1:], constant_values=0)
+            l = np.pad(l, pads[1:], constant_values=-1)
+        fg = np.argwhere(s > 0) if rng.uniform() < 0.7 else ()
+        if len(fg):  # centre the crop near the spine, jittered
+            cy, cx = fg[int(rng.integers(len(fg)))]
+            y0 = int(np.clip(cy - CROP_Y // 2 + rng.integers(-40, 41), 0, x.shape[1] - CROP_Y))
+            x0 = int(np.clip(cx - CROP_X // 2 + rng.integers(-60, 61), 0, x.shape[2] - CROP_X))
+        else:
+            y0 = int(rng.integers(0, x.shape[1] - CROP_Y + 1))
+            x0 = int(rng.integers(0, x.shape[2] - CROP_X + 1))
+        xs.append(x[:, y0:y0 + CROP_Y, x0:x0 + CROP_X])
+        sts.append(s[y0:y0 + CROP_Y, x0:x0 + CROP_X])
+        lvs.append(l[y0:y0 + CROP_Y, x0:x0 + CROP_X])
+        kinds.append(c["kind"])
+    x = torch.from_numpy(np.stack(xs)).float()
+    st = torch.from_numpy(np.stack(sts).astype(np.float32))[:, None]
+    lv = torch.from_numpy(np.stack(lvs).astype(np.float32))[:, None]
+    if train:
+        x, st, lv = augment(x, st, lv, rng, kinds)
+    return x, st[:, 0].long(), lv[:, 0].long(), kinds
+
+
+def augment(x, st, lv, rng, kinds):
+    b = x.shape[0]
+    # geometry: rotation, zoom (sometimes far out: the coarse pass runs at 2 mm), shift
+    ang = torch.tensor(rng.uniform(-12, 12, b), dtype=torch.float32) * math.pi / 180
+    zoom = rng.uniform(0.75, 1.3, b)
+    far = rng.uniform(0, 1, b) < 0.15
+    zoom[far] = rng.uniform(0.45, 0.6, far.sum())
+    zoom = torch.tensor(zoom, dtype=torch.float32)
+    theta = torch.zeros(b, 2, 3)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta[:, 0, 0] = cos / zoom
+    theta[:, 0, 1] = -sin / zoom * CROP_Y / CROP_X
+    theta[:, 1, 0] = sin / zoom * CROP_X / CROP_Y
+    theta[:, 1, 1] = cos / zoom
+    theta[:, :, 2] = torch.tensor(rng.uniform(-0.1, 0.1, (b, 2)), dtype=torch.float32)
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    pad = x.amin(dim=(1, 2, 3), keepdim=True)
+    x = F.grid_sample(x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
+    st = F.grid_sample(st, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    lv = F.grid_sample(lv + 1, grid, mode="nearest", padding_mode="zeros", align_corners=False) - 1
+    for i in range(b):
+        if kinds[i] == "ct-phantom":
+            # HU scale/offset drift, noise, blur (real scanners, kernels, slice thickness)
+            x[i] = x[i] * float(rng.uniform(0.85, 1.15)) + float(rng.uniform(-0.08, 0.08))
+        else:
+            # MR contrast: gamma, smooth multiplicative bias field, noise
+            g = float(np.exp(rng.uniform(-0.5, 0.5)))
+            x[i] = x[i].clamp(0, 1) ** g
+            field = torch.tensor(rng.normal(0, 0.25, (1, 1, 3, 3)), dtype=torch.float32)
+            field = F.interpolate(field, size=x.shape[-2:], mode="bicubic", align_corners=True)[0]
+            x[i] = x[i] * torch.exp(field)
+        if rng.uniform() < 0.25:  # lower resolution
+            f = float(rng.uniform(1.5, 3))
+            small = F.interpolate(x[i:i + 1], scale_factor=1 / f, mode="area")
+            x[i] = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+        x[i] = x[i] + torch.randn_like(x[i]) * float(rng.uniform(0, 0.06))
+    return x, st, lv
+
+
+def loss_fn(out, st, lv, kinds):
+    logits = out[:, :3]
+    logz = torch.logsumexp(logits, dim=1)
+    p = torch.softmax(logits, dim=1)
+    total = 0.0
+    for i, k in enumerate(kinds):
+        li = logits[i]
+        s = st[i]
+        if k in ("named", "unnamed", "disc"):
+            cls = 1 if k != "disc" else 2
+            other = [c for c in range(3) if c != cls]
+            pos = (s == cls).float()
+            lp_pos = li[cls] - logz[i]
+            lp_neg = torch.logsumexp(li[other], dim=0) - logz[i]
+            ce = -(pos * lp_pos + (1 - pos) * lp_neg).mean()
+            inter = (p[i, cls] * pos).sum()
+            dice = 1 - (2 * inter + 1) / (p[i, cls].sum() + pos.sum() + 1)
+            total = total + ce + dice
+        else:
+            ce = F.cross_entropy(li[None], s[None])
+            dice = 0
+            for cls in (1, 2):
+                pos = (s == cls).float()
+                dice = dice + 1 - (2 * (p[i, cls] * pos).sum() + 1) / (p[i, cls].sum() + pos.sum() + 1)
+            total = total + ce + dice / 2
+    lev_logits = out[:, 3:]
+    mask = lv >= 0
+    if mask.any():
+        lce = F.cross_entropy(lev_logits.permute(0, 2, 3, 1)[mask], lv[mask])
+    else:
+        lce = torch.zeros(())
+    return total / len(kinds) + 0.5 * lce, float(lce)
+
+
+def prepare(case, levels):
+    struct, lev = data.structure_and_level(case["labels"], case["kind"], levels)
+    case["struct"], case["level"] = struct, lev
+    case["label_slices"] = np.nonzero(case["labels"].reshape(case["labels"].shape[0], -1).any(axis=1))[0]
+    case["pad"] = float(case["image"].min())
+    del case["labels"]
+    return case
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", choices=["mr", "ct"], required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--phantoms", help="CT: folder of spine-phantom volumes")
+    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--batch", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--export")
+    ap.add_argument("--card-validation")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    levels = data.MR_LEVELS if args.task == "mr" else data.CT_LEVELS
+    model = SliceUNet(n_levels=len(levels))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    state = checkpoint.resume(model, opt, ckpt_path)
+    if args.task == "mr":
+        train, val = data.mr_split()
+    else:
+        train, val = data.ct_phantom_cases(args.phantoms), []
+    with open(os.path.join(args.out, "split.json"), "w") as f:
+        json.dump({"train": [c[0] for c in train], "validation": [c[0] for c in val]}, f, indent=1)
+    if args.export:
+        export(model, state, args, levels, train, val)
+        return
+    t0 = time.time()
+    cases = [prepare(data.load_case(c, args.task), levels) for c in train]
+    print(f"{len(cases)} training volumes loaded in {time.time() - t0:.0f} s; validation held out: "
+          f"{[c[0] for c in val]}", flush=True)
+    # Disc-labelled volumes are few: sample them a fifth of the time.
+    w = np.array([4.0 if c["kind"] == "disc" else 1.0 for c in cases])
+    n_disc = sum(c["kind"] == "disc" for c in cases)
+    if n_disc:
+        w[[c["kind"] == "disc" for c in cases]] = 0.2 / n_disc
+        w[[c["kind"] != "disc" for c in cases]] = 0.8 / (len(cases) - n_disc)
+    w = w / w.sum()
+    chunk = 100
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05,
+                                                last_epoch=state["epoch"] * chunk - 1 if state["epoch"] else -1)
+    rng = np.random.default_rng(args.seed + state["epoch"])
+    model.train()
+    for block_i in range(state["epoch"], math.ceil(args.steps / chunk)):
+        te = time.time()
+        tot = tl = 0.0
+        n = min(chunk, args.steps - block_i * chunk)
+        for _ in range(n):
+            x, st, lv, kinds = sample_batch(cases, w, args.batch, rng)
+            out = model(x)
+            loss, lce = loss_fn(out, st, lv, kinds)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss); tl += lce
+        msg = {"steps": (block_i * chunk + n), "loss": tot / n, "level_ce": tl / n, "seconds": time.time() - te}
+        state = checkpoint.save(ckpt_path, model, opt, block_i + 1, state["history"] + [msg])
+        print(json.dumps(msg), flush=True)
+    export(model, state, args, levels, train, val)
+
+
+def export(model, state, args, levels, train, val):
+    from seg.names import vertebra_name
+    model.eval()
+    scripted = torch.jit.script(model)
+    mr = args.task == "mr"
+    card = {
+        "name": f"{args.task}-spine-seg",
+        "version": "1.0.0",
+        "task": "spine-seg",
+        "modality": args.task,
+        "dimension": 2,
+        "input_channels": 3,
+        "patch_size": [320, 192],
+        "input_spacing_mm": [1.0, 1.0, 1.0],
+        "orientation": data.CANONICAL,
+        "slice_offsets_mm": [-SLICE_STEP, 0, SLICE_STEP],
+        "normalisation": ({"method": "percentile-minmax", "lower": 0.5, "upper": 99.5} if mr else
+                          {"method": "clip-shift-scale", "min": -1000, "max": 2000, "offset": 1000,
+                           "scale": 0.001}),
+        "output": {"structure_channels": 3, "level_channels": len(levels)},
+        "structures": data.STRUCTURES,
+        "classes": [{"label": v, "name": vertebra_name(v)} for v in levels],
+        "vertebra_part": "body" if mr else "whole",
+        "training_data": ("real sagittal lumbar MRI from shared/data (mri-lumbar-vertebrae, -unnamed, -discs): "
+                          f"{len(train)} volumes for training, {len(val)} held out by patient "
+                          "(scripts/seg/data.py mr_split)") if mr else
+                         f"{len(train)} synthetic spine-phantom CT volumes (scripts/make_ct_phantoms.sh); no real CT",
+        "training": {"steps": state.get("epoch", 0) * 100, "seed": args.seed, "threads": "2 (CPU)",
+                     "command": f"/usr/bin/python3 scripts/train_seg.py --task {args.task} --out {args.out} "
+                                f"--steps {args.steps}" + ("" if mr else f" --phantoms {args.phantoms}"),
+                     "last_block": state["history"][-1] if state.get("history") else {}},
+        "validation": json.load(open(args.card_validation)) if args.card_validation else {},
+    }
+    path = args.export or os.path.join(args.out, f"{args.task}-spine-seg.pt")
+    save_with_card(scripted, card, path)
+    print(f"exported {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

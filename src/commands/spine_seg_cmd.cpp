@@ -1,0 +1,313 @@
+// spine-seg / spine-detect: per volume, segmentation and identification by
+// spine::SpineSegmenter; outputs written into the batch runner's work folder.
+#include "spine/commands/spine_seg_cmd.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "spine/commands/cobb_cmd.hpp"  // default_model_path
+#include "spine/error.hpp"
+#include "spine/io.hpp"
+#include "spine/labels.hpp"
+#include "spine/log.hpp"
+#include "spine/preprocess.hpp"
+#include "spine/render.hpp"
+
+namespace fs = std::filesystem;
+
+namespace spine {
+
+void SpineModelOptions::register_cli(CLI::App& app) {
+  app.add_option("--modality", modality, "ct, mr or auto (DICOM Modality tag, else intensities: HU means CT)")
+      ->check(CLI::IsMember({"auto", "ct", "mr"}));
+  app.add_option("--mr-model", mr_model, "MR model (default: models/mr-spine-seg.pt)");
+  app.add_option("--ct-model", ct_model, "CT model (default: models/ct-spine-seg.pt)");
+  app.add_flag("!--no-coarse", seg.coarse_to_fine,
+               "Skip the coarse pass: run the model over every slice of the whole volume (slower; for comparison)");
+  app.add_option("--roi-margin", seg.roi_margin_mm, "Margin around the spine found by the coarse pass (mm)")
+      ->check(CLI::Range(0.0, 200.0));
+  app.add_option("--min-vertebra-ml", seg.min_vertebra_ml, "Drop vertebra fragments smaller than this (ml)")
+      ->check(CLI::Range(0.0, 1000.0));
+  app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
+}
+
+nlohmann::json SpineModelOptions::to_json() const {
+  return {{"modality", modality}, {"mr_model", mr_model}, {"ct_model", ct_model}, {"segmentation", seg.to_json()},
+          {"overlay", overlay}};
+}
+
+void SegCommandConfig::register_cli(CLI::App& app) {
+  common.register_cli(app);
+  models.register_cli(app);
+}
+
+nlohmann::json SegCommandConfig::to_json() const {
+  return {{"common", common.to_json()}, {"models", models.to_json()}};
+}
+
+void DetectCommandConfig::register_cli(CLI::App& app) {
+  common.register_cli(app);
+  models.register_cli(app);
+  app.add_flag("--labels", write_labels, "Also write labels.nii.gz and its colour tables");
+}
+
+nlohmann::json DetectCommandConfig::to_json() const {
+  return {{"common", common.to_json()}, {"models", models.to_json()}, {"labels", write_labels}};
+}
+
+std::vector<std::string> spine_seg_model_versions() {
+  std::vector<std::string> out;
+  for (const char* file : {"mr-spine-seg.pt", "ct-spine-seg.pt"}) {
+    const auto path = default_model_path(file);
+    try {
+      const auto card = Model::read_card(path);
+      out.push_back(card.name + " " + card.version + " (" + path.string() + ")");
+    } catch (const Error& e) {
+      out.push_back(std::string(file) + ": unavailable (" + e.what() + ")");
+    }
+  }
+  return out;
+}
+
+namespace {
+
+double round_to(double v, double unit) { return std::round(v / unit) * unit; }
+
+std::array<double, 3> rounded(const std::array<double, 3>& p) {
+  return {round_to(p[0], 0.01), round_to(p[1], 0.01), round_to(p[2], 0.01)};
+}
+
+nlohmann::json vertebrae_json(const SpineSegResult& r) {
+  nlohmann::json vs = nlohmann::json::array();
+  for (const auto& v : r.vertebrae)
+    vs.push_back({{"name", v.name},
+                  {"label", v.label},
+                  {"centroid_lps_mm", rounded(v.centroid_lps_mm)},
+                  {"confidence", round_to(v.confidence, 0.001)},
+                  {"volume_ml", round_to(v.volume_ml, 0.01)},
+                  {"cut_by_field_of_view", v.touches_border}});
+  return vs;
+}
+
+nlohmann::json discs_json(const SpineSegResult& r) {
+  nlohmann::json ds = nlohmann::json::array();
+  for (const auto& d : r.discs)
+    ds.push_back({{"name", d.name}, {"label", d.label}, {"centroid_lps_mm", rounded(d.centroid_lps_mm)},
+                  {"volume_ml", round_to(d.volume_ml, 0.01)}});
+  return ds;
+}
+
+nlohmann::json modality_json(const SpineSegResult& r) {
+  return {{"modality", r.modality.modality}, {"reason", r.modality.reason}};
+}
+
+// A 2D cut through a canonical ("IPR") volume: rows superior -> inferior; columns
+// anterior -> posterior (sagittal) or patient right -> left (coronal), square pixels.
+template <class T>
+Image<T> cut(const Image<T>& canon, bool sagittal, std::size_t index) {
+  const auto& g = canon.geometry;
+  const std::size_t cols = sagittal ? g.size[1] : g.size[2];
+  Geometry g2 = make_geometry_2d(cols, g.size[0], {sagittal ? g.spacing[1] : g.spacing[2], g.spacing[0]});
+  Image<T> out(g2);
+  for (std::size_t row = 0; row < g.size[0]; ++row)
+    for (std::size_t c = 0; c < cols; ++c)
+      out.at(c, row) = sagittal ? canon.at(row, c, index) : canon.at(row, index, g.size[2] - 1 - c);
+  return out;
+}
+
+// Picture of the labels over the image with the names next to each vertebra.
+RgbImage panel(const FloatImage& img2d, const LabelImage& lab2d, float lo, float hi, double px_mm,
+               const std::vector<std::pair<std::string, Point2>>& names, const std::string& title) {
+  const double iso = std::min(img2d.geometry.spacing[0], img2d.geometry.spacing[1]);
+  const FloatImage img = resample_image(img2d, {iso, iso, 1});
+  const LabelImage lab = resample_labels(lab2d, {iso, iso, 1});
+  const double scale = std::clamp(px_mm / iso, 0.25, 4.0);
+  RgbImage canvas = grey_to_rgb(img, lo, hi, scale);
+  for (std::size_t y = 0; y < canvas.height; ++y)
+    for (std::size_t x = 0; x < canvas.width; ++x) {
+      const auto sx = std::min<std::size_t>(lab.nx() - 1, static_cast<std::size_t>(x / scale));
+      const auto sy = std::min<std::size_t>(lab.ny() - 1, static_cast<std::size_t>(y / scale));
+      const int v = lab.at(sx, sy);
+      if (v == 0) continue;
+      const auto rgb = label_info(v).rgb;
+      std::uint8_t* p = &canvas.rgb[(y * canvas.width + x) * 3];
+      for (int c = 0; c < 3; ++c) p[c] = static_cast<std::uint8_t>(0.55 * p[c] + 0.45 * rgb[c]);
+    }
+  const double unit = std::max(1.0, canvas.height / 600.0);
+  for (const auto& [name, at] : names)
+    draw_text(canvas, name, {at.x * scale / iso, at.y * scale / iso - 6 * unit}, 11 * unit, {255, 255, 255});
+  draw_text(canvas, title, {4 * unit, 4 * unit}, 10 * unit, {255, 220, 0});
+  return canvas;
+}
+
+void write_overlay(const FloatImage& image, const SpineSegResult& r, const fs::path& path) {
+  const FloatImage canon = reorient(image, "IPR");
+  const LabelImage labels = reorient(r.labels, "IPR");
+  const auto& g = canon.geometry;
+  // Cut through the vertebrae's median lateral and antero-posterior position.
+  std::vector<double> ys, zs;
+  for (const auto& v : r.vertebrae) {
+    const auto idx = g.lps_to_index(v.centroid_lps_mm);
+    ys.push_back(idx[1]), zs.push_back(idx[2]);
+  }
+  auto median = [](std::vector<double> v, double fallback) {
+    if (v.empty()) return fallback;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  const auto clamp_index = [](double v, std::size_t n) {
+    return static_cast<std::size_t>(std::clamp(std::lround(v), 0L, static_cast<long>(n) - 1));
+  };
+  const std::size_t z_mid = clamp_index(median(zs, g.size[2] / 2.0), g.size[2]);
+  const std::size_t y_mid = clamp_index(median(ys, g.size[1] / 2.0), g.size[1]);
+  float lo = 0, hi = 1;
+  if (r.modality.modality == "ct") {
+    lo = -250, hi = 1250;
+  } else {
+    lo = percentile(canon, 1.0), hi = percentile(canon, 99.5);
+  }
+  // Names at the centroids, in each cut's millimetres (before resampling to square pixels).
+  std::vector<std::pair<std::string, Point2>> sag_names, cor_names;
+  for (const auto& v : r.vertebrae) {
+    const auto idx = g.lps_to_index(v.centroid_lps_mm);
+    sag_names.push_back({v.name, {idx[1] * g.spacing[1] + 8, idx[0] * g.spacing[0]}});
+    cor_names.push_back({v.name, {(g.size[2] - 1 - idx[2]) * g.spacing[2] + 25, idx[0] * g.spacing[0]}});
+  }
+  const double extent_mm = g.size[0] * g.spacing[0];
+  const double px_mm = std::clamp(700.0 / extent_mm, 1.0, 4.0);  // about 700 px tall
+  const RgbImage a = panel(cut(canon, true, z_mid), cut(labels, true, z_mid), lo, hi, px_mm, sag_names,
+                           "mid-sagittal (anterior left)");
+  const RgbImage b = panel(cut(canon, false, y_mid), cut(labels, false, y_mid), lo, hi, px_mm, cor_names,
+                           "mid-coronal (patient right on the left)");
+  RgbImage out;
+  out.width = std::max<std::size_t>(a.width + 8 + b.width, 900);
+  out.height = std::max(a.height, b.height) + 40;
+  out.rgb.assign(out.width * out.height * 3, 0);
+  auto blit = [&](const RgbImage& src, std::size_t x0) {
+    for (std::size_t y = 0; y < src.height; ++y)
+      std::copy_n(&src.rgb[y * src.width * 3], src.width * 3, &out.rgb[(y * out.width + x0) * 3]);
+  };
+  blit(a, 0);
+  blit(b, a.width + 8);
+  std::string footer = r.modality.modality == "ct" ? "CT" : "MR";
+  footer += ": " + std::to_string(r.vertebrae.size()) + " vertebrae, " + std::to_string(r.discs.size()) + " discs";
+  if (!r.flags.empty()) footer += "  ! " + r.flags.front() + (r.flags.size() > 1 ? " (+ more in the JSON)" : "");
+  draw_text(out, footer, {4, static_cast<double>(out.height) - 30}, 13, r.flags.empty() ? Rgb{255, 255, 255} : Rgb{255, 90, 90});
+  write_png(out, path);
+}
+
+void write_labels_with_tables(const SpineSegResult& r, const fs::path& work) {
+  write_labels(r.labels, work / "labels.nii.gz");
+  std::set<int> present;
+  for (const auto& v : r.vertebrae) present.insert(v.label);
+  for (const auto& d : r.discs) present.insert(d.label);
+  write_color_tables(std::vector<int>(present.begin(), present.end()), work / "labels");
+}
+
+struct Pipeline {
+  SpineSegmenter segmenter;
+  const SpineModelOptions& options;
+
+  explicit Pipeline(const SpineModelOptions& o, const std::string& device)
+      : segmenter(o.mr_model.empty() ? default_model_path("mr-spine-seg.pt") : fs::path(o.mr_model),
+                  o.ct_model.empty() ? default_model_path("ct-spine-seg.pt") : fs::path(o.ct_model), device),
+        options(o) {}
+
+  std::pair<LoadedImage, SpineSegResult> run(const Study& study) {
+    LoadedImage in = read_image(study.path);
+    try {
+      SpineSegResult r = segmenter.segment(in.image, options.modality, in.info.modality, options.seg);
+      for (const auto& f : r.flags) log::warn("{}: {}", study.name, f);
+      return {std::move(in), std::move(r)};
+    } catch (const Error& e) {
+      throw e.with_context(study.path.string());
+    }
+  }
+
+  // The models actually used, for provenance (those loaded so far).
+  std::vector<ModelRecord> records() {
+    std::vector<ModelRecord> out;
+    for (const char* m : {"mr", "ct"}) {
+      try {
+        const Model& model = segmenter.model(m);
+        out.push_back({model.card().name, model.card().version, model.sha256()});
+      } catch (const Error&) {
+        // not available: recorded as absent
+      }
+    }
+    return out;
+  }
+};
+
+// Models load before the batch so a missing or wrong model stops the run at once.
+void preload(Pipeline& p, const std::string& modality) {
+  if (modality == "auto") {
+    for (const char* m : {"mr", "ct"}) {
+      try {
+        p.segmenter.model(m);
+      } catch (const Error& e) {
+        log::warn("{} model unavailable: {}", m, e.what());
+      }
+    }
+  } else {
+    p.segmenter.model(modality);
+  }
+}
+
+}  // namespace
+
+BatchSummary run_spine_seg(const SegCommandConfig& c) {
+  c.models.seg.validate();
+  const std::string device = resolve_device(c.common.device);
+  const auto studies = discover_studies(c.common.inputs);
+  Pipeline pipeline(c.models, device);
+  preload(pipeline, c.models.modality);
+  BatchOptions options = c.common.batch_options("spine-seg", c.to_json());
+  options.models = pipeline.records();
+  return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
+    auto [in, r] = pipeline.run(study);
+    write_labels_with_tables(r, work);
+    nlohmann::json j{{"study", study.name},
+                     {"modality", modality_json(r)},
+                     {"vertebra_part", r.vertebra_part},
+                     {"vertebrae", vertebrae_json(r)},
+                     {"discs", discs_json(r)},
+                     {"naming_confidence", round_to(r.naming_confidence, 0.001)},
+                     {"flags", r.flags},
+                     {"timing", r.timing}};
+    write_text_file(work / "segmentation.json", j.dump(2) + "\n");
+    if (c.models.overlay) write_overlay(in.image, r, work / "overlay.png");
+    return nlohmann::json{{"modality", r.modality.modality}, {"vertebrae", r.vertebrae.size()},
+                          {"discs", r.discs.size()}, {"flags", r.flags.size()}};
+  });
+}
+
+BatchSummary run_spine_detect(const DetectCommandConfig& c) {
+  c.models.seg.validate();
+  const std::string device = resolve_device(c.common.device);
+  const auto studies = discover_studies(c.common.inputs);
+  Pipeline pipeline(c.models, device);
+  preload(pipeline, c.models.modality);
+  BatchOptions options = c.common.batch_options("spine-detect", c.to_json());
+  options.models = pipeline.records();
+  return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
+    auto [in, r] = pipeline.run(study);
+    nlohmann::json j{{"study", study.name},
+                     {"modality", modality_json(r)},
+                     {"vertebrae", vertebrae_json(r)},
+                     {"naming_confidence", round_to(r.naming_confidence, 0.001)},
+                     {"flags", r.flags},
+                     {"method", "vertebrae segmented by the " + r.modality.modality +
+                                    " model; centroids of the segmented " + r.vertebra_part +
+                                    "; names from the level model's probabilities under a consecutive-sequence "
+                                    "constraint"}};
+    write_text_file(work / "vertebrae.json", j.dump(2) + "\n");
+    write_text_file(work / "vertebrae.mrk.json", slicer_markups(r.vertebrae).dump(2) + "\n");
+    if (c.write_labels) write_labels_with_tables(r, work);
+    if (c.models.overlay) write_overlay(in.image, r, work / "overlay.png");
+    return nlohmann::json{{"modality", r.modality.modality}, {"vertebrae", r.vertebrae.size()}, {"flags", r.flags.size()}};
+  });
+}
+
+}  // namespace spine

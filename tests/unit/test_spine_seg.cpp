@@ -1,0 +1,151 @@
+// Modality decision, vertebra naming under the sequence constraint, Slicer markups, and
+// the torso phantom's level landmarks (ribs, sacrum).
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "spine/error.hpp"
+#include "spine/labels.hpp"
+#include "spine/phantom.hpp"
+#include "spine/spine_seg.hpp"
+
+namespace spine {
+namespace {
+
+FloatImage ct_like() {
+  FloatImage img(make_geometry(30, 30, 30), -1000.f);  // air
+  for (std::size_t z = 0; z < 30; ++z)
+    for (std::size_t y = 5; y < 25; ++y)
+      for (std::size_t x = 5; x < 25; ++x) img.at(x, y, z) = (x < 8 || x > 21) ? -100.f : 40.f;  // fat, muscle
+  return img;
+}
+
+FloatImage mr_like() {
+  FloatImage img(make_geometry(30, 30, 30), 0.f);
+  for (std::size_t i = 0; i < img.voxels.size(); ++i) img.voxels[i] = static_cast<float>(i % 200);
+  return img;
+}
+
+TEST(Modality, AutoFromIntensities) {
+  EXPECT_EQ(decide_modality(ct_like(), "auto", "").modality, "ct");
+  EXPECT_EQ(decide_modality(mr_like(), "auto", "").modality, "mr");
+}
+
+TEST(Modality, DicomTagDecides) {
+  EXPECT_EQ(decide_modality(mr_like(), "auto", "MR").modality, "mr");
+  EXPECT_EQ(decide_modality(ct_like(), "auto", "CT").reason, "DICOM Modality tag CT");
+  EXPECT_THROW(decide_modality(ct_like(), "mr", "CT"), Error);
+}
+
+TEST(Modality, ContradictingChoiceIsAnInputError) {
+  try {
+    decide_modality(mr_like(), "ct", "");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInput);
+    EXPECT_NE(std::string(e.what()).find("--modality ct contradicts the image"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(decide_modality(ct_like(), "mr", ""), Error);
+  EXPECT_EQ(decide_modality(ct_like(), "ct", "").modality, "ct");
+}
+
+TEST(Modality, AmbiguousIntensitiesNeedAChoice) {
+  FloatImage img(make_geometry(20, 20, 20), 10.f);
+  img.at(0, 0, 0) = -300.f;  // some negative values, but no fat or air
+  EXPECT_THROW(decide_modality(img, "auto", ""), Error);
+}
+
+// Probabilities over classes T11..L5 peaked at the given class index (or flat when -1).
+std::vector<double> peaked(int cls, double p = 0.9) {
+  std::vector<double> v(7, (1 - p) / 6);
+  if (cls < 0) return std::vector<double>(7, 1.0 / 7);
+  v[static_cast<std::size_t>(cls)] = p;
+  return v;
+}
+
+const std::vector<int> kMrClasses{18, 19, 20, 21, 22, 23, 24};
+
+TEST(SequenceNaming, ConsecutiveNamesFromPeakedVotes) {
+  const auto n = name_vertebra_sequence({peaked(2), peaked(3), peaked(4), peaked(5), peaked(6)}, kMrClasses);
+  EXPECT_EQ(n.labels, (std::vector<int>{20, 21, 22, 23, 24}));
+  EXPECT_GT(n.offset_probability, 0.99);
+  EXPECT_TRUE(n.flags.empty());
+}
+
+TEST(SequenceNaming, OneWrongVoteIsOverruled) {
+  // The third vertebra votes L4 (index 5); the sequence keeps it L3.
+  const auto n = name_vertebra_sequence({peaked(2), peaked(3), peaked(5, 0.6), peaked(5), peaked(6)}, kMrClasses);
+  EXPECT_EQ(n.labels, (std::vector<int>{20, 21, 22, 23, 24}));
+  EXPECT_LT(n.confidence[2], n.confidence[0]);
+}
+
+TEST(SequenceNaming, NamesBeyondTheModelClassesAtTheEnds) {
+  // A vertebra above the model's first class (T11) is named T10 by its place.
+  const auto n = name_vertebra_sequence({peaked(-1), peaked(0), peaked(1), peaked(2), peaked(3), peaked(4), peaked(5),
+                                         peaked(6)},
+                                        kMrClasses);
+  ASSERT_EQ(n.labels.size(), 8u);
+  EXPECT_EQ(n.labels.front(), 17);
+  EXPECT_EQ(label_name(n.labels.front()), "T10");
+  EXPECT_EQ(n.labels.back(), 24);
+}
+
+TEST(SequenceNaming, ExtraVertebraIsFlaggedNotRenamed) {
+  // Upper half says T12, L1, L2; lower half says L2, L3, L4 -> one vertebra more than normal.
+  const auto n = name_vertebra_sequence({peaked(1, 0.97), peaked(2, 0.97), peaked(3, 0.97), peaked(3, 0.97),
+                                         peaked(4, 0.97), peaked(5, 0.97)},
+                                        kMrClasses);
+  ASSERT_EQ(n.labels.size(), 6u);
+  for (std::size_t i = 1; i < n.labels.size(); ++i) EXPECT_EQ(n.labels[i], n.labels[i - 1] + 1);
+  bool flagged = false;
+  for (const auto& f : n.flags) flagged |= f.find("transitional") != std::string::npos;
+  EXPECT_TRUE(flagged);
+}
+
+TEST(SequenceNaming, EmptyAndTooMany) {
+  EXPECT_TRUE(name_vertebra_sequence({}, kMrClasses).labels.empty());
+  EXPECT_THROW(name_vertebra_sequence(std::vector<std::vector<double>>(30, peaked(0)), kMrClasses), Error);
+}
+
+TEST(SlicerMarkups, NamedPointsInLps) {
+  IdentifiedVertebra v;
+  v.label = 22;
+  v.name = "L3";
+  v.centroid_lps_mm = {1.5, -2.0, 30.0};
+  const auto j = slicer_markups({v});
+  const auto& m = j["markups"][0];
+  EXPECT_EQ(m["type"], "Fiducial");
+  EXPECT_EQ(m["coordinateSystem"], "LPS");
+  ASSERT_EQ(m["controlPoints"].size(), 1u);
+  EXPECT_EQ(m["controlPoints"][0]["label"], "L3");
+  EXPECT_DOUBLE_EQ(m["controlPoints"][0]["position"][2].get<double>(), 30.0);
+}
+
+// The torso phantom has ribs (bone without a vertebra label) beside thoracic vertebrae,
+// lungs, and a sacrum (label 26) with the L5/S1 disc.
+TEST(TorsoPhantom, RibsLungsAndSacrum) {
+  PhantomConfig c;
+  c.first_vertebra = "T11";
+  c.last_vertebra = "L5";
+  c.spacing_mm = 2.0;
+  c.margin_mm = 10;
+  c.torso = true;
+  const PhantomVolume p = make_phantom_volume(c);
+  std::size_t sacrum = 0, l5s1 = 0, unlabelled_bone = 0, lung = 0;
+  for (std::size_t i = 0; i < p.labels.voxels.size(); ++i) {
+    const int l = p.labels.voxels[i];
+    const float v = p.image.voxels[i];
+    sacrum += l == label::kSacrum;
+    l5s1 += l == 124;
+    unlabelled_bone += l == 0 && v > 500;
+    lung += l == 0 && v < -700;
+  }
+  EXPECT_GT(sacrum * 8, 50000u);  // > 50 ml
+  EXPECT_GT(l5s1 * 8, 2000u);
+  EXPECT_GT(unlabelled_bone * 8, 10000u);  // ribs and iliac wings
+  EXPECT_GT(lung * 8, 100000u);
+  EXPECT_EQ(p.vertebrae.back().name, "S");
+}
+
+}  // namespace
+}  // namespace spine
