@@ -6,7 +6,7 @@
 set -euo pipefail
 out=${1:?usage: make_ct_phantoms.sh OUTDIR [COUNT]}
 count=${2:-36}
-bin="$(cd "$(dirname "$0")/.." && pwd)/build/bin/spine-phantom"
+bin="${SPINE_PHANTOM:-$(cd "$(dirname "$0")/.." && pwd)/build/bin/spine-phantom}"
 for ((i = 0; i < count; i++)); do
   first=$(( 1 + (i * 7) % 11 ))                 # T1 .. T11
   case $(( i % 6 )) in 0) last=L3 ;; 1) last=L4 ;; *) last=L5 ;; esac

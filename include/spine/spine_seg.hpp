@@ -37,8 +37,8 @@ struct SpineSegConfig {
   double coarse_spacing_mm = 2.0;   // resolution of the coarse pass
   double coarse_slice_step_mm = 6.0;  // distance between sagittal slices of the coarse pass
   double roi_margin_mm = 25.0;      // added around the spine found by the coarse pass
-  int slice_batch = 4;              // sagittal slices per forward call
   double min_vertebra_ml = 1.0;     // smaller vertebra fragments are dropped
+  double min_fraction_of_median = 0.25;  // ... and those below this fraction of the median one
   double min_disc_ml = 0.3;
 
   void validate() const;

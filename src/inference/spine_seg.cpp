@@ -99,14 +99,16 @@ void SpineSegConfig::validate() const {
   if (!(coarse_slice_step_mm >= 1 && coarse_slice_step_mm <= 30))
     throw usage_error("coarse slice step must be 1..30 mm");
   if (!(roi_margin_mm >= 0 && roi_margin_mm <= 200)) throw usage_error("ROI margin must be 0..200 mm");
-  if (slice_batch < 1 || slice_batch > 64) throw usage_error("slice batch must be 1..64");
   if (!(min_vertebra_ml >= 0) || !(min_disc_ml >= 0)) throw usage_error("minimum volumes must be >= 0");
+  if (!(min_fraction_of_median >= 0 && min_fraction_of_median < 1))
+    throw usage_error("minimum fraction of the median vertebra must be in [0, 1)");
 }
 
 nlohmann::json SpineSegConfig::to_json() const {
   return {{"coarse_to_fine", coarse_to_fine}, {"coarse_spacing_mm", coarse_spacing_mm},
           {"coarse_slice_step_mm", coarse_slice_step_mm}, {"roi_margin_mm", roi_margin_mm},
-          {"slice_batch", slice_batch}, {"min_vertebra_ml", min_vertebra_ml}, {"min_disc_ml", min_disc_ml}};
+          {"min_vertebra_ml", min_vertebra_ml},
+          {"min_fraction_of_median", min_fraction_of_median}, {"min_disc_ml", min_disc_ml}};
 }
 
 // --- Naming --------------------------------------------------------------------------
@@ -567,6 +569,16 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
         for (auto& part : parts)
           if (part.size() * voxel_ml >= config.min_vertebra_ml) instances.push_back(make_instance(std::move(part), rx, ry, rz));
       }
+    }
+    // Fragments much smaller than a typical vertebra of this scan are not vertebrae.
+    if (!instances.empty()) {
+      std::vector<std::size_t> sizes;
+      for (const auto& in : instances) sizes.push_back(in.voxels.size());
+      std::nth_element(sizes.begin(), sizes.begin() + sizes.size() / 2, sizes.end());
+      const double cutoff = config.min_fraction_of_median * static_cast<double>(sizes[sizes.size() / 2]);
+      instances.erase(std::remove_if(instances.begin(), instances.end(),
+                                     [&](const Instance& in) { return static_cast<double>(in.voxels.size()) < cutoff; }),
+                      instances.end());
     }
     std::sort(instances.begin(), instances.end(), [](const Instance& a, const Instance& b) { return a.cx < b.cx; });
     if (instances.size() > normal_sequence().size()) {

@@ -1,0 +1,166 @@
+// spine-seg and spine-detect on phantom volumes (the shipped models): accuracy on a CT
+// phantom, results back in an anisotropic, reoriented input's grid, Slicer markups, MR
+// phantoms, and bad input in a batch.
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "cmd_util.hpp"
+#include "spine/io.hpp"
+#include "spine/labels.hpp"
+#include "spine/preprocess.hpp"
+
+namespace spine {
+namespace {
+
+using test::bin;
+using test::q;
+using test::run_command;
+using test::TempDir;
+namespace fs = std::filesystem;
+
+fs::path make_phantom(const TempDir& dir, const std::string& args, const std::string& name) {
+  const auto r = run_command(bin("spine-phantom") + " " + args + " -q -o " + q(dir / "phantoms") + " --name " + name);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return dir / "phantoms" / name;
+}
+
+std::map<std::string, std::array<double, 3>> truth_centroids(const fs::path& phantom) {
+  const auto t = nlohmann::json::parse(test::read_file(phantom / "truth.json"));
+  std::map<std::string, std::array<double, 3>> out;
+  for (const auto& v : t["vertebrae"]) out[v["name"]] = v["centroid_lps_mm"].get<std::array<double, 3>>();
+  return out;
+}
+
+double distance(const std::array<double, 3>& a, const std::array<double, 3>& b) {
+  return std::sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
+}
+
+// Fraction of true vertebrae found with the right name within 20 mm (body centre truth;
+// the CT model segments whole vertebrae, whose centroid lies a few mm behind the body's).
+double identification(const nlohmann::json& vertebrae, const std::map<std::string, std::array<double, 3>>& truth) {
+  int hits = 0;
+  for (const auto& [name, c] : truth)
+    for (const auto& v : vertebrae)
+      if (v["name"] == name && distance(v["centroid_lps_mm"].get<std::array<double, 3>>(), c) <= 20) ++hits;
+  return static_cast<double>(hits) / truth.size();
+}
+
+double binary_dice(const LabelImage& a, const LabelImage& b, bool discs) {
+  std::size_t inter = 0, sa = 0, sb = 0;
+  auto in = [&](int v) { return discs ? (v >= 100 && v < 200) : (v > 0 && v < 30); };
+  for (std::size_t i = 0; i < a.voxels.size(); ++i) {
+    const bool x = in(a.voxels[i]), y = in(b.voxels[i]);
+    inter += x && y, sa += x, sb += y;
+  }
+  return sa + sb ? 2.0 * inter / (sa + sb) : 0.0;
+}
+
+// A torso CT phantom (held-out seed) at 1.5 mm: vertebrae and discs found, named and
+// placed; outputs complete and on the input's grid.
+TEST(SpineSegCommand, CtPhantomSegmentedAndNamed) {
+  TempDir dir;
+  const fs::path ph = make_phantom(dir, "--kind ct --torso --first T9 --last L5 --spacing 1.5 --margin 10 --seed 77 --scoliosis 12", "ct");
+  const auto r = run_command(bin("spine-seg") + " " + q(ph / "image.nii.gz") + " --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path out = dir / "out" / "image";
+  for (const char* f : {"labels.nii.gz", "labels.ctbl", "labels.itksnap.txt", "overlay.png", "segmentation.json"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  const LabelImage pred = read_labels(out / "labels.nii.gz");
+  const LabelImage ref = read_labels(ph / "labels.nii.gz");
+  ASSERT_TRUE(pred.geometry.same_grid(ref.geometry, 1e-4));
+  const double dv = binary_dice(pred, ref, false), dd = binary_dice(pred, ref, true);
+  EXPECT_GT(dv, 0.80) << "vertebra Dice";
+  EXPECT_GT(dd, 0.60) << "disc Dice";
+  const auto j = nlohmann::json::parse(test::read_file(out / "segmentation.json"));
+  EXPECT_EQ(j["modality"]["modality"], "ct");
+  EXPECT_GE(identification(j["vertebrae"], truth_centroids(ph)), 0.8) << j["vertebrae"].dump();
+}
+
+// spine-detect on the same kind of phantom stored anisotropic (1.2 x 1.2 x 3 mm) and in
+// RAS order: centroids and names right, labels back on the input's grid, markups valid.
+TEST(SpineSegCommand, DetectOnAnisotropicReorientedVolume) {
+  TempDir dir;
+  const fs::path ph = make_phantom(dir, "--kind ct --torso --first T10 --last L5 --spacing 1 --margin 10 --seed 78", "ct");
+  const auto p = run_command(bin("spine-prep") + " " + q(ph / "image.nii.gz") +
+                             " --reorient RAS --resample 1.2 1.2 3 --pixel int16 -q -o " + q(dir / "aniso"));
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  const fs::path input = dir / "aniso" / "image" / "image.nii.gz";
+  const auto r = run_command(bin("spine-detect") + " " + q(input) + " --labels --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path out = dir / "out" / "image";
+  const auto j = nlohmann::json::parse(test::read_file(out / "vertebrae.json"));
+  for (const char* key : {"study", "vertebrae", "flags"}) EXPECT_TRUE(j.contains(key)) << key;
+  ASSERT_FALSE(j["vertebrae"].empty());
+  for (const char* key : {"name", "label", "centroid_lps_mm", "confidence"})
+    EXPECT_TRUE(j["vertebrae"][0].contains(key)) << key;
+  EXPECT_GE(identification(j["vertebrae"], truth_centroids(ph)), 0.8) << j["vertebrae"].dump();
+  const auto m = nlohmann::json::parse(test::read_file(out / "vertebrae.mrk.json"));
+  EXPECT_EQ(m["markups"][0]["coordinateSystem"], "LPS");
+  EXPECT_EQ(m["markups"][0]["controlPoints"].size(), j["vertebrae"].size());
+  const LabelImage labels = read_labels(out / "labels.nii.gz");
+  const LoadedImage in = read_image(input);
+  EXPECT_TRUE(labels.geometry.same_grid(in.image.geometry, 1e-4));
+  EXPECT_EQ(orientation_code(labels.geometry), "RAS");
+}
+
+// MR phantoms (T1 and T2) are run as MR with complete outputs. (Figures on real MRI come
+// from scripts/eval_seg_mr.sh; MR phantoms are only a smoke test here.)
+TEST(SpineSegCommand, MrPhantomsRunAsMr) {
+  TempDir dir;
+  make_phantom(dir, "--kind mr-t2 --first L1 --last L5 --spacing 1 --bias-field --seed 5", "t2");
+  const auto r = run_command(bin("spine-seg") + " " + q(dir / "phantoms" / "t2" / "image.nii.gz") +
+                             " --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "segmentation.json"));
+  EXPECT_EQ(j["modality"]["modality"], "mr");
+  EXPECT_EQ(j["vertebra_part"], "body");
+  const LabelImage labels = read_labels(dir / "out" / "image" / "labels.nii.gz");
+  const LabelImage ref = read_labels(dir / "phantoms" / "t2" / "labels.nii.gz");
+  EXPECT_TRUE(labels.geometry.same_grid(ref.geometry, 1e-4));
+}
+
+// One batch: a 2D image, NaNs, a contradicting --modality, an empty volume and a good
+// CT phantom. Each bad study is one clear line; the empty one is flagged, not failed.
+TEST(SpineSegCommand, BadInputsInABatch) {
+  TempDir dir;
+  fs::create_directories(dir / "in");
+  const fs::path ct = make_phantom(dir, "--kind ct --torso --first L2 --last L5 --spacing 2 --margin 10 --seed 79", "ct");
+  fs::copy_file(ct / "image.nii.gz", dir / "in" / "good.nii.gz");
+  write_image(FloatImage(make_geometry_2d(64, 64), 5.f), dir / "in" / "flat.nii.gz");
+  FloatImage with_nan(make_geometry(40, 40, 40, {2, 2, 2}), -1000.f);
+  with_nan.at(3, 3, 3) = std::numeric_limits<float>::quiet_NaN();
+  write_image(with_nan, dir / "in" / "nan.mha");
+  // Air around a water cylinder, in HU: CT without a spine.
+  FloatImage empty(make_geometry(80, 80, 60, {2, 2, 2}), -1000.f);
+  for (std::size_t z = 0; z < 60; ++z)
+    for (std::size_t y = 0; y < 80; ++y)
+      for (std::size_t x = 0; x < 80; ++x)
+        if (std::hypot(x - 40.0, y - 40.0) < 30) empty.at(x, y, z) = x < 15 ? -100.f : 20.f + static_cast<float>((x * 7 + y * 3 + z) % 11);
+  write_image(empty, dir / "in" / "empty.nii.gz", StoredPixel::kInt16);
+  const auto r = run_command(bin("spine-seg") + " " + q(dir / "in") + " --modality ct --threads 2 -o " + q(dir / "out"));
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("is a 2D image"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("contains NaN or infinite values"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "out" / "flat"));
+  EXPECT_FALSE(fs::exists(dir / "out" / "nan"));
+  ASSERT_TRUE(fs::exists(dir / "out" / "good" / "labels.nii.gz"));
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "empty" / "segmentation.json"));
+  EXPECT_TRUE(j["vertebrae"].empty());
+  ASSERT_FALSE(j["flags"].empty());
+  EXPECT_NE(j["flags"][0].get<std::string>().find("no spine found"), std::string::npos) << j.dump();
+  const LabelImage none = read_labels(dir / "out" / "empty" / "labels.nii.gz");
+  for (auto v : none.voxels) ASSERT_EQ(v, 0);
+
+  // --modality mr on CT: the contradiction is reported for that study.
+  const auto r2 = run_command(bin("spine-seg") + " " + q(dir / "in" / "good.nii.gz") + " --modality mr -o " +
+                              q(dir / "out2"));
+  EXPECT_EQ(r2.exit_code, 2) << r2.output;
+  EXPECT_NE(r2.output.find("--modality mr contradicts the image"), std::string::npos) << r2.output;
+  EXPECT_FALSE(fs::exists(dir / "out2" / "good"));
+}
+
+}  // namespace
+}  // namespace spine
