@@ -8,7 +8,7 @@
 #   scripts/eval_seg_ct.sh [OUTDIR] [N_PHANTOMS]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-out=${1:-$root/work-data/eval-ct}
+out=$(realpath -m "${1:-$root/work-data/eval-ct}")
 n=${2:-8}
 bin=$root/build/bin
 mkdir -p "$out"
@@ -20,15 +20,12 @@ for ((i = 0; i < n; i++)); do
   "$bin/spine-phantom" --kind ct --torso --first "T$first" --last "$last" --scoliosis $(( (i * 17) % 41 - 20 )) \
     --noise $(( 1 + i % 2 )) --margin 10 --seed $((5000 + i)) -q -o "$out/phantoms" --name "$name" --resume
   echo "$out/phantoms/$name/image.nii.gz" >> "$out/phantom-inputs.txt.tmp"
-  printf '%s\t%s\tct\n' "$name" "$out/phantoms/$name/labels.nii.gz" >> "$out/phantoms.tsv"
+  printf '%s_image\t%s\tct\n' "$name" "$out/phantoms/$name/labels.nii.gz" >> "$out/phantoms.tsv"
 done
 # study names: the phantom folder names
 sort -u "$out/phantom-inputs.txt.tmp" > "$out/phantom-inputs.txt" && rm "$out/phantom-inputs.txt.tmp"
+# identification from segmentation.json (spine-detect runs the same pipeline)
 "$bin/spine-seg" "$out/phantom-inputs.txt" -o "$out/phantoms-seg" --threads 2 --force || true
-"$bin/spine-detect" "$out/phantom-inputs.txt" -o "$out/phantoms-detect" --threads 2 --force || true
-for d in "$out"/phantoms-detect/*/; do
-  s=$(basename "$d"); [ -f "$d/vertebrae.json" ] && cp "$d/vertebrae.json" "$out/phantoms-seg/$s/" || true
-done
 echo "== held-out CT phantoms (synthetic) =="
 /usr/bin/python3 "$root/scripts/eval_seg.py" --pred "$out/phantoms-seg" --cases "$out/phantoms.tsv" --json "$out/phantoms-metrics.json" | tail -40
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Validation of the MR model on the held-out MRI split (scripts/seg/data.py mr_split),
-# with the C++ tools as users run them: spine-seg for Dice, spine-detect for identification.
+# with the C++ tool as users run it (spine-seg: labels for Dice, named centroids for identification).
 #   scripts/eval_seg_mr.sh [OUTDIR] [extra spine-seg options...]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-out=${1:-$root/work-data/eval-mr}
+out=$(realpath -m "${1:-$root/work-data/eval-mr}")
 shift || true
 mkdir -p "$out"
 /usr/bin/python3 -c "
@@ -17,9 +17,5 @@ with open('$out/cases.tsv', 'w') as f:
     for c in val: f.write(c[0] + '_image\t' + c[4] + '\t' + c[2] + '\n')
 "
 "$root/build/bin/spine-seg" "$out/inputs.txt" -o "$out/seg" --threads 2 --force "$@" || true
-"$root/build/bin/spine-detect" "$out/inputs.txt" -o "$out/seg-detect" --threads 2 --force "$@" || true
-# identification from spine-detect's vertebrae.json next to spine-seg's labels
-for d in "$out"/seg-detect/*/; do
-  s=$(basename "$d"); [ -f "$d/vertebrae.json" ] && cp "$d/vertebrae.json" "$out/seg/$s/vertebrae.json"
-done
+# identification from segmentation.json's vertebrae (spine-detect runs the same pipeline)
 /usr/bin/python3 "$root/scripts/eval_seg.py" --pred "$out/seg" --cases "$out/cases.tsv" --json "$out/metrics.json"

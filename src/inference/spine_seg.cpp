@@ -312,7 +312,7 @@ struct Region {
 };
 
 SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const SliceModel& sm, double overlap,
-                               bool keep_levels) {
+                               bool keep_levels, bool whole_slices) {
   const std::int64_t nx = r.nx(), ny = r.ny();
   const std::int64_t offset = std::max<std::int64_t>(1, std::lround(sm.slice_offset_mm / vol.geometry.spacing[2]));
   const std::int64_t nz_vol = static_cast<std::int64_t>(vol.nz());
@@ -321,6 +321,12 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   out.structure.assign(static_cast<std::size_t>(nx * ny) * r.zs.size(), 0);
   SlidingWindowConfig sw;
   sw.patch = {sm.patch[0], sm.patch[1], 1};
+  if (whole_slices) {
+    // The network is fully convolutional: a region up to 512 x 512 runs as one window
+    // (rounded up to a multiple of 32), with none of the overlap a tiling recomputes.
+    auto round_up = [](std::int64_t v) { return (v + 31) / 32 * 32; };
+    if (nx <= 512 && ny <= 512) sw.patch = {std::max(sm.patch[0], round_up(nx)), std::max(sm.patch[1], round_up(ny)), 1};
+  }
   sw.overlap = overlap;
   sw.batch_size = 2;
   const PatchPredictor predict = [&](const Tensor& batch) { return sm.model->forward(batch); };
@@ -385,6 +391,52 @@ std::vector<int> connected_components(const std::vector<std::uint8_t>& mask, std
   }
   return comp;
 }
+
+// The spinal column as the median lateral (z) and antero-posterior (y) position of
+// vertebra voxels per head-foot position (x), over a window of +-half_window_mm.
+class ColumnModel {
+ public:
+  ColumnModel(const std::vector<std::array<double, 3>>& points, double spacing_mm, double half_window_mm)
+      : spacing_(spacing_mm) {
+    if (points.empty()) return;
+    x0_ = 1e30;
+    double x1 = -1e30;
+    for (const auto& p : points) x0_ = std::min(x0_, p[0]), x1 = std::max(x1, p[0]);
+    const auto rows = static_cast<std::size_t>(x1 - x0_) + 1;
+    std::vector<std::vector<double>> ys(rows), zs(rows);
+    for (const auto& p : points) {
+      ys[static_cast<std::size_t>(p[0] - x0_)].push_back(p[1]);
+      zs[static_cast<std::size_t>(p[0] - x0_)].push_back(p[2]);
+    }
+    const auto w = static_cast<std::ptrdiff_t>(std::ceil(half_window_mm / spacing_mm));
+    median_y_.assign(rows, 0), median_z_.assign(rows, 0);
+    std::vector<double> wy, wz;
+    for (std::ptrdiff_t r = 0; r < static_cast<std::ptrdiff_t>(rows); ++r) {
+      wy.clear(), wz.clear();
+      for (std::ptrdiff_t q = std::max<std::ptrdiff_t>(0, r - w); q <= std::min<std::ptrdiff_t>(rows - 1, r + w); ++q) {
+        wy.insert(wy.end(), ys[q].begin(), ys[q].end());
+        wz.insert(wz.end(), zs[q].begin(), zs[q].end());
+      }
+      median_y_[r] = median(wy), median_z_[r] = median(wz);
+    }
+  }
+  // Within lateral_mm and ap_mm of the column at its own head-foot position.
+  bool near(const std::array<double, 3>& p, double lateral_mm, double ap_mm) const {
+    if (median_y_.empty()) return false;
+    const auto r = static_cast<std::size_t>(std::clamp(p[0] - x0_, 0.0, static_cast<double>(median_y_.size() - 1)));
+    return std::abs(p[2] - median_z_[r]) * spacing_ <= lateral_mm && std::abs(p[1] - median_y_[r]) * spacing_ <= ap_mm;
+  }
+
+ private:
+  static double median(std::vector<double>& v) {
+    if (v.empty()) return 0;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  }
+  double spacing_ = 1;
+  double x0_ = 0;
+  std::vector<double> median_y_, median_z_;
+};
 
 struct Instance {
   std::vector<std::size_t> voxels;  // region offsets
@@ -484,15 +536,23 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     Region cr{0, static_cast<std::int64_t>(coarse.nx()), 0, static_cast<std::int64_t>(coarse.ny()), {}};
     const std::int64_t step = std::max<std::int64_t>(1, std::lround(config.coarse_slice_step_mm / cs));
     for (std::int64_t z = step / 2; z < static_cast<std::int64_t>(coarse.nz()); z += step) cr.zs.push_back(z);
-    const SlicePrediction cp = predict_slices(coarse, cr, sm, 0.25, false);
+    const SlicePrediction cp = predict_slices(coarse, cr, sm, 0.25, false, true);
     double lo[3] = {1e30, 1e30, 1e30}, hi[3] = {-1e30, -1e30, -1e30};
     std::size_t hits = 0;
     const std::size_t plane = static_cast<std::size_t>(cr.nx() * cr.ny());
+    std::vector<std::array<double, 3>> points;
     for (std::size_t i = 0; i < cp.structure.size(); ++i) {
       if (!cp.structure[i]) continue;
+      points.push_back({static_cast<double>(i % cr.nx()), static_cast<double>((i / cr.nx()) % cr.ny()),
+                        static_cast<double>(cr.zs[i / plane])});
+    }
+    // Only hits near the spinal column count: per head-foot row, the column is at the
+    // median lateral and antero-posterior position of the row's hits (+-40 mm in each
+    // row's neighbourhood), so ribs or pelvis taken for vertebrae do not widen the box.
+    const ColumnModel column(points, cs, 40.0);
+    for (const auto& c : points) {
+      if (!column.near(c, 60.0, 80.0)) continue;
       ++hits;
-      const double c[3] = {static_cast<double>(i % cr.nx()), static_cast<double>((i / cr.nx()) % cr.ny()),
-                           static_cast<double>(cr.zs[i / plane])};
       for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], c[a]), hi[a] = std::max(hi[a], c[a]);
     }
     // At least 2 ml of vertebra or disc in the sampled slices counts as a spine.
@@ -522,7 +582,9 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     result.flags.push_back("no spine found in the volume");
   } else {
     const auto t1 = std::chrono::steady_clock::now();
-    const SlicePrediction fp = predict_slices(vol, fine, sm, config.coarse_to_fine ? 0.25 : 0.5, true);
+    // Without the coarse pass: the plain baseline, the card's patch tiled with half overlap.
+    const SlicePrediction fp =
+        predict_slices(vol, fine, sm, config.coarse_to_fine ? 0.25 : 0.5, true, config.coarse_to_fine);
     result.timing["fine_s"] = seconds_since(t1);
     result.timing["fine_region_voxels"] = {fine.nx(), fine.ny(), static_cast<std::int64_t>(fine.zs.size())};
     result.timing["volume_voxels"] = {nx, ny, nz};
@@ -569,6 +631,21 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
         for (auto& part : parts)
           if (part.size() * voxel_ml >= config.min_vertebra_ml) instances.push_back(make_instance(std::move(part), rx, ry, rz));
       }
+    }
+    // Candidates off the spinal column (ribs, pelvis taken for vertebra) are dropped.
+    {
+      std::vector<std::array<double, 3>> vpoints;
+      for (std::size_t i = 0; i < vmask.size(); ++i)
+        if (vmask[i])
+          vpoints.push_back({static_cast<double>(i % rx), static_cast<double>((i / rx) % ry),
+                             static_cast<double>(i / static_cast<std::size_t>(rx * ry))});
+      const ColumnModel column(vpoints, vol.geometry.spacing[0], 40.0);
+      const std::size_t before = instances.size();
+      instances.erase(std::remove_if(instances.begin(), instances.end(),
+                                     [&](const Instance& in) { return !column.near({in.cx, in.cy, in.cz}, 30.0, 40.0); }),
+                      instances.end());
+      if (instances.size() < before)
+        log::debug("{} vertebra candidates off the spinal column dropped", before - instances.size());
     }
     // Fragments much smaller than a typical vertebra of this scan are not vertebrae.
     if (!instances.empty()) {
