@@ -26,7 +26,10 @@ echo "MRI: $mri ($(size "$mri"))"
 echo "CT:  torso phantom $(size "$ct") voxels, 0.78 x 0.78 x 1.5 mm"
 run() {  # name input options...
   local name=$1 input=$2; shift 2
-  /usr/bin/time -f "%e %M" -o "$work/time" build/bin/spine-seg "$input" -o "$work/out-$name" --threads "$threads" -q "$@"
+  if ! timeout "${BENCH_LIMIT_S:-900}" /usr/bin/time -f "%e %M" -o "$work/time" build/bin/spine-seg "$input" \
+      -o "$work/out-$name" --threads "$threads" -q "$@"; then
+    printf '%-28s did not finish within %s s\n' "$name" "${BENCH_LIMIT_S:-900}"; return 0
+  fi
   read -r secs kb < "$work/time"
   printf '%-28s %7.1f s  %7.0f MiB peak\n' "$name" "$secs" "$((kb / 1024))"
 }

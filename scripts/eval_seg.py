@@ -64,9 +64,9 @@ def main():
         pred, _ = read_nifti(pred_path)
         assert pred.shape == ref.shape, (study, pred.shape, ref.shape)
         rec = {"study": study, "kind": kind}
-        pv = (pred > 0) & (pred < 100)
+        pv = (pred > 0) & (pred < 30)
         if kind in ("named", "unnamed", "ct"):
-            rv = ((ref > 0) & (ref < 100)) | (ref >= 1000)
+            rv = ((ref > 0) & (ref < 30)) | (ref >= 1000)
             rec["vertebra_dice_binary"] = dice(pv, rv)
             body_dice.append(rec["vertebra_dice_binary"])
         if kind in ("named", "ct"):
@@ -77,7 +77,7 @@ def main():
             pred_verts = {v["name"]: np.array(v["centroid_lps_mm"]) for v in json.load(open(vjson))["vertebrae"]}
             from seg.names import vertebra_name
             hits = []
-            for v in sorted(int(x) for x in np.unique(ref) if 0 < x < 100):
+            for v in sorted(int(x) for x in np.unique(ref) if 0 < x < 30):  # vertebrae (not cord 60, canal 61)
                 m = ref == v
                 d = dice(pred == v, m)
                 levels[vertebra_name(v)] = d

@@ -122,7 +122,7 @@ RgbImage panel(const FloatImage& img2d, const LabelImage& lab2d, float lo, float
   const double iso = std::min(img2d.geometry.spacing[0], img2d.geometry.spacing[1]);
   const FloatImage img = resample_image(img2d, {iso, iso, 1});
   const LabelImage lab = resample_labels(lab2d, {iso, iso, 1});
-  const double scale = std::clamp(px_mm / iso, 0.25, 4.0);
+  const double scale = std::clamp(px_mm * iso, 0.25, 8.0);  // output pixels per resampled pixel
   RgbImage canvas = grey_to_rgb(img, lo, hi, scale);
   for (std::size_t y = 0; y < canvas.height; ++y)
     for (std::size_t x = 0; x < canvas.width; ++x) {

@@ -325,7 +325,7 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
     // The network is fully convolutional: a region up to 512 x 512 runs as one window
     // (rounded up to a multiple of 32), with none of the overlap a tiling recomputes.
     auto round_up = [](std::int64_t v) { return (v + 31) / 32 * 32; };
-    if (nx <= 512 && ny <= 512) sw.patch = {std::max(sm.patch[0], round_up(nx)), std::max(sm.patch[1], round_up(ny)), 1};
+    if (nx <= 512 && ny <= 512) sw.patch = {std::max<std::int64_t>(64, round_up(nx)), std::max<std::int64_t>(64, round_up(ny)), 1};
   }
   sw.overlap = overlap;
   sw.batch_size = 2;
@@ -529,7 +529,12 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   // Coarse pass: every few millimetres laterally, at a coarser in-plane resolution.
   Region fine{0, nx, 0, ny, {}};
   bool found = true;
-  if (config.coarse_to_fine) {
+  // A volume that is already a crop around the spine (the usual lumbar MRI) has nothing
+  // for the coarse pass to cut away: every slice is spine-sized and fits one window.
+  const bool spine_sized = nz * vol.geometry.spacing[2] <= 160 && nx * vol.geometry.spacing[0] <= 400 &&
+                           ny * vol.geometry.spacing[1] <= 250;
+  result.timing["coarse_skipped_spine_sized_volume"] = config.coarse_to_fine && spine_sized;
+  if (config.coarse_to_fine && !spine_sized) {
     const auto t0 = std::chrono::steady_clock::now();
     const double cs = config.coarse_spacing_mm;
     const FloatImage coarse = resample_image(vol, {cs, cs, cs});
@@ -576,6 +581,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   } else {
     for (std::int64_t z = 0; z < nz; ++z) fine.zs.push_back(z);
   }
+  const bool whole_slice_windows = config.coarse_to_fine;
 
   LabelImage canon_labels(vol.geometry, 0);
   if (!found || fine.zs.empty()) {
@@ -584,7 +590,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     const auto t1 = std::chrono::steady_clock::now();
     // Without the coarse pass: the plain baseline, the card's patch tiled with half overlap.
     const SlicePrediction fp =
-        predict_slices(vol, fine, sm, config.coarse_to_fine ? 0.25 : 0.5, true, config.coarse_to_fine);
+        predict_slices(vol, fine, sm, config.coarse_to_fine ? 0.25 : 0.5, true, whole_slice_windows);
     result.timing["fine_s"] = seconds_since(t1);
     result.timing["fine_region_voxels"] = {fine.nx(), fine.ny(), static_cast<std::int64_t>(fine.zs.size())};
     result.timing["volume_voxels"] = {nx, ny, nz};
@@ -742,7 +748,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     }
     std::sort(result.discs.begin(), result.discs.end(),
               [](const IdentifiedDisc& a, const IdentifiedDisc& b) { return a.label < b.label; });
-    if (instances.empty()) result.flags.push_back("no vertebra found in the volume");
+    if (instances.empty()) result.flags.push_back("no spine found in the volume (no vertebra segmented)");
     for (const auto& v : result.vertebrae)
       if (v.touches_border) result.flags.push_back(v.name + " is cut by the field of view");
     result.timing["postprocess_s"] = seconds_since(t2);
