@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <set>
 
 #include "spine/commands/cobb_cmd.hpp"  // default_model_path
@@ -255,18 +256,31 @@ void preload(Pipeline& p, const std::string& modality) {
   }
 }
 
+using StudyWriter = std::function<nlohmann::json(const Study&, const fs::path& work, const LoadedImage&,
+                                                  const SpineSegResult&)>;
+
+// What both commands share: models loaded once before the batch, provenance, and the
+// pipeline per study; `write` puts the command's outputs into the work folder.
+BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOptions& models, const std::string& tool,
+                             const nlohmann::json& config, const StudyWriter& write) {
+  models.seg.validate();
+  const std::string device = resolve_device(common.device);
+  const auto studies = discover_studies(common.inputs);
+  Pipeline pipeline(models, device);
+  preload(pipeline, models.modality);
+  BatchOptions options = common.batch_options(tool, config);
+  options.models = pipeline.records();
+  return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
+    const auto [in, r] = pipeline.run(study);
+    return write(study, work, in, r);
+  });
+}
+
 }  // namespace
 
 BatchSummary run_spine_seg(const SegCommandConfig& c) {
-  c.models.seg.validate();
-  const std::string device = resolve_device(c.common.device);
-  const auto studies = discover_studies(c.common.inputs);
-  Pipeline pipeline(c.models, device);
-  preload(pipeline, c.models.modality);
-  BatchOptions options = c.common.batch_options("spine-seg", c.to_json());
-  options.models = pipeline.records();
-  return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
-    auto [in, r] = pipeline.run(study);
+  return run_spine_batch(c.common, c.models, "spine-seg", c.to_json(), [&](const Study& study, const fs::path& work,
+                                                                          const LoadedImage& in, const SpineSegResult& r) {
     write_labels_with_tables(r, work);
     nlohmann::json j{{"study", study.name},
                      {"modality", modality_json(r)},
@@ -284,15 +298,8 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
 }
 
 BatchSummary run_spine_detect(const DetectCommandConfig& c) {
-  c.models.seg.validate();
-  const std::string device = resolve_device(c.common.device);
-  const auto studies = discover_studies(c.common.inputs);
-  Pipeline pipeline(c.models, device);
-  preload(pipeline, c.models.modality);
-  BatchOptions options = c.common.batch_options("spine-detect", c.to_json());
-  options.models = pipeline.records();
-  return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
-    auto [in, r] = pipeline.run(study);
+  return run_spine_batch(c.common, c.models, "spine-detect", c.to_json(), [&](const Study& study, const fs::path& work,
+                                                                             const LoadedImage& in, const SpineSegResult& r) {
     nlohmann::json j{{"study", study.name},
                      {"modality", modality_json(r)},
                      {"vertebrae", vertebrae_json(r)},
