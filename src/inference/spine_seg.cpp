@@ -437,6 +437,17 @@ class ColumnModel {
   std::vector<double> median_y_, median_z_;
 };
 
+// Voxel lists of the 6-connected components of `mask` (values != 0).
+std::vector<std::vector<std::size_t>> component_members(const std::vector<std::uint8_t>& mask, std::int64_t nx,
+                                                        std::int64_t ny, std::int64_t nz) {
+  int count = 0;
+  const std::vector<int> comp = connected_components(mask, nx, ny, nz, count);
+  std::vector<std::vector<std::size_t>> members(static_cast<std::size_t>(count));
+  for (std::size_t i = 0; i < comp.size(); ++i)
+    if (comp[i]) members[static_cast<std::size_t>(comp[i] - 1)].push_back(i);
+  return members;
+}
+
 struct Instance {
   std::vector<std::size_t> voxels;  // region offsets
   double cx = 0, cy = 0, cz = 0;    // centroid in region voxels
@@ -603,19 +614,13 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     // by the level model's votes.
     std::vector<std::uint8_t> vmask(fp.structure.size());
     for (std::size_t i = 0; i < vmask.size(); ++i) vmask[i] = fp.structure[i] == 1;
-    int ncomp = 0;
-    const std::vector<int> comp = connected_components(vmask, rx, ry, rz, ncomp);
-    std::vector<std::vector<std::size_t>> members(static_cast<std::size_t>(ncomp) + 1);
-    for (std::size_t i = 0; i < comp.size(); ++i)
-      if (comp[i]) members[static_cast<std::size_t>(comp[i])].push_back(i);
     const double max_extent_mm = sm.vertebra_part == "body" ? 45.0 : 60.0;
     std::vector<Instance> instances;
     auto argmax_level = [&](std::size_t v) {
       const auto& p = fp.level_probs.at(v);
       return static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
     };
-    for (int c = 1; c <= ncomp; ++c) {
-      auto& vox = members[static_cast<std::size_t>(c)];
+    for (auto& vox : component_members(vmask, rx, ry, rz)) {
       if (vox.size() * voxel_ml < config.min_vertebra_ml) continue;
       Instance in = make_instance(vox, rx, ry, rz);
       if ((in.x_max - in.x_min + 1) * vol.geometry.spacing[0] <= max_extent_mm) {
@@ -628,12 +633,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
         for (std::size_t v : in.voxels)
           if (argmax_level(v) == l) sub[v] = 1, any = true;
         if (!any) continue;
-        int nsub = 0;
-        const auto sc = connected_components(sub, rx, ry, rz, nsub);
-        std::vector<std::vector<std::size_t>> parts(static_cast<std::size_t>(nsub) + 1);
-        for (std::size_t v : in.voxels)
-          if (sc[v]) parts[static_cast<std::size_t>(sc[v])].push_back(v);
-        for (auto& part : parts)
+        for (auto& part : component_members(sub, rx, ry, rz))
           if (part.size() * voxel_ml >= config.min_vertebra_ml) instances.push_back(make_instance(std::move(part), rx, ry, rz));
       }
     }
@@ -713,14 +713,9 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     // Discs: components of the disc class, named after the vertebra above them.
     std::vector<std::uint8_t> dmask(fp.structure.size());
     for (std::size_t i = 0; i < dmask.size(); ++i) dmask[i] = fp.structure[i] == 2;
-    int ndisc = 0;
-    const std::vector<int> dcomp = connected_components(dmask, rx, ry, rz, ndisc);
-    std::vector<std::vector<std::size_t>> dmembers(static_cast<std::size_t>(ndisc) + 1);
-    for (std::size_t i = 0; i < dcomp.size(); ++i)
-      if (dcomp[i]) dmembers[static_cast<std::size_t>(dcomp[i])].push_back(i);
     std::map<int, Instance> discs;  // label -> merged instance
-    for (int c = 1; c <= ndisc && !instances.empty(); ++c) {
-      auto& vox = dmembers[static_cast<std::size_t>(c)];
+    for (auto& vox : component_members(dmask, rx, ry, rz)) {
+      if (instances.empty()) break;
       if (vox.size() * voxel_ml < config.min_disc_ml) continue;
       Instance d = make_instance(vox, rx, ry, rz);
       int above = -1;
