@@ -132,6 +132,7 @@ def structure_and_level(labels, kind, levels):
         structure[(labels >= 100) & (labels < 200)] = 2
         for v, i in index.items():
             lv[labels == 100 + v] = i
+        disc_anchored_labels(labels, structure, lv, index)
     else:  # CT phantom: whole vertebrae 1..28, discs 100+
         structure[(labels > 0) & (labels < 30)] = 1
         structure[(labels >= 100) & (labels < 200)] = 2
@@ -140,3 +141,40 @@ def structure_and_level(labels, kind, levels):
             if v < 26:
                 lv[labels == 100 + v] = i
     return structure, lv
+
+
+SACRUM_DEPTH_MM = 20  # how far below the L5/S1 disc the first sacral body is taken as certain
+KNOWN_BACKGROUND = 3  # structure value: not a vertebral body and not a disc (a disc-only volume's sacrum)
+
+
+def disc_anchored_labels(labels, structure, lv, index):
+    """What the discs of a disc-only volume say about the voxels between them. Between the
+    discs above and below vertebra v lies v's body: its level is known there (whatever the
+    body's exact outline). Below the L5/S1 disc (124) lies the first sacral segment, which
+    is not a lumbar body: without this, the model has no example of a sacrum in this
+    source's contrast and may segment S1 as the lowest body and name it L5. Works per
+    sagittal slice and per anterior-posterior row, inside the discs' own rows, so the
+    discs' tilt is followed. In place; image axes [z, y (posterior), x (inferior)]."""
+    for z in range(labels.shape[0]):
+        sl = labels[z]
+        present = [d for d in range(101, 125) if (sl == d).any()]
+        if not present:
+            continue
+        extent = {}
+        for d in present:
+            m = sl == d
+            rows = np.nonzero(m.any(axis=1))[0]
+            first = np.where(m[rows], np.arange(m.shape[1]), m.shape[1]).min(axis=1)
+            last = np.where(m[rows], np.arange(m.shape[1]), -1).max(axis=1)
+            extent[d] = {int(y): (int(a), int(b)) for y, a, b in zip(rows, first, last)}
+        for d in present:
+            below = d - 100 + 1  # vertebra below disc d
+            if d + 1 in extent and below in index:
+                for y, (_, last_up) in extent[d].items():
+                    if y in extent[d + 1]:
+                        first_down = extent[d + 1][y][0]
+                        if first_down - last_up > 3:
+                            lv[z, y, last_up + 2:first_down - 1] = index[below]
+        if 124 in extent:
+            for y, (_, last) in extent[124].items():
+                structure[z, y, last + 2:last + 2 + SACRUM_DEPTH_MM] = KNOWN_BACKGROUND

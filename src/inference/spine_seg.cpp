@@ -472,6 +472,26 @@ Instance make_instance(std::vector<std::size_t> voxels, std::int64_t nx, std::in
   return in;
 }
 
+// Merges instances whose centroids lie within `max_centroid_mm` head to foot (x) and
+// whose union spans at most `max_extent_mm`, until none is left to merge.
+void merge_side_by_side(std::vector<Instance>& instances, double spacing_mm, double max_centroid_mm,
+                        double max_extent_mm, std::int64_t nx, std::int64_t ny, std::int64_t nz) {
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (std::size_t i = 0; i < instances.size() && !merged; ++i)
+      for (std::size_t j = i + 1; j < instances.size() && !merged; ++j) {
+        const Instance &a = instances[i], &b = instances[j];
+        const double extent = (std::max(a.x_max, b.x_max) - std::min(a.x_min, b.x_min) + 1) * spacing_mm;
+        if (std::abs(a.cx - b.cx) * spacing_mm > max_centroid_mm || extent > max_extent_mm) continue;
+        std::vector<std::size_t> voxels = a.voxels;
+        voxels.insert(voxels.end(), b.voxels.begin(), b.voxels.end());
+        instances[i] = make_instance(std::move(voxels), nx, ny, nz);
+        instances.erase(instances.begin() + static_cast<std::ptrdiff_t>(j));
+        merged = true;
+      }
+  }
+}
+
 }  // namespace
 
 struct SpineSegmenter::Impl {
@@ -652,6 +672,12 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       if (instances.size() < before)
         log::debug("{} vertebra candidates off the spinal column dropped", before - instances.size());
     }
+    // Pieces side by side at one head-foot level are one vertebra, split where the model
+    // was unsure (a body cut in two or three left to right): vertebrae follow each other
+    // head to foot, never side by side. Adjacent vertebrae, even tilted, have centroids a
+    // body height apart; pieces of one body have them within a fraction of that.
+    merge_side_by_side(instances, vol.geometry.spacing[0], sm.vertebra_part == "body" ? 10.0 : 12.0,
+                       max_extent_mm, rx, ry, rz);
     // Fragments much smaller than a typical vertebra of this scan are not vertebrae.
     if (!instances.empty()) {
       std::vector<std::size_t> sizes;
