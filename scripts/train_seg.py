@@ -197,6 +197,7 @@ def main():
     ap.add_argument("--init", help="start from this checkpoint's weights (a second training leg "
                     "with its own schedule)")
     ap.add_argument("--export")
+    ap.add_argument("--earlier-legs", nargs="*", help="export: the commands of the legs before --init's checkpoint")
     ap.add_argument("--card-validation")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -284,7 +285,10 @@ def export(model, state, args, levels, train, val):
                          f"{len(train)} synthetic spine-phantom CT volumes (scripts/make_ct_phantoms.sh); no real CT",
         "training": {"steps": state.get("epoch", 0) * 100, "seed": args.seed, "threads": "2 (CPU)",
                      "command": f"/usr/bin/python3 scripts/train_seg.py --task {args.task} --out {args.out} "
-                                f"--steps {args.steps}" + ("" if mr else f" --phantoms {args.phantoms}"),
+                                f"--steps {args.steps} --lr {args.lr} --seed {args.seed}"
+                                + ("" if mr else f" --phantoms {args.phantoms}")
+                                + (f" --init {args.init}" if args.init else ""),
+                     "earlier_legs": args.earlier_legs or [],
                      "last_block": state["history"][-1] if state.get("history") else {}},
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
     }
