@@ -33,7 +33,7 @@ CROP_Y, CROP_X = 160, 288  # anterior-posterior rows, superior-inferior columns 
 SLICE_STEP = 2             # neighbouring slices at -2, 0, +2 voxels (mm)
 
 
-def sample_batch(cases, weights, batch, rng, train=True):
+def sample_batch(cases, weights, batch, rng, train=True, realism=False):
     xs, sts, lvs, kinds = [], [], [], []
     for _ in range(batch):
         c = cases[rng.choice(len(cases), p=weights)]
@@ -66,11 +66,11 @@ def sample_batch(cases, weights, batch, rng, train=True):
     st = torch.from_numpy(np.stack(sts).astype(np.float32))[:, None]
     lv = torch.from_numpy(np.stack(lvs).astype(np.float32))[:, None]
     if train:
-        x, st, lv = augment(x, st, lv, rng, kinds)
+        x, st, lv = augment(x, st, lv, rng, kinds, realism)
     return x, st[:, 0].long(), lv[:, 0].long(), kinds
 
 
-def augment(x, st, lv, rng, kinds):
+def augment(x, st, lv, rng, kinds, realism=False):
     b = x.shape[0]
     # geometry: rotation, zoom (sometimes far out: the coarse pass runs at 2 mm), shift
     ang = torch.tensor(rng.uniform(-12, 12, b), dtype=torch.float32) * math.pi / 180
@@ -92,7 +92,8 @@ def augment(x, st, lv, rng, kinds):
     lv = F.grid_sample(lv + 1, grid, mode="nearest", padding_mode="zeros", align_corners=False) - 1
     for i in range(b):
         if kinds[i] == "ct-phantom":
-            x[i] = ct_realism(x[i], st[i, 0] == 0, rng)
+            if realism:
+                x[i] = ct_realism(x[i], st[i, 0] == 0, rng)
             # HU scale/offset drift, noise, blur (real scanners, kernels, slice thickness)
             x[i] = x[i] * float(rng.uniform(0.85, 1.15)) + float(rng.uniform(-0.08, 0.08))
         else:
@@ -103,7 +104,7 @@ def augment(x, st, lv, rng, kinds):
             field = F.interpolate(field, size=x.shape[-2:], mode="bicubic", align_corners=True)[0]
             x[i] = x[i] * torch.exp(field)
         # lower resolution (CT: often, real abdominal CT comes in 3-5 mm slices)
-        p_low, f_max = (0.5, 3.5) if kinds[i] == "ct-phantom" else (0.25, 3)
+        p_low, f_max = (0.5, 3.5) if kinds[i] == "ct-phantom" and realism else (0.25, 3)
         if rng.uniform() < p_low:
             f = float(rng.uniform(1.5, f_max))
             small = F.interpolate(x[i:i + 1], scale_factor=1 / f, mode="area")
@@ -175,8 +176,8 @@ def loss_fn(out, st, lv, kinds):
     return total / len(kinds) + 0.5 * lce, float(lce)
 
 
-def prepare(case, levels):
-    struct, lev = data.structure_and_level(case["labels"], case["kind"], levels)
+def prepare(case, levels, disc_anchors=True):
+    struct, lev = data.structure_and_level(case["labels"], case["kind"], levels, disc_anchors)
     case["struct"], case["level"] = struct, lev
     case["label_slices"] = np.nonzero(case["labels"].reshape(case["labels"].shape[0], -1).any(axis=1))[0]
     case["pad"] = float(case["image"].min())
@@ -196,6 +197,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="start from this checkpoint's weights (a second training leg "
                     "with its own schedule)")
+    ap.add_argument("--no-disc-anchors", action="store_true",
+                    help="MR: without disc_anchored_labels (as the shipped model's first leg was trained)")
+    ap.add_argument("--ct-realism", action="store_true",
+                    help="CT: add ct_realism() to the augmentation (an experiment; not used by the shipped model)")
     ap.add_argument("--export")
     ap.add_argument("--earlier-legs", nargs="*", help="export: the commands of the legs before --init's checkpoint")
     ap.add_argument("--card-validation")
@@ -222,7 +227,7 @@ def main():
         export(model, state, args, levels, train, val)
         return
     t0 = time.time()
-    cases = [prepare(data.load_case(c, args.task), levels) for c in train]
+    cases = [prepare(data.load_case(c, args.task), levels, not args.no_disc_anchors) for c in train]
     print(f"{len(cases)} training volumes loaded in {time.time() - t0:.0f} s; validation held out: "
           f"{[c[0] for c in val]}", flush=True)
     # Disc-labelled volumes are few: sample them a fifth of the time.
@@ -242,7 +247,7 @@ def main():
         tot = tl = 0.0
         n = min(chunk, args.steps - block_i * chunk)
         for _ in range(n):
-            x, st, lv, kinds = sample_batch(cases, w, args.batch, rng)
+            x, st, lv, kinds = sample_batch(cases, w, args.batch, rng, realism=args.ct_realism)
             out = model(x)
             loss, lce = loss_fn(out, st, lv, kinds)
             opt.zero_grad()
@@ -287,6 +292,8 @@ def export(model, state, args, levels, train, val):
                      "command": f"/usr/bin/python3 scripts/train_seg.py --task {args.task} --out {args.out} "
                                 f"--steps {args.steps} --lr {args.lr} --seed {args.seed}"
                                 + ("" if mr else f" --phantoms {args.phantoms}")
+                                + (" --ct-realism" if args.ct_realism else "")
+                                + (" --no-disc-anchors" if args.no_disc_anchors else "")
                                 + (f" --init {args.init}" if args.init else ""),
                      "earlier_legs": args.earlier_legs or [],
                      "last_block": state["history"][-1] if state.get("history") else {}},

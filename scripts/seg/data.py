@@ -118,7 +118,7 @@ def ct_phantom_cases(folder):
     return out
 
 
-def structure_and_level(labels, kind, levels):
+def structure_and_level(labels, kind, levels, disc_anchors=True):
     """Per-voxel structure class (-1 = unknown), 'known' masks and level class (-1 = none)."""
     structure = np.zeros(labels.shape, np.int8)
     lv = np.full(labels.shape, -1, np.int8)
@@ -132,7 +132,8 @@ def structure_and_level(labels, kind, levels):
         structure[(labels >= 100) & (labels < 200)] = 2
         for v, i in index.items():
             lv[labels == 100 + v] = i
-        disc_anchored_labels(labels, structure, lv, index)
+        if disc_anchors:
+            disc_anchored_labels(labels, structure, lv, index)
     else:  # CT phantom: whole vertebrae 1..28, discs 100+
         structure[(labels > 0) & (labels < 30)] = 1
         structure[(labels >= 100) & (labels < 200)] = 2
