@@ -6,13 +6,17 @@
 int main(int argc, char** argv) {
   spine::CobbConfig config;
   auto model_versions = [] {
-    const auto path = spine::default_model_path("xray-landmarks.pt");
-    try {
-      const auto card = spine::Model::read_card(path);
-      return std::vector<std::string>{card.name + " " + card.version + " (" + path.string() + ")"};
-    } catch (const spine::Error& e) {
-      return std::vector<std::string>{std::string("xray-landmarks.pt: unavailable (") + e.what() + ")"};
+    std::vector<std::string> lines;
+    for (const char* file : {"xray-landmarks.pt", "xray-corners.pt"}) {
+      const auto path = spine::default_model_path(file);
+      try {
+        const auto card = spine::Model::read_card(path);
+        lines.push_back(card.name + " " + card.version + " (" + path.string() + ")");
+      } catch (const spine::Error& e) {
+        lines.push_back(std::string(file) + ": unavailable (" + e.what() + ")");
+      }
     }
+    return lines;
   };
   return spine::run_main(
       argc, argv,

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Evaluates spine-cobb (the C++ tool, both models) on the fixed validation split of
 # ../shared/data/xray-ap-aasce that training never saw, and the angle code on the
-# reference landmarks. Usage: scripts/eval_cobb.sh [OUTDIR]   (default work-data/eval-cobb)
+# reference landmarks. Usage: scripts/eval_cobb.sh [OUTDIR [spine-cobb options...]]
+# (default OUTDIR work-data/eval-cobb; e.g. --no-corner-refinement for the first stage alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-work-data/eval-cobb}
+shift || true
 mkdir -p "$out"
 /usr/bin/python3 -c "
 import sys; sys.path.insert(0, 'scripts')
@@ -13,6 +15,6 @@ from cobb import data
 lm, _ = data.read_table()
 _, val, _ = train_cobb.split(lm)
 print('\n'.join(f'{data.DATA}/images/{n}' for n in val))" > "$out/validation.txt"
-build/bin/spine-cobb "$out/validation.txt" -o "$out/results" --threads 2 --force -q || true
+build/bin/spine-cobb "$out/validation.txt" -o "$out/results" --threads 2 --force -q "$@" || true
 /usr/bin/python3 scripts/cobb_metrics.py "$out/validation.txt" "$out/results" | tee "$out/metrics.txt"
 build/bin/spine_unit_tests --gtest_filter='Cobb.ReproducesAasceReferenceAngles' | grep "AASCE rule" | tee -a "$out/metrics.txt"

@@ -74,6 +74,41 @@ def write_xray_contract_fixture(out):
     pts.astype("<f8").tofile(os.path.join(out, "xray_contract_points.f64"))
     peak[0].numpy().astype("<f8").tofile(os.path.join(out, "xray_contract_peaks.f64"))
 
+    # Second stage: crops around 17 plausible vertebrae (two of them partly outside the
+    # image), and a random corner-heatmap output with its decoding back to image pixels.
+    from cobb import fine
+    t = np.linspace(0, 1, 17)
+    cx, cy = 150 + 40 * np.sin(3 * t), 60 + 640 * t
+    half_w, half_h = 30 + 10 * t, 12 + 5 * t
+    tilt = 0.2 * np.cos(4 * t)
+    cx[0], cy[16] = 10.0, 725.0
+    pts = np.zeros((17, 4, 2))
+    for k, (sx, sy) in enumerate([(-1, -1), (1, -1), (-1, 1), (1, 1)]):
+        pts[:, k, 0] = cx + sx * half_w - sy * half_h * tilt
+        pts[:, k, 1] = cy + sy * half_h + sx * half_w * tilt
+    pts = pts.reshape(68, 2)
+    pts.astype("<f8").tofile(os.path.join(out, "xray_corner_points.f64"))
+    working = preprocess.resize_to_cache(img)[None, None]
+    wp = torch.tensor(pts, dtype=torch.float32)
+    wp = torch.stack([(wp[:, 0] + 0.5) * preprocess.CACHE_W / w - 0.5, (wp[:, 1] + 0.5) * preprocess.CACHE_H / h - 0.5], -1)
+    c = wp.view(17, 4, 2)
+    centre, scale = c.mean(dim=1), fine.crop_scale(c)
+    crops = fine.sample_crops(working.expand(17, 1, -1, -1), fine.crop_coords(centre, scale))
+    crops.numpy().astype("<f4").tofile(os.path.join(out, "xray_corner_crops.f32"))
+    heat = torch.rand(17, 4, fine.FINE_H, fine.FINE_W, generator=g) * 0.2
+    for v in range(17):
+        for k in range(4):
+            heat[v, k, 10 + 5 * (k // 2) + v % 3, 12 + 30 * (k % 2) + v % 5] = 0.8
+    heat[3, 2] *= 0.1  # no clear peak: this corner keeps its first-stage position
+    heat.numpy().astype("<f4").tofile(os.path.join(out, "xray_corner_heat.f32"))
+    cp, _ = fine.decode_fine(heat)
+    wpts = centre[:, None, :] + scale.view(-1, 1, 1) * (cp - torch.tensor([(fine.CROP_W - 1) / 2, (fine.CROP_H - 1) / 2]))
+    refined = wpts.reshape(68, 2).double().numpy()
+    refined[:, 0] = (refined[:, 0] + 0.5) * w / preprocess.CACHE_W - 0.5
+    refined[:, 1] = (refined[:, 1] + 0.5) * h / preprocess.CACHE_H - 0.5
+    refined[4 * 3 + 2] = pts[4 * 3 + 2]
+    refined.astype("<f8").tofile(os.path.join(out, "xray_corner_refined.f64"))
+
 
 def main():
     out = sys.argv[1]

@@ -1,5 +1,8 @@
-// Frontal radiograph landmark detection: the 68 AASCE vertebra corners (T1..L5) from a
-// heatmap + corner-offset model (models/xray-landmarks.pt), with per-vertebra confidence.
+// Frontal radiograph landmark detection: the 68 AASCE vertebra corners (T1..L5) in two
+// stages: vertebra centres and rough corners from a heatmap + corner-offset model of the
+// whole image (models/xray-landmarks.pt), then each vertebra's corners from a crop around
+// it at full working resolution (models/xray-corners.pt); per-vertebra and per-landmark
+// confidence.
 #pragma once
 #include <string>
 #include <vector>
@@ -19,6 +22,12 @@ Tensor xray_model_input(const FloatImage& radiograph);
 struct XrayLandmarks {
   std::vector<Point2> points;           // 68, input image pixels, AASCE order
   std::vector<double> confidence;       // 17, per vertebra: heatmap peak, about 0..1
+  // 68, per landmark: the vertebra's confidence, and with the second stage the lower of
+  // that and the corner heatmap's peak.
+  std::vector<double> landmark_confidence;
+  // Landmarks ("T4 TL") the second stage left at the first stage's position because its
+  // corner heatmap had no clear peak.
+  std::vector<std::string> corners_unrefined;
   std::vector<std::string> flags;       // reasons not to trust the result
   // Vertebrae whose centre the sequence constraint took from a weaker heatmap peak than
   // the strongest (information, not a flag: it is common and usually right).
@@ -36,19 +45,39 @@ struct XrayLandmarkOptions {
   bool flip_averaging = true;
 };
 
+// The second stage's crops (scripts/cobb/fine.py): per vertebra, a 128 x 80 (W x H) grid
+// centred on its first-stage centre in the 1024 x 512 working image, pixel spacing
+// s = (mean endplate width) / 80 working pixels (clamped to 0.3..4), bilinear with zero
+// padding, z-scored per crop.
+struct XrayCornerCrops {
+  Tensor crops;                  // [17, 1, 80, 128]
+  std::vector<Point2> centres;   // 17, working-image pixels
+  std::vector<double> scales;    // 17, working pixels per crop pixel
+};
+XrayCornerCrops xray_corner_crops(const FloatImage& radiograph, const std::vector<Point2>& points_px);
+
+// Replaces lm.points by the corners decoded from the second stage's heatmaps [17, 4, h, w]
+// (stride = crop pixels per heatmap pixel); landmarks whose heatmap peak is below
+// `min_peak` keep their first-stage position. Fills landmark_confidence.
+void apply_corner_heatmaps(const Tensor& heatmaps, const XrayCornerCrops& crops, std::size_t width,
+                           std::size_t height, int stride, double min_peak, XrayLandmarks& lm);
+
 // Decodes a model output [1, 17 + 8, h, w] for an image of the given size (pixels).
 XrayLandmarks decode_xray_landmarks(const Tensor& output, std::size_t width, std::size_t height,
                                     int stride, double offset_scale, const XrayLandmarkOptions& options = {});
 
 class XrayLandmarkDetector {
  public:
-  XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options = {});
+  // corner_model: the second stage, or null to keep the first stage's corners.
+  XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options = {}, const Model* corner_model = nullptr);
   // Throws an input error for images that are not 2D or are too small or too large.
   XrayLandmarks detect(const FloatImage& radiograph) const;
 
  private:
   const Model& model_;
+  const Model* corner_model_;
   XrayLandmarkOptions options_;
+  int corner_stride_ = 2;
   int stride_ = 4;
   double offset_scale_ = 16;
 };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "spine/error.hpp"
@@ -32,7 +33,12 @@ fs::path default_model_path(const std::string& file) {
 
 void CobbConfig::register_cli(CLI::App& app) {
   common.register_cli(app);
-  app.add_option("--model", model, "Landmark model (default: models/xray-landmarks.pt)");
+  app.add_option("--model", model, "Landmark model, first stage (default: models/xray-landmarks.pt)");
+  app.add_option("--corner-model", corner_model,
+                 "Corner model, second stage: each vertebra's corners from a crop at full resolution "
+                 "(default: models/xray-corners.pt)");
+  app.add_flag("!--no-corner-refinement", refine_corners,
+               "Keep the first stage's corners (skip the second stage)");
   app.add_option("--mild", grading.mild_deg, "Major curve angle from which a curve is mild scoliosis (degrees)");
   app.add_option("--moderate", grading.moderate_deg, "... moderate (degrees)");
   app.add_option("--severe", grading.severe_deg, "... severe: above this (degrees)");
@@ -54,6 +60,8 @@ std::vector<std::string> CobbConfig::validate() const {
 nlohmann::json CobbConfig::to_json() const {
   return {{"common", common.to_json()},
           {"model", model},
+          {"corner_model", corner_model},
+          {"refine_corners", refine_corners},
           {"grading_deg", {grading.mild_deg, grading.moderate_deg, grading.severe_deg}},
           {"low_confidence", landmarks.low_confidence},
           {"sequence_constraint", landmarks.sequence_constraint},
@@ -166,10 +174,18 @@ BatchSummary run_cobb(const CobbConfig& c) {
   const auto studies = discover_studies(c.common.inputs);
   const Model model = Model::load(model_path, {"xray-ap-landmarks", {"xray"}, 2}, device);
   log::info("model {} {} on {}", model.card().name, model.card().version, device);
-  const XrayLandmarkDetector detector(model, c.landmarks);
+  std::optional<Model> corner_model;
+  if (c.refine_corners) {
+    const fs::path path = c.corner_model.empty() ? default_model_path("xray-corners.pt") : fs::path(c.corner_model);
+    corner_model.emplace(Model::load(path, {"xray-ap-corners", {"xray"}, 2}, device));
+    log::info("corner model {} {} on {}", corner_model->card().name, corner_model->card().version, device);
+  }
+  const XrayLandmarkDetector detector(model, c.landmarks, corner_model ? &*corner_model : nullptr);
 
   BatchOptions options = c.common.batch_options("spine-cobb", c.to_json());
   options.models = {{model.card().name, model.card().version, model.sha256()}};
+  if (corner_model)
+    options.models.push_back({corner_model->card().name, corner_model->card().version, corner_model->sha256()});
   const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {
     const LoadedImage in = read_image(study.path);
     XrayLandmarks lm;
@@ -183,7 +199,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
     nlohmann::json points = nlohmann::json::array(), conf = nlohmann::json::array();
     for (int k = 0; k < kCobbLandmarks; ++k) {
       points.push_back({std::round(lm.points[k].x * 100) / 100, std::round(lm.points[k].y * 100) / 100});
-      conf.push_back(std::round(lm.confidence[k / 4] * 1000) / 1000);
+      conf.push_back(std::round(lm.landmark_confidence[k] * 1000) / 1000);
     }
     nlohmann::json j{
         {"study", study.name},
@@ -199,7 +215,11 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"vertebra_confidence", lm.confidence},
         {"flags", lm.flags},
         {"sequence_adjusted", lm.sequence_adjusted},
-        {"model", {{"name", model.card().name}, {"version", model.card().version}}}};
+        {"corners_unrefined", lm.corners_unrefined},
+        {"model", {{"name", model.card().name}, {"version", model.card().version}}},
+        {"corner_model", corner_model ? nlohmann::json{{"name", corner_model->card().name},
+                                                      {"version", corner_model->card().version}}
+                                      : nlohmann::json(nullptr)}};
     write_text_file(work / "cobb.json", j.dump(2) + "\n");
     if (c.overlay) write_overlay(in.image, lm, a, grade, work / "overlay.png");
     for (const auto& f : lm.flags) log::warn("{}: {}", study.name, f);

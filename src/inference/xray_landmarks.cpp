@@ -13,6 +13,9 @@ namespace {
 constexpr int kCacheH = 1024, kCacheW = 512, kInputH = 512, kInputW = 256;
 constexpr int kVertebrae = kCobbVertebrae;
 constexpr double kMinCandidateDistance = 4.0;  // output pixels between alternative peaks
+// Second stage (scripts/cobb/fine.py).
+constexpr int kCropH = 80, kCropW = 128;
+constexpr double kCropVertebraWidth = 80.0, kCropScaleMin = 0.3, kCropScaleMax = 4.0;
 
 // Bilinear resize with torch's align_corners=False rule (source index clamped at 0).
 std::vector<float> resize_bilinear(const FloatImage& img, int out_h, int out_w) {
@@ -206,10 +209,15 @@ void average_with_mirror(Tensor& output, const Tensor& mirror_output) {
     }
 }
 
-}  // namespace
+// Image pixels <-> working-image (1024 x 512) pixels, half-pixel centres.
+Point2 to_working(Point2 p, std::size_t width, std::size_t height) {
+  return {(p.x + 0.5) * kCacheW / double(width) - 0.5, (p.y + 0.5) * kCacheH / double(height) - 0.5};
+}
+Point2 from_working(Point2 p, std::size_t width, std::size_t height) {
+  return {(p.x + 0.5) * double(width) / kCacheW - 0.5, (p.y + 0.5) * double(height) / kCacheH - 0.5};
+}
 
-Tensor xray_model_input(const FloatImage& radiograph) {
-  const std::vector<float> cache = resize_bilinear(radiograph, kCacheH, kCacheW);
+Tensor model_input_from_working(const std::vector<float>& cache) {
   Tensor t({1, 1, kInputH, kInputW});
   for (int y = 0; y < kInputH; ++y)
     for (int x = 0; x < kInputW; ++x) {
@@ -219,6 +227,81 @@ Tensor xray_model_input(const FloatImage& radiograph) {
     }
   zscore(t.data.data(), t.data.size());
   return t;
+}
+
+XrayCornerCrops corner_crops_from_working(const std::vector<float>& cache, const std::vector<Point2>& points_px,
+                                          std::size_t width, std::size_t height) {
+  XrayCornerCrops r;
+  r.crops = Tensor({kVertebrae, 1, kCropH, kCropW});
+  const std::size_t plane = static_cast<std::size_t>(kCropH) * kCropW;
+  for (int v = 0; v < kVertebrae; ++v) {
+    Point2 c[4];
+    for (int k = 0; k < 4; ++k) c[k] = to_working(points_px[4 * v + k], width, height);
+    const Point2 centre{(c[0].x + c[1].x + c[2].x + c[3].x) / 4, (c[0].y + c[1].y + c[2].y + c[3].y) / 4};
+    const double endplate_width = (std::hypot(c[1].x - c[0].x, c[1].y - c[0].y) + std::hypot(c[3].x - c[2].x, c[3].y - c[2].y)) / 2;
+    const double s = std::clamp(endplate_width / kCropVertebraWidth, kCropScaleMin, kCropScaleMax);
+    float* dst = r.crops.data.data() + v * plane;
+    for (int y = 0; y < kCropH; ++y)
+      for (int x = 0; x < kCropW; ++x)
+        dst[static_cast<std::size_t>(y) * kCropW + x] = bilinear_zero_padded(
+            cache.data(), kCacheH, kCacheW, centre.x + s * (x - (kCropW - 1) / 2.0), centre.y + s * (y - (kCropH - 1) / 2.0));
+    zscore(dst, plane);
+    r.centres.push_back(centre);
+    r.scales.push_back(s);
+  }
+  return r;
+}
+
+// Averages corner heatmaps [17, 4, h, w] with those of the mirrored crops, mapped back
+// (mirrored, and left and right corners swapped).
+void average_corners_with_mirror(Tensor& output, const Tensor& mirror_output) {
+  const Tensor m = mirrored(mirror_output);
+  static constexpr int kSwap[4] = {1, 0, 3, 2};
+  const std::size_t plane = static_cast<std::size_t>(output.shape[2] * output.shape[3]);
+  for (std::int64_t v = 0; v < output.shape[0]; ++v)
+    for (int c = 0; c < 4; ++c) {
+      float* dst = output.data.data() + (v * 4 + c) * plane;
+      const float* src = m.data.data() + (v * 4 + kSwap[c]) * plane;
+      for (std::size_t i = 0; i < plane; ++i) dst[i] = (dst[i] + src[i]) / 2;
+    }
+}
+
+}  // namespace
+
+Tensor xray_model_input(const FloatImage& radiograph) {
+  return model_input_from_working(resize_bilinear(radiograph, kCacheH, kCacheW));
+}
+
+XrayCornerCrops xray_corner_crops(const FloatImage& radiograph, const std::vector<Point2>& points_px) {
+  if (points_px.size() != static_cast<std::size_t>(kCobbLandmarks)) throw model_error("68 landmarks needed for corner crops");
+  return corner_crops_from_working(resize_bilinear(radiograph, kCacheH, kCacheW), points_px, radiograph.nx(), radiograph.ny());
+}
+
+void apply_corner_heatmaps(const Tensor& out, const XrayCornerCrops& crops, std::size_t width, std::size_t height,
+                           int stride, double min_peak, XrayLandmarks& lm) {
+  if (out.shape.size() != 4 || out.shape[0] != kVertebrae || out.shape[1] != 4)
+    throw model_error("corner model output must be [17, 4, h, w]");
+  const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
+  const std::size_t plane = static_cast<std::size_t>(h) * w;
+  static const char* kCorner[4] = {"TL", "TR", "BL", "BR"};
+  lm.landmark_confidence.assign(kCobbLandmarks, 0.0);
+  for (int v = 0; v < kVertebrae; ++v)
+    for (int c = 0; c < 4; ++c) {
+      const float* heat = out.data.data() + (v * 4 + c) * plane;
+      const auto best = static_cast<int>(std::max_element(heat, heat + plane) - heat);
+      const double peak = heat[best];
+      const int k = 4 * v + c;
+      lm.landmark_confidence[k] = std::clamp(std::min(lm.confidence[v], peak), 0.0, 1.0);
+      if (peak < min_peak) {
+        lm.corners_unrefined.push_back(cobb_vertebra_name(v) + " " + kCorner[c]);
+        continue;
+      }
+      const Point2 r = refine_peak(heat, h, w, best);
+      const double cx = (r.x + 0.5) * stride - 0.5, cy = (r.y + 0.5) * stride - 0.5;  // crop pixels
+      const Point2 working{crops.centres[v].x + crops.scales[v] * (cx - (kCropW - 1) / 2.0),
+                           crops.centres[v].y + crops.scales[v] * (cy - (kCropH - 1) / 2.0)};
+      lm.points[k] = from_working(working, width, height);
+    }
 }
 
 XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::size_t height, int stride,
@@ -233,6 +316,7 @@ XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::s
   for (int v = 0; v < kVertebrae; ++v) {
     const double rx = centres[v].x, ry = centres[v].y;
     res.confidence.push_back(std::clamp(hp.peaks[v], 0.0, 1.0));
+    for (int c = 0; c < 4; ++c) res.landmark_confidence.push_back(res.confidence.back());
     for (int c = 0; c < 4; ++c) {
       const float* ox = out.data.data() + (kVertebrae + 2 * c) * plane;
       const float* oy = out.data.data() + (kVertebrae + 2 * c + 1) * plane;
@@ -283,8 +367,14 @@ XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::s
   return res;
 }
 
-XrayLandmarkDetector::XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options)
-    : model_(model), options_(options) {
+XrayLandmarkDetector::XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options, const Model* corner_model)
+    : model_(model), corner_model_(corner_model), options_(options) {
+  if (corner_model_) {
+    const auto& p = corner_model_->card().patch_size;
+    if (p.size() != 2 || p[0] != kCropW || p[1] != kCropH)
+      throw model_error(corner_model_->card().name + ": corner model must take 128 x 80 crops");
+    corner_stride_ = corner_model_->card().raw.value("output", nlohmann::json::object()).value("stride", 2);
+  }
   const auto& out = model.card().raw.value("output", nlohmann::json::object());
   stride_ = out.value("stride", 4);
   offset_scale_ = out.value("offset_scale", 16.0);
@@ -306,10 +396,18 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
     throw input_error("image contains NaN or infinite values");
   const auto r = intensity_range(img);
   if (!(r.max > r.min)) throw input_error("image is blank (constant intensity)");
-  const Tensor input = xray_model_input(img);
+  const std::vector<float> working = resize_bilinear(img, kCacheH, kCacheW);
+  const Tensor input = model_input_from_working(working);
   Tensor output = model_.forward(input);
   if (options_.flip_averaging) average_with_mirror(output, model_.forward(mirrored(input)));
-  return decode_xray_landmarks(output, img.nx(), img.ny(), stride_, offset_scale_, options_);
+  XrayLandmarks lm = decode_xray_landmarks(output, img.nx(), img.ny(), stride_, offset_scale_, options_);
+  if (corner_model_) {
+    const XrayCornerCrops crops = corner_crops_from_working(working, lm.points, img.nx(), img.ny());
+    Tensor heat = corner_model_->forward(crops.crops);
+    if (options_.flip_averaging) average_corners_with_mirror(heat, corner_model_->forward(mirrored(crops.crops)));
+    apply_corner_heatmaps(heat, crops, img.nx(), img.ny(), corner_stride_, options_.missing_confidence, lm);
+  }
+  return lm;
 }
 
 }  // namespace spine

@@ -1,4 +1,6 @@
 // spine-cobb on phantom radiographs and on bad input: outputs, CSV, flags, exit statuses.
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <set>
 
@@ -52,6 +54,34 @@ TEST(CobbCommand, PhantomRadiographOutputs) {
   EXPECT_EQ(csv.rfind("study,pt_deg,mt_deg,tl_deg,major_deg,", 0), 0u);
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
+  EXPECT_EQ(prov["models"].size(), 2u);  // both landmark stages
+  EXPECT_EQ(j["corner_model"]["name"], "xray-ap-corners");
+  for (const auto& c : j["confidence"]) {
+    EXPECT_GE(c.get<double>(), 0.0);
+    EXPECT_LE(c.get<double>(), 1.0);
+  }
+}
+
+// Without the second stage the landmarks are the first stage's, and they differ from the
+// two-stage ones (the second stage moves corners).
+TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  const auto a = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q -o " + q(dir / "two"));
+  const auto b = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --no-corner-refinement -o " +
+                             q(dir / "one"));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const auto two = nlohmann::json::parse(test::read_file(dir / "two" / "image" / "cobb.json"));
+  const auto one = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "cobb.json"));
+  EXPECT_TRUE(one["corner_model"].is_null());
+  EXPECT_TRUE(one["corners_unrefined"].empty());
+  double moved = 0;
+  for (int k = 0; k < 68; ++k)
+    moved = std::max(moved, std::hypot(two["landmarks_px"][k][0].get<double>() - one["landmarks_px"][k][0].get<double>(),
+                                       two["landmarks_px"][k][1].get<double>() - one["landmarks_px"][k][1].get<double>()));
+  EXPECT_GT(moved, 0.5);
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "provenance.json"));
   EXPECT_EQ(prov["models"].size(), 1u);
 }
 
@@ -100,6 +130,7 @@ TEST(CobbContract, VersionListsModels) {
   const auto r = run_command(bin("spine-cobb") + " --version");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("xray-ap-landmarks 1."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("xray-ap-corners 1."), std::string::npos) << r.output;
 }
 
 TEST(CobbContract, WrongOrMissingModelIsInputError) {
@@ -113,6 +144,11 @@ TEST(CobbContract, WrongOrMissingModelIsInputError) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("model file not found"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "out" / "image"));
+  r = run_command(bin("spine-cobb") + " " + q(image) + " --corner-model " + q(test::test_models() / "pointwise2d.pt") +
+                  " -o " + q(dir / "out3"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("model is for task 'test-pointwise'"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "out3" / "image"));
 }
 
 TEST(CobbContract, BadGradingThresholdsAreUsageError) {

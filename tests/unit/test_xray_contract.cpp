@@ -46,6 +46,50 @@ TEST(XrayContract, DecodingMatchesPython) {
   for (int v = 0; v < 17; ++v) EXPECT_NEAR(lm.confidence[v], peaks[v], 1e-6);
 }
 
+std::vector<Point2> as_points(const std::vector<double>& xy) {
+  std::vector<Point2> p;
+  for (std::size_t i = 0; i + 1 < xy.size(); i += 2) p.push_back({xy[i], xy[i + 1]});
+  return p;
+}
+
+TEST(XrayContract, CornerCropsMatchPython) {
+  const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
+  const auto points = as_points(read_raw<double>(test::test_models() / "xray_corner_points.f64"));
+  ASSERT_EQ(points.size(), 68u);
+  const XrayCornerCrops crops = xray_corner_crops(img.image, points);
+  const auto expected = read_raw<float>(test::test_models() / "xray_corner_crops.f32");
+  ASSERT_EQ(crops.crops.data.size(), expected.size());
+  double max_diff = 0;
+  for (std::size_t i = 0; i < expected.size(); ++i)
+    max_diff = std::max(max_diff, double(std::abs(crops.crops.data[i] - expected[i])));
+  EXPECT_LT(max_diff, 1e-3);
+}
+
+TEST(XrayContract, CornerDecodingMatchesPython) {
+  const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
+  const auto points = as_points(read_raw<double>(test::test_models() / "xray_corner_points.f64"));
+  const XrayCornerCrops crops = xray_corner_crops(img.image, points);
+  Tensor heat({17, 4, 40, 64});
+  heat.data = read_raw<float>(test::test_models() / "xray_corner_heat.f32");
+  ASSERT_EQ(heat.data.size(), static_cast<std::size_t>(heat.numel()));
+  XrayLandmarks lm;
+  lm.points = points;
+  lm.confidence.assign(17, 0.7);
+  apply_corner_heatmaps(heat, crops, img.image.nx(), img.image.ny(), 2, 0.1, lm);
+  const auto refined = as_points(read_raw<double>(test::test_models() / "xray_corner_refined.f64"));
+  ASSERT_EQ(refined.size(), 68u);
+  for (int k = 0; k < 68; ++k) {
+    EXPECT_NEAR(lm.points[k].x, refined[k].x, 1e-3) << k;
+    EXPECT_NEAR(lm.points[k].y, refined[k].y, 1e-3) << k;
+  }
+  // The corner without a clear peak kept its first-stage position and is listed.
+  EXPECT_EQ(lm.corners_unrefined, std::vector<std::string>{"T4 BL"});
+  EXPECT_DOUBLE_EQ(lm.points[14].x, points[14].x);
+  ASSERT_EQ(lm.landmark_confidence.size(), 68u);
+  EXPECT_NEAR(lm.landmark_confidence[0], 0.7, 1e-9);  // min(vertebra 0.7, corner peak 0.8)
+  EXPECT_LT(lm.landmark_confidence[14], 0.1);
+}
+
 TEST(XrayContract, SequenceConstraintFixesACollapsedVertebra) {
   // Heatmap 8 peaks on vertebra 7's position but has a weaker peak where it belongs.
   Tensor out({1, 25, 128, 64}, 0.f);

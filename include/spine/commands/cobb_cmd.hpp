@@ -18,6 +18,8 @@ namespace spine {
 struct CobbConfig {
   CommonOptions common;
   std::string model;                // empty: the default model (see default_model_path)
+  std::string corner_model;         // second stage; empty: the default (models/xray-corners.pt)
+  bool refine_corners = true;       // run the second stage
   CobbGrading grading;
   XrayLandmarkOptions landmarks;
   bool overlay = true;
