@@ -10,6 +10,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "phantom/anatomy_stats.hpp"
 #include "spine/error.hpp"
 #include "spine/labels.hpp"
 #include "spine/log.hpp"
@@ -208,6 +209,59 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
     }
   }
   return out;
+}
+
+namespace {
+
+std::string whole_percent(double ratio) { return std::to_string(static_cast<int>(std::lround(100 * ratio))) + " %"; }
+
+}  // namespace
+
+std::vector<std::string> vertebra_spacing_flags(const std::vector<IdentifiedVertebra>& vertebrae) {
+  struct Gap {
+    std::string names;
+    double distance_mm, ratio;
+  };
+  std::vector<Gap> gaps;
+  using anatomy::kRealCtLevels;
+  constexpr int kLevels = anatomy::kRealCtLevelCount;
+  for (std::size_t i = 0; i + 1 < vertebrae.size(); ++i) {
+    const auto& a = vertebrae[i];
+    const auto& b = vertebrae[i + 1];
+    if (a.touches_border || b.touches_border || b.label != a.label + 1) continue;
+    if (a.label < 1 || a.label > kLevels) continue;
+    const double expected = kRealCtLevels[a.label - 1].spacing;
+    if (expected <= 0) continue;  // no prior (L5 to the sacrum)
+    const double d = std::hypot(b.centroid_lps_mm[0] - a.centroid_lps_mm[0], b.centroid_lps_mm[1] - a.centroid_lps_mm[1],
+                                b.centroid_lps_mm[2] - a.centroid_lps_mm[2]);
+    gaps.push_back({a.name + "/" + b.name, d, d / expected});
+  }
+  std::vector<std::string> flags;
+  if (gaps.size() < 2) return flags;
+  std::vector<double> ratios;
+  for (const auto& g : gaps) ratios.push_back(g.ratio);
+  std::sort(ratios.begin(), ratios.end());
+  const std::size_t m = ratios.size();
+  const double scale = m % 2 ? ratios[m / 2] : (ratios[m / 2 - 1] + ratios[m / 2]) / 2;
+  if (scale < 0.7 || scale > 1.4) {
+    flags.push_back("vertebra spacing does not fit the names: centres " + whole_percent(scale) +
+                    " of the typical distance for these levels (real CT: 80-122 %); the names or the vertebra "
+                    "instances are likely wrong");
+    return flags;
+  }
+  for (const auto& g : gaps) {
+    const double rel = g.ratio / scale;
+    if (rel < 0.6 || rel > 1.6) {
+      std::ostringstream f;
+      f.setf(std::ios::fixed);
+      f.precision(0);
+      f << "irregular vertebra spacing at " << g.names << ": centres " << g.distance_mm << " mm apart, "
+        << whole_percent(rel) << " of the spacing elsewhere in this spine"
+        << (rel < 1 ? " (a vertebra split in two?)" : " (a vertebra missed between them?)");
+      flags.push_back(f.str());
+    }
+  }
+  return flags;
 }
 
 nlohmann::json slicer_markups(const std::vector<IdentifiedVertebra>& vertebrae) {
@@ -769,6 +823,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     std::sort(result.discs.begin(), result.discs.end(),
               [](const IdentifiedDisc& a, const IdentifiedDisc& b) { return a.label < b.label; });
     if (instances.empty()) result.flags.push_back("no spine found in the volume (no vertebra segmented)");
+    for (const auto& f : vertebra_spacing_flags(result.vertebrae)) result.flags.push_back(f);
     for (const auto& v : result.vertebrae)
       if (v.touches_border) result.flags.push_back(v.name + " is cut by the field of view");
     result.timing["postprocess_s"] = seconds_since(t2);

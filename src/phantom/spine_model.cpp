@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "phantom/anatomy_stats.hpp"
 #include "spine/error.hpp"
 #include "spine/labels.hpp"
 
@@ -13,15 +14,8 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-struct LevelStats {
-  const char* name;
-  double spacing, pedicle_separation, pedicle_offset, sagittal_bend_deg;
-  int samples;
-};
-
-const LevelStats kLevels[] = {
-#include "phantom/anatomy_stats.inc"
-};
+using anatomy::LevelStats;
+constexpr const LevelStats* kLevels = anatomy::kRealCtLevels;
 
 double ramp(double s, const std::vector<TiltKnot>& knots) {
   if (knots.empty()) return 0;

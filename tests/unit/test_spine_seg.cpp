@@ -107,6 +107,53 @@ TEST(SequenceNaming, EmptyAndTooMany) {
   EXPECT_THROW(name_vertebra_sequence(std::vector<std::vector<double>>(30, peaked(0)), kMrClasses), Error);
 }
 
+// T12..L5 centres straight down the z axis, each gap `factor` times the real-CT median
+// spacing of its level (T12 32.35, L1 34.55, L2 35.74, L3 36.45, L4 36.28 mm).
+std::vector<IdentifiedVertebra> lumbar_column(double factor, int split_at = -1) {
+  const double spacing[] = {32.35, 34.55, 35.74, 36.45, 36.28};
+  std::vector<IdentifiedVertebra> v;
+  double z = 0;
+  for (int i = 0; i < 6; ++i) {
+    IdentifiedVertebra x;
+    x.label = label::kT12 + i;
+    x.name = label_name(x.label);
+    x.centroid_lps_mm = {0, 0, z};
+    v.push_back(x);
+    if (i < 5) z -= spacing[i] * factor * (i == split_at ? 0.4 : 1.0);
+  }
+  return v;
+}
+
+TEST(SpacingCheck, RealSpacingPasses) {
+  EXPECT_TRUE(vertebra_spacing_flags(lumbar_column(1.0)).empty());
+  EXPECT_TRUE(vertebra_spacing_flags(lumbar_column(0.85)).empty());  // a small adult
+  EXPECT_TRUE(vertebra_spacing_flags(lumbar_column(1.2)).empty());
+}
+
+TEST(SpacingCheck, NamesThatDoNotFitThePositionsAreFlagged) {
+  // Vertebra-sized pieces 55 % of the real distance apart: too many names for the span.
+  const auto f = vertebra_spacing_flags(lumbar_column(0.55));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_NE(f[0].find("does not fit the names"), std::string::npos) << f[0];
+  EXPECT_NE(f[0].find("55 %"), std::string::npos) << f[0];
+  EXPECT_FALSE(vertebra_spacing_flags(lumbar_column(1.6)).empty());
+}
+
+TEST(SpacingCheck, OneShortGapIsFlaggedAsASplit) {
+  const auto f = vertebra_spacing_flags(lumbar_column(1.0, 2));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_NE(f[0].find("L2/L3"), std::string::npos) << f[0];  // gap 2: T12, L1, L2 / L3
+  EXPECT_NE(f[0].find("split"), std::string::npos) << f[0];
+}
+
+TEST(SpacingCheck, CutVertebraeAndShortSpinesAreLeftOut) {
+  auto v = lumbar_column(1.0, 0);  // the T12/L1 gap is short ...
+  v[0].touches_border = true;      // ... but T12 is cut by the field of view
+  EXPECT_TRUE(vertebra_spacing_flags(v).empty());
+  const auto two = std::vector<IdentifiedVertebra>(v.begin() + 1, v.begin() + 3);
+  EXPECT_TRUE(vertebra_spacing_flags(two).empty());  // one gap: nothing to compare
+}
+
 TEST(SlicerMarkups, NamedPointsInLps) {
   IdentifiedVertebra v;
   v.label = 22;
