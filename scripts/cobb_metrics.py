@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Scores spine-cobb outputs against the AASCE reference: SMAPE (AASCE definition), major
-angle MAE, mean landmark error in pixels, grade confusion matrix, and flag counts.
+angle MAE with 95 % bootstrap intervals over images, MAE per angle, mean landmark error in
+pixels, grade confusion matrix, and flag counts.
 Usage: /usr/bin/python3 scripts/cobb_metrics.py LISTFILE RESULTSDIR"""
 import json
 import os
@@ -23,7 +24,7 @@ def main():
     listfile, results = sys.argv[1], sys.argv[2]
     landmarks, angles = data.read_table()
     names = [os.path.basename(l.strip()) for l in open(listfile) if l.strip()]
-    sm, mae, lerr, flagged, missing, bias, has_flags = [], [], [], 0, [], [], []
+    sm, mae, lerr, flagged, missing, bias, has_flags, abs_err = [], [], [], 0, [], [], [], []
     confusion = np.zeros((4, 4), dtype=int)
     for n in names:
         study = n[:-4]
@@ -35,6 +36,7 @@ def main():
         pred = np.array([j["angles_deg"][k] for k in ("pt", "mt", "tl")])
         ref = angles[n]
         sm.append(smape(pred, ref))
+        abs_err.append(np.abs(pred - ref))
         mae.append(abs(j["major"]["angle_deg"] - ref[0]))
         bias.append(j["major"]["angle_deg"] - ref[0])
         has_flags.append(bool(j["flags"]))
@@ -46,6 +48,12 @@ def main():
     print(f"major angle MAE: {np.mean(mae):.2f} deg (median {np.median(mae):.2f})")
     print(f"mean landmark error: {np.mean(lerr):.1f} px (median {np.median(lerr):.1f})")
     print(f"major angle mean signed error: {np.mean(bias):+.2f} deg")
+    print("MAE of the pt / mt / tl angles: " + " / ".join(f"{v:.2f}" for v in np.mean(abs_err, axis=0)) + " deg")
+    rng = np.random.default_rng(0)  # fixed, so the interval is reproducible
+    idx = rng.integers(0, len(sm), (5000, len(sm)))
+    lo_s, hi_s = np.percentile(np.array(sm)[idx].mean(axis=1), [2.5, 97.5])
+    lo_m, hi_m = np.percentile(np.array(mae)[idx].mean(axis=1), [2.5, 97.5])
+    print(f"95 % bootstrap interval over images: SMAPE {lo_s:.2f}-{hi_s:.2f} %, major MAE {lo_m:.2f}-{hi_m:.2f} deg")
     ok = ~np.array(has_flags, dtype=bool)
     print(f"studies with flags: {flagged}; without flags ({ok.sum()}): SMAPE {np.mean(np.array(sm)[ok]):.2f} %, "
           f"major MAE {np.mean(np.array(mae)[ok]):.2f} deg")
