@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from lib.layers import block
 
+from .model import heatmap_peaks
+
 CROP_H, CROP_W = 80, 128
 VERT_W = 80.0
 FINE_STRIDE = 2
@@ -106,18 +108,7 @@ def sample_crops(images, coords):
 def decode_fine(out):
     """out [B,4,FINE_H,FINE_W] -> (corners [B,4,2] in crop pixels, peaks [B,4]): argmax
     refined by the weighted centroid of the positive heatmap within +-2 output pixels."""
-    b, k, h, w = out.shape
-    flat = out.reshape(b, k, -1)
-    peak, idx = flat.max(dim=2)
-    cy = (idx // w).float()
-    cx = (idx % w).float()
-    ys = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
-    xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
-    win = ((ys - cy[..., None, None]).abs() <= 2) & ((xs - cx[..., None, None]).abs() <= 2)
-    wgt = out.clamp_min(0) * win
-    s = wgt.sum(dim=(2, 3)).clamp_min(1e-6)
-    rx = (wgt * xs).sum(dim=(2, 3)) / s
-    ry = (wgt * ys).sum(dim=(2, 3)) / s
+    rx, ry, peak = heatmap_peaks(out)
     pts = torch.stack([(rx + 0.5) * FINE_STRIDE - 0.5, (ry + 0.5) * FINE_STRIDE - 0.5], dim=-1)
     return pts, peak
 

@@ -41,23 +41,27 @@ class LandmarkNet(nn.Module):
         return self.head(x)
 
 
-def decode(out: torch.Tensor):
-    """out [B, 25, h, w] -> (centres [B,17,2] in output pixels, corners [B,17,4,2] in
-    output pixels, peak [B,17]) using argmax refined by a local weighted centroid."""
-    b, _, h, w = out.shape
-    heat = out[:, :N_VERT]
-    flat = heat.reshape(b, N_VERT, -1)
-    peak, idx = flat.max(dim=2)
+def heatmap_peaks(heat: torch.Tensor):
+    """heat [B, K, h, w] -> (x [B,K], y [B,K] in heatmap pixels, peak [B,K]): each map's
+    maximum refined by the weighted centroid of the positive heatmap within +-2 pixels
+    (the C++ refine_peak)."""
+    b, k, h, w = heat.shape
+    peak, idx = heat.reshape(b, k, -1).max(dim=2)
     cy = (idx // w).float()
     cx = (idx % w).float()
-    # refine with a 5x5 weighted centroid of the positive heatmap
     ys = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
     xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
     win = ((ys - cy[..., None, None]).abs() <= 2) & ((xs - cx[..., None, None]).abs() <= 2)
     wgt = heat.clamp_min(0) * win
     s = wgt.sum(dim=(2, 3)).clamp_min(1e-6)
-    rx = (wgt * xs).sum(dim=(2, 3)) / s
-    ry = (wgt * ys).sum(dim=(2, 3)) / s
+    return (wgt * xs).sum(dim=(2, 3)) / s, (wgt * ys).sum(dim=(2, 3)) / s, peak
+
+
+def decode(out: torch.Tensor):
+    """out [B, 25, h, w] -> (centres [B,17,2] in output pixels, corners [B,17,4,2] in
+    output pixels, peak [B,17]) using argmax refined by a local weighted centroid."""
+    b, _, h, w = out.shape
+    rx, ry, peak = heatmap_peaks(out[:, :N_VERT])
     centres = torch.stack([rx, ry], dim=-1)
     # bilinear sample of the offsets at the centres
     grid = torch.stack([(rx + 0.5) / w * 2 - 1, (ry + 0.5) / h * 2 - 1], dim=-1).view(b, N_VERT, 1, 2)

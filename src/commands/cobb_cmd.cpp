@@ -54,6 +54,7 @@ void CobbConfig::register_cli(CLI::App& app) {
 std::vector<std::string> CobbConfig::validate() const {
   if (!(grading.mild_deg < grading.moderate_deg && grading.moderate_deg < grading.severe_deg))
     throw usage_error("grading thresholds must satisfy --mild < --moderate < --severe");
+  if (!refine_corners && !corner_model.empty()) return {"--corner-model is not used with --no-corner-refinement"};
   return {};
 }
 

@@ -373,6 +373,9 @@ XrayLandmarkDetector::XrayLandmarkDetector(const Model& model, XrayLandmarkOptio
     const auto& p = corner_model_->card().patch_size;
     if (p.size() != 2 || p[0] != kCropW || p[1] != kCropH)
       throw model_error(corner_model_->card().name + ": corner model must take 128 x 80 crops");
+    const auto& norm = corner_model_->card().normalisation;
+    if (!norm.is_object() || norm.value("vertebra_width_px", 0.0) != kCropVertebraWidth)
+      throw model_error(corner_model_->card().name + ": corner model must show vertebrae 80 crop pixels wide");
     corner_stride_ = corner_model_->card().raw.value("output", nlohmann::json::object()).value("stride", 2);
   }
   const auto& out = model.card().raw.value("output", nlohmann::json::object());
