@@ -109,7 +109,11 @@ void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAng
     draw_line(canvas, tr, br, col, 1);
     draw_line(canvas, br, bl, col, 1);
     draw_line(canvas, bl, tl, col, 1);
-    for (const Point2& p : {tl, tr, bl, br}) draw_circle(canvas, p, 1.5 * unit, col);
+    // Corner dots in their own landmark's confidence (the outline in the vertebra's).
+    const Point2 corners[4] = {tl, tr, bl, br};
+    const bool per_landmark = lm.landmark_confidence.size() == static_cast<std::size_t>(kCobbLandmarks);
+    for (int k = 0; k < 4; ++k)
+      draw_circle(canvas, corners[k], 1.5 * unit, per_landmark ? confidence_colour(lm.landmark_confidence[4 * v + k]) : col);
     draw_text(canvas, cobb_vertebra_name(v), {std::max(tr.x, br.x) + 4 * unit, (tr.y + br.y) / 2 - 5 * unit},
               9 * unit, {220, 220, 220});
   }

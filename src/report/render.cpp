@@ -54,11 +54,19 @@ void draw_circle(RgbImage& canvas, Point2 centre, double radius, Rgb colour, boo
 int draw_text(RgbImage& canvas, const std::string& text, Point2 at, double height_px, Rgb colour) {
   cv::Mat m = wrap(canvas);
   const int font = cv::FONT_HERSHEY_SIMPLEX;
-  const double scale = height_px / 22.0;
-  const int thickness = std::max(1, static_cast<int>(std::lround(scale * 1.5)));
+  double scale = height_px / 22.0;
+  int thickness = std::max(1, static_cast<int>(std::lround(scale * 1.5)));
   int baseline = 0;
-  const cv::Size size = cv::getTextSize(text, font, scale, thickness, &baseline);
-  const cv::Point origin = point_of(at);
+  cv::Size size = cv::getTextSize(text, font, scale, thickness, &baseline);
+  // Keep the whole line on the canvas: move it in from the left edge, and shrink it when
+  // it would run past the right edge (long lines on narrow radiographs).
+  cv::Point origin = point_of(at);
+  origin.x = std::clamp(origin.x, 2, std::max(2, m.cols - size.width - 2));
+  if (origin.x + size.width > m.cols - 2 && size.width > 0) {
+    scale *= std::max(0.3, static_cast<double>(m.cols - 2 - origin.x) / size.width);
+    thickness = std::max(1, static_cast<int>(std::lround(scale * 1.5)));
+    size = cv::getTextSize(text, font, scale, thickness, &baseline);
+  }
   const int pad = std::max(2, size.height / 4);
   cv::Rect box(origin.x - pad, origin.y - pad, size.width + 2 * pad, size.height + baseline + 2 * pad);
   box &= cv::Rect(0, 0, m.cols, m.rows);

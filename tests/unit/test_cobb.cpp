@@ -7,6 +7,7 @@
 #include "spine/cobb.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
+#include "spine/render.hpp"
 #include "test_util.hpp"
 
 namespace spine {
@@ -26,6 +27,21 @@ std::vector<Point2> synthetic_spine(const std::vector<double>& tilt, double (*la
       pts.push_back({cx + su * 20 * ux + sv * 15 * vx, cy + su * 20 * uy + sv * 15 * vy});
   }
   return pts;
+}
+
+// Overlay text stays on the canvas: a line too long for a narrow picture is moved in and
+// shrunk, not cut at the right edge (the Cobb summary on narrow radiographs).
+TEST(OverlayText, LongLineStaysOnTheCanvas) {
+  RgbImage canvas{120, 40, std::vector<std::uint8_t>(120 * 40 * 3, 0)};
+  draw_text(canvas, "Cobb 62.8 deg T10-L3 (severe)", {60, 5}, 14, {255, 255, 255});
+  auto lit_in_columns = [&](std::size_t x0, std::size_t x1) {
+    int n = 0;
+    for (std::size_t y = 0; y < canvas.height; ++y)
+      for (std::size_t x = x0; x < x1; ++x) n += canvas.rgb[(y * canvas.width + x) * 3] > 128;
+    return n;
+  };
+  EXPECT_GT(lit_in_columns(0, 40), 0);              // moved in from x = 60
+  EXPECT_EQ(lit_in_columns(118, 120), 0);           // nothing runs into the last columns
 }
 
 TEST(Cobb, SingleCurveOfKnownAngle) {
