@@ -2,6 +2,12 @@
 // bad files give input errors naming the file, the real DICOM series reads correctly.
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+
+#include <itkGDCMImageIO.h>
+#include <itkImage.h>
+#include <itkImageFileWriter.h>
+#include <itkMetaDataObject.h>
 
 #include "spine/error.hpp"
 #include "spine/io.hpp"
@@ -122,6 +128,53 @@ TEST(ImageIO, StudyNames) {
   EXPECT_EQ(study_name_of("/a/b/scan.nii.gz"), "scan");
   EXPECT_EQ(study_name_of("/a/b/x.ray.png"), "x.ray");
   EXPECT_EQ(study_name_of("/a/b/vol.nrrd"), "vol");
+}
+
+// A radiograph stored as MONOCHROME1 (lowest value shown white, common for CR/DX) must
+// reach the models with dense = bright like every other input. ITK's GDCM reader inverts
+// it (over the stored bit range); this holds it to that, so an ITK that stopped doing so
+// would be caught here rather than by wrong Cobb angles.
+TEST(ImageIO, DicomMonochrome1ReadsDenseAsBright) {
+  TempDir dir;
+  using Img = itk::Image<std::uint16_t, 2>;
+  for (const std::string photometric : {"MONOCHROME1", "MONOCHROME2"}) {
+    auto img = Img::New();
+    Img::RegionType region;
+    region.SetSize({{8, 6}});
+    img->SetRegions(region);
+    img->Allocate();
+    for (unsigned y = 0; y < 6; ++y)
+      for (unsigned x = 0; x < 8; ++x) img->SetPixel({{x, y}}, static_cast<std::uint16_t>(100 + 10 * x + y));
+    auto& dict = img->GetMetaDataDictionary();
+    itk::EncapsulateMetaData<std::string>(dict, "0008|0060", "CR");
+    auto io = itk::GDCMImageIO::New();
+    io->KeepOriginalUIDOn();
+    auto writer = itk::ImageFileWriter<Img>::New();
+    writer->SetImageIO(io);
+    const auto file = dir / (photometric + ".dcm");
+    writer->SetFileName(file.string());
+    writer->SetInput(img);
+    writer->Update();
+    if (photometric == "MONOCHROME1") {
+      // GDCM always writes MONOCHROME2; set the value in the file (same length).
+      std::string bytes = test::read_file(file);
+      const auto at = bytes.find("MONOCHROME2");
+      ASSERT_NE(at, std::string::npos);
+      bytes[at + 10] = '1';
+      std::ofstream(file, std::ios::binary) << bytes;
+    }
+
+    const LoadedImage r = read_image(file);
+    EXPECT_EQ(r.info.modality, "CR");
+    // Stored 100 at (0, 0) and 175 at (7, 5): as MONOCHROME1 the first is shown brighter.
+    if (photometric == "MONOCHROME1") {
+      EXPECT_FLOAT_EQ(r.image.at(0, 0, 0), 65535.f - 100.f);
+      EXPECT_FLOAT_EQ(r.image.at(7, 5, 0), 65535.f - 175.f);
+    } else {
+      EXPECT_FLOAT_EQ(r.image.at(0, 0, 0), 100.f);
+      EXPECT_FLOAT_EQ(r.image.at(7, 5, 0), 175.f);
+    }
+  }
 }
 
 TEST(ImageIO, RealDicomSeriesHasItsGeometry) {
