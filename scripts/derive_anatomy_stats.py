@@ -3,6 +3,9 @@
 (real CT keypoints: body centre and left/right pedicle per vertebra, LPS mm) and prints
 them as the C++ table in src/phantom/anatomy_stats.inc. Only these medians are shipped,
 never the data. Run: /usr/bin/python3 scripts/derive_anatomy_stats.py > src/phantom/anatomy_stats.inc
+With --spread it also prints (to stderr) how far real spines stray from those medians: the
+per-scan median of spacing / level median, and each gap / its scan's median; spine-seg's
+spacing check (vertebra_spacing_flags) sets its thresholds beyond these ranges.
 """
 import glob, json, os, sys
 import numpy as np
@@ -14,6 +17,7 @@ pedicle = {l: [] for l in levels}     # distance between left and right pedicle 
 posterior = {l: [] for l in levels}   # body centre to pedicle midpoint distance
 bend = {l: [] for l in levels}        # signed sagittal angle between the segments above and below (deg)
 files = sorted(glob.glob(os.path.join(root, "*", "*.json")))
+scan_gaps = []                        # per scan: {level: distance to the next body centre}
 for f in files:
     d = json.load(open(f))
     bodies = [e for e in d if e["type"]["keypoint_type"] == "body"]
@@ -30,9 +34,11 @@ for f in files:
             l = np.array(lefts[i]["coordinates"]["world_space"]); r = np.array(rights[i]["coordinates"]["world_space"])
             pedicle[lv].append(np.linalg.norm(l - r))
             posterior[lv].append(np.linalg.norm((l + r) / 2 - c))
+    scan_gaps.append({})
     for a, b, c in zip(levels, levels[1:], levels[2:]):
         if a in pos and b in pos:
             spacing[a].append(np.linalg.norm(pos[b] - pos[a]))
+            scan_gaps[-1][a] = spacing[a][-1]
         if a in pos and b in pos and c in pos:
             u = pos[a] - pos[b]; v = pos[b] - pos[c]
             # sagittal plane: y (posterior) and z (superior); positive = kyphotic (convex posterior)
@@ -51,3 +57,19 @@ print("// sagittal bend at this level (positive = kyphotic), samples for spacing
 for lv in levels[:-1]:
     s, n = med(spacing[lv], 0.0); p, _ = med(pedicle[lv], 0.0); o, _ = med(posterior[lv], 0.0); k, _ = med(bend[lv], 0.0)
     print(f'{{"{lv}", {s:.2f}, {p:.2f}, {o:.2f}, {k:.2f}, {n}}},')
+
+if "--spread" in sys.argv:
+    medians = {lv: med(spacing[lv], 0.0)[0] for lv in levels}
+    scales, rel = [], []
+    for gaps in scan_gaps:
+        r = [d / medians[lv] for lv, d in gaps.items() if medians[lv] > 0]
+        if len(r) < 3:
+            continue
+        scales.append(np.median(r))
+        rel += [x / scales[-1] for x in r]
+    pct = [0.1, 1, 50, 99, 99.9]
+    print(f"scans with >= 3 gaps: {len(scales)}; per-scan median ratio, percentiles {pct}: "
+          f"{np.round(np.percentile(scales, pct), 3).tolist()} (min {min(scales):.3f}, max {max(scales):.3f})",
+          file=sys.stderr)
+    print(f"gap / its scan's median ({len(rel)} gaps), percentiles {pct}: {np.round(np.percentile(rel, pct), 3).tolist()}",
+          file=sys.stderr)
