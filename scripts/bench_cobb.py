@@ -11,7 +11,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +18,7 @@ from cobb import data, fine, preprocess  # noqa: E402
 from cobb.angles import aasce_angles  # noqa: E402
 from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
 
-SWAP = [1, 0, 3, 2]
+SWAP = fine.MIRROR  # corner order after a horizontal mirror
 
 
 def flip_average(model, x):
@@ -27,19 +26,6 @@ def flip_average(model, x):
     offs = of[:, N_VERT:].view(1, 4, 2, *of.shape[-2:])[:, SWAP].clone()
     offs[:, :, 0] = -offs[:, :, 0]
     return torch.cat([(o[:, :N_VERT] + of[:, :N_VERT]) / 2, (o[:, N_VERT:] + offs.view(1, 8, *of.shape[-2:])) / 2], 1)
-
-
-def refine_corners(corner_model, working, corners_out):
-    """Second stage: corners [17,4,2] in first-stage output pixels -> refined corners in
-    working-image (1024 x 512) pixels."""
-    c = (corners_out + 0.5) * preprocess.STRIDE * 2 - 0.5  # output -> input -> working px
-    centre, scale = c.mean(dim=1), fine.crop_scale(c)
-    crops = fine.sample_crops(working.expand(N_VERT, 1, -1, -1), fine.crop_coords(centre, scale))
-    heat = corner_model(crops)
-    heat = (heat + corner_model(crops.flip(-1)).flip(-1)[:, SWAP]) / 2
-    pts, _ = fine.decode_fine(heat)
-    off = torch.tensor([(fine.CROP_W - 1) / 2, (fine.CROP_H - 1) / 2])
-    return centre[:, None, :] + scale.view(-1, 1, 1) * (pts - off)
 
 
 def main():
@@ -61,10 +47,10 @@ def main():
             working = preprocess.resize_to_cache(grey)[None]
             x = preprocess.cache_to_input(working)[:, None]
             _, corners, peak = decode(flip_average(model, x))
-            refined = refine_corners(corner_model, working[None], corners[0])
-        pts = refined.reshape(68, 2).double().numpy()
-        pts[:, 0] = (pts[:, 0] + 0.5) * w / preprocess.CACHE_W - 0.5
-        pts[:, 1] = (pts[:, 1] + 0.5) * h / preprocess.CACHE_H - 0.5
+            first = (corners[0] + 0.5) * preprocess.STRIDE * 2 - 0.5  # output -> input -> working px
+            refined, _ = fine.refine_corners(corner_model, working[None].expand(N_VERT, 1, -1, -1), first,
+                                             flip_average=True)
+        pts = preprocess.from_cache_coords(refined.reshape(68, 2).numpy(), w, h)
         a = aasce_angles(pts, h)
         name = os.path.splitext(os.path.basename(p))[0]
         with open(os.path.join(out, name + ".json"), "w") as f:

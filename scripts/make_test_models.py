@@ -89,11 +89,8 @@ def write_xray_contract_fixture(out):
     pts = pts.reshape(68, 2)
     pts.astype("<f8").tofile(os.path.join(out, "xray_corner_points.f64"))
     working = preprocess.resize_to_cache(img)[None, None]
-    wp = torch.tensor(pts, dtype=torch.float32)
-    wp = torch.stack([(wp[:, 0] + 0.5) * preprocess.CACHE_W / w - 0.5, (wp[:, 1] + 0.5) * preprocess.CACHE_H / h - 0.5], -1)
-    c = wp.view(17, 4, 2)
-    centre, scale = c.mean(dim=1), fine.crop_scale(c)
-    crops = fine.sample_crops(working.expand(17, 1, -1, -1), fine.crop_coords(centre, scale))
+    c = preprocess.to_cache_coords(torch.tensor(pts, dtype=torch.float32), w, h).view(17, 4, 2)
+    crops, centre, scale = fine.vertebra_crops(working.expand(17, 1, -1, -1), c)
     crops.numpy().astype("<f4").tofile(os.path.join(out, "xray_corner_crops.f32"))
     heat = torch.rand(17, 4, fine.FINE_H, fine.FINE_W, generator=g) * 0.2
     for v in range(17):
@@ -101,11 +98,8 @@ def write_xray_contract_fixture(out):
             heat[v, k, 10 + 5 * (k // 2) + v % 3, 12 + 30 * (k % 2) + v % 5] = 0.8
     heat[3, 2] *= 0.1  # no clear peak: this corner keeps its first-stage position
     heat.numpy().astype("<f4").tofile(os.path.join(out, "xray_corner_heat.f32"))
-    cp, _ = fine.decode_fine(heat)
-    wpts = centre[:, None, :] + scale.view(-1, 1, 1) * (cp - torch.tensor([(fine.CROP_W - 1) / 2, (fine.CROP_H - 1) / 2]))
-    refined = wpts.reshape(68, 2).double().numpy()
-    refined[:, 0] = (refined[:, 0] + 0.5) * w / preprocess.CACHE_W - 0.5
-    refined[:, 1] = (refined[:, 1] + 0.5) * h / preprocess.CACHE_H - 0.5
+    wpts, _ = fine.corners_from_heatmaps(heat, centre, scale)
+    refined = preprocess.from_cache_coords(wpts.reshape(68, 2).numpy(), w, h)
     refined[4 * 3 + 2] = pts[4 * 3 + 2]
     refined.astype("<f8").tofile(os.path.join(out, "xray_corner_refined.f64"))
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import data, preprocess  # noqa: E402
 from cobb.model import N_VERT, OFFSET_SCALE, LandmarkNet, decode  # noqa: E402
 from lib import checkpoint  # noqa: E402
-from lib.model_card import save_with_card  # noqa: E402
+from lib.model_card import export_scripted  # noqa: E402
 
 OUT_H, OUT_W = preprocess.INPUT_H // preprocess.STRIDE, preprocess.INPUT_W // preprocess.STRIDE
 SIGMA = 1.5  # heatmap sigma in output pixels
@@ -239,8 +239,6 @@ def load_phantoms(folder):
 
 
 def export(model, state, args, n_train, n_val, n_rejected):
-    model.eval()
-    scripted = torch.jit.script(model)
     card = {
         "name": "xray-ap-landmarks",
         "version": "1.0.0",
@@ -270,8 +268,7 @@ def export(model, state, args, n_train, n_val, n_rejected):
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
     }
     path = args.export or os.path.join(args.out, "xray-landmarks.pt")
-    save_with_card(scripted, card, path)
-    print(f"exported {path}", flush=True)
+    export_scripted(model, card, path)
 
 
 if __name__ == "__main__":

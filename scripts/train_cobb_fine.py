@@ -20,18 +20,14 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import data, fine, preprocess  # noqa: E402
 from cobb.angles import aasce_angles, smape  # noqa: E402
-from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
+from cobb.model import N_VERT, decode  # noqa: E402
 from lib import checkpoint  # noqa: E402
-from lib.model_card import save_with_card  # noqa: E402
+from lib.model_card import export_scripted  # noqa: E402
 from train_cobb import split  # noqa: E402
-
-MIRROR = [1, 0, 3, 2]  # corner order after a horizontal mirror
-
 
 def augment_intensity(crops_raw, rng):
     """Gamma, contrast and noise on raw working-image intensities (0..255)."""
@@ -47,16 +43,10 @@ def training_batch(images, corners, img_idx, vert_idx, rng):
     ref = corners[img_idx, vert_idx]  # [B,4,2] working pixels
     centre, scale, angle, flip = fine.random_crop_params(ref, rng)
     coords = fine.crop_coords(centre, scale, angle, flip)
-    src = images[img_idx].float()[:, None]
-    h, w = src.shape[-2:]
-    grid = torch.stack([(coords[..., 0] + 0.5) / w * 2 - 1, (coords[..., 1] + 0.5) / h * 2 - 1], dim=-1)
-    raw = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    raw = augment_intensity(raw, rng)
-    mean = raw.mean(dim=(1, 2, 3), keepdim=True)
-    std = raw.std(dim=(1, 2, 3), unbiased=False, keepdim=True).clamp_min(1e-6)
-    crops = (raw - mean) / std
+    raw = fine.sample_raw(images[img_idx].float()[:, None], coords)
+    crops = fine.zscore(augment_intensity(raw, rng))
     pts = fine.to_crop(ref, centre, scale, angle, flip)
-    pts = torch.where(flip.view(-1, 1, 1), pts[:, MIRROR], pts)
+    pts = torch.where(flip.view(-1, 1, 1), pts[:, fine.MIRROR], pts)
     return crops, pts
 
 
@@ -68,17 +58,8 @@ def refine(model, images, corners1):
     """Second stage on every vertebra: images uint8 [N,H,W] working images, corners1
     [N,17,4,2] first-stage corners (working pixels) -> refined corners, peaks."""
     n = images.shape[0]
-    c = corners1.reshape(n * N_VERT, 4, 2)
-    centre = c.mean(dim=1)
-    scale = fine.crop_scale(c)
-    coords = fine.crop_coords(centre, scale)
     src = images.float()[:, None].repeat_interleave(N_VERT, dim=0)
-    crops = fine.sample_crops(src, coords)
-    with torch.no_grad():
-        out = model(crops)
-    pts, peak = fine.decode_fine(out)
-    off = torch.tensor([(fine.CROP_W - 1) / 2, (fine.CROP_H - 1) / 2])
-    refined = centre[:, None, :] + scale.view(-1, 1, 1) * (pts - off)
+    refined, peak = fine.refine_corners(model, src, corners1.reshape(n * N_VERT, 4, 2))
     return refined.reshape(n, N_VERT, 4, 2), peak.reshape(n, N_VERT, 4)
 
 
@@ -99,9 +80,7 @@ def evaluate(model, stage1, images, sizes, names, landmarks, angles_ref):
                 w, h = sizes[i + k]
                 ref = landmarks[names[i + k]]
                 for key, cc in (("stage1", c_cache[k]), ("stage2", c2[k])):
-                    p = cc.reshape(68, 2).numpy().astype(np.float64)
-                    p[:, 0] = (p[:, 0] + 0.5) * w / preprocess.CACHE_W - 0.5
-                    p[:, 1] = (p[:, 1] + 0.5) * h / preprocess.CACHE_H - 0.5
+                    p = preprocess.from_cache_coords(cc.reshape(68, 2).numpy(), w, h)
                     a = aasce_angles(p, h)
                     r = angles_ref[names[i + k]]
                     res[key].append((np.linalg.norm(p - ref, axis=1).mean(), smape(a, r), abs(a[0] - r[0])))
@@ -181,8 +160,6 @@ def main():
 
 
 def export(model, state, args, n_train, n_val, n_rejected):
-    model.eval()
-    scripted = torch.jit.script(model)
     card = {
         "name": "xray-ap-corners",
         "version": "1.0.0",
@@ -209,8 +186,7 @@ def export(model, state, args, n_train, n_val, n_rejected):
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
     }
     path = args.export or os.path.join(args.out, "xray-corners.pt")
-    save_with_card(scripted, card, path)
-    print(f"exported {path}", flush=True)
+    export_scripted(model, card, path)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lib import checkpoint  # noqa: E402
-from lib.model_card import save_with_card  # noqa: E402
+from lib.model_card import export_scripted  # noqa: E402
 from seg import data  # noqa: E402
 from seg.model import SliceUNet  # noqa: E402
 
@@ -263,8 +263,6 @@ def main():
 
 def export(model, state, args, levels, train, val):
     from seg.names import vertebra_name
-    model.eval()
-    scripted = torch.jit.script(model)
     mr = args.task == "mr"
     card = {
         "name": f"{args.task}-spine-seg",
@@ -300,8 +298,7 @@ def export(model, state, args, levels, train, val):
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
     }
     path = args.export or os.path.join(args.out, f"{args.task}-spine-seg.pt")
-    save_with_card(scripted, card, path)
-    print(f"exported {path}", flush=True)
+    export_scripted(model, card, path)
 
 
 if __name__ == "__main__":

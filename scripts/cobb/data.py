@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .preprocess import CACHE_H, CACHE_W, resize_to_cache
+from .preprocess import CACHE_H, CACHE_W, resize_to_cache, to_cache_coords
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "xray-ap-aasce")
 
@@ -86,8 +86,5 @@ def to_cache_points(landmarks, names, sizes):
     out = np.zeros((len(names), 68, 2), dtype=np.float32)
     for i, n in enumerate(names):
         w, h = sizes[i]
-        p = landmarks[n].copy()
-        p[:, 0] = (p[:, 0] + 0.5) * CACHE_W / w - 0.5
-        p[:, 1] = (p[:, 1] + 0.5) * CACHE_H / h - 0.5
-        out[i] = p
+        out[i] = to_cache_coords(landmarks[n], w, h)
     return out

@@ -94,15 +94,55 @@ def to_crop(points, centre, scale, angle=None, flip=None):
     return d + torch.tensor([(CROP_W - 1) / 2, (CROP_H - 1) / 2])
 
 
-def sample_crops(images, coords):
+def sample_raw(images, coords):
     """images float [B,1,H,W] (working images, raw intensities), coords [B,ch,cw,2] ->
-    crops [B,1,ch,cw], bilinear with zero padding, z-scored per crop."""
+    [B,1,ch,cw], bilinear with zero padding."""
     h, w = images.shape[-2:]
     grid = torch.stack([(coords[..., 0] + 0.5) / w * 2 - 1, (coords[..., 1] + 0.5) / h * 2 - 1], dim=-1)
-    x = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def zscore(x):
+    """[B,1,ch,cw] z-scored per crop."""
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     std = x.std(dim=(1, 2, 3), unbiased=False, keepdim=True).clamp_min(1e-6)
     return (x - mean) / std
+
+
+def sample_crops(images, coords):
+    """The model's input: sample_raw, z-scored per crop."""
+    return zscore(sample_raw(images, coords))
+
+
+def vertebra_crops(images, corners):
+    """Inference crops. images float [B,1,H,W] (working images, one per vertebra; expand
+    or repeat to match), corners [B,4,2] first-stage corners in working pixels ->
+    (crops [B,1,CROP_H,CROP_W], centre [B,2], scale [B])."""
+    centre, scale = corners.mean(dim=1), crop_scale(corners)
+    return sample_crops(images, crop_coords(centre, scale)), centre, scale
+
+
+def corners_from_heatmaps(heat, centre, scale):
+    """Heatmaps [B,4,FINE_H,FINE_W] of crops made by vertebra_crops -> (corners [B,4,2] in
+    working pixels, peaks [B,4])."""
+    pts, peak = decode_fine(heat)
+    off = torch.tensor([(CROP_W - 1) / 2, (CROP_H - 1) / 2])
+    return centre[:, None, :] + scale.view(-1, 1, 1) * (pts - off), peak
+
+
+MIRROR = [1, 0, 3, 2]  # corner order after a horizontal mirror
+
+
+def refine_corners(model, images, corners, flip_average=False):
+    """The second stage on vertebrae: images [B,1,H,W], corners [B,4,2] (working pixels)
+    -> refined corners [B,4,2] and peaks [B,4]. flip_average: average the heatmaps with
+    those of the mirrored crops (as spine-cobb does by default)."""
+    crops, centre, scale = vertebra_crops(images, corners)
+    with torch.no_grad():
+        heat = model(crops)
+        if flip_average:
+            heat = (heat + model(crops.flip(-1)).flip(-1)[:, MIRROR]) / 2
+    return corners_from_heatmaps(heat, centre, scale)
 
 
 def decode_fine(out):

@@ -34,3 +34,19 @@ def from_input_coords(points: np.ndarray, width: int, height: int) -> np.ndarray
     out[..., 0] = (out[..., 0] + 0.5) * width / INPUT_W - 0.5
     out[..., 1] = (out[..., 1] + 0.5) * height / INPUT_H - 0.5
     return out
+
+
+def to_cache_coords(points, width: int, height: int):
+    """Image pixels -> working-image (1024 x 512) pixels, half-pixel centres (arrays or tensors)."""
+    out = points.clone() if hasattr(points, "clone") else np.array(points, dtype=np.float64)
+    out[..., 0] = (out[..., 0] + 0.5) * CACHE_W / width - 0.5
+    out[..., 1] = (out[..., 1] + 0.5) * CACHE_H / height - 0.5
+    return out
+
+
+def from_cache_coords(points, width: int, height: int) -> np.ndarray:
+    """Working-image pixels -> image pixels (float64 array)."""
+    out = np.array(points, dtype=np.float64)
+    out[..., 0] = (out[..., 0] + 0.5) * width / CACHE_W - 0.5
+    out[..., 1] = (out[..., 1] + 0.5) * height / CACHE_H - 0.5
+    return out

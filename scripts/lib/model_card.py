@@ -18,3 +18,23 @@ def read_card(path: str) -> dict:
     extra = {"model_card.json": ""}
     torch.jit.load(path, _extra_files=extra)
     return json.loads(extra["model_card.json"])
+
+
+def export_scripted(model: torch.nn.Module, card: dict, path: str) -> None:
+    """Scripts the model in eval mode and saves it with its card."""
+    model.eval()
+    save_with_card(torch.jit.script(model), card, path)
+    print(f"exported {path}", flush=True)
+
+
+def replace_validation(path: str, validation: dict) -> None:
+    """Rewrites the card's measured figures inside an exported model; the weights stay
+    exactly as they are (checked)."""
+    card = read_card(path)
+    model = torch.jit.load(path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    card["validation"] = validation
+    save_with_card(model, card, path)
+    after = torch.jit.load(path).state_dict()
+    if before.keys() != after.keys() or not all(torch.equal(before[k], after[k]) for k in before):
+        raise RuntimeError(f"{path}: weights changed while rewriting the card")
