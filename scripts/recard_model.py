@@ -1,16 +1,33 @@
 #!/usr/bin/python3
-"""Puts newly measured validation figures into the card inside an exported model, keeping
-its weights exactly (checked), e.g. after re-measuring a shipped model with changed code.
-Usage: /usr/bin/python3 scripts/recard_model.py MODEL.pt FIGURES.json"""
+"""Puts newly measured validation figures and/or known limitations into the card inside an
+exported model, keeping its weights exactly (checked), e.g. after re-measuring a shipped
+model with changed code.
+Usage: /usr/bin/python3 scripts/recard_model.py MODEL.pt [FIGURES.json] [--limitations LIMITATIONS.json]
+FIGURES.json: the card's "validation" object; LIMITATIONS.json: a list of sentences that
+the tools show with every result of the model."""
+import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib.model_card import replace_validation  # noqa: E402
+from lib.model_card import replace_card_fields  # noqa: E402
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    replace_validation(sys.argv[1], json.load(open(sys.argv[2])))
-    print(f"card of {sys.argv[1]} updated")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("figures", nargs="?")
+    ap.add_argument("--limitations")
+    args = ap.parse_args()
+    fields = {}
+    if args.figures:
+        fields["validation"] = json.load(open(args.figures))
+    if args.limitations:
+        limitations = json.load(open(args.limitations))
+        if not isinstance(limitations, list) or not all(isinstance(s, str) for s in limitations):
+            sys.exit(f"{args.limitations}: expected a JSON list of sentences")
+        fields["limitations"] = limitations
+    if not fields:
+        sys.exit("nothing to change: give FIGURES.json and/or --limitations")
+    replace_card_fields(args.model, fields)
+    print(f"card of {args.model} updated: {', '.join(fields)}")

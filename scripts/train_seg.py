@@ -43,6 +43,7 @@ def sample_batch(cases, weights, batch, rng, train=True, realism=False):
         zs = [min(max(z + d, 0), img.shape[0] - 1) for d in (-SLICE_STEP, 0, SLICE_STEP)]
         x = img[zs]
         s, l = struct[z], lev[z]
+        bone, disc = (c["bone"][zs], c["disc"][zs]) if "bone" in c else (None, None)
         # pad to the crop, then a random crop
         py, px = max(0, CROP_Y - x.shape[1]), max(0, CROP_X - x.shape[2])
         if py or px:
@@ -50,7 +51,9 @@ def sample_batch(cases, weights, batch, rng, train=True, realism=False):
             x = np.pad(x, pads, constant_values=float(c["pad"]))
             s = np.pad(s, pads[1:], constant_values=0)
             l = np.pad(l, pads[1:], constant_values=-1)
-        fg = np.argwhere(s > 0) if rng.uniform() < 0.7 else ()
+            if bone is not None:
+                bone, disc = np.pad(bone, pads), np.pad(disc, pads)
+        fg = np.argwhere((s == 1) | (s == 2)) if rng.uniform() < 0.7 else ()
         if len(fg):  # centre the crop near the spine, jittered
             cy, cx = fg[int(rng.integers(len(fg)))]
             y0 = int(np.clip(cy - CROP_Y // 2 + rng.integers(-40, 41), 0, x.shape[1] - CROP_Y))
@@ -58,7 +61,10 @@ def sample_batch(cases, weights, batch, rng, train=True, realism=False):
         else:
             y0 = int(rng.integers(0, x.shape[1] - CROP_Y + 1))
             x0 = int(rng.integers(0, x.shape[2] - CROP_X + 1))
-        xs.append(x[:, y0:y0 + CROP_Y, x0:x0 + CROP_X])
+        x = x[:, y0:y0 + CROP_Y, x0:x0 + CROP_X]
+        if bone is not None:
+            x = mr_as_ct(x, bone[:, y0:y0 + CROP_Y, x0:x0 + CROP_X], disc[:, y0:y0 + CROP_Y, x0:x0 + CROP_X], rng)
+        xs.append(x)
         sts.append(s[y0:y0 + CROP_Y, x0:x0 + CROP_X])
         lvs.append(l[y0:y0 + CROP_Y, x0:x0 + CROP_X])
         kinds.append(c["kind"])
@@ -91,9 +97,9 @@ def augment(x, st, lv, rng, kinds, realism=False):
     st = F.grid_sample(st, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     lv = F.grid_sample(lv + 1, grid, mode="nearest", padding_mode="zeros", align_corners=False) - 1
     for i in range(b):
-        if kinds[i] == "ct-phantom":
+        if is_ct(kinds[i]):
             if realism:
-                x[i] = ct_realism(x[i], st[i, 0] == 0, rng)
+                x[i] = ct_realism(x[i], (st[i, 0] != 1) & (st[i, 0] != 2), rng)
             # HU scale/offset drift, noise, blur (real scanners, kernels, slice thickness)
             x[i] = x[i] * float(rng.uniform(0.85, 1.15)) + float(rng.uniform(-0.08, 0.08))
         else:
@@ -104,13 +110,58 @@ def augment(x, st, lv, rng, kinds, realism=False):
             field = F.interpolate(field, size=x.shape[-2:], mode="bicubic", align_corners=True)[0]
             x[i] = x[i] * torch.exp(field)
         # lower resolution (CT: often, real abdominal CT comes in 3-5 mm slices)
-        p_low, f_max = (0.5, 3.5) if kinds[i] == "ct-phantom" and realism else (0.25, 3)
+        p_low, f_max = (0.5, 3.5) if is_ct(kinds[i]) and realism else (0.25, 3)
         if rng.uniform() < p_low:
             f = float(rng.uniform(1.5, f_max))
             small = F.interpolate(x[i:i + 1], scale_factor=1 / f, mode="area")
             x[i] = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
         x[i] = x[i] + torch.randn_like(x[i]) * float(rng.uniform(0, 0.06))
     return x, st, lv
+
+
+def is_ct(kind):
+    return kind == "ct-phantom" or kind.endswith(MR_AS_CT)
+
+
+MR_AS_CT = "-as-ct"  # kind suffix: a real MRI volume rendered as CT (mr_as_ct) for the CT model
+
+
+def erode(mask):
+    """One-pixel 4-neighbour erosion of [C, H, W] boolean masks (no scipy on Debian's torch)."""
+    inner = mask.copy()
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    inner[:, :, 1:] &= mask[:, :, :-1]
+    inner[:, :, :-1] &= mask[:, :, 1:]
+    return inner
+
+
+def mr_as_ct(x, bone, disc, rng):
+    """Renders a real MRI crop ([3, H, W], normalised 0..1) in CT's normalised units (air 0,
+    water 1, 100 HU = 1.1) so the CT model sees real anatomy, not only phantom shapes:
+    the soft tissue keeps the MRI's structure through a random smooth intensity curve into
+    the fat-to-muscle range (-140..+100 HU; rising, falling or neither, since MRI and CT
+    order fat, muscle and fluid differently); the labelled bone (bodies; for disc volumes
+    the region between the discs and the first sacral segment) becomes marrow of a random
+    density (100..350 HU) with the MRI's texture and a 1-2 pixel cortical rim (+100..+800
+    HU); labelled discs become 40..120 HU. The arch is not labelled in the MRI, so it keeps
+    soft-tissue values: its loss is masked (ct_codes_from_mr)."""
+    knots = np.linspace(0, 1, 6)
+    values = rng.uniform(0.86, 1.10, 6)
+    order = rng.uniform()
+    values = np.sort(values) if order < 0.45 else (np.sort(values)[::-1] if order < 0.75 else values)
+    out = np.interp(x, knots, values).astype(np.float32)
+    if bone.any():
+        mean = float(x[bone].mean())
+        marrow = rng.uniform(1.10, 1.35)
+        out[bone] = marrow + (x[bone] - mean) * rng.uniform(-0.25, 0.25)
+        inner = erode(bone)
+        if rng.uniform() < 0.5:
+            inner = erode(inner)
+        out[bone & ~inner] += rng.uniform(0.1, 0.8)
+    if disc.any():
+        out[disc] = rng.uniform(1.04, 1.12) + (x[disc] - float(x[disc].mean())) * 0.05
+    return out
 
 
 def ct_realism(x, unlabelled, rng):
@@ -160,6 +211,8 @@ def loss_fn(out, st, lv, kinds):
             inter = (p[i, cls] * pos).sum()
             dice = 1 - (2 * inter + 1) / (p[i, cls].sum() + pos.sum() + 1)
             total = total + ce + dice
+        elif k.endswith(MR_AS_CT):
+            total = total + coded_loss(li, logz[i], p[i], s)
         else:
             ce = F.cross_entropy(li[None], s[None])
             dice = 0
@@ -176,6 +229,47 @@ def loss_fn(out, st, lv, kinds):
     return total / len(kinds) + 0.5 * lce, float(lce)
 
 
+ALLOWED_CLASSES = {0: [0], 1: [1], 2: [2], data.NOT_VERTEBRA: [0, 2], data.NOT_DISC: [0, 1]}
+
+
+def coded_loss(logits, logz, p, codes):
+    """Cross-entropy on the set of classes each code allows (marginal likelihood), and soft
+    Dice per class over the voxels where that class is known (not NOT_* of another kind,
+    not UNKNOWN)."""
+    ce, known = 0.0, 0
+    for code, classes in ALLOWED_CLASSES.items():
+        m = codes == code
+        if m.any():
+            lp = torch.logsumexp(logits[classes][:, m], dim=0) - logz[m]
+            ce = ce - lp.sum()
+            known += int(m.sum())
+    ce = ce / max(known, 1)
+    dice = 0.0
+    for cls, ambiguous in ((1, data.NOT_VERTEBRA), (2, data.NOT_DISC)):
+        where = ((codes >= 0) & (codes != ambiguous)).float()
+        pos = (codes == cls).float()
+        dice = dice + 1 - (2 * (p[cls] * pos).sum() + 1) / ((p[cls] * where).sum() + pos.sum() + 1)
+    return ce + dice / 2
+
+
+def prepare_mr_as_ct(case, levels):
+    """A real MRI volume for the CT model: structure codes (ct_codes_from_mr), and the masks
+    mr_as_ct renders as bone and disc."""
+    codes, lev = data.ct_codes_from_mr(case["labels"], case["kind"], levels)
+    if case["kind"] == "disc":
+        case["bone"] = (codes == 1) | ((lev >= 0) & (codes != 2))
+        case["disc"] = codes == 2
+    else:
+        case["bone"] = codes == 1
+        case["disc"] = np.zeros_like(case["bone"])
+    case["struct"], case["level"] = codes, lev
+    case["label_slices"] = np.nonzero(((codes == 1) | (codes == 2)).reshape(codes.shape[0], -1).any(axis=1))[0]
+    case["pad"] = float(case["image"].min())
+    case["kind"] = case["kind"] + MR_AS_CT
+    del case["labels"]
+    return case
+
+
 def prepare(case, levels, disc_anchors=True):
     struct, lev = data.structure_and_level(case["labels"], case["kind"], levels, disc_anchors)
     case["struct"], case["level"] = struct, lev
@@ -183,6 +277,16 @@ def prepare(case, levels, disc_anchors=True):
     case["pad"] = float(case["image"].min())
     del case["labels"]
     return case
+
+
+def mr_weights(cases, disc_kind="disc"):
+    """Sampling weights summing to 1. Disc-labelled volumes are few: a fifth of the samples."""
+    w = np.ones(len(cases))
+    is_disc = np.array([c["kind"] == disc_kind for c in cases])
+    if is_disc.any() and not is_disc.all():
+        w[is_disc] = 0.2 / is_disc.sum()
+        w[~is_disc] = 0.8 / (~is_disc).sum()
+    return w / w.sum()
 
 
 def main():
@@ -201,7 +305,11 @@ def main():
                     help="MR: without disc_anchored_labels (as the shipped model's first leg was trained)")
     ap.add_argument("--ct-realism", action="store_true",
                     help="CT: add ct_realism() to the augmentation (an experiment; not used by the shipped model)")
+    ap.add_argument("--mr-mix", type=float, default=0.0,
+                    help="CT: this fraction of the samples from the real MRI training volumes rendered as CT "
+                         "(mr_as_ct); the MRI validation volumes stay held out")
     ap.add_argument("--export")
+    ap.add_argument("--model-version", default="1.0.0", help="export: the version in the model card")
     ap.add_argument("--earlier-legs", nargs="*", help="export: the commands of the legs before --init's checkpoint")
     ap.add_argument("--card-validation")
     args = ap.parse_args()
@@ -215,8 +323,13 @@ def main():
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     state = checkpoint.resume(model, opt, ckpt_path)
     if args.init and not state["epoch"]:
-        model.load_state_dict(torch.load(args.init)["model"])
-        print(f"weights from {args.init}", flush=True)
+        init = torch.load(args.init)["model"]
+        own = model.state_dict()
+        # A model with other level classes (the MR model for the CT one): all but the level head's output layer.
+        skipped = [k for k in init if k not in own or init[k].shape != own[k].shape]
+        own.update({k: v for k, v in init.items() if k not in skipped})
+        model.load_state_dict(own)
+        print(f"weights from {args.init}" + (f" except {skipped}" if skipped else ""), flush=True)
     if args.task == "mr":
         train, val = data.mr_split()
     else:
@@ -228,15 +341,16 @@ def main():
         return
     t0 = time.time()
     cases = [prepare(data.load_case(c, args.task), levels, not args.no_disc_anchors) for c in train]
+    w = mr_weights(cases)
+    if args.task == "ct" and args.mr_mix > 0:
+        mr_train, mr_val = data.mr_split()
+        mr = [prepare_mr_as_ct(data.load_case(c, "mr"), levels) for c in mr_train]
+        w = np.concatenate([w * (1 - args.mr_mix), mr_weights(mr, "disc" + MR_AS_CT) * args.mr_mix])
+        cases += mr
+        print(f"{len(mr)} real MRI volumes rendered as CT; MRI validation held out: "
+              f"{[c[0] for c in mr_val]}", flush=True)
     print(f"{len(cases)} training volumes loaded in {time.time() - t0:.0f} s; validation held out: "
           f"{[c[0] for c in val]}", flush=True)
-    # Disc-labelled volumes are few: sample them a fifth of the time.
-    w = np.array([4.0 if c["kind"] == "disc" else 1.0 for c in cases])
-    n_disc = sum(c["kind"] == "disc" for c in cases)
-    if n_disc:
-        w[[c["kind"] == "disc" for c in cases]] = 0.2 / n_disc
-        w[[c["kind"] != "disc" for c in cases]] = 0.8 / (len(cases) - n_disc)
-    w = w / w.sum()
     chunk = 100
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05,
                                                 last_epoch=state["epoch"] * chunk - 1 if state["epoch"] else -1)
@@ -261,12 +375,22 @@ def main():
     export(model, state, args, levels, train, val)
 
 
+# Shown by spine-seg/spine-detect with every result of the model (log and JSON).
+LIMITATIONS = {
+    "mr": ["Segments vertebral bodies only (no posterior elements) and learned its levels from lumbar MRI "
+           "(T11..L5 and the sacrum): levels above T11 are named by counting, not recognised."],
+    "ct": ["Trained without real labelled CT (synthetic spine-phantom CT; real MRI rendered as CT when "
+           "the card's training command says --mr-mix): on the real CT checked, vertebrae were fragmented "
+           "and misnamed. Treat names and outlines on real CT as unverified and read the flags."],
+}
+
+
 def export(model, state, args, levels, train, val):
     from seg.names import vertebra_name
     mr = args.task == "mr"
     card = {
         "name": f"{args.task}-spine-seg",
-        "version": "1.0.0",
+        "version": args.model_version,
         "task": "spine-seg",
         "modality": args.task,
         "dimension": 2,
@@ -285,17 +409,22 @@ def export(model, state, args, levels, train, val):
         "training_data": ("real sagittal lumbar MRI from shared/data (mri-lumbar-vertebrae, -unnamed, -discs): "
                           f"{len(train)} volumes for training, {len(val)} held out by patient "
                           "(scripts/seg/data.py mr_split)") if mr else
-                         f"{len(train)} synthetic spine-phantom CT volumes (scripts/make_ct_phantoms.sh); no real CT",
+                         f"{len(train)} synthetic spine-phantom CT volumes (scripts/make_ct_phantoms.sh)"
+                         + (f"; {args.mr_mix:.0%} of the samples from the real MRI training volumes (the MR model's "
+                            "training split; its validation volumes held out) rendered as CT by mr_as_ct in "
+                            "scripts/train_seg.py" if args.mr_mix else "") + "; no real CT",
         "training": {"steps": state.get("epoch", 0) * 100, "seed": args.seed, "threads": "2 (CPU)",
                      "command": f"/usr/bin/python3 scripts/train_seg.py --task {args.task} --out {args.out} "
                                 f"--steps {args.steps} --lr {args.lr} --seed {args.seed}"
                                 + ("" if mr else f" --phantoms {args.phantoms}")
                                 + (" --ct-realism" if args.ct_realism else "")
+                                + (f" --mr-mix {args.mr_mix}" if args.mr_mix else "")
                                 + (" --no-disc-anchors" if args.no_disc_anchors else "")
                                 + (f" --init {args.init}" if args.init else ""),
                      "earlier_legs": args.earlier_legs or [],
                      "last_block": state["history"][-1] if state.get("history") else {}},
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
+        "limitations": LIMITATIONS[args.task],
     }
     path = args.export or os.path.join(args.out, f"{args.task}-spine-seg.pt")
     export_scripted(model, card, path)

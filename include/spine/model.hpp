@@ -32,6 +32,9 @@ struct ModelCard {
   std::vector<ModelClass> classes;  // output channel c -> class
   std::string training_data;
   nlohmann::json validation;        // measured figures, free form
+  // Known failure modes the user must hear of with every result (e.g. a model trained on
+  // synthetic data only); optional, a list of sentences.
+  std::vector<std::string> limitations;
   nlohmann::json raw;               // the whole card as read
 
   static ModelCard from_json(const nlohmann::json& j);  // throws model error when invalid

@@ -69,6 +69,7 @@ struct SpineSegResult {
   std::vector<IdentifiedDisc> discs;          // top to bottom
   double naming_confidence = 0;     // probability of the chosen level offset over the others
   std::vector<std::string> flags;
+  std::vector<std::string> model_limitations;  // the used model card's known failure modes
   nlohmann::json timing;            // seconds per stage, region of interest
 };
 

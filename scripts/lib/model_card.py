@@ -27,13 +27,13 @@ def export_scripted(model: torch.nn.Module, card: dict, path: str) -> None:
     print(f"exported {path}", flush=True)
 
 
-def replace_validation(path: str, validation: dict) -> None:
-    """Rewrites the card's measured figures inside an exported model; the weights stay
-    exactly as they are (checked)."""
+def replace_card_fields(path: str, fields: dict) -> None:
+    """Rewrites fields of the card inside an exported model (measured figures after a
+    re-measurement, known limitations); the weights stay exactly as they are (checked)."""
     card = read_card(path)
     model = torch.jit.load(path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    card["validation"] = validation
+    card.update(fields)
     save_with_card(model, card, path)
     after = torch.jit.load(path).state_dict()
     if before.keys() != after.keys() or not all(torch.equal(before[k], after[k]) for k in before):

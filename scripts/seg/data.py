@@ -179,3 +179,56 @@ def disc_anchored_labels(labels, structure, lv, index):
         if 124 in extent:
             for y, (_, last) in extent[124].items():
                 structure[z, y, last + 2:last + 2 + SACRUM_DEPTH_MM] = KNOWN_BACKGROUND
+
+
+# Structure codes of real MRI used to train the CT model (whole vertebrae, sacrum included):
+# an MRI label says less about the CT classes than about its own. Besides 0 background,
+# 1 vertebra and 2 disc: NOT_VERTEBRA (background or disc), NOT_DISC (background or
+# vertebra), UNKNOWN (no structure loss).
+NOT_VERTEBRA, NOT_DISC, UNKNOWN = 4, 5, -1
+LATERAL_BACKGROUND_MM = 55  # beyond this from the bodies' centre no part of a lumbar vertebra lies
+ARCH_SEARCH_MM = 20         # columns either side searched for the bodies' posterior wall
+
+
+def ct_codes_from_mr(labels, kind, levels):
+    """Structure codes and level classes of a real MRI volume for training the CT model,
+    whose vertebra class is the WHOLE vertebra (body and posterior elements) and includes
+    the sacrum. A body label says: the body is vertebra; what lies in front of the bodies'
+    posterior wall and is not body is not vertebra (disc or soft tissue); what lies behind
+    it may be the arch (unknown); and far to the side, within the labelled levels, nothing
+    is vertebra. Levels above and below the labelled run are unlabelled vertebrae: unknown.
+    A disc label says: discs are disc, the rest is not disc; the first sacral segment below
+    the L5/S1 disc is vertebra (sacrum). Axes [z (right), y (posterior), x (inferior)]."""
+    structure, lv = structure_and_level(labels, kind, levels)
+    codes = np.full(labels.shape, UNKNOWN, np.int8)
+    if kind == "disc":
+        codes[:] = NOT_DISC
+        codes[structure == 2] = 2
+        sacrum = structure == KNOWN_BACKGROUND
+        codes[sacrum] = 1
+        if 26 in levels:
+            lv[sacrum] = levels.index(26)
+        return codes, lv
+    body = structure == 1
+    zs, _, xs = np.nonzero(body)
+    if not len(zs):
+        return codes, lv
+    x0, x1 = xs.min(), xs.max()
+    zc = np.median(zs)
+    for z in range(labels.shape[0]):
+        sl = body[z]
+        if abs(z - zc) > LATERAL_BACKGROUND_MM:
+            codes[z, :, x0:x1 + 1] = 0
+            continue
+        rows = np.where(sl, np.arange(sl.shape[0])[:, None], -1).max(axis=0)  # posterior wall per column
+        if rows.max() < 0:
+            continue
+        padded = np.pad(rows, ARCH_SEARCH_MM, constant_values=-1)
+        wall = np.lib.stride_tricks.sliding_window_view(padded, 2 * ARCH_SEARCH_MM + 1).max(axis=1)
+        y = np.arange(sl.shape[0])[:, None]
+        in_front = (y < wall[None, :] + 2) & (wall[None, :] >= 0)
+        in_front[:, :x0] = False
+        in_front[:, x1 + 1:] = False
+        codes[z][in_front] = NOT_VERTEBRA
+    codes[body] = 1
+    return codes, lv

@@ -289,6 +289,7 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
                      {"discs", discs_json(r)},
                      {"naming_confidence", round_to(r.naming_confidence, 0.001)},
                      {"flags", r.flags},
+                     {"model_limitations", r.model_limitations},
                      {"timing", r.timing}};
     write_text_file(work / "segmentation.json", j.dump(2) + "\n");
     if (c.models.overlay) write_overlay(in.image, r, work / "overlay.png");
@@ -305,6 +306,7 @@ BatchSummary run_spine_detect(const DetectCommandConfig& c) {
                      {"vertebrae", vertebrae_json(r)},
                      {"naming_confidence", round_to(r.naming_confidence, 0.001)},
                      {"flags", r.flags},
+                     {"model_limitations", r.model_limitations},
                      {"method", "vertebrae segmented by the " + r.modality.modality +
                                     " model; centroids of the segmented " + r.vertebra_part +
                                     "; names from the level model's probabilities under a consecutive-sequence "

@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include "phantom/anatomy_stats.hpp"
@@ -552,6 +553,7 @@ struct SpineSegmenter::Impl {
   std::filesystem::path mr_path, ct_path;
   std::string device;
   std::map<std::string, std::unique_ptr<Model>> models;
+  std::set<std::string> limitations_shown;  // models whose limitations were logged (once per run, on first use)
 
   const Model& get(const std::string& modality) {
     auto it = models.find(modality);
@@ -594,6 +596,9 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   log::info("modality {} ({})", result.modality.modality, result.modality.reason);
   const SliceModel sm = describe(impl_->get(result.modality.modality));
   result.vertebra_part = sm.vertebra_part;
+  result.model_limitations = sm.model->card().limitations;
+  if (impl_->limitations_shown.insert(result.modality.modality).second)
+    for (const auto& l : result.model_limitations) log::warn("{} {}: {}", sm.model->card().name, sm.model->card().version, l);
 
   // Canonical orientation, model spacing, model normalisation.
   const std::string input_code = orientation_code(g_in);

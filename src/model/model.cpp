@@ -6,6 +6,7 @@
 
 #include <itkMultiThreaderBase.h>
 
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
@@ -61,6 +62,12 @@ ModelCard ModelCard::from_json(const nlohmann::json& j) {
   }
   c.training_data = j.value("training_data", std::string());
   c.validation = j.value("validation", nlohmann::json::object());
+  if (j.contains("limitations")) {
+    const auto& l = j["limitations"];
+    if (!l.is_array() || !std::all_of(l.begin(), l.end(), [](const nlohmann::json& s) { return s.is_string(); }))
+      throw model_error("model card limitations must be a list of strings");
+    c.limitations = l.get<std::vector<std::string>>();
+  }
   return c;
 }
 

@@ -57,6 +57,21 @@ TEST(Model, CardValidation) {
   EXPECT_THROW(ModelCard::from_json(j), Error);
 }
 
+// A card's known failure modes are read as sentences; anything else is a broken card.
+TEST(Model, CardLimitations) {
+  nlohmann::json j{{"name", "x"}, {"version", "1"}, {"task", "t"}, {"modality", "ct"},
+                   {"dimension", 2}, {"patch_size", {8, 8}}, {"classes", nlohmann::json::array()}};
+  EXPECT_TRUE(ModelCard::from_json(j).limitations.empty());
+  j["limitations"] = {"trained on synthetic data only", "names unreliable on real CT"};
+  const ModelCard c = ModelCard::from_json(j);
+  ASSERT_EQ(c.limitations.size(), 2u);
+  EXPECT_EQ(c.limitations[1], "names unreliable on real CT");
+  j["limitations"] = "a plain string";
+  EXPECT_THROW(ModelCard::from_json(j), Error);
+  j["limitations"] = {"ok", 3};
+  EXPECT_THROW(ModelCard::from_json(j), Error);
+}
+
 TEST(Model, DeviceResolution) {
   EXPECT_EQ(resolve_device("cpu"), "cpu");
   const std::string automatic = resolve_device("auto");
