@@ -141,9 +141,9 @@ def mr_as_ct(x, bone, disc, rng):
     water 1, 100 HU = 1.1) so the CT model sees real anatomy, not only phantom shapes:
     the soft tissue keeps the MRI's structure through a random smooth intensity curve into
     the fat-to-muscle range (-140..+100 HU; rising, falling or neither, since MRI and CT
-    order fat, muscle and fluid differently); the labelled bone (bodies; for disc volumes
-    the region between the discs and the first sacral segment) becomes marrow of a random
-    density (100..350 HU) with the MRI's texture and a 1-2 pixel cortical rim (+100..+800
+    order fat, muscle and fluid differently); the labelled bone (bodies and the first sacral segment; for
+    disc volumes the region between the discs) becomes marrow of a random density
+    (40..350 HU: osteoporotic to young bone) with the MRI's texture and a 1-2 pixel cortical rim (+100..+800
     HU); labelled discs become 40..120 HU. The arch is not labelled in the MRI, so it keeps
     soft-tissue values: its loss is masked (ct_codes_from_mr)."""
     knots = np.linspace(0, 1, 6)
@@ -153,7 +153,7 @@ def mr_as_ct(x, bone, disc, rng):
     out = np.interp(x, knots, values).astype(np.float32)
     if bone.any():
         mean = float(x[bone].mean())
-        marrow = rng.uniform(1.10, 1.35)
+        marrow = rng.uniform(1.04, 1.35)
         out[bone] = marrow + (x[bone] - mean) * rng.uniform(-0.25, 0.25)
         inner = erode(bone)
         if rng.uniform() < 0.5:

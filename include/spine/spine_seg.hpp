@@ -52,6 +52,7 @@ struct IdentifiedVertebra {
   double confidence = 0;            // 0..1: the level model's support for this name
   double volume_ml = 0;
   bool touches_border = false;      // cut by the field of view
+  bool cut_head_foot = false;       // ... at its top or bottom, so its centroid is off head to foot
 };
 
 struct IdentifiedDisc {

@@ -231,4 +231,27 @@ def ct_codes_from_mr(labels, kind, levels):
         in_front[:, x1 + 1:] = False
         codes[z][in_front] = NOT_VERTEBRA
     codes[body] = 1
+    if kind == "named" and 26 in levels:
+        first_sacral_segment(labels, codes, lv, levels.index(26))
     return codes, lv
+
+
+L5, L4 = 24, 23
+
+
+def first_sacral_segment(labels, codes, lv, sacrum_class):
+    """Below a labelled L5 body, across the L5/S1 disc (as thick as the L4/L5 disc in the
+    same row, else 10 mm), lies the first sacral segment: the CT model's sacrum, the
+    anchor of the names, which the body labels leave out. Per sagittal slice and per
+    anterior-posterior row of L5, like disc_anchored_labels; in place."""
+    for z in range(labels.shape[0]):
+        sl = labels[z]
+        rows = np.nonzero((sl == L5).any(axis=1))[0]
+        for y in rows:
+            l5 = np.nonzero(sl[y] == L5)[0]
+            l4 = np.nonzero(sl[y] == L4)[0]
+            gap = int(np.clip(l5[0] - l4[-1] - 1, 4, 16)) if len(l4) else 10
+            disc_end = l5[-1] + 1 + gap
+            codes[z, y, l5[-1] + 1:disc_end] = NOT_VERTEBRA
+            codes[z, y, disc_end:disc_end + SACRUM_DEPTH_MM] = 1
+            lv[z, y, disc_end:disc_end + SACRUM_DEPTH_MM] = sacrum_class

@@ -229,7 +229,9 @@ std::vector<std::string> vertebra_spacing_flags(const std::vector<IdentifiedVert
   for (std::size_t i = 0; i + 1 < vertebrae.size(); ++i) {
     const auto& a = vertebrae[i];
     const auto& b = vertebrae[i + 1];
-    if (a.touches_border || b.touches_border || b.label != a.label + 1) continue;
+    // A vertebra cut at its side (a tight left-right crop) keeps its head-foot centroid; one
+    // cut at its top or bottom does not.
+    if (a.cut_head_foot || b.cut_head_foot || b.label != a.label + 1) continue;
     if (a.label < 1 || a.label > kLevels) continue;
     const double expected = kRealCtLevels[a.label - 1].spacing;
     if (expected <= 0) continue;  // no prior (L5 to the sacrum)
@@ -791,6 +793,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       v.confidence = naming.confidence[i];
       v.volume_ml = in.voxels.size() * voxel_ml;
       v.touches_border = in.touches_border && (roi_is_fov || in.x_min == 0 || in.x_max == rx - 1);
+      v.cut_head_foot = in.x_min == 0 || in.x_max == rx - 1;
       for (std::size_t vox : in.voxels) canon_labels.voxels[region_to_canon(vox)] = static_cast<std::int16_t>(v.label);
       result.vertebrae.push_back(v);
     }
