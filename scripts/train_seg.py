@@ -119,11 +119,11 @@ def augment(x, st, lv, rng, kinds, realism=False):
     return x, st, lv
 
 
+MR_AS_CT = "-as-ct"  # kind suffix: a real MRI volume rendered as CT (mr_as_ct) for the CT model
+
+
 def is_ct(kind):
     return kind == "ct-phantom" or kind.endswith(MR_AS_CT)
-
-
-MR_AS_CT = "-as-ct"  # kind suffix: a real MRI volume rendered as CT (mr_as_ct) for the CT model
 
 
 def erode(mask):
@@ -141,11 +141,12 @@ def mr_as_ct(x, bone, disc, rng):
     water 1, 100 HU = 1.1) so the CT model sees real anatomy, not only phantom shapes:
     the soft tissue keeps the MRI's structure through a random smooth intensity curve into
     the fat-to-muscle range (-140..+100 HU; rising, falling or neither, since MRI and CT
-    order fat, muscle and fluid differently); the labelled bone (bodies and the first sacral segment; for
-    disc volumes the region between the discs) becomes marrow of a random density
-    (40..350 HU: osteoporotic to young bone) with the MRI's texture and a 1-2 pixel cortical rim (+100..+800
-    HU); labelled discs become 40..120 HU. The arch is not labelled in the MRI, so it keeps
-    soft-tissue values: its loss is masked (ct_codes_from_mr)."""
+    order fat, muscle and fluid differently); the labelled bone (bodies and the first
+    sacral segment; for disc volumes the region between the discs) becomes marrow of a
+    random density (40..350 HU: osteoporotic to young bone) with the MRI's texture and a
+    1-2 pixel cortical rim (+100..+800 HU); labelled discs become 40..120 HU. The arch is
+    not labelled in the MRI, so it keeps soft-tissue values: its loss is masked
+    (ct_codes_from_mr)."""
     knots = np.linspace(0, 1, 6)
     values = rng.uniform(0.86, 1.10, 6)
     order = rng.uniform()
