@@ -266,6 +266,10 @@ def export(model, state, args, n_train, n_val, n_rejected):
                          + (f" --finetune {args.finetune} --phantoms work-data/phantom-xr" if args.finetune else "")),
                      "last_epoch": state["history"][-1] if state.get("history") else {}},
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
+        # Shown by spine-cobb with every result (log and cobb.json).
+        "limitations": ["Trained only on the AASCE frontal radiographs (one centre, adolescent scoliosis, "
+                        "T1..L5 all in view): expect worse results on other populations, lateral views, other "
+                        "crops of the neck or pelvis, or implants; read the flags."],
     }
     path = args.export or os.path.join(args.out, "xray-landmarks.pt")
     export_scripted(model, card, path)

@@ -186,6 +186,15 @@ BatchSummary run_cobb(const CobbConfig& c) {
     log::info("corner model {} {} on {}", corner_model->card().name, corner_model->card().version, device);
   }
   const XrayLandmarkDetector detector(model, c.landmarks, corner_model ? &*corner_model : nullptr);
+  // The models' known failure modes: logged once, and written with every result.
+  std::vector<std::string> limitations;
+  for (const Model* m : std::initializer_list<const Model*>{&model, corner_model ? &*corner_model : nullptr}) {
+    if (!m) continue;
+    for (const auto& l : m->card().limitations) {
+      log::warn("{} {}: {}", m->card().name, m->card().version, l);
+      limitations.push_back(l);
+    }
+  }
 
   BatchOptions options = c.common.batch_options("spine-cobb", c.to_json());
   options.models = {{model.card().name, model.card().version, model.sha256()}};
@@ -224,7 +233,8 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"model", {{"name", model.card().name}, {"version", model.card().version}}},
         {"corner_model", corner_model ? nlohmann::json{{"name", corner_model->card().name},
                                                       {"version", corner_model->card().version}}
-                                      : nlohmann::json(nullptr)}};
+                                      : nlohmann::json(nullptr)},
+        {"model_limitations", limitations}};
     write_text_file(work / "cobb.json", j.dump(2) + "\n");
     if (c.overlay) write_overlay(in.image, lm, a, grade, work / "overlay.png");
     for (const auto& f : lm.flags) log::warn("{}: {}", study.name, f);

@@ -555,7 +555,7 @@ struct SpineSegmenter::Impl {
   std::filesystem::path mr_path, ct_path;
   std::string device;
   std::map<std::string, std::unique_ptr<Model>> models;
-  std::set<std::string> limitations_shown;  // models whose limitations were logged (once per run, on first use)
+  std::set<std::string> limitations_shown;  // modalities whose model's limitations were logged (once per run)
 
   const Model& get(const std::string& modality) {
     auto it = models.find(modality);

@@ -36,6 +36,10 @@ TEST(CobbCommand, PhantomRadiographOutputs) {
   for (const char* key : {"study", "angles_deg", "major", "grade", "landmarks_px", "confidence", "flags"})
     EXPECT_TRUE(j.contains(key)) << key;
   for (const char* key : {"pt", "mt", "tl"}) EXPECT_TRUE(j["angles_deg"].contains(key)) << key;
+  // The shipped landmark model knows where it was trained: said in the result and the log.
+  ASSERT_TRUE(j["model_limitations"].is_array());
+  EXPECT_FALSE(j["model_limitations"].empty());
+  EXPECT_NE(r.output.find("AASCE"), std::string::npos) << r.output;
   for (const char* key : {"angle_deg", "upper_end", "lower_end", "apex", "convex_side"})
     EXPECT_TRUE(j["major"].contains(key)) << key;
   ASSERT_EQ(j["landmarks_px"].size(), 68u);

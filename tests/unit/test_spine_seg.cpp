@@ -147,10 +147,10 @@ TEST(SpacingCheck, OneShortGapIsFlaggedAsASplit) {
 }
 
 TEST(SpacingCheck, CutVertebraeAndShortSpinesAreLeftOut) {
-  auto v = lumbar_column(1.0, 0);  // the T12/L1 gap is short ...
-  v[0].touches_border = true;      // ... because T12 is cut by the field of view at its side:
-  EXPECT_FALSE(vertebra_spacing_flags(v).empty());  // its head-foot centroid holds, so that counts
-  v[0].cut_head_foot = true;       // cut at its top: its centroid is off, the gap is not judged
+  auto v = lumbar_column(1.0, 0);  // the T12/L1 gap is short
+  v[0].touches_border = true;      // T12 cut at its side keeps its head-foot centroid: still flagged
+  EXPECT_FALSE(vertebra_spacing_flags(v).empty());
+  v[0].cut_head_foot = true;       // cut at its top, its centroid is off: the gap is not judged
   EXPECT_TRUE(vertebra_spacing_flags(v).empty());
   const auto two = std::vector<IdentifiedVertebra>(v.begin() + 1, v.begin() + 3);
   EXPECT_TRUE(vertebra_spacing_flags(two).empty());  // one gap: nothing to compare
