@@ -280,7 +280,7 @@ def prepare(case, levels, disc_anchors=True):
     return case
 
 
-def mr_weights(cases, disc_kind="disc"):
+def sampling_weights(cases, disc_kind="disc"):
     """Sampling weights summing to 1. Disc-labelled volumes are few: a fifth of the samples."""
     w = np.ones(len(cases))
     is_disc = np.array([c["kind"] == disc_kind for c in cases])
@@ -342,11 +342,11 @@ def main():
         return
     t0 = time.time()
     cases = [prepare(data.load_case(c, args.task), levels, not args.no_disc_anchors) for c in train]
-    w = mr_weights(cases)
+    w = sampling_weights(cases)
     if args.task == "ct" and args.mr_mix > 0:
         mr_train, mr_val = data.mr_split()
         mr = [prepare_mr_as_ct(data.load_case(c, "mr"), levels) for c in mr_train]
-        w = np.concatenate([w * (1 - args.mr_mix), mr_weights(mr, "disc" + MR_AS_CT) * args.mr_mix])
+        w = np.concatenate([w * (1 - args.mr_mix), sampling_weights(mr, "disc" + MR_AS_CT) * args.mr_mix])
         cases += mr
         print(f"{len(mr)} real MRI volumes rendered as CT; MRI validation held out: "
               f"{[c[0] for c in mr_val]}", flush=True)
