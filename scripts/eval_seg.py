@@ -11,6 +11,10 @@ LIST: lines "study_name<TAB>reference_labels.nii.gz<TAB>kind" with kind one of
 Identification (VerSe): a reference vertebra counts when the prediction has a vertebra
 of the same name whose centroid lies within 20 mm of the reference centroid. Only
 vertebrae whose reference is not cut by the volume's edge are scored for identification.
+Calibration of the names' `confidence`: each predicted vertebra whose centroid lies within
+20 mm of a reference vertebra's (cut ones included) is judged right when the nearest such reference has
+its name; the table bins these by confidence (predictions of unlabelled levels, e.g. the
+sacrum below a VerSe crop, are not judged).
 """
 import argparse
 import json
@@ -41,6 +45,23 @@ def touches_edge(mask):
     return False
 
 
+CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.9, 0.95, 1.0001)
+
+
+def calibration(judged):
+    """Rows of the calibration table: per confidence bin, how many names and how many right."""
+    rows = []
+    for lo, hi in zip(CONFIDENCE_BINS[:-1], CONFIDENCE_BINS[1:]):
+        inbin = [j for j in judged if lo <= j["confidence"] < hi]
+        rows.append({"confidence": f"[{lo:.2f}, {min(hi, 1.0):.2f}{']' if hi > 1 else ')'}", "names": len(inbin),
+                     "right": sum(j["right"] for j in inbin),
+                     "right_rate": (sum(j["right"] for j in inbin) / len(inbin)) if inbin else None})
+    high = [j for j in judged if j["confidence"] >= 0.9]
+    rows.append({"confidence": ">= 0.90", "names": len(high), "right": sum(j["right"] for j in high),
+                 "right_rate": (sum(j["right"] for j in high) / len(high)) if high else None})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pred", required=True)
@@ -50,6 +71,7 @@ def main():
     per_case = []
     body_dice, disc_dice, level_dice = [], [], {}
     ident_hits = ident_total = 0
+    naming = []
     for line in open(args.cases):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -74,22 +96,35 @@ def main():
             vjson = os.path.join(args.pred, study, "vertebrae.json")
             if not os.path.exists(vjson):
                 vjson = os.path.join(args.pred, study, "segmentation.json")
-            pred_verts = {v["name"]: np.array(v["centroid_lps_mm"]) for v in json.load(open(vjson))["vertebrae"]}
+            pred_list = json.load(open(vjson))["vertebrae"]
+            pred_verts = {v["name"]: np.array(v["centroid_lps_mm"]) for v in pred_list}
             from seg.names import vertebra_name
             hits = []
+            ref_centres = {}
             for v in sorted(int(x) for x in np.unique(ref) if 0 < x < 30):  # vertebrae (not cord 60, canal 61)
                 m = ref == v
                 d = dice(pred == v, m)
                 levels[vertebra_name(v)] = d
                 level_dice.setdefault(vertebra_name(v), []).append(d)
-                if touches_edge(m):
-                    continue
                 c = centroid_lps(m, aff)
                 name = vertebra_name(v)
+                ref_centres[name] = c
+                if touches_edge(m):
+                    continue
                 ok = name in pred_verts and np.linalg.norm(pred_verts[name] - c) <= 20.0
                 hits.append(bool(ok))
             ident_hits += sum(hits)
             ident_total += len(hits)
+            judged = []
+            for pv_ in pred_list:
+                if not ref_centres:
+                    break
+                pc = np.array(pv_["centroid_lps_mm"])
+                near = min(ref_centres, key=lambda n: np.linalg.norm(ref_centres[n] - pc))
+                if np.linalg.norm(ref_centres[near] - pc) <= 20.0:
+                    judged.append({"name": pv_["name"], "confidence": pv_["confidence"], "right": near == pv_["name"]})
+            naming.extend(judged)
+            rec["naming"] = judged
             rec["level_dice"] = levels
             rec["identified"] = f"{sum(hits)}/{len(hits)}"
         if kind in ("disc", "ct"):
@@ -115,6 +150,7 @@ def main():
         "identification_rate": (ident_hits / ident_total) if ident_total else None,
         "identified": f"{ident_hits}/{ident_total}",
         "failed": sum(1 for c in per_case if c.get("failed")),
+        "calibration": calibration(naming),
     }
     print(json.dumps(summary, indent=1))
     if args.json:

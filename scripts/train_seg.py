@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lib import checkpoint  # noqa: E402
 from lib.model_card import export_scripted  # noqa: E402
-from seg import data  # noqa: E402
+from seg import ct_from_masks, data  # noqa: E402
 from seg.model import SliceUNet  # noqa: E402
 
 CROP_Y, CROP_X = 160, 288  # anterior-posterior rows, superior-inferior columns (mm at 1 mm)
@@ -44,6 +44,7 @@ def sample_batch(cases, weights, batch, rng, train=True, realism=False):
         x = img[zs]
         s, l = struct[z], lev[z]
         bone, disc = (c["bone"][zs], c["disc"][zs]) if "bone" in c else (None, None)
+        vert = c["vertebra"][zs] if "vertebra" in c else None
         # pad to the crop, then a random crop
         py, px = max(0, CROP_Y - x.shape[1]), max(0, CROP_X - x.shape[2])
         if py or px:
@@ -53,6 +54,8 @@ def sample_batch(cases, weights, batch, rng, train=True, realism=False):
             l = np.pad(l, pads[1:], constant_values=-1)
             if bone is not None:
                 bone, disc = np.pad(bone, pads), np.pad(disc, pads)
+            if vert is not None:
+                vert = np.pad(vert, pads)
         fg = np.argwhere((s == 1) | (s == 2)) if rng.uniform() < 0.7 else ()
         if len(fg):  # centre the crop near the spine, jittered
             cy, cx = fg[int(rng.integers(len(fg)))]
@@ -64,6 +67,8 @@ def sample_batch(cases, weights, batch, rng, train=True, realism=False):
         x = x[:, y0:y0 + CROP_Y, x0:x0 + CROP_X]
         if bone is not None:
             x = mr_as_ct(x, bone[:, y0:y0 + CROP_Y, x0:x0 + CROP_X], disc[:, y0:y0 + CROP_Y, x0:x0 + CROP_X], rng)
+        if vert is not None:  # a mask without its CT: rendered anew every sample
+            x = ct_from_masks.render(vert[:, y0:y0 + CROP_Y, x0:x0 + CROP_X], x > 0.5, rng)
         xs.append(x)
         sts.append(s[y0:y0 + CROP_Y, x0:x0 + CROP_X])
         lvs.append(l[y0:y0 + CROP_Y, x0:x0 + CROP_X])
@@ -100,6 +105,8 @@ def augment(x, st, lv, rng, kinds, realism=False):
         if is_ct(kinds[i]):
             if realism:
                 x[i] = ct_realism(x[i], (st[i, 0] != 1) & (st[i, 0] != 2), rng)
+            if kinds[i] in REAL_SHAPE_CT:
+                x[i] = real_ct_variation(x[i], rng)
             # HU scale/offset drift, noise, blur (real scanners, kernels, slice thickness)
             x[i] = x[i] * float(rng.uniform(0.85, 1.15)) + float(rng.uniform(-0.08, 0.08))
         else:
@@ -122,8 +129,32 @@ def augment(x, st, lv, rng, kinds, realism=False):
 MR_AS_CT = "-as-ct"  # kind suffix: a real MRI volume rendered as CT (mr_as_ct) for the CT model
 
 
+# Kinds of real vertebra shapes for the CT model: real CT with manual masks, and manual
+# masks rendered as CT (ct_from_masks). Both say nothing of discs or of unlabelled levels.
+REAL_SHAPE_CT = ("ct-real", "ct-synth")
+
+
 def is_ct(kind):
-    return kind == "ct-phantom" or kind.endswith(MR_AS_CT)
+    return kind == "ct-phantom" or kind.endswith(MR_AS_CT) or kind in REAL_SHAPE_CT
+
+
+def real_ct_variation(x, rng):
+    """What real CT varies in and three crops cannot show (normalised units, [3, H, W];
+    columns run head to foot): bone density (the range above 100 HU compressed or
+    stretched: osteoporotic to sclerotic), slice thickness (blur head to foot, 1.5..5 mm),
+    reconstruction kernel (sharpened: edge overshoot and amplified grain)."""
+    soft = 1.1
+    if rng.uniform() < 0.6:
+        f = float(rng.uniform(0.45, 1.25))
+        x = torch.where(x > soft, soft + (x - soft) * f, x)
+    if rng.uniform() < 0.4:
+        k = int(rng.integers(2, 6))  # slice thickness in mm (1 mm pixels)
+        kernel = torch.ones(3, 1, 1, k) / k
+        x = F.conv2d(F.pad(x[None], (k // 2, (k - 1) // 2, 0, 0), mode="replicate"), kernel, groups=3)[0]
+    if rng.uniform() < 0.3:
+        blur = F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0]
+        x = x + (x - blur) * float(rng.uniform(0.3, 1.2))
+    return x
 
 
 def erode(mask):
@@ -214,6 +245,8 @@ def loss_fn(out, st, lv, kinds):
             total = total + ce + dice
         elif k.endswith(MR_AS_CT):
             total = total + coded_loss(li, logz[i], p[i], s)
+        elif k in REAL_SHAPE_CT:
+            total = total + coded_loss(li, logz[i], p[i], s, dice_classes=(1,))
         else:
             ce = F.cross_entropy(li[None], s[None])
             dice = 0
@@ -233,10 +266,11 @@ def loss_fn(out, st, lv, kinds):
 ALLOWED_CLASSES = {0: [0], 1: [1], 2: [2], data.NOT_VERTEBRA: [0, 2], data.NOT_DISC: [0, 1]}
 
 
-def coded_loss(logits, logz, p, codes):
+def coded_loss(logits, logz, p, codes, dice_classes=(1, 2)):
     """Cross-entropy on the set of classes each code allows (marginal likelihood), and soft
     Dice per class over the voxels where that class is known (not NOT_* of another kind,
-    not UNKNOWN)."""
+    not UNKNOWN). Labels that never name discs (VerSe masks) take Dice on the vertebra
+    only: a disc Dice over their NOT_VERTEBRA voxels would push p(disc) down in the discs."""
     ce, known = 0.0, 0
     for code, classes in ALLOWED_CLASSES.items():
         m = codes == code
@@ -247,6 +281,8 @@ def coded_loss(logits, logz, p, codes):
     ce = ce / max(known, 1)
     dice = 0.0
     for cls, ambiguous in ((1, data.NOT_VERTEBRA), (2, data.NOT_DISC)):
+        if cls not in dice_classes:
+            continue
         where = ((codes >= 0) & (codes != ambiguous)).float()
         pos = (codes == cls).float()
         dice = dice + 1 - (2 * (p[cls] * pos).sum() + 1) / ((p[cls] * where).sum() + pos.sum() + 1)
@@ -280,6 +316,20 @@ def prepare(case, levels, disc_anchors=True):
     return case
 
 
+def prepare_real_shape_ct(case, levels):
+    """A real CT or a mask to render: structure codes from the whole-vertebra mask
+    (data.structure_codes_from_vertebra_masks)."""
+    synth = case["kind"] == "ct-synth"
+    codes, lev = data.structure_codes_from_vertebra_masks(case["labels"], levels, known_outside=synth)
+    case["struct"], case["level"] = codes, lev
+    if synth:
+        case["vertebra"] = codes == 1
+    case["label_slices"] = np.nonzero((codes == 1).reshape(codes.shape[0], -1).any(axis=1))[0]
+    case["pad"] = 0.0  # air (a rendered mask's canvas is 1 inside the volume)
+    del case["labels"]
+    return case
+
+
 def sampling_weights(cases, disc_kind="disc"):
     """Sampling weights summing to 1. Disc-labelled volumes are few: a fifth of the samples."""
     w = np.ones(len(cases))
@@ -288,6 +338,15 @@ def sampling_weights(cases, disc_kind="disc"):
         w[is_disc] = 0.2 / is_disc.sum()
         w[~is_disc] = 0.8 / (~is_disc).sum()
     return w / w.sum()
+
+
+def initial_weights(path):
+    """Weights of a training checkpoint, or of an exported model (TorchScript with its card:
+    a leave-one-out fold fine-tunes from the shipped phantom-trained model)."""
+    try:
+        return torch.jit.load(path).state_dict()
+    except RuntimeError:
+        return torch.load(path)["model"]
 
 
 def main():
@@ -309,6 +368,14 @@ def main():
     ap.add_argument("--mr-mix", type=float, default=0.0,
                     help="CT: this fraction of the samples from the real MRI training volumes rendered as CT "
                          "(mr_as_ct); the MRI validation volumes stay held out")
+    ap.add_argument("--real-ct", type=float, default=0.0,
+                    help="CT: this fraction of the samples from the real CT with manual masks (ct-verse)")
+    ap.add_argument("--mask-ct", type=float, default=0.0,
+                    help="CT: this fraction of the samples from manual vertebra masks rendered as CT "
+                         "(ct_from_masks: the masks without CT, and the training folds' real CT masks)")
+    ap.add_argument("--hold-out", nargs="*", default=[],
+                    help="CT: real CT cases (e.g. sub-verse005) left out of training, their masks too "
+                         "(a leave-one-out fold)")
     ap.add_argument("--export")
     ap.add_argument("--model-version", default="1.0.0", help="export: the version in the model card")
     ap.add_argument("--earlier-legs", nargs="*", help="export: the commands of the legs before --init's checkpoint")
@@ -324,7 +391,7 @@ def main():
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     state = checkpoint.resume(model, opt, ckpt_path)
     if args.init and not state["epoch"]:
-        init = torch.load(args.init)["model"]
+        init = initial_weights(args.init)
         own = model.state_dict()
         # A model with other level classes (the MR model for the CT one): all but the level head's output layer.
         skipped = [k for k in init if k not in own or init[k].shape != own[k].shape]
@@ -350,6 +417,16 @@ def main():
         cases += mr
         print(f"{len(mr)} real MRI volumes rendered as CT; MRI validation held out: "
               f"{[c[0] for c in mr_val]}", flush=True)
+    if args.task == "ct" and (args.real_ct > 0 or args.mask_ct > 0):
+        real = [c for c in data.verse_ct_cases() if c[0] not in args.hold_out] if args.real_ct > 0 else []
+        masks = data.mask_only_cases(exclude=args.hold_out) if args.mask_ct > 0 else []
+        extra = [prepare_real_shape_ct(data.load_ct_case(c), levels) for c in real + masks]
+        share = np.array([args.real_ct / len(real) if real else 0.0] * len(real)
+                         + [args.mask_ct / len(masks) if masks else 0.0] * len(masks))
+        w = np.concatenate([w * (1 - share.sum()), share])
+        cases += extra
+        print(f"real CT for training: {[c[0] for c in real]}; masks rendered as CT: {[c[0] for c in masks]}; "
+              f"held out: {args.hold_out}", flush=True)
     print(f"{len(cases)} training volumes loaded in {time.time() - t0:.0f} s; validation held out: "
           f"{[c[0] for c in val]}", flush=True)
     chunk = 100

@@ -95,6 +95,9 @@ class SpineSegmenter {
 };
 
 // --- Naming --------------------------------------------------------------------------
+// The normal cranio-caudal sequence of VerSe labels C1..C7, T1..T12, L1..L5, sacrum.
+std::vector<int> normal_sequence();
+
 // Names vertebra instances (ordered top to bottom) as consecutive levels. level_probs[i]
 // holds instance i's mean probability for each of `level_labels` (the level model's
 // classes, in cranio-caudal order). Names outside the classes are allowed at the ends

@@ -47,3 +47,28 @@ def read_nifti(path):
     else:
         affine[:3, :3] = np.diag(pixdim[1:4])
     return np.ascontiguousarray(data), affine
+
+
+_CODES = {np.dtype(v).str[1:]: k for k, v in _DTYPES.items()}
+
+
+def write_nifti(path, data, affine):
+    """Writes a [x, y, z] array with its voxel -> RAS affine as single-file NIfTI-1 (sform
+    and qform-less), gzipped when the name ends in .gz."""
+    data = np.asarray(data)
+    code = _CODES[data.dtype.newbyteorder("<").str[1:]]
+    hdr = bytearray(352)
+    struct.pack_into("<i", hdr, 0, 348)
+    struct.pack_into("<8h", hdr, 40, data.ndim, *data.shape, *([1] * (7 - data.ndim)))
+    struct.pack_into("<hh", hdr, 70, code, data.dtype.itemsize * 8)
+    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    struct.pack_into("<8f", hdr, 76, 1.0, *spacing, 1, 1, 1, 1)
+    struct.pack_into("<f", hdr, 108, 352.0)
+    struct.pack_into("<2f", hdr, 112, 1.0, 0.0)
+    struct.pack_into("<2h", hdr, 252, 0, 2)  # qform unknown, sform aligned
+    struct.pack_into("<12f", hdr, 280, *np.asarray(affine, dtype=np.float64)[:3].ravel())
+    hdr[344:348] = b"n+1\0"
+    raw = bytes(hdr) + np.asarray(data, dtype=data.dtype.newbyteorder("<")).tobytes(order="F")
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(raw)

@@ -255,3 +255,100 @@ def first_sacral_segment(labels, codes, lv, sacrum_class):
             codes[z, y, l5[-1] + 1:disc_end] = NOT_VERTEBRA
             codes[z, y, disc_end:disc_end + SACRUM_DEPTH_MM] = 1
             lv[z, y, disc_end:disc_end + SACRUM_DEPTH_MM] = sacrum_class
+
+
+# Real CT with manual whole-vertebra masks (VerSe), and manual masks whose CT is not
+# available (rendered as CT by scripts/seg/ct_from_masks.py).
+VERSE_CT = "ct-verse"
+MASKS_NO_IMAGE = "ct-vertebra-masks-no-image"
+# How far inside the labelled run's first and last vertebra the unlabelled voxels are
+# known not to be vertebra: an unlabelled neighbour's processes reach that far (T12's
+# spinous process overlaps L1 head to foot; S1's articular processes rise beside L5's).
+UNLABELLED_NEIGHBOUR_MM = 15
+
+
+def verse_ct_cases():
+    """[(case_id, source, kind, image, mask)] of the real CT with manual masks."""
+    out = []
+    for img in sorted(glob.glob(os.path.join(SHARED, VERSE_CT, "*_ct.nii.gz"))):
+        cid = os.path.basename(img)[:-len("_ct.nii.gz")]
+        out.append((cid, "verse", "ct-real", img, img.replace("_ct.nii.gz", "_seg-vert_msk.nii.gz")))
+    return out
+
+
+def mask_only_cases(exclude=()):
+    """[(case_id, source, kind, None, mask)]: the manual masks without CT, and the masks of
+    the real CT (their CT rendered anew from the mask) except those in `exclude` (a
+    held-out fold's case must not reach training through its mask either)."""
+    out = []
+    for m in sorted(glob.glob(os.path.join(SHARED, MASKS_NO_IMAGE, "*.nii.gz"))):
+        cid = os.path.basename(m).split("_")[0]
+        out.append((cid + "-mask", "verse-mask", "ct-synth", None, m))
+    for c in verse_ct_cases():
+        if c[0] not in exclude:
+            out.append((c[0] + "-mask", "verse-mask", "ct-synth", None, c[4]))
+    return out
+
+
+def resample_to_1mm(vol, spacing, labels=False):
+    """[z, y, x] array with spacing (x, y, z) mm -> 1 mm. Images trilinear; label maps
+    per label (linear interpolation of each label's mask, then the most likely label), so
+    a 3 mm label map is not blocky at 1 mm. Torch, since Debian's torch has no scipy."""
+    import torch
+    import torch.nn.functional as F
+    size = [max(1, int(round(n * s))) for n, s in zip(vol.shape, spacing[::-1])]
+    if list(vol.shape) == size:
+        return vol
+    if not labels:
+        t = torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))[None, None]
+        return F.interpolate(t, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
+    best = torch.full(size, 0.5)
+    out = torch.zeros(size, dtype=torch.int16)
+    for v in np.unique(vol):
+        if v == 0:
+            continue
+        m = torch.from_numpy((vol == v).astype(np.float32))[None, None]
+        p = F.interpolate(m, size=size, mode="trilinear", align_corners=False)[0, 0]
+        win = p > best
+        out[win] = int(v)
+        best = torch.maximum(best, p)
+    return out.numpy()
+
+
+def load_ct_case(case):
+    """A real CT (kind ct-real) or a mask to render (ct-synth), at 1 mm in IPR. Float
+    masks (interpolated by the source) are rounded to labels; label pieces far from their
+    vertebra are kept (the source's own small detached pieces are few and tiny)."""
+    cid, source, kind, img_path, lab_path = case
+    lab, aff = read_nifti(lab_path)
+    lab, spacing = to_canonical(np.round(lab).astype(np.int16), aff)
+    lab = resample_to_1mm(lab, spacing, labels=True)
+    if img_path is not None:
+        img, aff_i = read_nifti(img_path)
+        img, _ = to_canonical(img.astype(np.float32), aff_i)
+        img = normalise_ct(resample_to_1mm(img, spacing))
+    else:
+        img = np.ones(lab.shape, np.float32)  # canvas: rendered per sample (ct_from_masks)
+    return {"id": cid, "source": source, "kind": kind, "image": img, "labels": lab, "spacing": np.ones(3)}
+
+
+def structure_codes_from_vertebra_masks(labels, levels, known_outside=False):
+    """Structure codes (see ct_codes_from_mr) and level classes of a whole-vertebra mask
+    without discs or sacrum (VerSe): labelled voxels are vertebra of their level; the rest,
+    within the labelled run's head-foot extent less UNLABELLED_NEIGHBOUR_MM at either end,
+    is background or disc (NOT_VERTEBRA); beyond that it may be an unlabelled vertebra or
+    the sacrum (UNKNOWN), unless `known_outside` (a rendered mask: nothing is there).
+    Levels outside the model's classes (cervical) train the structure head only.
+    Axes [z (right), y (posterior), x (inferior)]."""
+    vert = (labels > 0) & (labels < 30)
+    codes = np.full(labels.shape, NOT_VERTEBRA if known_outside else UNKNOWN, np.int8)
+    lv = np.full(labels.shape, -1, np.int8)
+    xs = np.nonzero(vert.any(axis=(0, 1)))[0]
+    if len(xs):
+        x0, x1 = xs.min() + UNLABELLED_NEIGHBOUR_MM, xs.max() - UNLABELLED_NEIGHBOUR_MM
+        if x1 > x0:
+            codes[:, :, x0:x1 + 1] = NOT_VERTEBRA
+    codes[vert] = 1
+    for i, v in enumerate(levels):
+        lv[labels == v] = i
+    return codes, lv

@@ -1,5 +1,6 @@
-// Vertebra and disc segmentation with a 2.5D sagittal-slice model, coarse to fine, and
-// naming of the vertebrae by a sequence constraint over the model's level probabilities.
+// Vertebra and disc segmentation with a 2.5D sagittal-slice model, coarse to fine: the
+// model passes, then the stages in their own files (instances.cpp, naming.cpp,
+// spacing_check.cpp) and the labels back in the input's grid.
 #include "spine/spine_seg.hpp"
 
 #include <algorithm>
@@ -11,7 +12,7 @@
 #include <set>
 #include <sstream>
 
-#include "phantom/anatomy_stats.hpp"
+#include "inference/instances.hpp"
 #include "spine/error.hpp"
 #include "spine/labels.hpp"
 #include "spine/log.hpp"
@@ -19,79 +20,6 @@
 #include "spine/sliding_window.hpp"
 
 namespace spine {
-
-// --- Modality ------------------------------------------------------------------------
-
-namespace {
-
-struct IntensityEvidence {
-  float min = 0;
-  double below_minus50 = 0;   // fraction of voxels below -50 (fat and air in HU)
-  double below_minus500 = 0;  // fraction below -500 (air, lung)
-};
-
-IntensityEvidence intensity_evidence(const FloatImage& image) {
-  IntensityEvidence e;
-  e.min = std::numeric_limits<float>::max();
-  std::size_t n50 = 0, n500 = 0;
-  for (float v : image.voxels) {
-    e.min = std::min(e.min, v);
-    n50 += v < -50.f;
-    n500 += v < -500.f;
-  }
-  const double n = static_cast<double>(std::max<std::size_t>(1, image.voxels.size()));
-  e.below_minus50 = n50 / n;
-  e.below_minus500 = n500 / n;
-  return e;
-}
-
-std::string percent(double fraction) {
-  std::ostringstream s;
-  s.precision(2);
-  s << 100 * fraction << " %";
-  return s.str();
-}
-
-}  // namespace
-
-ModalityDecision decide_modality(const FloatImage& image, const std::string& requested,
-                                 const std::string& dicom_modality) {
-  if (requested != "auto" && requested != "ct" && requested != "mr")
-    throw usage_error("--modality must be ct, mr or auto, not '" + requested + "'");
-  std::string tag;
-  if (dicom_modality == "CT") tag = "ct";
-  if (dicom_modality == "MR") tag = "mr";
-  const IntensityEvidence e = intensity_evidence(image);
-  // CT is calibrated in HU: fat (-100) and air (-1000) give many clearly negative voxels.
-  // Magnitude MR images are non-negative.
-  const bool looks_ct = e.min < -200 && e.below_minus50 >= 0.01;
-  const bool looks_mr = e.min >= -50;
-  std::ostringstream why;
-  why << "minimum " << e.min << ", " << percent(e.below_minus50) << " of voxels below -50";
-  if (!tag.empty()) {
-    if (requested != "auto" && requested != tag)
-      throw input_error("--modality " + requested + " contradicts the DICOM Modality tag (" + dicom_modality + ")");
-    if ((tag == "ct" && looks_mr) || (tag == "mr" && looks_ct))
-      log::warn("the DICOM Modality tag says {} but the intensities ({}) suggest otherwise; following the tag",
-                dicom_modality, why.str());
-    return {tag, "DICOM Modality tag " + dicom_modality};
-  }
-  if (requested == "ct") {
-    if (looks_mr)
-      throw input_error("--modality ct contradicts the image: " + why.str() +
-                        "; CT in HU has fat near -100 and air near -1000, so this looks like MR");
-    return {"ct", "requested (--modality ct); intensities agree: " + why.str()};
-  }
-  if (requested == "mr") {
-    if (looks_ct)
-      throw input_error("--modality mr contradicts the image: " + why.str() +
-                        "; that is CT in HU (fat and air), not MR");
-    return {"mr", "requested (--modality mr); intensities agree: " + why.str()};
-  }
-  if (looks_ct) return {"ct", "intensities in HU: " + why.str()};
-  if (looks_mr) return {"mr", "non-negative intensities: " + why.str()};
-  throw input_error("cannot tell CT from MR from the intensities (" + why.str() + "); pass --modality ct or mr");
-}
 
 // --- Config --------------------------------------------------------------------------
 
@@ -110,194 +38,6 @@ nlohmann::json SpineSegConfig::to_json() const {
           {"coarse_slice_step_mm", coarse_slice_step_mm}, {"roi_margin_mm", roi_margin_mm},
           {"min_vertebra_ml", min_vertebra_ml},
           {"min_fraction_of_median", min_fraction_of_median}, {"min_disc_ml", min_disc_ml}};
-}
-
-// --- Naming --------------------------------------------------------------------------
-
-namespace {
-
-// The normal cranio-caudal sequence C1..C7, T1..T12, L1..L5, S (transitional levels
-// are never produced by the sequence: they are flagged instead).
-std::vector<int> normal_sequence() {
-  std::vector<int> seq;
-  for (int v = label::kC1; v <= label::kL5; ++v) seq.push_back(v);
-  seq.push_back(label::kSacrum);
-  return seq;
-}
-
-// log q(instance, label): the model's probability, or for a label beyond the model's
-// classes the nearest end class's probability with a penalty per level beyond it.
-double level_log_prob(const std::vector<double>& probs, const std::vector<int>& classes, int label) {
-  const auto seq = normal_sequence();
-  auto rank = [&](int v) { return static_cast<int>(std::find(seq.begin(), seq.end(), v) - seq.begin()); };
-  const auto it = std::find(classes.begin(), classes.end(), label);
-  double p = 0;
-  if (it != classes.end()) {
-    p = probs[static_cast<std::size_t>(it - classes.begin())];
-  } else {
-    const int r = rank(label), first = rank(classes.front()), last = rank(classes.back());
-    if (r < first) p = probs.front() * std::pow(0.3, first - r);
-    else if (r > last) p = probs.back() * std::pow(0.3, r - last);
-    else p = 1e-4;  // a gap in the classes
-  }
-  return std::log(std::max(p, 1e-4));
-}
-
-struct OffsetScores {
-  std::vector<double> score;  // per start rank
-  int best = 0;
-};
-
-OffsetScores score_offsets(const std::vector<std::vector<double>>& probs, std::size_t begin, std::size_t end,
-                           const std::vector<int>& classes) {
-  const auto seq = normal_sequence();
-  const int n = static_cast<int>(end - begin);
-  OffsetScores s;
-  const int starts = static_cast<int>(seq.size()) - n + 1;
-  for (int r0 = 0; r0 < std::max(starts, 0); ++r0) {
-    double total = 0;
-    for (int i = 0; i < n; ++i) total += level_log_prob(probs[begin + i], classes, seq[r0 + i]);
-    s.score.push_back(total);
-  }
-  s.best = static_cast<int>(std::max_element(s.score.begin(), s.score.end()) - s.score.begin());
-  return s;
-}
-
-}  // namespace
-
-SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,
-                                      const std::vector<int>& level_labels) {
-  SequenceNaming out;
-  const std::size_t n = level_probs.size();
-  if (n == 0) return out;
-  const auto seq = normal_sequence();
-  if (n > seq.size()) throw input_error("more vertebra candidates (" + std::to_string(n) + ") than a spine has");
-  const OffsetScores all = score_offsets(level_probs, 0, n, level_labels);
-  double norm = 0;
-  const double top = all.score[all.best];
-  for (double sc : all.score) norm += std::exp(sc - top);
-  out.offset_probability = 1.0 / norm;
-  for (std::size_t i = 0; i < n; ++i) {
-    const int lab = seq[all.best + i];
-    out.labels.push_back(lab);
-    out.confidence.push_back(std::exp(level_log_prob(level_probs[i], level_labels, lab)) * out.offset_probability);
-  }
-  if (out.offset_probability < 0.6) {
-    std::ostringstream f;
-    f.precision(2);
-    f << "vertebra names uncertain: the chosen sequence has probability " << out.offset_probability;
-    out.flags.push_back(f.str());
-  }
-  // Transitional anatomy: the upper and lower halves, named on their own, disagree by one.
-  if (n >= 4) {
-    const std::size_t m = n / 2;
-    const OffsetScores up = score_offsets(level_probs, 0, m, level_labels);
-    const OffsetScores low = score_offsets(level_probs, m, n, level_labels);
-    const int expected = up.best + static_cast<int>(m);
-    if (low.best == expected - 1 || low.best == expected + 1) {
-      const double gain = (up.score[up.best] + low.score[low.best]) - all.score[all.best];
-      const double p = 1.0 / (1.0 + std::exp(-gain));
-      if (p > 0.5) {
-        std::ostringstream f;
-        f.precision(2);
-        f << (low.best < expected ? "one vertebra more" : "one vertebra fewer") << " than the normal sequence between "
-          << label_name(out.labels[m - 1]) << " and " << label_name(out.labels[m])
-          << " fits the level model better (probability " << p
-          << "): possible transitional anatomy (L6, T13, 11 rib pairs) or a missed/split vertebra; names follow the "
-             "normal sequence";
-        out.flags.push_back(f.str());
-      }
-    }
-  }
-  return out;
-}
-
-namespace {
-
-std::string whole_percent(double ratio) { return std::to_string(static_cast<int>(std::lround(100 * ratio))) + " %"; }
-
-}  // namespace
-
-std::vector<std::string> vertebra_spacing_flags(const std::vector<IdentifiedVertebra>& vertebrae) {
-  struct Gap {
-    std::string names;
-    double distance_mm, ratio;
-  };
-  std::vector<Gap> gaps;
-  using anatomy::kRealCtLevels;
-  constexpr int kLevels = anatomy::kRealCtLevelCount;
-  for (std::size_t i = 0; i + 1 < vertebrae.size(); ++i) {
-    const auto& a = vertebrae[i];
-    const auto& b = vertebrae[i + 1];
-    // A vertebra cut at its side (a tight left-right crop) keeps its head-foot centroid; one
-    // cut at its top or bottom does not.
-    if (a.cut_head_foot || b.cut_head_foot || b.label != a.label + 1) continue;
-    if (a.label < 1 || a.label > kLevels) continue;
-    const double expected = kRealCtLevels[a.label - 1].spacing;
-    if (expected <= 0) continue;  // no prior (L5 to the sacrum)
-    const double d = std::hypot(b.centroid_lps_mm[0] - a.centroid_lps_mm[0], b.centroid_lps_mm[1] - a.centroid_lps_mm[1],
-                                b.centroid_lps_mm[2] - a.centroid_lps_mm[2]);
-    gaps.push_back({a.name + "/" + b.name, d, d / expected});
-  }
-  std::vector<std::string> flags;
-  if (gaps.size() < 2) return flags;
-  std::vector<double> ratios;
-  for (const auto& g : gaps) ratios.push_back(g.ratio);
-  std::sort(ratios.begin(), ratios.end());
-  const std::size_t m = ratios.size();
-  const double scale = m % 2 ? ratios[m / 2] : (ratios[m / 2 - 1] + ratios[m / 2]) / 2;
-  if (scale < 0.7 || scale > 1.4) {
-    flags.push_back("vertebra spacing does not fit the names: centres " + whole_percent(scale) +
-                    " of the typical distance for these levels (real CT: 80-122 %); the names or the vertebra "
-                    "instances are likely wrong");
-    return flags;
-  }
-  for (const auto& g : gaps) {
-    const double rel = g.ratio / scale;
-    if (rel < 0.6 || rel > 1.6) {
-      std::ostringstream f;
-      f.setf(std::ios::fixed);
-      f.precision(0);
-      f << "irregular vertebra spacing at " << g.names << ": centres " << g.distance_mm << " mm apart, "
-        << whole_percent(rel) << " of the spacing elsewhere in this spine"
-        << (rel < 1 ? " (a vertebra split in two?)" : " (a vertebra missed between them?)");
-      flags.push_back(f.str());
-    }
-  }
-  return flags;
-}
-
-nlohmann::json slicer_markups(const std::vector<IdentifiedVertebra>& vertebrae) {
-  nlohmann::json points = nlohmann::json::array();
-  for (std::size_t i = 0; i < vertebrae.size(); ++i) {
-    const auto& v = vertebrae[i];
-    points.push_back({{"id", std::to_string(i + 1)},
-                      {"label", v.name},
-                      {"description", "VerSe label " + std::to_string(v.label)},
-                      {"associatedNodeID", ""},
-                      {"position", v.centroid_lps_mm},
-                      {"orientation", {-1.0, -0.0, -0.0, -0.0, -1.0, -0.0, 0.0, 0.0, 1.0}},
-                      {"selected", true},
-                      {"locked", false},
-                      {"visibility", true},
-                      {"positionStatus", "defined"}});
-  }
-  return {{"@schema", "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/"
-                      "Schema/markups-schema-v1.0.3.json#"},
-          {"markups",
-           {{{"type", "Fiducial"},
-             {"coordinateSystem", "LPS"},
-             {"coordinateUnits", "mm"},
-             {"locked", false},
-             {"fixedNumberOfControlPoints", false},
-             {"labelFormat", "%N-%d"},
-             {"lastUsedControlPointNumber", static_cast<int>(vertebrae.size())},
-             {"controlPoints", points},
-             {"measurements", nlohmann::json::array()},
-             {"display",
-              {{"visibility", true}, {"opacity", 1.0}, {"color", {0.4, 1.0, 1.0}}, {"selectedColor", {1.0, 0.5, 0.5}},
-               {"propertiesLabelVisibility", true}, {"pointLabelsVisibility", true}, {"textScale", 3.0},
-               {"glyphType", "Sphere3D"}, {"glyphScale", 3.0}, {"glyphSize", 5.0}, {"useGlyphScale", true}}}}}}};
 }
 
 // --- Segmentation --------------------------------------------------------------------
@@ -415,138 +155,6 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
     }
   }
   return out;
-}
-
-// 6-connected components of `mask` (values != 0) over a box nx*ny*nz; returns component
-// id per voxel (0 = none) and the component count.
-std::vector<int> connected_components(const std::vector<std::uint8_t>& mask, std::int64_t nx, std::int64_t ny,
-                                      std::int64_t nz, int& count) {
-  std::vector<int> comp(mask.size(), 0);
-  count = 0;
-  std::vector<std::size_t> stack;
-  for (std::size_t start = 0; start < mask.size(); ++start) {
-    if (!mask[start] || comp[start]) continue;
-    ++count;
-    comp[start] = count;
-    stack.assign(1, start);
-    while (!stack.empty()) {
-      const std::size_t v = stack.back();
-      stack.pop_back();
-      const std::int64_t x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
-                         z = static_cast<std::int64_t>(v / (nx * ny));
-      const std::int64_t nb[6][3] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
-      for (const auto& q : nb) {
-        if (q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= nx || q[1] >= ny || q[2] >= nz) continue;
-        const std::size_t w = static_cast<std::size_t>((q[2] * ny + q[1]) * nx + q[0]);
-        if (mask[w] && !comp[w]) {
-          comp[w] = count;
-          stack.push_back(w);
-        }
-      }
-    }
-  }
-  return comp;
-}
-
-// The spinal column as the median lateral (z) and antero-posterior (y) position of
-// vertebra voxels per head-foot position (x), over a window of +-half_window_mm.
-class ColumnModel {
- public:
-  ColumnModel(const std::vector<std::array<double, 3>>& points, double spacing_mm, double half_window_mm)
-      : spacing_(spacing_mm) {
-    if (points.empty()) return;
-    x0_ = 1e30;
-    double x1 = -1e30;
-    for (const auto& p : points) x0_ = std::min(x0_, p[0]), x1 = std::max(x1, p[0]);
-    const auto rows = static_cast<std::size_t>(x1 - x0_) + 1;
-    std::vector<std::vector<double>> ys(rows), zs(rows);
-    for (const auto& p : points) {
-      ys[static_cast<std::size_t>(p[0] - x0_)].push_back(p[1]);
-      zs[static_cast<std::size_t>(p[0] - x0_)].push_back(p[2]);
-    }
-    const auto w = static_cast<std::ptrdiff_t>(std::ceil(half_window_mm / spacing_mm));
-    median_y_.assign(rows, 0), median_z_.assign(rows, 0);
-    std::vector<double> wy, wz;
-    for (std::ptrdiff_t r = 0; r < static_cast<std::ptrdiff_t>(rows); ++r) {
-      wy.clear(), wz.clear();
-      for (std::ptrdiff_t q = std::max<std::ptrdiff_t>(0, r - w); q <= std::min<std::ptrdiff_t>(rows - 1, r + w); ++q) {
-        wy.insert(wy.end(), ys[q].begin(), ys[q].end());
-        wz.insert(wz.end(), zs[q].begin(), zs[q].end());
-      }
-      median_y_[r] = median(wy), median_z_[r] = median(wz);
-    }
-  }
-  // Within lateral_mm and ap_mm of the column at its own head-foot position.
-  bool near(const std::array<double, 3>& p, double lateral_mm, double ap_mm) const {
-    if (median_y_.empty()) return false;
-    const auto r = static_cast<std::size_t>(std::clamp(p[0] - x0_, 0.0, static_cast<double>(median_y_.size() - 1)));
-    return std::abs(p[2] - median_z_[r]) * spacing_ <= lateral_mm && std::abs(p[1] - median_y_[r]) * spacing_ <= ap_mm;
-  }
-
- private:
-  static double median(std::vector<double>& v) {
-    if (v.empty()) return 0;
-    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-    return v[v.size() / 2];
-  }
-  double spacing_ = 1;
-  double x0_ = 0;
-  std::vector<double> median_y_, median_z_;
-};
-
-// Voxel lists of the 6-connected components of `mask` (values != 0).
-std::vector<std::vector<std::size_t>> component_members(const std::vector<std::uint8_t>& mask, std::int64_t nx,
-                                                        std::int64_t ny, std::int64_t nz) {
-  int count = 0;
-  const std::vector<int> comp = connected_components(mask, nx, ny, nz, count);
-  std::vector<std::vector<std::size_t>> members(static_cast<std::size_t>(count));
-  for (std::size_t i = 0; i < comp.size(); ++i)
-    if (comp[i]) members[static_cast<std::size_t>(comp[i] - 1)].push_back(i);
-  return members;
-}
-
-struct Instance {
-  std::vector<std::size_t> voxels;  // region offsets
-  double cx = 0, cy = 0, cz = 0;    // centroid in region voxels
-  std::int64_t x_min = 0, x_max = 0;
-  bool touches_border = false;
-};
-
-Instance make_instance(std::vector<std::size_t> voxels, std::int64_t nx, std::int64_t ny, std::int64_t nz) {
-  Instance in;
-  in.x_min = std::numeric_limits<std::int64_t>::max();
-  in.x_max = std::numeric_limits<std::int64_t>::min();
-  for (std::size_t v : voxels) {
-    const std::int64_t x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
-                       z = static_cast<std::int64_t>(v / (nx * ny));
-    in.cx += x, in.cy += y, in.cz += z;
-    in.x_min = std::min(in.x_min, x), in.x_max = std::max(in.x_max, x);
-    if (x == 0 || y == 0 || x == nx - 1 || y == ny - 1 || z == 0 || z == nz - 1) in.touches_border = true;
-  }
-  const double n = static_cast<double>(std::max<std::size_t>(1, voxels.size()));
-  in.cx /= n, in.cy /= n, in.cz /= n;
-  in.voxels = std::move(voxels);
-  return in;
-}
-
-// Merges instances whose centroids lie within `max_centroid_mm` head to foot (x) and
-// whose union spans at most `max_extent_mm`, until none is left to merge.
-void merge_side_by_side(std::vector<Instance>& instances, double spacing_mm, double max_centroid_mm,
-                        double max_extent_mm, std::int64_t nx, std::int64_t ny, std::int64_t nz) {
-  for (bool merged = true; merged;) {
-    merged = false;
-    for (std::size_t i = 0; i < instances.size() && !merged; ++i)
-      for (std::size_t j = i + 1; j < instances.size() && !merged; ++j) {
-        const Instance &a = instances[i], &b = instances[j];
-        const double extent = (std::max(a.x_max, b.x_max) - std::min(a.x_min, b.x_min) + 1) * spacing_mm;
-        if (std::abs(a.cx - b.cx) * spacing_mm > max_centroid_mm || extent > max_extent_mm) continue;
-        std::vector<std::size_t> voxels = a.voxels;
-        voxels.insert(voxels.end(), b.voxels.begin(), b.voxels.end());
-        instances[i] = make_instance(std::move(voxels), nx, ny, nz);
-        instances.erase(instances.begin() + static_cast<std::ptrdiff_t>(j));
-        merged = true;
-      }
-  }
 }
 
 }  // namespace
@@ -695,68 +303,17 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     // by the level model's votes.
     std::vector<std::uint8_t> vmask(fp.structure.size());
     for (std::size_t i = 0; i < vmask.size(); ++i) vmask[i] = fp.structure[i] == 1;
-    const double max_extent_mm = sm.vertebra_part == "body" ? 45.0 : 60.0;
-    std::vector<Instance> instances;
-    auto argmax_level = [&](std::size_t v) {
+    InstanceRules rules;
+    rules.spacing_mm = vol.geometry.spacing[0];
+    rules.bodies = sm.vertebra_part == "body";
+    rules.min_vertebra_ml = config.min_vertebra_ml;
+    rules.min_fraction_of_median = config.min_fraction_of_median;
+    rules.max_count = normal_sequence().size();
+    const auto level_of = [&](std::size_t v) {
       const auto& p = fp.level_probs.at(v);
       return static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
     };
-    for (auto& vox : component_members(vmask, rx, ry, rz)) {
-      if (vox.size() * voxel_ml < config.min_vertebra_ml) continue;
-      Instance in = make_instance(vox, rx, ry, rz);
-      if ((in.x_max - in.x_min + 1) * vol.geometry.spacing[0] <= max_extent_mm) {
-        instances.push_back(std::move(in));
-        continue;
-      }
-      for (int l = 0; l < n_levels; ++l) {
-        std::vector<std::uint8_t> sub(vmask.size(), 0);
-        bool any = false;
-        for (std::size_t v : in.voxels)
-          if (argmax_level(v) == l) sub[v] = 1, any = true;
-        if (!any) continue;
-        for (auto& part : component_members(sub, rx, ry, rz))
-          if (part.size() * voxel_ml >= config.min_vertebra_ml) instances.push_back(make_instance(std::move(part), rx, ry, rz));
-      }
-    }
-    // Candidates off the spinal column (ribs, pelvis taken for vertebra) are dropped.
-    {
-      std::vector<std::array<double, 3>> vpoints;
-      for (std::size_t i = 0; i < vmask.size(); ++i)
-        if (vmask[i])
-          vpoints.push_back({static_cast<double>(i % rx), static_cast<double>((i / rx) % ry),
-                             static_cast<double>(i / static_cast<std::size_t>(rx * ry))});
-      const ColumnModel column(vpoints, vol.geometry.spacing[0], 40.0);
-      const std::size_t before = instances.size();
-      instances.erase(std::remove_if(instances.begin(), instances.end(),
-                                     [&](const Instance& in) { return !column.near({in.cx, in.cy, in.cz}, 30.0, 40.0); }),
-                      instances.end());
-      if (instances.size() < before)
-        log::debug("{} vertebra candidates off the spinal column dropped", before - instances.size());
-    }
-    // Pieces side by side at one head-foot level are one vertebra, split where the model
-    // was unsure (a body cut in two or three left to right): vertebrae follow each other
-    // head to foot, never side by side. Adjacent vertebrae, even tilted, have centroids a
-    // body height apart; pieces of one body have them within a fraction of that.
-    merge_side_by_side(instances, vol.geometry.spacing[0], sm.vertebra_part == "body" ? 10.0 : 12.0,
-                       max_extent_mm, rx, ry, rz);
-    // Fragments much smaller than a typical vertebra of this scan are not vertebrae.
-    if (!instances.empty()) {
-      std::vector<std::size_t> sizes;
-      for (const auto& in : instances) sizes.push_back(in.voxels.size());
-      std::nth_element(sizes.begin(), sizes.begin() + sizes.size() / 2, sizes.end());
-      const double cutoff = config.min_fraction_of_median * static_cast<double>(sizes[sizes.size() / 2]);
-      instances.erase(std::remove_if(instances.begin(), instances.end(),
-                                     [&](const Instance& in) { return static_cast<double>(in.voxels.size()) < cutoff; }),
-                      instances.end());
-    }
-    std::sort(instances.begin(), instances.end(), [](const Instance& a, const Instance& b) { return a.cx < b.cx; });
-    if (instances.size() > normal_sequence().size()) {
-      result.flags.push_back("more vertebra candidates than a spine has; the smallest were dropped");
-      std::sort(instances.begin(), instances.end(),
-                [](const Instance& a, const Instance& b) { return a.voxels.size() > b.voxels.size(); });
-      instances.resize(normal_sequence().size());
-      std::sort(instances.begin(), instances.end(), [](const Instance& a, const Instance& b) { return a.cx < b.cx; });
-    }
+    std::vector<Instance> instances = vertebra_instances(vmask, rx, ry, rz, n_levels, level_of, rules, result.flags);
 
     // Names: the sequence constraint over each instance's mean level probabilities.
     std::vector<std::vector<double>> probs;

@@ -1,0 +1,189 @@
+// Vertebra instances: components of the vertebra class, split where one is longer than a
+// vertebra, merged where pieces lie side by side, and filtered to the spinal column.
+#include "inference/instances.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "spine/log.hpp"
+
+namespace spine {
+
+std::vector<int> connected_components(const std::vector<std::uint8_t>& mask, std::int64_t nx, std::int64_t ny,
+                                      std::int64_t nz, int& count) {
+  std::vector<int> comp(mask.size(), 0);
+  count = 0;
+  std::vector<std::size_t> stack;
+  for (std::size_t start = 0; start < mask.size(); ++start) {
+    if (!mask[start] || comp[start]) continue;
+    ++count;
+    comp[start] = count;
+    stack.assign(1, start);
+    while (!stack.empty()) {
+      const std::size_t v = stack.back();
+      stack.pop_back();
+      const std::int64_t x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+                         z = static_cast<std::int64_t>(v / (nx * ny));
+      const std::int64_t nb[6][3] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
+      for (const auto& q : nb) {
+        if (q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= nx || q[1] >= ny || q[2] >= nz) continue;
+        const std::size_t w = static_cast<std::size_t>((q[2] * ny + q[1]) * nx + q[0]);
+        if (mask[w] && !comp[w]) {
+          comp[w] = count;
+          stack.push_back(w);
+        }
+      }
+    }
+  }
+  return comp;
+}
+
+ColumnModel::ColumnModel(const std::vector<std::array<double, 3>>& points, double spacing_mm, double half_window_mm)
+  : spacing_(spacing_mm) {
+  if (points.empty()) return;
+  x0_ = 1e30;
+  double x1 = -1e30;
+  for (const auto& p : points) x0_ = std::min(x0_, p[0]), x1 = std::max(x1, p[0]);
+  const auto rows = static_cast<std::size_t>(x1 - x0_) + 1;
+  std::vector<std::vector<double>> ys(rows), zs(rows);
+  for (const auto& p : points) {
+    ys[static_cast<std::size_t>(p[0] - x0_)].push_back(p[1]);
+    zs[static_cast<std::size_t>(p[0] - x0_)].push_back(p[2]);
+  }
+  const auto w = static_cast<std::ptrdiff_t>(std::ceil(half_window_mm / spacing_mm));
+  median_y_.assign(rows, 0), median_z_.assign(rows, 0);
+  std::vector<double> wy, wz;
+  for (std::ptrdiff_t r = 0; r < static_cast<std::ptrdiff_t>(rows); ++r) {
+    wy.clear(), wz.clear();
+    for (std::ptrdiff_t q = std::max<std::ptrdiff_t>(0, r - w); q <= std::min<std::ptrdiff_t>(rows - 1, r + w); ++q) {
+      wy.insert(wy.end(), ys[q].begin(), ys[q].end());
+      wz.insert(wz.end(), zs[q].begin(), zs[q].end());
+    }
+    median_y_[r] = median(wy), median_z_[r] = median(wz);
+  }
+}
+bool ColumnModel::near(const std::array<double, 3>& p, double lateral_mm, double ap_mm) const {
+  if (median_y_.empty()) return false;
+  const auto r = static_cast<std::size_t>(std::clamp(p[0] - x0_, 0.0, static_cast<double>(median_y_.size() - 1)));
+  return std::abs(p[2] - median_z_[r]) * spacing_ <= lateral_mm && std::abs(p[1] - median_y_[r]) * spacing_ <= ap_mm;
+}
+double ColumnModel::median(std::vector<double>& v) {
+  if (v.empty()) return 0;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+std::vector<std::vector<std::size_t>> component_members(const std::vector<std::uint8_t>& mask, std::int64_t nx,
+                                                        std::int64_t ny, std::int64_t nz) {
+  int count = 0;
+  const std::vector<int> comp = connected_components(mask, nx, ny, nz, count);
+  std::vector<std::vector<std::size_t>> members(static_cast<std::size_t>(count));
+  for (std::size_t i = 0; i < comp.size(); ++i)
+    if (comp[i]) members[static_cast<std::size_t>(comp[i] - 1)].push_back(i);
+  return members;
+}
+
+Instance make_instance(std::vector<std::size_t> voxels, std::int64_t nx, std::int64_t ny, std::int64_t nz) {
+  Instance in;
+  in.x_min = std::numeric_limits<std::int64_t>::max();
+  in.x_max = std::numeric_limits<std::int64_t>::min();
+  for (std::size_t v : voxels) {
+    const std::int64_t x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+                       z = static_cast<std::int64_t>(v / (nx * ny));
+    in.cx += x, in.cy += y, in.cz += z;
+    in.x_min = std::min(in.x_min, x), in.x_max = std::max(in.x_max, x);
+    if (x == 0 || y == 0 || x == nx - 1 || y == ny - 1 || z == 0 || z == nz - 1) in.touches_border = true;
+  }
+  const double n = static_cast<double>(std::max<std::size_t>(1, voxels.size()));
+  in.cx /= n, in.cy /= n, in.cz /= n;
+  in.voxels = std::move(voxels);
+  return in;
+}
+
+void merge_side_by_side(std::vector<Instance>& instances, double spacing_mm, double max_centroid_mm,
+                        double max_extent_mm, std::int64_t nx, std::int64_t ny, std::int64_t nz) {
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (std::size_t i = 0; i < instances.size() && !merged; ++i)
+      for (std::size_t j = i + 1; j < instances.size() && !merged; ++j) {
+        const Instance &a = instances[i], &b = instances[j];
+        const double extent = (std::max(a.x_max, b.x_max) - std::min(a.x_min, b.x_min) + 1) * spacing_mm;
+        if (std::abs(a.cx - b.cx) * spacing_mm > max_centroid_mm || extent > max_extent_mm) continue;
+        std::vector<std::size_t> voxels = a.voxels;
+        voxels.insert(voxels.end(), b.voxels.begin(), b.voxels.end());
+        instances[i] = make_instance(std::move(voxels), nx, ny, nz);
+        instances.erase(instances.begin() + static_cast<std::ptrdiff_t>(j));
+        merged = true;
+      }
+  }
+}
+
+std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask, std::int64_t nx, std::int64_t ny,
+                                         std::int64_t nz, int n_levels, const std::function<int(std::size_t)>& level_of,
+                                         const InstanceRules& rules, std::vector<std::string>& flags) {
+  const double voxel_ml = rules.spacing_mm * rules.spacing_mm * rules.spacing_mm / 1000.0;
+  // Longer head to foot than a vertebra can be: neighbours joined through a missed disc
+  // or touching posterior elements.
+  const double max_extent_mm = rules.bodies ? 45.0 : 60.0;
+  std::vector<Instance> instances;
+  for (auto& vox : component_members(vmask, nx, ny, nz)) {
+    if (vox.size() * voxel_ml < rules.min_vertebra_ml) continue;
+    Instance in = make_instance(vox, nx, ny, nz);
+    if ((in.x_max - in.x_min + 1) * rules.spacing_mm <= max_extent_mm) {
+      instances.push_back(std::move(in));
+      continue;
+    }
+    for (int l = 0; l < n_levels; ++l) {
+      std::vector<std::uint8_t> sub(vmask.size(), 0);
+      bool any = false;
+      for (std::size_t v : in.voxels)
+        if (level_of(v) == l) sub[v] = 1, any = true;
+      if (!any) continue;
+      for (auto& part : component_members(sub, nx, ny, nz))
+        if (part.size() * voxel_ml >= rules.min_vertebra_ml) instances.push_back(make_instance(std::move(part), nx, ny, nz));
+    }
+  }
+  // Candidates off the spinal column (ribs, pelvis taken for vertebra) are dropped.
+  {
+    std::vector<std::array<double, 3>> vpoints;
+    for (std::size_t i = 0; i < vmask.size(); ++i)
+      if (vmask[i])
+        vpoints.push_back({static_cast<double>(i % nx), static_cast<double>((i / nx) % ny),
+                           static_cast<double>(i / static_cast<std::size_t>(nx * ny))});
+    const ColumnModel column(vpoints, rules.spacing_mm, 40.0);
+    const std::size_t before = instances.size();
+    instances.erase(std::remove_if(instances.begin(), instances.end(),
+                                   [&](const Instance& in) { return !column.near({in.cx, in.cy, in.cz}, 30.0, 40.0); }),
+                    instances.end());
+    if (instances.size() < before)
+      log::debug("{} vertebra candidates off the spinal column dropped", before - instances.size());
+  }
+  // Pieces side by side at one head-foot level are one vertebra, split where the model
+  // was unsure (a body cut in two or three left to right): vertebrae follow each other
+  // head to foot, never side by side. Adjacent vertebrae, even tilted, have centroids a
+  // body height apart; pieces of one body have them within a fraction of that.
+  merge_side_by_side(instances, rules.spacing_mm, rules.bodies ? 10.0 : 12.0,
+                     max_extent_mm, nx, ny, nz);
+  // Fragments much smaller than a typical vertebra of this scan are not vertebrae.
+  if (!instances.empty()) {
+    std::vector<std::size_t> sizes;
+    for (const auto& in : instances) sizes.push_back(in.voxels.size());
+    std::nth_element(sizes.begin(), sizes.begin() + sizes.size() / 2, sizes.end());
+    const double cutoff = rules.min_fraction_of_median * static_cast<double>(sizes[sizes.size() / 2]);
+    instances.erase(std::remove_if(instances.begin(), instances.end(),
+                                   [&](const Instance& in) { return static_cast<double>(in.voxels.size()) < cutoff; }),
+                    instances.end());
+  }
+  std::sort(instances.begin(), instances.end(), [](const Instance& a, const Instance& b) { return a.cx < b.cx; });
+  if (instances.size() > rules.max_count) {
+    flags.push_back("more vertebra candidates than a spine has; the smallest were dropped");
+    std::sort(instances.begin(), instances.end(),
+              [](const Instance& a, const Instance& b) { return a.voxels.size() > b.voxels.size(); });
+    instances.resize(rules.max_count);
+    std::sort(instances.begin(), instances.end(), [](const Instance& a, const Instance& b) { return a.cx < b.cx; });
+  }
+  return instances;
+}
+
+}  // namespace spine

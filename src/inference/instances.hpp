@@ -1,0 +1,66 @@
+// Vertebra instances from the segmentation's vertebra class (internal to spine-seg):
+// connected components, the spinal column they lie along, and the rules that turn
+// components into one instance per vertebra.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace spine {
+
+// 6-connected components of `mask` (values != 0) over a box nx*ny*nz; returns component
+// id per voxel (0 = none) and the component count.
+std::vector<int> connected_components(const std::vector<std::uint8_t>& mask, std::int64_t nx, std::int64_t ny,
+                                      std::int64_t nz, int& count);
+
+// Voxel lists of the 6-connected components of `mask` (values != 0).
+std::vector<std::vector<std::size_t>> component_members(const std::vector<std::uint8_t>& mask, std::int64_t nx,
+                                                        std::int64_t ny, std::int64_t nz);
+
+// The spinal column as the median lateral (z) and antero-posterior (y) position of
+// vertebra voxels per head-foot position (x), over a window of +-half_window_mm.
+class ColumnModel {
+ public:
+  ColumnModel(const std::vector<std::array<double, 3>>& points, double spacing_mm, double half_window_mm);
+  // Within lateral_mm and ap_mm of the column at its own head-foot position.
+  bool near(const std::array<double, 3>& p, double lateral_mm, double ap_mm) const;
+
+ private:
+  static double median(std::vector<double>& v);
+  double spacing_ = 1;
+  double x0_ = 0;
+  std::vector<double> median_y_, median_z_;
+};
+
+struct Instance {
+  std::vector<std::size_t> voxels;  // region offsets
+  double cx = 0, cy = 0, cz = 0;    // centroid in region voxels
+  std::int64_t x_min = 0, x_max = 0;
+  bool touches_border = false;
+};
+
+Instance make_instance(std::vector<std::size_t> voxels, std::int64_t nx, std::int64_t ny, std::int64_t nz);
+
+// Merges instances whose centroids lie within `max_centroid_mm` head to foot (x) and
+// whose union spans at most `max_extent_mm`, until none is left to merge.
+void merge_side_by_side(std::vector<Instance>& instances, double spacing_mm, double max_centroid_mm,
+                        double max_extent_mm, std::int64_t nx, std::int64_t ny, std::int64_t nz);
+
+struct InstanceRules {
+  double spacing_mm = 1;            // isotropic voxel size of the region
+  bool bodies = true;               // vertebral bodies (MR model) or whole vertebrae (CT model)
+  double min_vertebra_ml = 1.0;
+  double min_fraction_of_median = 0.25;
+  std::size_t max_count = 26;       // a spine's vertebrae and sacrum
+};
+
+// One instance per vertebra from the vertebra mask of a region [nz][ny][nx], sorted head
+// to foot. `level_of` gives a voxel's most likely level class (splitting too-long
+// components). Flags what the caller must report (candidates beyond a spine's count).
+std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask, std::int64_t nx, std::int64_t ny,
+                                         std::int64_t nz, int n_levels, const std::function<int(std::size_t)>& level_of,
+                                         const InstanceRules& rules, std::vector<std::string>& flags);
+
+}  // namespace spine

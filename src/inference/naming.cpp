@@ -1,0 +1,111 @@
+// Names of vertebra instances: the consecutive run of the normal sequence that the level
+// model supports best, its probability, and transitional anatomy flagged (never renamed).
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "spine/error.hpp"
+#include "spine/labels.hpp"
+#include "spine/spine_seg.hpp"
+
+namespace spine {
+
+// The normal cranio-caudal sequence C1..C7, T1..T12, L1..L5, S (transitional levels
+// are never produced by the sequence: they are flagged instead).
+std::vector<int> normal_sequence() {
+  std::vector<int> seq;
+  for (int v = label::kC1; v <= label::kL5; ++v) seq.push_back(v);
+  seq.push_back(label::kSacrum);
+  return seq;
+}
+
+namespace {
+
+// log q(instance, label): the model's probability, or for a label beyond the model's
+// classes the nearest end class's probability with a penalty per level beyond it.
+double level_log_prob(const std::vector<double>& probs, const std::vector<int>& classes, int label) {
+  const auto seq = normal_sequence();
+  auto rank = [&](int v) { return static_cast<int>(std::find(seq.begin(), seq.end(), v) - seq.begin()); };
+  const auto it = std::find(classes.begin(), classes.end(), label);
+  double p = 0;
+  if (it != classes.end()) {
+    p = probs[static_cast<std::size_t>(it - classes.begin())];
+  } else {
+    const int r = rank(label), first = rank(classes.front()), last = rank(classes.back());
+    if (r < first) p = probs.front() * std::pow(0.3, first - r);
+    else if (r > last) p = probs.back() * std::pow(0.3, r - last);
+    else p = 1e-4;  // a gap in the classes
+  }
+  return std::log(std::max(p, 1e-4));
+}
+
+struct OffsetScores {
+  std::vector<double> score;  // per start rank
+  int best = 0;
+};
+
+OffsetScores score_offsets(const std::vector<std::vector<double>>& probs, std::size_t begin, std::size_t end,
+                           const std::vector<int>& classes) {
+  const auto seq = normal_sequence();
+  const int n = static_cast<int>(end - begin);
+  OffsetScores s;
+  const int starts = static_cast<int>(seq.size()) - n + 1;
+  for (int r0 = 0; r0 < std::max(starts, 0); ++r0) {
+    double total = 0;
+    for (int i = 0; i < n; ++i) total += level_log_prob(probs[begin + i], classes, seq[r0 + i]);
+    s.score.push_back(total);
+  }
+  s.best = static_cast<int>(std::max_element(s.score.begin(), s.score.end()) - s.score.begin());
+  return s;
+}
+
+}  // namespace
+
+SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,
+                                      const std::vector<int>& level_labels) {
+  SequenceNaming out;
+  const std::size_t n = level_probs.size();
+  if (n == 0) return out;
+  const auto seq = normal_sequence();
+  if (n > seq.size()) throw input_error("more vertebra candidates (" + std::to_string(n) + ") than a spine has");
+  const OffsetScores all = score_offsets(level_probs, 0, n, level_labels);
+  double norm = 0;
+  const double top = all.score[all.best];
+  for (double sc : all.score) norm += std::exp(sc - top);
+  out.offset_probability = 1.0 / norm;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int lab = seq[all.best + i];
+    out.labels.push_back(lab);
+    out.confidence.push_back(std::exp(level_log_prob(level_probs[i], level_labels, lab)) * out.offset_probability);
+  }
+  if (out.offset_probability < 0.6) {
+    std::ostringstream f;
+    f.precision(2);
+    f << "vertebra names uncertain: the chosen sequence has probability " << out.offset_probability;
+    out.flags.push_back(f.str());
+  }
+  // Transitional anatomy: the upper and lower halves, named on their own, disagree by one.
+  if (n >= 4) {
+    const std::size_t m = n / 2;
+    const OffsetScores up = score_offsets(level_probs, 0, m, level_labels);
+    const OffsetScores low = score_offsets(level_probs, m, n, level_labels);
+    const int expected = up.best + static_cast<int>(m);
+    if (low.best == expected - 1 || low.best == expected + 1) {
+      const double gain = (up.score[up.best] + low.score[low.best]) - all.score[all.best];
+      const double p = 1.0 / (1.0 + std::exp(-gain));
+      if (p > 0.5) {
+        std::ostringstream f;
+        f.precision(2);
+        f << (low.best < expected ? "one vertebra more" : "one vertebra fewer") << " than the normal sequence between "
+          << label_name(out.labels[m - 1]) << " and " << label_name(out.labels[m])
+          << " fits the level model better (probability " << p
+          << "): possible transitional anatomy (L6, T13, 11 rib pairs) or a missed/split vertebra; names follow the "
+             "normal sequence";
+        out.flags.push_back(f.str());
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace spine

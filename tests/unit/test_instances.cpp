@@ -1,0 +1,94 @@
+// The instance stage of spine-seg (src/inference/instances.cpp): one instance per vertebra
+// from a vertebra mask, on small boxes [nz][ny][nx] with x head to foot at 1 mm.
+#include <gtest/gtest.h>
+
+#include "inference/instances.hpp"
+
+namespace spine {
+namespace {
+
+struct Box {
+  std::int64_t nx, ny, nz;
+  std::vector<std::uint8_t> mask;
+  std::vector<int> level;  // per voxel, the level class a model would vote for
+  Box(std::int64_t x, std::int64_t y, std::int64_t z)
+      : nx(x), ny(y), nz(z), mask(static_cast<std::size_t>(x * y * z), 0), level(mask.size(), 0) {}
+  std::size_t at(std::int64_t x, std::int64_t y, std::int64_t z) const {
+    return static_cast<std::size_t>((z * ny + y) * nx + x);
+  }
+  // A block of vertebra voxels [x0, x1) x [y0, y1) x [z0, z1) voting for `lev`.
+  void fill(std::int64_t x0, std::int64_t x1, std::int64_t y0, std::int64_t y1, std::int64_t z0, std::int64_t z1,
+            int lev) {
+    for (auto z = z0; z < z1; ++z)
+      for (auto y = y0; y < y1; ++y)
+        for (auto x = x0; x < x1; ++x) mask[at(x, y, z)] = 1, level[at(x, y, z)] = lev;
+  }
+  std::vector<Instance> instances(bool bodies, std::vector<std::string>& flags) const {
+    InstanceRules rules;
+    rules.bodies = bodies;
+    rules.min_vertebra_ml = 0.5;
+    return vertebra_instances(mask, nx, ny, nz, 4, [&](std::size_t v) { return level[v]; }, rules, flags);
+  }
+};
+
+TEST(Instances, SeparateVertebraeHeadToFoot) {
+  Box b(120, 30, 30);
+  for (int i = 0; i < 4; ++i) b.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 5, 25, i);  // 22 mm bodies, 6 mm gaps
+  std::vector<std::string> flags;
+  const auto in = b.instances(true, flags);
+  ASSERT_EQ(in.size(), 4u);
+  for (std::size_t i = 1; i < in.size(); ++i) EXPECT_LT(in[i - 1].cx, in[i].cx);  // sorted head to foot
+  EXPECT_TRUE(flags.empty());
+}
+
+TEST(Instances, TooLongComponentIsSplitByTheLevelVotes) {
+  // Two bodies joined through a missed disc: 50 mm is longer than a body can be (45 mm).
+  Box b(70, 30, 30);
+  b.fill(5, 30, 5, 25, 5, 25, 1);
+  b.fill(30, 55, 5, 25, 5, 25, 2);
+  std::vector<std::string> flags;
+  const auto in = b.instances(true, flags);
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_NEAR(in[0].cx, 17.0, 0.5);
+  EXPECT_NEAR(in[1].cx, 42.0, 0.5);
+  // As a whole vertebra (up to 60 mm), the same component is one instance.
+  EXPECT_EQ(b.instances(false, flags).size(), 1u);
+}
+
+TEST(Instances, PiecesSideBySideAreOneVertebra) {
+  // One body cut left to right into two pieces (a gap of 2 slices): one instance.
+  Box b(40, 30, 40);
+  b.fill(5, 27, 5, 25, 5, 18, 0);
+  b.fill(5, 27, 5, 25, 20, 33, 0);
+  std::vector<std::string> flags;
+  const auto in = b.instances(true, flags);
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_NEAR(in[0].cz, 18.5, 0.5);
+}
+
+TEST(Instances, SmallFragmentsAndCandidatesOffTheColumnAreDropped) {
+  Box b(120, 30, 100);
+  for (int i = 0; i < 4; ++i) b.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 40, 60, i);
+  b.fill(57, 77, 5, 25, 88, 98, 2);   // a rib end of 4 ml, 43 mm to the side of the column
+  b.fill(27, 33, 10, 20, 62, 79, 3);  // a 1 ml fragment between two bodies: under a quarter of one
+  std::vector<std::string> flags;
+  const auto in = b.instances(true, flags);
+  ASSERT_EQ(in.size(), 4u);
+  for (const auto& i : in) EXPECT_NEAR(i.cz, 49.5, 0.5);
+}
+
+TEST(Instances, MoreCandidatesThanASpineHasAreFlagged) {
+  Box b(200, 20, 20);
+  for (int i = 0; i < 12; ++i) b.fill(2 + 16 * i, 14 + 16 * i, 5, 15, 5, 15, 0);
+  InstanceRules rules;
+  rules.min_vertebra_ml = 0.5;
+  rules.max_count = 10;
+  std::vector<std::string> flags;
+  const auto in = vertebra_instances(b.mask, b.nx, b.ny, b.nz, 4, [](std::size_t) { return 0; }, rules, flags);
+  EXPECT_EQ(in.size(), 10u);
+  ASSERT_EQ(flags.size(), 1u);
+  EXPECT_NE(flags[0].find("more vertebra candidates"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace spine
