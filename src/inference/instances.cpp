@@ -119,6 +119,75 @@ void merge_side_by_side(std::vector<Instance>& instances, double spacing_mm, dou
   }
 }
 
+std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std::size_t>& voxels, std::int64_t nx,
+                                                          std::int64_t ny, std::int64_t nz, int max_radius,
+                                                          double max_extent_vox) {
+  const std::size_t n = static_cast<std::size_t>(nx * ny * nz);
+  std::vector<std::uint8_t> inside(n, 0);
+  for (std::size_t v : voxels) inside[v] = 1;
+  std::vector<std::uint8_t> core = inside, next;
+  const auto neighbours = [&](std::size_t v, auto&& visit) {
+    const std::int64_t x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+                       z = static_cast<std::int64_t>(v / (nx * ny));
+    const std::int64_t nb[6][3] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
+    for (const auto& q : nb) {
+      const bool out = q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= nx || q[1] >= ny || q[2] >= nz;
+      visit(out ? n : static_cast<std::size_t>((q[2] * ny + q[1]) * nx + q[0]));
+    }
+  };
+  // The smallest erosion that leaves two or more cores, each vertebra-sized once grown
+  // back by the radius: a bridge is cut before a vertebra's own thinner parts, and bodies
+  // (20 mm and more) keep a core. When no radius gets there (vertebrae joined through a
+  // disc taken for bone), the radius that leaves the most cores.
+  std::vector<std::vector<std::size_t>> cores, most;
+  for (int r = 1; r <= max_radius; ++r) {
+    next = core;
+    for (std::size_t v : voxels) {
+      if (!core[v]) continue;
+      neighbours(v, [&](std::size_t w) {
+        if (w == n || !core[w]) next[v] = 0;
+      });
+    }
+    core.swap(next);
+    if (r < 2) continue;
+    cores = component_members(core, nx, ny, nz);
+    std::size_t largest = 0;
+    for (const auto& c : cores) largest = std::max(largest, c.size());
+    // Pieces of one vertebra's arch (a spinous process cut off at its lamina) are small
+    // next to a vertebra's core: they are taken back by the growth, not made seeds.
+    cores.erase(std::remove_if(cores.begin(), cores.end(), [&](const auto& c) { return c.size() * 4 < largest; }),
+                cores.end());
+    bool vertebra_sized = cores.size() >= 2;
+    for (const auto& c : cores) {
+      std::int64_t lo = nx, hi = -1;
+      for (std::size_t v : c) lo = std::min<std::int64_t>(lo, v % nx), hi = std::max<std::int64_t>(hi, v % nx);
+      vertebra_sized = vertebra_sized && static_cast<double>(hi - lo + 1 + 2 * r) <= max_extent_vox;
+    }
+    if (vertebra_sized) break;
+    if (cores.size() > most.size()) most = cores;
+    cores.clear();
+  }
+  if (cores.empty()) cores.swap(most);
+  if (cores.size() < 2) return {};
+  // Each core takes back the voxels nearest to it inside the component (breadth first).
+  std::vector<int> owner(n, -1);
+  std::vector<std::size_t> frontier, grown;
+  for (std::size_t k = 0; k < cores.size(); ++k)
+    for (std::size_t v : cores[k]) owner[v] = static_cast<int>(k), frontier.push_back(v);
+  while (!frontier.empty()) {
+    grown.clear();
+    for (std::size_t v : frontier)
+      neighbours(v, [&](std::size_t w) {
+        if (w != n && inside[w] && owner[w] < 0) owner[w] = owner[v], grown.push_back(w);
+      });
+    frontier.swap(grown);
+  }
+  std::vector<std::vector<std::size_t>> parts(cores.size());
+  for (std::size_t v : voxels)
+    if (owner[v] >= 0) parts[static_cast<std::size_t>(owner[v])].push_back(v);
+  return parts;
+}
+
 std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask, std::int64_t nx, std::int64_t ny,
                                          std::int64_t nz, int n_levels, const std::function<int(std::size_t)>& level_of,
                                          const InstanceRules& rules, std::vector<std::string>& flags) {
@@ -134,14 +203,28 @@ std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
       instances.push_back(std::move(in));
       continue;
     }
-    for (int l = 0; l < n_levels; ++l) {
-      std::vector<std::uint8_t> sub(vmask.size(), 0);
-      bool any = false;
-      for (std::size_t v : in.voxels)
-        if (level_of(v) == l) sub[v] = 1, any = true;
-      if (!any) continue;
-      for (auto& part : component_members(sub, nx, ny, nz))
-        if (part.size() * voxel_ml >= rules.min_vertebra_ml) instances.push_back(make_instance(std::move(part), nx, ny, nz));
+    // Vertebrae joined at a thin bridge (facet joints, a sliver of missed disc) are cut
+    // there; only a part still longer than a vertebra is split by the level votes, which
+    // are noisy inside a vertebra.
+    auto parts = split_at_thin_joins(in.voxels, nx, ny, nz, rules.max_erosion_voxels, max_extent_mm / rules.spacing_mm);
+    if (parts.empty()) parts.push_back(std::move(in.voxels));
+    for (auto& part : parts) {
+      if (part.size() * voxel_ml < rules.min_vertebra_ml) continue;
+      Instance p = make_instance(std::move(part), nx, ny, nz);
+      if ((p.x_max - p.x_min + 1) * rules.spacing_mm <= max_extent_mm) {
+        instances.push_back(std::move(p));
+        continue;
+      }
+      for (int l = 0; l < n_levels; ++l) {
+        std::vector<std::uint8_t> sub(vmask.size(), 0);
+        bool any = false;
+        for (std::size_t v : p.voxels)
+          if (level_of(v) == l) sub[v] = 1, any = true;
+        if (!any) continue;
+        for (auto& piece : component_members(sub, nx, ny, nz))
+          if (piece.size() * voxel_ml >= rules.min_vertebra_ml)
+            instances.push_back(make_instance(std::move(piece), nx, ny, nz));
+      }
     }
   }
   // Candidates off the spinal column (ribs, pelvis taken for vertebra) are dropped.

@@ -54,7 +54,19 @@ struct InstanceRules {
   double min_vertebra_ml = 1.0;
   double min_fraction_of_median = 0.25;
   std::size_t max_count = 26;       // a spine's vertebrae and sacrum
+  int max_erosion_voxels = 6;       // split_at_thin_joins: bridges up to about twice this thick are cut
 };
+
+// A component longer than a vertebra cut where it is thin: eroded (6-neighbour) by the
+// smallest radius, 2..max_radius voxels, that leaves at least two cores, each at least a
+// quarter of the largest and none longer than `max_extent_vox` head to foot once grown
+// back by the radius (else the radius leaving the most such cores); each core then takes
+// back the component's voxels nearest to it (breadth-first growth inside the component).
+// Empty when no radius leaves two cores. A part may still be too long: the caller splits
+// it by the level votes.
+std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std::size_t>& voxels, std::int64_t nx,
+                                                          std::int64_t ny, std::int64_t nz, int max_radius,
+                                                          double max_extent_vox);
 
 // One instance per vertebra from the vertebra mask of a region [nz][ny][nx], sorted head
 // to foot. `level_of` gives a voxel's most likely level class (splitting too-long

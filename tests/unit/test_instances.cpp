@@ -55,6 +55,22 @@ TEST(Instances, TooLongComponentIsSplitByTheLevelVotes) {
   EXPECT_EQ(b.instances(false, flags).size(), 1u);
 }
 
+TEST(Instances, VertebraeJoinedByAThinBridgeAreCutThere) {
+  // Two whole vertebrae (70 mm together, more than one can be) touching at a 3 x 3 mm
+  // bridge, with level votes that cannot tell them apart: erosion cuts the bridge and each
+  // part takes back its own voxels, the bridge split between them.
+  Box b(80, 30, 30);
+  b.fill(5, 38, 5, 25, 5, 25, 1);
+  b.fill(41, 74, 5, 25, 5, 25, 1);
+  b.fill(38, 41, 14, 17, 14, 17, 1);
+  std::vector<std::string> flags;
+  const auto in = b.instances(false, flags);
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_NEAR(in[0].cx, 21.0, 0.5);
+  EXPECT_NEAR(in[1].cx, 57.0, 0.5);
+  EXPECT_EQ(in[0].voxels.size() + in[1].voxels.size(), 2u * 33 * 20 * 20 + 27);
+}
+
 TEST(Instances, PiecesSideBySideAreOneVertebra) {
   // One body cut left to right into two pieces (a gap of 2 slices): one instance.
   Box b(40, 30, 40);
