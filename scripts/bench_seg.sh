@@ -2,7 +2,9 @@
 # Seconds and peak memory per volume for spine-seg on 2 cores, coarse-to-fine (default)
 # side by side with a plain whole-volume sliding window of the same model (--no-coarse):
 #  - a lumbar MRI: a real held-out volume of ../shared/data when present, else an MR phantom
-#  - a CT of about 512 x 512 x 300 voxels (0.78 x 0.78 x 1.5 mm): a torso phantom
+#  - a CT of 512 x 512 x 300 voxels at 0.8 x 0.8 x 1 mm: a torso phantom (T11..L5 with
+#    ribs, organs, sacrum and pelvis), padded with air or cropped head to foot around the
+#    spine to exactly that size
 # Each run is one process (load, inference, writing outputs included); peak memory is
 # the process's maximum resident set size. Usage: scripts/bench_seg.sh [THREADS]
 set -euo pipefail
@@ -15,15 +17,35 @@ if [ ! -f "$mri" ]; then
   build/bin/spine-phantom --kind mr-t2 --first T12 --last L5 --spacing 1 --bias-field -q -o "$work/ph" --name mr
   mri=$work/ph/mr/image.nii.gz
 fi
-build/bin/spine-phantom --kind ct --torso --first T9 --last L5 --spacing 0.78 --margin 45 --seed 5 -q -o "$work/ph" --name ct
-build/bin/spine-prep "$work/ph/ct/image.nii.gz" --resample 0.78 0.78 1.5 --pixel int16 -q -o "$work/prep"
-ct=$work/prep/image/image.nii.gz
+build/bin/spine-phantom --kind ct --torso --first T11 --last L5 --spacing 0.8 --margin 60 --seed 5 -q -o "$work/ph" --name ct
+build/bin/spine-prep "$work/ph/ct/image.nii.gz" --resample 0.8 0.8 1.0 --pixel int16 -q -o "$work/prep"
+ct=$work/ct512.nii.gz
+/usr/bin/python3 - "$work/prep/image/image.nii.gz" "$work/ph/ct/labels.nii.gz" "$ct" <<'PY'
+import sys
+import numpy as np
+sys.path.insert(0, "scripts")
+from lib.nifti import read_nifti, write_nifti
+img, aff = read_nifti(sys.argv[1])
+lab, laff = read_nifti(sys.argv[2])
+size = (512, 512, 300)
+zs = np.nonzero(((lab > 0) & (lab < 30)).any(axis=(0, 1)))[0]
+centre_mm = (zs.min() + zs.max()) / 2 * laff[2, 2] + laff[2, 3]   # spine's head-foot centre
+start = [(img.shape[0] - size[0]) // 2, (img.shape[1] - size[1]) // 2,
+         int(np.clip(round((centre_mm - aff[2, 3]) / aff[2, 2]) - size[2] // 2, 0, img.shape[2] - size[2]))]
+out = np.full(size, -1000, img.dtype)                                  # air where the phantom ends
+src = [slice(max(s, 0), min(s + n, m)) for s, n, m in zip(start, size, img.shape)]
+dst = [slice(max(-s, 0), max(-s, 0) + (b.stop - b.start)) for s, b in zip(start, src)]
+out[tuple(dst)] = img[tuple(src)]
+shifted = aff.copy()
+shifted[:3, 3] = aff[:3, :3] @ np.array(start, dtype=float) + aff[:3, 3]
+write_nifti(sys.argv[3], out, shifted)
+PY
 size() { /usr/bin/python3 -c "
 import sys; sys.path.insert(0, 'scripts')
 from lib.nifti import read_nifti
 a, aff = read_nifti('$1'); print('x'.join(map(str, a.shape)))"; }
 echo "MRI: $mri ($(size "$mri"))"
-echo "CT:  torso phantom $(size "$ct") voxels, 0.78 x 0.78 x 1.5 mm"
+echo "CT:  torso phantom $(size "$ct") voxels, 0.8 x 0.8 x 1 mm"
 run() {  # name input options...
   local name=$1 input=$2; shift 2
   if ! timeout "${BENCH_LIMIT_S:-900}" /usr/bin/time -f "%e %M" -o "$work/time" build/bin/spine-seg "$input" \

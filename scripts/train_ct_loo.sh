@@ -5,7 +5,8 @@
 # phantom-pretrained model (models/ct-spine-seg.pt of 1.0.0, kept as PRETRAINED) on a mix
 # of real CT, manual masks rendered as CT and torso phantoms.
 #   scripts/train_ct_loo.sh [OUTDIR] [STEPS] [folds|all|both]
-# Needs ../shared/data and the phantoms of scripts/make_ct_phantoms.sh work-data/ct-phantoms 36.
+# Needs ../shared/data and the phantoms of scripts/make_ct_phantoms.sh work-data/ct-phantoms 24
+# (the shipped 2.0.0 was trained with those 24; the 1.0.0 starting point had 36).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out=$(realpath -m "${1:-$root/work-data/ct-loo}")

@@ -61,12 +61,33 @@ def write_nifti(path, data, affine):
     struct.pack_into("<i", hdr, 0, 348)
     struct.pack_into("<8h", hdr, 40, data.ndim, *data.shape, *([1] * (7 - data.ndim)))
     struct.pack_into("<hh", hdr, 70, code, data.dtype.itemsize * 8)
-    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-    struct.pack_into("<8f", hdr, 76, 1.0, *spacing, 1, 1, 1, 1)
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    rot = affine[:3, :3] / spacing
+    qfac = 1.0
+    if np.linalg.det(rot) < 0:
+        qfac, rot = -1.0, rot * np.array([1, 1, -1])
+    # The quaternion of the rotation too (qform): ITK rebuilds the sform in float precision
+    # and may judge a lone sform not orthonormal.
+    a = 0.5 * np.sqrt(max(0.0, 1 + np.trace(rot)))
+    if a > 1e-3:
+        b, c, d = (rot[2, 1] - rot[1, 2]) / (4 * a), (rot[0, 2] - rot[2, 0]) / (4 * a), (rot[1, 0] - rot[0, 1]) / (4 * a)
+    else:  # a rotation of 180 degrees: from the largest diagonal element
+        k = int(np.argmax(np.diag(rot)))
+        q = np.zeros(3)
+        q[k] = 0.5 * np.sqrt(max(0.0, 1 + 2 * rot[k, k] - np.trace(rot)))
+        for j in range(3):
+            if j != k:
+                q[j] = (rot[j, k] + rot[k, j]) / (4 * q[k])
+        b, c, d = q
+        if a == 0 and b < 0:
+            b, c, d = -b, -c, -d
+    struct.pack_into("<8f", hdr, 76, qfac, *spacing, 1, 1, 1, 1)
     struct.pack_into("<f", hdr, 108, 352.0)
     struct.pack_into("<2f", hdr, 112, 1.0, 0.0)
-    struct.pack_into("<2h", hdr, 252, 0, 2)  # qform unknown, sform aligned
-    struct.pack_into("<12f", hdr, 280, *np.asarray(affine, dtype=np.float64)[:3].ravel())
+    struct.pack_into("<2h", hdr, 252, 2, 2)  # qform and sform: aligned to another scan
+    struct.pack_into("<6f", hdr, 256, b, c, d, *affine[:3, 3])
+    struct.pack_into("<12f", hdr, 280, *affine[:3].ravel())
     hdr[344:348] = b"n+1\0"
     raw = bytes(hdr) + np.asarray(data, dtype=data.dtype.newbyteorder("<")).tobytes(order="F")
     opener = gzip.open if str(path).endswith(".gz") else open
