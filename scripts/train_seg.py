@@ -157,14 +157,7 @@ def real_ct_variation(x, rng):
     return x
 
 
-def erode(mask):
-    """One-pixel 4-neighbour erosion of [C, H, W] boolean masks (no scipy on Debian's torch)."""
-    inner = mask.copy()
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    inner[:, :, 1:] &= mask[:, :, :-1]
-    inner[:, :, :-1] &= mask[:, :, 1:]
-    return inner
+erode = ct_from_masks.erode  # one-pixel 4-neighbour erosion of [C, H, W] masks
 
 
 def mr_as_ct(x, bone, disc, rng):
