@@ -104,10 +104,10 @@ def main():
             for v in sorted(int(x) for x in np.unique(ref) if 0 < x < 30):  # vertebrae (not cord 60, canal 61)
                 m = ref == v
                 d = dice(pred == v, m)
-                levels[vertebra_name(v)] = d
-                level_dice.setdefault(vertebra_name(v), []).append(d)
-                c = centroid_lps(m, aff)
                 name = vertebra_name(v)
+                levels[name] = d
+                level_dice.setdefault(name, []).append(d)
+                c = centroid_lps(m, aff)
                 ref_centres[name] = c
                 if touches_edge(m):
                     continue
@@ -116,13 +116,12 @@ def main():
             ident_hits += sum(hits)
             ident_total += len(hits)
             judged = []
-            for pv_ in pred_list:
-                if not ref_centres:
-                    break
-                pc = np.array(pv_["centroid_lps_mm"])
+            for pred_v in pred_list if ref_centres else []:
+                pc = np.array(pred_v["centroid_lps_mm"])
                 near = min(ref_centres, key=lambda n: np.linalg.norm(ref_centres[n] - pc))
                 if np.linalg.norm(ref_centres[near] - pc) <= 20.0:
-                    judged.append({"name": pv_["name"], "confidence": pv_["confidence"], "right": near == pv_["name"]})
+                    judged.append({"name": pred_v["name"], "confidence": pred_v["confidence"],
+                                   "right": near == pred_v["name"]})
             naming.extend(judged)
             rec["naming"] = judged
             rec["level_dice"] = levels

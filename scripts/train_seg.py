@@ -411,8 +411,7 @@ def main():
         print(f"{len(mr)} real MRI volumes rendered as CT; MRI validation held out: "
               f"{[c[0] for c in mr_val]}", flush=True)
     if args.task == "ct" and (args.real_ct > 0 or args.mask_ct > 0):
-        real = [c for c in data.verse_ct_cases() if c[0] not in args.hold_out] if args.real_ct > 0 else []
-        masks = data.mask_only_cases(exclude=args.hold_out) if args.mask_ct > 0 else []
+        real, masks = real_shape_cases(args)
         extra = [prepare_real_shape_ct(data.load_ct_case(c), levels) for c in real + masks]
         share = np.array([args.real_ct / len(real) if real else 0.0] * len(real)
                          + [args.mask_ct / len(masks) if masks else 0.0] * len(masks))
@@ -446,9 +445,16 @@ def main():
     export(model, state, args, levels, train, val)
 
 
+def real_shape_cases(args):
+    """The real CT and the masks rendered as CT that this run trains on (a fold leaves its
+    held-out case out of both)."""
+    real = [c for c in data.verse_ct_cases() if c[0] not in args.hold_out] if args.real_ct > 0 else []
+    masks = data.mask_only_cases(exclude=args.hold_out) if args.mask_ct > 0 else []
+    return real, masks
+
+
 def real_ct_training_data(args):
-    real = [c[0] for c in data.verse_ct_cases() if c[0] not in args.hold_out] if args.real_ct else []
-    masks = [c[0] for c in data.mask_only_cases(exclude=args.hold_out)] if args.mask_ct else []
+    real, masks = ([c[0] for c in cases] for cases in real_shape_cases(args))
     return (f"; {args.real_ct:.0%} of the samples from real CT with manual whole-vertebra masks (shared/data "
             f"ct-verse, VerSe 2019, CC BY-SA 4.0: {', '.join(real) or 'none'}); {args.mask_ct:.0%} from manual "
             f"VerSe masks rendered as CT by scripts/seg/ct_from_masks.py ({', '.join(masks) or 'none'})"

@@ -54,7 +54,7 @@ _CODES = {np.dtype(v).str[1:]: k for k, v in _DTYPES.items()}
 
 def write_nifti(path, data, affine):
     """Writes a [x, y, z] array with its voxel -> RAS affine as single-file NIfTI-1 (sform
-    and qform-less), gzipped when the name ends in .gz."""
+    and the matching qform), gzipped when the name ends in .gz."""
     data = np.asarray(data)
     code = _CODES[data.dtype.newbyteorder("<").str[1:]]
     hdr = bytearray(352)
