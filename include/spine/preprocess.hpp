@@ -47,6 +47,9 @@ struct ClaheConfig {
 FloatImage clahe(const FloatImage& image, const ClaheConfig& config);
 
 // --- Resampling -----------------------------------------------------------------------
+// The grid resample_image puts an image on: same direction and physical extent (the edge
+// of the first voxel stays put), the given spacing.
+Geometry grid_with_spacing(const Geometry& in, const std::array<double, 3>& spacing_mm);
 // Same direction and physical extent, new spacing (mm). Linear for images.
 FloatImage resample_image(const FloatImage& image, const std::array<double, 3>& spacing_mm);
 // Label-preserving: each output voxel takes the label with the largest summed

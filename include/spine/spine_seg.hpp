@@ -101,12 +101,15 @@ std::vector<int> normal_sequence();
 // Names vertebra instances (ordered top to bottom) as consecutive levels. level_probs[i]
 // holds instance i's mean probability for each of `level_labels` (the level model's
 // classes, in cranio-caudal order). Names outside the classes are allowed at the ends
-// (a T10 above a T11..L5 model) with a penalty. Returns the labels, the probability of
-// the chosen offset, and flags (e.g. transitional anatomy suspected).
+// (a T10 above a T11..L5 model) with a penalty. When the model has a sacrum class, the
+// last 2..4 candidates may all be named S (a sacrum segmented in pieces; the caller
+// merges them). Returns the labels, the probability of the chosen hypothesis among all,
+// and flags (e.g. transitional anatomy suspected).
 struct SequenceNaming {
   std::vector<int> labels;
   std::vector<double> confidence;   // per instance
   double offset_probability = 0;
+  std::size_t sacrum_pieces = 0;    // > 1: the last candidates are pieces of one sacrum (all named S)
   std::vector<std::string> flags;
 };
 SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,

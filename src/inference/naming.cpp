@@ -68,30 +68,62 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
   if (n == 0) return out;
   const auto seq = normal_sequence();
   if (n > seq.size()) throw input_error("more vertebra candidates (" + std::to_string(n) + ") than a spine has");
+  // The hypotheses: every offset of the consecutive sequence, and, where the model knows
+  // the sacrum, the sequence ending in L5 followed by 2..kMaxSacrumPieces candidates that
+  // are all sacrum. The sacrum is one bone of five fused segments; a segmentation that
+  // breaks it (S1 apart from S2..S5) must not turn its pieces into levels, which would
+  // push every name above one level up.
+  constexpr std::size_t kMaxSacrumPieces = 4;
+  struct Hypothesis {
+    double score;
+    int start;                 // rank of the first name
+    std::size_t sacrum_pieces;  // trailing candidates named S (0: plain consecutive)
+  };
+  std::vector<Hypothesis> hyps;
   const OffsetScores all = score_offsets(level_probs, 0, n, level_labels);
+  for (std::size_t r = 0; r < all.score.size(); ++r) hyps.push_back({all.score[r], static_cast<int>(r), 0});
+  const bool knows_sacrum =
+      std::find(level_labels.begin(), level_labels.end(), static_cast<int>(label::kSacrum)) != level_labels.end();
+  const int rank_l5 = static_cast<int>(std::find(seq.begin(), seq.end(), label::kL5) - seq.begin());
+  if (knows_sacrum)
+    for (std::size_t k = 2; k <= std::min(kMaxSacrumPieces, n - 1); ++k) {
+      const std::size_t m = n - k;  // candidates up to and including L5
+      if (static_cast<int>(m) > rank_l5 + 1) continue;
+      double total = 0;
+      for (std::size_t i = 0; i < m; ++i)
+        total += level_log_prob(level_probs[i], level_labels, seq[rank_l5 + 1 - m + i]);
+      for (std::size_t i = m; i < n; ++i) total += level_log_prob(level_probs[i], level_labels, label::kSacrum);
+      hyps.push_back({total, rank_l5 + 1 - static_cast<int>(m), k});
+    }
+  const auto best = *std::max_element(hyps.begin(), hyps.end(),
+                                      [](const Hypothesis& a, const Hypothesis& b) { return a.score < b.score; });
   double norm = 0;
-  const double top = all.score[all.best];
-  for (double sc : all.score) norm += std::exp(sc - top);
+  for (const auto& h : hyps) norm += std::exp(h.score - best.score);
   out.offset_probability = 1.0 / norm;
+  const std::size_t named = n - best.sacrum_pieces;
   for (std::size_t i = 0; i < n; ++i) {
-    const int lab = seq[all.best + i];
+    const int lab = i < named ? seq[static_cast<std::size_t>(best.start) + i] : label::kSacrum;
     out.labels.push_back(lab);
     out.confidence.push_back(std::exp(level_log_prob(level_probs[i], level_labels, lab)) * out.offset_probability);
   }
+  out.sacrum_pieces = best.sacrum_pieces;
   if (out.offset_probability < 0.6) {
     std::ostringstream f;
     f.precision(2);
     f << "vertebra names uncertain: the chosen sequence has probability " << out.offset_probability;
     out.flags.push_back(f.str());
   }
-  // Transitional anatomy: the upper and lower halves, named on their own, disagree by one.
-  if (n >= 4) {
-    const std::size_t m = n / 2;
+  // Transitional anatomy: the upper and lower halves (of the levels, the sacrum's pieces
+  // left out), named on their own, disagree by one.
+  const std::size_t levels = best.sacrum_pieces ? named : n;
+  if (levels >= 4) {
+    const std::size_t m = levels / 2;
+    const OffsetScores whole = score_offsets(level_probs, 0, levels, level_labels);
     const OffsetScores up = score_offsets(level_probs, 0, m, level_labels);
-    const OffsetScores low = score_offsets(level_probs, m, n, level_labels);
+    const OffsetScores low = score_offsets(level_probs, m, levels, level_labels);
     const int expected = up.best + static_cast<int>(m);
     if (low.best == expected - 1 || low.best == expected + 1) {
-      const double gain = (up.score[up.best] + low.score[low.best]) - all.score[all.best];
+      const double gain = (up.score[up.best] + low.score[low.best]) - whole.score[whole.best];
       const double p = 1.0 / (1.0 + std::exp(-gain));
       if (p > 0.5) {
         std::ostringstream f;

@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -76,26 +77,44 @@ SliceModel describe(const Model& m) {
   return s;
 }
 
-void normalise(FloatImage& v, const nlohmann::json& n) {
+// The model's intensity normalisation, x -> (clamp(x, lo, hi) + offset) * scale, with
+// its parameters taken from the card, or for percentile-minmax from the volume given.
+struct Normaliser {
+  float lo = 0, hi = 1, offset = 0, scale = 1;
+  void apply(FloatImage& v) const {
+    for (float& x : v.voxels) x = (std::clamp(x, lo, hi) + offset) * scale;
+  }
+};
+
+Normaliser make_normaliser(const FloatImage& v, const nlohmann::json& n) {
   const std::string method = n.value("method", "");
+  Normaliser out;
   if (method == "percentile-minmax") {
-    const float lo = percentile(v, n.value("lower", 0.5)), hi = percentile(v, n.value("upper", 99.5));
-    const float range = std::max(hi - lo, 1e-6f);
-    for (float& x : v.voxels) x = (std::clamp(x, lo, hi) - lo) / range;
+    out.lo = percentile(v, n.value("lower", 0.5));
+    out.hi = percentile(v, n.value("upper", 99.5));
+    out.offset = -out.lo;
+    out.scale = 1.0f / std::max(out.hi - out.lo, 1e-6f);
   } else if (method == "clip-shift-scale") {
-    const float lo = n.value("min", -1000.f), hi = n.value("max", 2000.f);
-    const float off = n.value("offset", 1000.f), sc = n.value("scale", 0.001f);
-    for (float& x : v.voxels) x = (std::clamp(x, lo, hi) + off) * sc;
+    out.lo = n.value("min", -1000.f), out.hi = n.value("max", 2000.f);
+    out.offset = n.value("offset", 1000.f), out.scale = n.value("scale", 0.001f);
   } else {
     throw model_error("unknown normalisation method '" + method + "' in the model card");
   }
+  return out;
 }
 
 // Per-voxel prediction of a set of sagittal slices: structure class and, for vertebra and
 // disc voxels, the level probabilities.
 struct SlicePrediction {
   std::vector<std::uint8_t> structure;      // per canonical voxel of the region (0 bg, 1 vertebra, 2 disc)
-  std::map<std::size_t, std::vector<float>> level_probs;  // region voxel offset -> probabilities
+  // Level probabilities of the vertebra and disc voxels, one row of n_levels each: a flat
+  // table, as a spine has a million such voxels.
+  std::vector<std::int32_t> level_row;     // per region voxel: its row, or -1
+  std::vector<float> level_table;
+  int n_levels = 0;
+  const float* levels_at(std::size_t voxel) const {
+    return &level_table[static_cast<std::size_t>(level_row[voxel]) * static_cast<std::size_t>(n_levels)];
+  }
 };
 
 // Runs the model over sagittal slices `zs` of `vol` (canonical orientation) within the
@@ -115,6 +134,8 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   const int n_levels = static_cast<int>(sm.levels.size());
   SlicePrediction out;
   out.structure.assign(static_cast<std::size_t>(nx * ny) * r.zs.size(), 0);
+  out.n_levels = n_levels;
+  if (keep_levels) out.level_row.assign(out.structure.size(), -1);
   SlidingWindowConfig sw;
   sw.patch = {sm.patch[0], sm.patch[1], 1};
   if (whole_slices) {
@@ -145,13 +166,15 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
       const std::size_t idx = zi * static_cast<std::size_t>(plane) + static_cast<std::size_t>(p);
       out.structure[idx] = cls;
       if (cls == 0 || !keep_levels) continue;
-      std::vector<float> probs(static_cast<std::size_t>(n_levels));
+      out.level_row[idx] = static_cast<std::int32_t>(out.level_table.size() / static_cast<std::size_t>(n_levels));
+      const std::size_t row = out.level_table.size();
+      out.level_table.resize(row + static_cast<std::size_t>(n_levels));
+      float* probs = &out.level_table[row];
       float mx = -1e30f;
       for (int l = 0; l < n_levels; ++l) mx = std::max(mx, pred.data[(3 + l) * plane + p]);
       float sum = 0;
       for (int l = 0; l < n_levels; ++l) sum += probs[l] = std::exp(pred.data[(3 + l) * plane + p] - mx);
-      for (float& q : probs) q /= sum;
-      out.level_probs.emplace(idx, std::move(probs));
+      for (int l = 0; l < n_levels; ++l) probs[l] /= sum;
     }
   }
   return out;
@@ -215,28 +238,35 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   FloatImage canon_native = reorient(image, kCanonical);
   const Geometry native_grid = canon_native.geometry;
   const double model_spacing = 1.0;
-  FloatImage vol = std::abs(native_grid.spacing[0] - model_spacing) < 1e-3 &&
-                           std::abs(native_grid.spacing[1] - model_spacing) < 1e-3 &&
-                           std::abs(native_grid.spacing[2] - model_spacing) < 1e-3
-                       ? std::move(canon_native)
-                       : resample_image(canon_native, {model_spacing, model_spacing, model_spacing});
-  normalise(vol, sm.normalisation);
-  const auto nx = static_cast<std::int64_t>(vol.nx()), ny = static_cast<std::int64_t>(vol.ny()),
-             nz = static_cast<std::int64_t>(vol.nz());
+  const bool at_model_spacing = std::abs(native_grid.spacing[0] - model_spacing) < 1e-3 &&
+                                std::abs(native_grid.spacing[1] - model_spacing) < 1e-3 &&
+                                std::abs(native_grid.spacing[2] - model_spacing) < 1e-3;
+  // The model's grid over the whole field; only the part around the spine is ever
+  // resampled onto it when the coarse pass runs.
+  const Geometry model_grid =
+      at_model_spacing ? native_grid : grid_with_spacing(native_grid, {model_spacing, model_spacing, model_spacing});
+  const auto nx = static_cast<std::int64_t>(model_grid.size[0]), ny = static_cast<std::int64_t>(model_grid.size[1]),
+             nz = static_cast<std::int64_t>(model_grid.size[2]);
   result.timing["prepare_s"] = seconds_since(t_start);
 
   // Coarse pass: every few millimetres laterally, at a coarser in-plane resolution.
-  Region fine{0, nx, 0, ny, {}};
+  // `box` is the region of the model grid around the spine that the fine pass covers.
+  Region box{0, nx, 0, ny, {}};
   bool found = true;
   // A volume that is already a crop around the spine (the usual lumbar MRI) has nothing
   // for the coarse pass to cut away: every slice is spine-sized and fits one window.
-  const bool spine_sized = nz * vol.geometry.spacing[2] <= 160 && nx * vol.geometry.spacing[0] <= 400 &&
-                           ny * vol.geometry.spacing[1] <= 250;
+  const bool spine_sized = nz * model_spacing <= 160 && nx * model_spacing <= 400 && ny * model_spacing <= 250;
+  const bool use_coarse = config.coarse_to_fine && !spine_sized;
   result.timing["coarse_skipped_spine_sized_volume"] = config.coarse_to_fine && spine_sized;
-  if (config.coarse_to_fine && !spine_sized) {
+  std::optional<Normaliser> norm;
+  if (use_coarse) {
     const auto t0 = std::chrono::steady_clock::now();
     const double cs = config.coarse_spacing_mm;
-    const FloatImage coarse = resample_image(vol, {cs, cs, cs});
+    // Straight from the input's voxels to the coarse grid (the coarse grid of the model
+    // grid, as before), normalised with what the coarse volume's intensities say.
+    FloatImage coarse = resample_image_to(canon_native, grid_with_spacing(model_grid, {cs, cs, cs}));
+    norm = make_normaliser(coarse, sm.normalisation);
+    norm->apply(coarse);
     Region cr{0, static_cast<std::int64_t>(coarse.nx()), 0, static_cast<std::int64_t>(coarse.ny()), {}};
     const std::int64_t step = std::max<std::int64_t>(1, std::lround(config.coarse_slice_step_mm / cs));
     for (std::int64_t z = step / 2; z < static_cast<std::int64_t>(coarse.nz()); z += step) cr.zs.push_back(z);
@@ -253,9 +283,11 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     // Only hits near the spinal column count: per head-foot row, the column is at the
     // median lateral and antero-posterior position of the row's hits (+-40 mm in each
     // row's neighbourhood), so ribs or pelvis taken for vertebrae do not widen the box.
+    // Laterally a vertebra reaches at most about 50 mm from its centre (lumbar transverse
+    // processes, the sacral alae); hits within 45 mm, plus the lateral margin, cover that.
     const ColumnModel column(points, cs, 40.0);
     for (const auto& c : points) {
-      if (!column.near(c, 60.0, 80.0)) continue;
+      if (!column.near(c, 45.0, 80.0)) continue;
       ++hits;
       for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], c[a]), hi[a] = std::max(hi[a], c[a]);
     }
@@ -272,14 +304,39 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       const auto [x0, x1] = to_fine(lo[0], hi[0], m, nx);
       const auto [y0, y1] = to_fine(lo[1], hi[1], m, ny);
       const auto [z0, z1] = to_fine(lo[2], hi[2], m / 2 + half_step, nz);
-      fine = {x0, x1, y0, y1, {}};
-      for (std::int64_t z = z0; z < z1; ++z) fine.zs.push_back(z);
+      box = {x0, x1, y0, y1, {}};
+      for (std::int64_t z = z0; z < z1; ++z) box.zs.push_back(z);
     }
     result.timing["coarse_s"] = seconds_since(t0);
     result.timing["coarse_slices"] = cr.zs.size();
   } else {
-    for (std::int64_t z = 0; z < nz; ++z) fine.zs.push_back(z);
+    for (std::int64_t z = 0; z < nz; ++z) box.zs.push_back(z);
   }
+
+  // The volume the fine pass reads: with the coarse pass, the box (and the neighbouring
+  // slices the 2.5D input needs) resampled from the input's voxels onto the model grid,
+  // the same values the whole volume would have there; else the whole volume.
+  const auto t_vol = std::chrono::steady_clock::now();
+  FloatImage vol;
+  Region fine;  // in `vol`'s voxels
+  if (use_coarse && found && !box.zs.empty()) {
+    const std::int64_t context =
+        std::max<std::int64_t>(1, std::lround(sm.slice_offset_mm / model_spacing));
+    const std::int64_t z0 = std::max<std::int64_t>(0, box.zs.front() - context),
+                       z1 = std::min<std::int64_t>(nz, box.zs.back() + 1 + context);
+    Geometry sub = model_grid;
+    sub.size = {static_cast<std::size_t>(box.nx()), static_cast<std::size_t>(box.ny()), static_cast<std::size_t>(z1 - z0)};
+    sub.origin = model_grid.index_to_lps(static_cast<double>(box.x0), static_cast<double>(box.y0), static_cast<double>(z0));
+    vol = resample_image_to(canon_native, sub);
+    norm->apply(vol);
+    fine = {0, box.nx(), 0, box.ny(), {}};
+    for (std::int64_t z : box.zs) fine.zs.push_back(z - z0);
+  } else {
+    vol = at_model_spacing ? std::move(canon_native) : resample_image_to(canon_native, model_grid);
+    make_normaliser(vol, sm.normalisation).apply(vol);
+    fine = box;
+  }
+  result.timing["prepare_s"] = result.timing["prepare_s"].get<double>() + seconds_since(t_vol);
   const bool whole_slice_windows = config.coarse_to_fine;
 
   LabelImage canon_labels(vol.geometry, 0);
@@ -310,8 +367,8 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     rules.min_fraction_of_median = config.min_fraction_of_median;
     rules.max_count = normal_sequence().size();
     const auto level_of = [&](std::size_t v) {
-      const auto& p = fp.level_probs.at(v);
-      return static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+      const float* p = fp.levels_at(v);
+      return static_cast<int>(std::max_element(p, p + n_levels) - p);
     };
     std::vector<Instance> instances = vertebra_instances(vmask, rx, ry, rz, n_levels, level_of, rules, result.flags);
 
@@ -320,13 +377,41 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     for (const auto& in : instances) {
       std::vector<double> mean(static_cast<std::size_t>(n_levels), 0.0);
       for (std::size_t v : in.voxels) {
-        const auto& p = fp.level_probs.at(v);
+        const float* p = fp.levels_at(v);
         for (int l = 0; l < n_levels; ++l) mean[l] += p[l];
       }
       for (double& m : mean) m /= static_cast<double>(in.voxels.size());
+      {  // the level model's view of each candidate, for the log file
+        std::string top;
+        std::vector<int> order(static_cast<std::size_t>(n_levels));
+        std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](int a, int b) { return mean[a] > mean[b]; });
+        for (int k = 0; k < std::min(3, n_levels); ++k)
+          top += fmt::format(" {}:{:.2f}", label_name(sm.levels[order[k]]), mean[order[k]]);
+        log::debug("vertebra candidate {} at head-foot {:.0f} mm, {:.1f} ml, levels{}", probs.size(), in.cx + box.x0,
+                   in.voxels.size() * voxel_ml, top);
+      }
       probs.push_back(std::move(mean));
     }
-    const SequenceNaming naming = name_vertebra_sequence(probs, sm.levels);
+    SequenceNaming naming = name_vertebra_sequence(probs, sm.levels);
+    if (naming.sacrum_pieces > 1) {
+      // The pieces of one sacrum become one instance; its confidence is the pieces' mean,
+      // weighted by their size.
+      const std::size_t first = instances.size() - naming.sacrum_pieces;
+      std::vector<std::size_t> voxels;
+      double conf = 0;
+      for (std::size_t i = first; i < instances.size(); ++i) {
+        conf += naming.confidence[i] * static_cast<double>(instances[i].voxels.size());
+        voxels.insert(voxels.end(), instances[i].voxels.begin(), instances[i].voxels.end());
+      }
+      conf /= static_cast<double>(voxels.size());
+      log::debug("the last {} vertebra candidates are pieces of the sacrum: merged", naming.sacrum_pieces);
+      instances.resize(first);
+      instances.push_back(make_instance(std::move(voxels), rx, ry, rz));
+      naming.labels.resize(first + 1);
+      naming.confidence.resize(first + 1);
+      naming.confidence[first] = conf;
+    }
     result.naming_confidence = naming.offset_probability;
     for (const auto& f : naming.flags) result.flags.push_back(f);
 
@@ -340,7 +425,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       return vol.geometry.index_to_lps(in.cx + fine.x0, in.cy + fine.y0, in.cz + static_cast<double>(fine.zs.front()));
     };
     // The region's border is the field of view's only where the region reaches it.
-    const bool roi_is_fov = fine.x0 == 0 && fine.x1 == nx && fine.y0 == 0 && fine.y1 == ny;
+    const bool roi_is_fov = box.x0 == 0 && box.x1 == nx && box.y0 == 0 && box.y1 == ny;
     for (std::size_t i = 0; i < instances.size(); ++i) {
       const auto& in = instances[i];
       IdentifiedVertebra v;

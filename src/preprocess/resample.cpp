@@ -8,7 +8,6 @@
 #include "spine/preprocess.hpp"
 
 namespace spine {
-namespace {
 
 Geometry grid_with_spacing(const Geometry& in, const std::array<double, 3>& spacing) {
   Geometry out = in;
@@ -29,6 +28,8 @@ Geometry grid_with_spacing(const Geometry& in, const std::array<double, 3>& spac
   }
   return out;
 }
+
+namespace {
 
 // Continuous input index of every output voxel is affine in the output index, so the
 // mapping is precomputed as a 3x4 matrix.
@@ -100,14 +101,58 @@ FloatImage resample_image_to(const FloatImage& image, const Geometry& target, fl
   return out;
 }
 
+namespace {
+
+// The box of target voxels [lo, hi) whose samples can reach the source voxels in
+// [src_lo, src_hi] (inclusive source indices): the source box's corners mapped into the
+// target's index space, widened by a voxel for the interpolation's reach.
+std::pair<std::array<std::size_t, 3>, std::array<std::size_t, 3>> target_box(const Geometry& target,
+                                                                               const Geometry& source,
+                                                                               const std::array<std::size_t, 3>& src_lo,
+                                                                               const std::array<std::size_t, 3>& src_hi) {
+  const IndexMap to_target(source, target);
+  std::array<double, 3> lo{1e300, 1e300, 1e300}, hi{-1e300, -1e300, -1e300};
+  for (int c = 0; c < 8; ++c) {
+    const auto p = to_target(static_cast<double>(c & 1 ? src_hi[0] + 1 : src_lo[0]) - 0.5,
+                             static_cast<double>(c & 2 ? src_hi[1] + 1 : src_lo[1]) - 0.5,
+                             static_cast<double>(c & 4 ? src_hi[2] + 1 : src_lo[2]) - 0.5);
+    for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], p[a]), hi[a] = std::max(hi[a], p[a]);
+  }
+  std::array<std::size_t, 3> b0{}, b1{};
+  for (int a = 0; a < 3; ++a) {
+    const double n = static_cast<double>(target.size[a]);
+    b0[a] = static_cast<std::size_t>(std::clamp(std::floor(lo[a]) - 1, 0.0, n));
+    b1[a] = static_cast<std::size_t>(std::clamp(std::ceil(hi[a]) + 2, 0.0, n));
+  }
+  return {b0, b1};
+}
+
+}  // namespace
+
 LabelImage resample_labels_to(const LabelImage& labels, const Geometry& target) {
   LabelImage out(target, 0);
   const IndexMap map(target, labels.geometry);
   const auto& g = labels.geometry;
+  // Only target voxels near the source's labelled voxels can be labelled: a label map of
+  // a spine in a whole torso is mostly background, and the rest of the grid stays 0.
+  std::array<std::size_t, 3> src_lo{g.size[0], g.size[1], g.size[2]}, src_hi{0, 0, 0};
+  bool any = false;
+  for (std::size_t k = 0; k < g.size[2]; ++k)
+    for (std::size_t j = 0; j < g.size[1]; ++j) {
+      const std::int16_t* row = &labels.voxels[(k * g.size[1] + j) * g.size[0]];
+      for (std::size_t i = 0; i < g.size[0]; ++i)
+        if (row[i]) {
+          any = true;
+          src_lo = {std::min(src_lo[0], i), std::min(src_lo[1], j), std::min(src_lo[2], k)};
+          src_hi = {std::max(src_hi[0], i), std::max(src_hi[1], j), std::max(src_hi[2], k)};
+        }
+    }
+  if (!any) return out;
+  const auto [b0, b1] = target_box(target, g, src_lo, src_hi);
   std::array<std::pair<std::int16_t, double>, 8> votes{};
-  for (std::size_t k = 0; k < target.size[2]; ++k)
-    for (std::size_t j = 0; j < target.size[1]; ++j)
-      for (std::size_t i = 0; i < target.size[0]; ++i) {
+  for (std::size_t k = b0[2]; k < b1[2]; ++k)
+    for (std::size_t j = b0[1]; j < b1[1]; ++j)
+      for (std::size_t i = b0[0]; i < b1[0]; ++i) {
         int n = 0;
         for_each_neighbour(g, map(i, j, k), [&](std::size_t off, double w) {
           const std::int16_t v = labels.voxels[off];
@@ -201,13 +246,30 @@ Image<T> reorient_impl(const Image<T>& image, const std::string& code) {
   out_g.origin = g.index_to_lps(first[0], first[1], first[2]);
 
   Image<T> out(out_g);
-  std::array<std::size_t, 3> s{};
-  for (std::size_t k = 0; k < out_g.size[2]; ++k)
-    for (std::size_t j = 0; j < out_g.size[1]; ++j)
-      for (std::size_t i = 0; i < out_g.size[0]; ++i) {
-        const std::size_t idx[3] = {i, j, k};
-        for (int t = 0; t < 3; ++t) s[src[t]] = flip[t] ? out_g.size[t] - 1 - idx[t] : idx[t];
-        out.at(i, j, k) = image.at(s[0], s[1], s[2]);
+  // Source offset = sum over target axes of (index or its flip) * the source axis' stride.
+  // Tiles of 32^3 voxels keep both the strided reads and the writes in cache: a whole
+  // CT transposed voxel by voxel misses the cache on nearly every read.
+  const std::size_t src_stride[3] = {1, g.size[0], g.size[0] * g.size[1]};
+  std::array<std::int64_t, 3> step{}, base{};
+  for (int t = 0; t < 3; ++t) {
+    const auto st = static_cast<std::int64_t>(src_stride[src[t]]);
+    step[t] = flip[t] ? -st : st;
+    base[t] = flip[t] ? static_cast<std::int64_t>(out_g.size[t] - 1) * st : 0;
+  }
+  const T* in = image.voxels.data();
+  constexpr std::size_t kTile = 32;
+  for (std::size_t k0 = 0; k0 < out_g.size[2]; k0 += kTile)
+    for (std::size_t j0 = 0; j0 < out_g.size[1]; j0 += kTile)
+      for (std::size_t i0 = 0; i0 < out_g.size[0]; i0 += kTile) {
+        const std::size_t k1 = std::min(k0 + kTile, out_g.size[2]), j1 = std::min(j0 + kTile, out_g.size[1]),
+                          i1 = std::min(i0 + kTile, out_g.size[0]);
+        for (std::size_t k = k0; k < k1; ++k)
+          for (std::size_t j = j0; j < j1; ++j) {
+            const std::int64_t row = base[0] + base[1] + base[2] + static_cast<std::int64_t>(j) * step[1] +
+                                     static_cast<std::int64_t>(k) * step[2];
+            T* dst = &out.at(0, j, k);
+            for (std::size_t i = i0; i < i1; ++i) dst[i] = in[row + static_cast<std::int64_t>(i) * step[0]];
+          }
       }
   return out;
 }

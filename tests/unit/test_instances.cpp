@@ -106,5 +106,25 @@ TEST(Instances, MoreCandidatesThanASpineHasAreFlagged) {
   EXPECT_NE(flags[0].find("more vertebra candidates"), std::string::npos);
 }
 
+TEST(Instances, BilateralPiecesJoinedOffTheMidlineAreNotAVertebra) {
+  // Three vertebrae on the midline (z 25..55) and below them left and right blocks of bone
+  // joined by a thin bar (the hip bones with a sliver between): one component whose
+  // centroid is on the midline, but with almost none of its voxels there.
+  Box b(130, 30, 80);
+  for (int i = 0; i < 3; ++i) b.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 25, 55, i);
+  b.fill(95, 115, 5, 25, 3, 18, 3);
+  b.fill(95, 115, 5, 25, 62, 77, 3);
+  b.fill(104, 106, 14, 16, 18, 62, 3);
+  std::vector<std::string> flags;
+  const auto in = b.instances(false, flags);
+  ASSERT_EQ(in.size(), 3u);
+  EXPECT_LT(in.back().cx, 90.0);
+  // The same blocks moved together onto the midline are a vertebra-like candidate and stay.
+  Box c(130, 30, 80);
+  for (int i = 0; i < 3; ++i) c.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 25, 55, i);
+  c.fill(95, 115, 5, 25, 25, 55, 3);
+  EXPECT_EQ(c.instances(false, flags).size(), 4u);
+}
+
 }  // namespace
 }  // namespace spine

@@ -82,17 +82,45 @@ TEST(Resample, LabelsKeepEveryLabelAndRoughVolume) {
   }
 }
 
+TEST(Resample, LabelsOntoAnObliqueGridOnlyWhereTheSourceIsLabelled) {
+  // resample_labels_to visits only the target voxels near the source's labelled box: the
+  // result must be what visiting all of them gives. A far-off extra label widens that box
+  // to the whole grid, so the block's resampling there is the full computation's.
+  LabelImage labels(make_geometry(40, 36, 30, {0.8, 0.8, 1.5}), 0);
+  for (std::size_t k = 8; k < 20; ++k)
+    for (std::size_t j = 10; j < 24; ++j)
+      for (std::size_t i = 12; i < 27; ++i) labels.at(i, j, k) = static_cast<std::int16_t>(i < 20 ? 20 : 21);
+  LabelImage wide = labels;
+  wide.at(0, 0, 0) = 5;
+  wide.at(39, 35, 29) = 5;
+  const FloatImage oblique = test::oblique_test_image(50, 40, 20);  // another size, spacing and direction
+  Geometry target = oblique.geometry;
+  target.origin = labels.geometry.index_to_lps(-3, -2, -1);
+  const LabelImage a = resample_labels_to(labels, target), b = resample_labels_to(wide, target);
+  std::size_t labelled = 0, differ = 0;
+  for (std::size_t v = 0; v < a.voxels.size(); ++v) {
+    if (a.voxels[v]) ++labelled;
+    if (b.voxels[v] != 5 && a.voxels[v] != b.voxels[v]) ++differ;
+  }
+  EXPECT_GT(labelled, 100u);
+  EXPECT_EQ(differ, 0u);
+}
+
 TEST(Reorient, RoundTripIsExactAndKeepsPhysicalPositions) {
-  const FloatImage img = test::oblique_test_image();
+  const FloatImage img = test::oblique_test_image(40, 35, 33);
   const std::string original = orientation_code(img.geometry);
   for (const std::string code : {"LPS", "RAS", "PIR", "SAL"}) {
     const FloatImage r = reorient(img, code);
     EXPECT_EQ(orientation_code(r.geometry), code);
-    // The voxel now at (0,0,0) has the same physical position as in the original.
-    const auto p = r.geometry.index_to_lps(0, 0, 0);
-    const auto idx = img.geometry.lps_to_index(p);
-    const std::size_t ii = std::lround(idx[0]), jj = std::lround(idx[1]), kk = std::lround(idx[2]);
-    EXPECT_FLOAT_EQ(r.at(0, 0, 0), img.at(ii, jj, kk)) << code;
+    // Every voxel keeps its physical position (the image spans more than one 32^3 tile).
+    std::size_t moved = 0;
+    for (std::size_t k = 0; k < r.nz(); ++k)
+      for (std::size_t j = 0; j < r.ny(); ++j)
+        for (std::size_t i = 0; i < r.nx(); ++i) {
+          const auto idx = img.geometry.lps_to_index(r.geometry.index_to_lps(i, j, k));
+          if (r.at(i, j, k) != img.at(std::lround(idx[0]), std::lround(idx[1]), std::lround(idx[2]))) ++moved;
+        }
+    EXPECT_EQ(moved, 0u) << code;
     const FloatImage back = reorient(r, original);
     EXPECT_TRUE(back.geometry.same_grid(img.geometry, 1e-9)) << code;
     EXPECT_EQ(back.voxels, img.voxels) << code;

@@ -102,6 +102,37 @@ TEST(SequenceNaming, ExtraVertebraIsFlaggedNotRenamed) {
   EXPECT_TRUE(flagged);
 }
 
+// Probabilities over the CT model's classes T1..L5, sacrum (18) peaked at a label.
+std::vector<double> ct_peaked(int label, double p = 0.8) {
+  std::vector<double> v(18, (1 - p) / 17);
+  v[static_cast<std::size_t>(label == label::kSacrum ? 17 : label - label::kT1)] = p;
+  return v;
+}
+const std::vector<int> kCtClasses{8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 26};
+
+TEST(SequenceNaming, SacrumInPiecesIsOneSacrumNotMoreLevels) {
+  // T12..L5, then S1 taken for a vertebra that the model votes L5 for, then S2..S5 that it
+  // calls sacrum: the pieces are named S, the levels above keep their names.
+  std::vector<std::vector<double>> votes;
+  for (int l = label::kT12; l <= label::kL5; ++l) votes.push_back(ct_peaked(l, 0.5));
+  votes.push_back(ct_peaked(label::kL5, 0.6));
+  votes.push_back(ct_peaked(label::kSacrum, 0.4));
+  const auto n = name_vertebra_sequence(votes, kCtClasses);
+  EXPECT_EQ(n.sacrum_pieces, 2u);
+  EXPECT_EQ(n.labels, (std::vector<int>{19, 20, 21, 22, 23, 24, 26, 26}));
+  EXPECT_GT(n.offset_probability, 0.5);
+  // A sacrum in one piece is named as before, without pieces.
+  votes.pop_back();
+  votes.back() = ct_peaked(label::kSacrum, 0.6);
+  const auto one = name_vertebra_sequence(votes, kCtClasses);
+  EXPECT_EQ(one.sacrum_pieces, 0u);
+  EXPECT_EQ(one.labels.back(), label::kSacrum);
+  EXPECT_EQ(one.labels.front(), label::kT12);
+  // The MR model has no sacrum class: its candidates are never merged as sacrum pieces.
+  const auto mr = name_vertebra_sequence({peaked(2), peaked(3), peaked(4), peaked(5), peaked(6), peaked(6)}, kMrClasses);
+  EXPECT_EQ(mr.sacrum_pieces, 0u);
+}
+
 TEST(SequenceNaming, EmptyAndTooMany) {
   EXPECT_TRUE(name_vertebra_sequence({}, kMrClasses).labels.empty());
   EXPECT_THROW(name_vertebra_sequence(std::vector<std::vector<double>>(30, peaked(0)), kMrClasses), Error);
