@@ -473,9 +473,11 @@ LIMITATIONS = {
                 "over them: 10 of 10 uncut vertebrae named right, per-vertebra Dice about 0.7, below the 0.88 "
                 "aimed at: outlines of the posterior elements and endplates are approximate, and a vertebra "
                 "cut by the field of view is often merged with or lost to its neighbour).",
-                "On real CT unlike those crops the names can be one level off without a flag: on the abdominal "
-                "example CT (3 mm, full field) and on a 1.5 mm lumbar crop every name was one level too high, with "
-                "per-vertebra confidence at most 0.21. Check the names of vertebrae with a low confidence.",
+                "On real CT unlike those crops the names can be one level off without a flag: on a 1.5 mm lumbar "
+                "crop (L2..L4) every name was one level too high, with per-vertebra confidence at most 0.21. On the "
+                "abdominal example CT (3 mm, full field) T12..L5 are named right only because spine-seg merges a "
+                "sacrum segmented in pieces and anchors T12 on the ribs (the model alone voted L5 for S1); its S "
+                "label takes in pieces of the hip bones. Check the names of vertebrae with a low confidence.",
                 "Not seen in any real CT: the cervical spine and the upper thoracic spine (cervical shapes only "
                 "from masks rendered as CT), fractures, implants and metal, contrast agent, children. Read the "
                 "flags on such scans.",

@@ -45,6 +45,9 @@ struct SpineSegConfig {
   nlohmann::json to_json() const;
 };
 
+// Whether bone that is not vertebra (a rib) leaves a vertebra at its height on CT.
+enum class RibEvidence : int { kUnknown = -1, kNone = 0, kRibs = 1 };
+
 struct IdentifiedVertebra {
   int label = 0;                    // VerSe number
   std::string name;                 // "L3"
@@ -53,6 +56,7 @@ struct IdentifiedVertebra {
   double volume_ml = 0;
   bool touches_border = false;      // cut by the field of view
   bool cut_head_foot = false;       // ... at its top or bottom, so its centroid is off head to foot
+  RibEvidence ribs = RibEvidence::kUnknown;  // CT only
 };
 
 struct IdentifiedDisc {
@@ -105,15 +109,25 @@ std::vector<int> normal_sequence();
 // last 2..4 candidates may all be named S (a sacrum segmented in pieces; the caller
 // merges them). Returns the labels, the probability of the chosen hypothesis among all,
 // and flags (e.g. transitional anatomy suspected).
+//
+// `ribs` (CT; empty or one per instance): where the ribs are seen to end (an instance with
+// ribs, the next without or unclear, and the one after without) that instance is the
+// lowest rib-bearing vertebra, T12 in the normal spine: each hypothesis is weighed by how
+// likely its name for it is (T12 0.6; T11 or L1 0.15: a 12th rib too short to see, 11 or
+// 13 rib pairs, a lumbar rib; anything else 0.05). When the ribs change the names the
+// level model alone would give, or the name of the lowest rib-bearing vertebra is not
+// T12, it is flagged.
 struct SequenceNaming {
   std::vector<int> labels;
   std::vector<double> confidence;   // per instance
   double offset_probability = 0;
   std::size_t sacrum_pieces = 0;    // > 1: the last candidates are pieces of one sacrum (all named S)
+  int lowest_rib_bearing = -1;      // the instance the ribs anchor on, or -1
   std::vector<std::string> flags;
 };
 SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,
-                                      const std::vector<int>& level_labels);
+                                      const std::vector<int>& level_labels,
+                                      const std::vector<RibEvidence>& ribs = {});
 
 // Plausibility of the names given the instances' positions: the distance between
 // consecutive named centroids against the median spacing of those levels in 2116 real CT

@@ -81,13 +81,20 @@ std::array<double, 3> rounded(const std::array<double, 3>& p) {
 
 nlohmann::json vertebrae_json(const SpineSegResult& r) {
   nlohmann::json vs = nlohmann::json::array();
-  for (const auto& v : r.vertebrae)
-    vs.push_back({{"name", v.name},
-                  {"label", v.label},
-                  {"centroid_lps_mm", rounded(v.centroid_lps_mm)},
-                  {"confidence", round_to(v.confidence, 0.001)},
-                  {"volume_ml", round_to(v.volume_ml, 0.01)},
-                  {"cut_by_field_of_view", v.touches_border}});
+  for (const auto& v : r.vertebrae) {
+    nlohmann::json j{{"name", v.name},
+                     {"label", v.label},
+                     {"centroid_lps_mm", rounded(v.centroid_lps_mm)},
+                     {"confidence", round_to(v.confidence, 0.001)},
+                     {"volume_ml", round_to(v.volume_ml, 0.01)},
+                     {"cut_by_field_of_view", v.touches_border}};
+    // CT: whether bone that is not vertebra lies 50-75 mm to its side at its height (the
+    // ribs beside thoracic vertebrae, the iliac wings beside L4..S; "unknown" where the
+    // field of view or the image does not tell). Where it ends from the top anchors T12.
+    if (r.modality.modality == "ct")
+      j["bone_beside"] = v.ribs == RibEvidence::kRibs ? "yes" : v.ribs == RibEvidence::kNone ? "no" : "unknown";
+    vs.push_back(std::move(j));
+  }
   return vs;
 }
 

@@ -251,26 +251,6 @@ std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
   // body height apart; pieces of one body have them within a fraction of that.
   merge_side_by_side(instances, rules.spacing_mm, rules.bodies ? 10.0 : 12.0,
                      max_extent_mm, nx, ny, nz);
-  // A vertebra is a midline structure: its body, canal and spinous process lie within a
-  // centimetre or so of its centre (on real and phantom CT 30-55 % of its voxels within
-  // 12 mm laterally). Left and right pieces of bone joined into one candidate (the hip
-  // bones, a pair of ribs) have their centroid on the midline but almost nothing there.
-  {
-    const std::size_t before = instances.size();
-    const double half = rules.midline_half_width_mm / rules.spacing_mm;
-    instances.erase(std::remove_if(instances.begin(), instances.end(),
-                                   [&](const Instance& in) {
-                                     std::size_t central = 0;
-                                     for (std::size_t v : in.voxels)
-                                       if (std::abs(static_cast<double>(v / static_cast<std::size_t>(nx * ny)) - in.cz) <= half)
-                                         ++central;
-                                     return static_cast<double>(central) <
-                                            rules.min_midline_fraction * static_cast<double>(in.voxels.size());
-                                   }),
-                    instances.end());
-    if (instances.size() < before)
-      log::debug("{} vertebra candidates with almost nothing on the midline dropped", before - instances.size());
-  }
   // Fragments much smaller than a typical vertebra of this scan are not vertebrae.
   if (!instances.empty()) {
     std::vector<std::size_t> sizes;

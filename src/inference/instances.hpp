@@ -55,8 +55,6 @@ struct InstanceRules {
   double min_fraction_of_median = 0.25;
   std::size_t max_count = 26;       // a spine's vertebrae and sacrum
   int max_erosion_voxels = 6;       // split_at_thin_joins: bridges up to about twice this thick are cut
-  double midline_half_width_mm = 12;  // a candidate with less than min_midline_fraction of its voxels
-  double min_midline_fraction = 0.15;  // ... within this of its centre laterally is not a vertebra
 };
 
 // A component longer than a vertebra cut where it is thin: eroded (6-neighbour) by the

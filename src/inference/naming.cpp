@@ -62,7 +62,7 @@ OffsetScores score_offsets(const std::vector<std::vector<double>>& probs, std::s
 }  // namespace
 
 SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,
-                                      const std::vector<int>& level_labels) {
+                                      const std::vector<int>& level_labels, const std::vector<RibEvidence>& ribs) {
   SequenceNaming out;
   const std::size_t n = level_probs.size();
   if (n == 0) return out;
@@ -95,18 +95,58 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
       for (std::size_t i = m; i < n; ++i) total += level_log_prob(level_probs[i], level_labels, label::kSacrum);
       hyps.push_back({total, rank_l5 + 1 - static_cast<int>(m), k});
     }
-  const auto best = *std::max_element(hyps.begin(), hyps.end(),
-                                      [](const Hypothesis& a, const Hypothesis& b) { return a.score < b.score; });
+  auto label_of = [&](const Hypothesis& h, std::size_t i) {
+    return i < n - h.sacrum_pieces ? seq[static_cast<std::size_t>(h.start) + i] : label::kSacrum;
+  };
+  auto by_score = [](const Hypothesis& a, const Hypothesis& b) { return a.score < b.score; };
+  const Hypothesis level_model_best = *std::max_element(hyps.begin(), hyps.end(), by_score);
+  // The ribs' anchor: where they are seen to end, the first time from the top (the iliac
+  // wings beside L5 and the sacrum show as bone there too): a candidate with ribs, the next
+  // without (or unclear), and the one after without. Its weight is that of evidence, not of
+  // a rule: a 12th rib too short to be seen, 11 or 13 rib pairs and lumbar ribs are common
+  // enough that the level model, when sure, keeps its names (and the conflict is flagged).
+  int anchor = -1;
+  if (ribs.size() == n)
+    for (std::size_t i = 0; i + 1 < n && anchor < 0; ++i) {
+      if (ribs[i] != RibEvidence::kRibs || ribs[i + 1] == RibEvidence::kRibs) continue;
+      const RibEvidence after = i + 2 < n ? ribs[i + 2] : ribs[i + 1];
+      if (after == RibEvidence::kNone) anchor = static_cast<int>(i);
+    }
+  if (anchor >= 0)
+    for (auto& h : hyps) {
+      const int lab = label_of(h, static_cast<std::size_t>(anchor));
+      h.score += std::log(lab == label::kT12 ? 0.6 : (lab == label::kT11 || lab == label::kL1) ? 0.15 : 0.05);
+    }
+  out.lowest_rib_bearing = anchor;
+  const auto best = *std::max_element(hyps.begin(), hyps.end(), by_score);
   double norm = 0;
   for (const auto& h : hyps) norm += std::exp(h.score - best.score);
   out.offset_probability = 1.0 / norm;
   const std::size_t named = n - best.sacrum_pieces;
   for (std::size_t i = 0; i < n; ++i) {
-    const int lab = i < named ? seq[static_cast<std::size_t>(best.start) + i] : label::kSacrum;
+    const int lab = label_of(best, i);
     out.labels.push_back(lab);
     out.confidence.push_back(std::exp(level_log_prob(level_probs[i], level_labels, lab)) * out.offset_probability);
   }
   out.sacrum_pieces = best.sacrum_pieces;
+  if (anchor >= 0) {
+    const auto a = static_cast<std::size_t>(anchor);
+    std::ostringstream f;
+    f.precision(2);
+    if (out.labels[a] != label::kT12) {
+      f << "the lowest rib-bearing vertebra is named " << label_name(out.labels[a])
+        << ", not T12: 11 or 13 rib pairs, a lumbar rib, a missed 12th rib, or names off by one (probability of "
+           "the names "
+        << out.offset_probability << ")";
+      out.flags.push_back(f.str());
+    } else if (label_of(level_model_best, a) != label::kT12) {
+      f << "names anchored on the ribs (the lowest rib-bearing vertebra taken as T12); the level model alone named "
+           "it "
+        << label_name(label_of(level_model_best, a)) << " (probability of the names " << out.offset_probability
+        << ")";
+      out.flags.push_back(f.str());
+    }
+  }
   if (out.offset_probability < 0.6) {
     std::ostringstream f;
     f.precision(2);

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "inference/instances.hpp"
+#include "inference/ribs.hpp"
 #include "spine/error.hpp"
 #include "spine/labels.hpp"
 #include "spine/log.hpp"
@@ -283,11 +284,9 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     // Only hits near the spinal column count: per head-foot row, the column is at the
     // median lateral and antero-posterior position of the row's hits (+-40 mm in each
     // row's neighbourhood), so ribs or pelvis taken for vertebrae do not widen the box.
-    // Laterally a vertebra reaches at most about 50 mm from its centre (lumbar transverse
-    // processes, the sacral alae); hits within 45 mm, plus the lateral margin, cover that.
     const ColumnModel column(points, cs, 40.0);
     for (const auto& c : points) {
-      if (!column.near(c, 45.0, 80.0)) continue;
+      if (!column.near(c, 60.0, 80.0)) continue;
       ++hits;
       for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], c[a]), hi[a] = std::max(hi[a], c[a]);
     }
@@ -332,7 +331,10 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     fine = {0, box.nx(), 0, box.ny(), {}};
     for (std::int64_t z : box.zs) fine.zs.push_back(z - z0);
   } else {
-    vol = at_model_spacing ? std::move(canon_native) : resample_image_to(canon_native, model_grid);
+    // The CT in HU stays for the rib check.
+    vol = !at_model_spacing ? resample_image_to(canon_native, model_grid)
+          : result.modality.modality == "ct" ? canon_native
+                                             : std::move(canon_native);
     make_normaliser(vol, sm.normalisation).apply(vol);
     fine = box;
   }
@@ -393,11 +395,31 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       }
       probs.push_back(std::move(mean));
     }
-    SequenceNaming naming = name_vertebra_sequence(probs, sm.levels);
+    // On CT, where the ribs end anchors the names (T12 is the lowest rib-bearing vertebra).
+    std::vector<RibEvidence> ribs;
+    if (result.modality.modality == "ct" && !instances.empty()) {
+      std::vector<RibProbe> probes;
+      for (const auto& in : instances)
+        probes.push_back({vol.geometry.index_to_lps(in.cx + fine.x0, in.cy + fine.y0, in.cz + static_cast<double>(fine.zs.front())),
+                          static_cast<double>(in.x_max - in.x_min + 1) * vol.geometry.spacing[0]});
+      const auto is_vertebra = [&](const std::array<double, 3>& lps) {
+        const auto p = vol.geometry.lps_to_index(lps);
+        const auto x = std::lround(p[0]) - fine.x0, y = std::lround(p[1]) - fine.y0,
+                   z = std::lround(p[2]) - fine.zs.front();
+        if (x < 0 || y < 0 || z < 0 || x >= rx || y >= ry || z >= rz) return false;
+        return fp.structure[static_cast<std::size_t>((z * ry + y) * rx + x)] == 1;
+      };
+      ribs = rib_evidence(canon_native, probes, is_vertebra);
+      std::string seen;
+      for (const auto e : ribs) seen += e == RibEvidence::kRibs ? " ribs" : e == RibEvidence::kNone ? " none" : " ?";
+      log::debug("ribs per vertebra candidate, head to foot:{}", seen);
+    }
+    SequenceNaming naming = name_vertebra_sequence(probs, sm.levels, ribs);
     if (naming.sacrum_pieces > 1) {
       // The pieces of one sacrum become one instance; its confidence is the pieces' mean,
       // weighted by their size.
       const std::size_t first = instances.size() - naming.sacrum_pieces;
+      if (!ribs.empty()) ribs.resize(first + 1, RibEvidence::kUnknown);
       std::vector<std::size_t> voxels;
       double conf = 0;
       for (std::size_t i = first; i < instances.size(); ++i) {
@@ -436,6 +458,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       v.volume_ml = in.voxels.size() * voxel_ml;
       v.touches_border = in.touches_border && (roi_is_fov || in.x_min == 0 || in.x_max == rx - 1);
       v.cut_head_foot = in.x_min == 0 || in.x_max == rx - 1;
+      if (i < ribs.size()) v.ribs = ribs[i];
       for (std::size_t vox : in.voxels) canon_labels.voxels[region_to_canon(vox)] = static_cast<std::int16_t>(v.label);
       result.vertebrae.push_back(v);
     }

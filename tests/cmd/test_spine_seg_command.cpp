@@ -77,7 +77,22 @@ TEST(SpineSegCommand, CtPhantomSegmentedAndNamed) {
   const auto j = nlohmann::json::parse(test::read_file(out / "segmentation.json"));
   EXPECT_EQ(j["modality"]["modality"], "ct");
   EXPECT_GE(identification(j["vertebrae"], truth_centroids(ph)), 0.8) << j["vertebrae"].dump();
-  // The shipped CT model was trained without real CT: every result says so, and the log once.
+  // The torso phantom's ribs (T1..T12) are seen beside the thoracic vertebrae, and nothing
+  // beside L1..L3 (the iliac wings begin at L4).
+  int judged = 0;
+  for (const auto& v : j["vertebrae"]) {
+    const std::string n = v["name"];
+    if (n == "T11" || n == "T12") {
+      EXPECT_EQ(v["bone_beside"], "yes") << n;
+      ++judged;
+    }
+    if (n == "L1" || n == "L2" || n == "L3") {
+      EXPECT_EQ(v["bone_beside"], "no") << n;
+      ++judged;
+    }
+  }
+  EXPECT_GE(judged, 4) << j["vertebrae"].dump();
+  // The model card's limitations come with every result, and in the log once.
   ASSERT_TRUE(j["model_limitations"].is_array());
   EXPECT_FALSE(j["model_limitations"].empty());
   EXPECT_NE(r.output.find("real CT"), std::string::npos) << r.output;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "inference/instances.hpp"
+#include "inference/ribs.hpp"
 
 namespace spine {
 namespace {
@@ -106,24 +107,37 @@ TEST(Instances, MoreCandidatesThanASpineHasAreFlagged) {
   EXPECT_NE(flags[0].find("more vertebra candidates"), std::string::npos);
 }
 
-TEST(Instances, BilateralPiecesJoinedOffTheMidlineAreNotAVertebra) {
-  // Three vertebrae on the midline (z 25..55) and below them left and right blocks of bone
-  // joined by a thin bar (the hip bones with a sliver between): one component whose
-  // centroid is on the midline, but with almost none of its voxels there.
-  Box b(130, 30, 80);
-  for (int i = 0; i < 3; ++i) b.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 25, 55, i);
-  b.fill(95, 115, 5, 25, 3, 18, 3);
-  b.fill(95, 115, 5, 25, 62, 77, 3);
-  b.fill(104, 106, 14, 16, 18, 62, 3);
-  std::vector<std::string> flags;
-  const auto in = b.instances(false, flags);
-  ASSERT_EQ(in.size(), 3u);
-  EXPECT_LT(in.back().cx, 90.0);
-  // The same blocks moved together onto the midline are a vertebra-like candidate and stay.
-  Box c(130, 30, 80);
-  for (int i = 0; i < 3; ++i) c.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 25, 55, i);
-  c.fill(95, 115, 5, 25, 25, 55, 3);
-  EXPECT_EQ(c.instances(false, flags).size(), 4u);
+// A CT in canonical orientation (IPR, 1 mm): soft tissue, a vertebra block on the midline
+// at head-foot 10..40, and for the upper half of it bone bars leaving it to both sides
+// (ribs) at head-foot 15..23.
+TEST(Ribs, BoneBesideAVertebraAtItsHeightIsARib) {
+  Geometry g = make_geometry(80, 80, 160, {1, 1, 1});
+  g.direction = {0, 0, -1, 0, 1, 0, -1, 0, 0};  // IPR: x -> inferior, y -> posterior, z -> right
+  FloatImage ct(g, 40.f);
+  auto fill = [&](int x0, int x1, int y0, int y1, int z0, int z1, float v) {
+    for (int z = z0; z < z1; ++z)
+      for (int y = y0; y < y1; ++y)
+        for (int x = x0; x < x1; ++x) ct.at(x, y, z) = v;
+  };
+  fill(10, 40, 20, 50, 60, 100, 400.f);  // the vertebra, centred at z 80
+  const auto centre = g.index_to_lps(25, 35, 80);
+  const auto in_vertebra = [&](const std::array<double, 3>& p) {
+    const auto i = g.lps_to_index(p);
+    return i[0] >= 9.5 && i[0] < 39.5 && i[1] >= 19.5 && i[1] < 49.5 && i[2] >= 59.5 && i[2] < 99.5;
+  };
+  const std::vector<RibProbe> probe{{centre, 30.0}};
+  EXPECT_EQ(rib_evidence(ct, probe, in_vertebra).front(), RibEvidence::kNone);
+  fill(20, 28, 38, 46, 100, 150, 700.f);  // right rib
+  fill(20, 28, 38, 46, 10, 60, 700.f);    // left rib
+  EXPECT_EQ(rib_evidence(ct, probe, in_vertebra).front(), RibEvidence::kRibs);
+  // Bone the segmentation calls vertebra is not a rib.
+  EXPECT_EQ(rib_evidence(ct, probe, [](const std::array<double, 3>&) { return true; }).front(), RibEvidence::kNone);
+  // A field of view that ends beside the vertebra shows nothing either way.
+  FloatImage narrow(make_geometry(80, 80, 40, {1, 1, 1}), 40.f);
+  narrow.geometry.direction = g.direction;
+  const auto c2 = narrow.geometry.index_to_lps(25, 35, 20);
+  EXPECT_EQ(rib_evidence(narrow, {{c2, 30.0}}, [](const std::array<double, 3>&) { return false; }).front(),
+            RibEvidence::kUnknown);
 }
 
 }  // namespace

@@ -133,6 +133,41 @@ TEST(SequenceNaming, SacrumInPiecesIsOneSacrumNotMoreLevels) {
   EXPECT_EQ(mr.sacrum_pieces, 0u);
 }
 
+TEST(SequenceNaming, RibsAnchorTheNamesAndAConflictIsFlagged) {
+  // Five candidates whose votes hesitate between two runs (T12..L4 slightly over T11..L3),
+  // with the ribs seen on the second and not below: the ribs make the second T12.
+  std::vector<std::vector<double>> votes;
+  for (int l = label::kT12; l <= label::kL5 - 1; ++l) {
+    auto v = ct_peaked(l, 0.35);
+    v[static_cast<std::size_t>(l - 1 - label::kT1)] = 0.3;
+    votes.push_back(v);
+  }
+  const auto plain = name_vertebra_sequence(votes, kCtClasses);
+  EXPECT_EQ(plain.labels.front(), label::kT12);
+  using R = RibEvidence;
+  const std::vector<R> ribs_on_second{R::kUnknown, R::kRibs, R::kNone, R::kNone, R::kUnknown};
+  const auto anchored = name_vertebra_sequence(votes, kCtClasses, ribs_on_second);
+  EXPECT_EQ(anchored.lowest_rib_bearing, 1);
+  EXPECT_EQ(anchored.labels.front(), label::kT11);
+  EXPECT_EQ(anchored.labels[1], label::kT12);
+  bool said = false;
+  for (const auto& f : anchored.flags) said |= f.find("anchored on the ribs") != std::string::npos;
+  EXPECT_TRUE(said);
+  // Votes that are sure of L1 on the rib-bearing candidate win, and the conflict is flagged
+  // (13 rib pairs or a lumbar rib), not hidden.
+  std::vector<std::vector<double>> sure;
+  for (int l = label::kT12; l <= label::kL5 - 1; ++l) sure.push_back(ct_peaked(l, 0.97));
+  const auto conflict = name_vertebra_sequence(sure, kCtClasses, ribs_on_second);
+  EXPECT_EQ(conflict.labels[1], label::kL1);
+  said = false;
+  for (const auto& f : conflict.flags) said |= f.find("lowest rib-bearing vertebra is named L1") != std::string::npos;
+  EXPECT_TRUE(said);
+  // Evidence that does not show where the ribs end changes nothing.
+  const auto none = name_vertebra_sequence(votes, kCtClasses, std::vector<R>(5, R::kRibs));
+  EXPECT_EQ(none.lowest_rib_bearing, -1);
+  EXPECT_EQ(none.labels, plain.labels);
+}
+
 TEST(SequenceNaming, EmptyAndTooMany) {
   EXPECT_TRUE(name_vertebra_sequence({}, kMrClasses).labels.empty());
   EXPECT_THROW(name_vertebra_sequence(std::vector<std::vector<double>>(30, peaked(0)), kMrClasses), Error);
