@@ -155,12 +155,11 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
   }
   // Transitional anatomy: the upper and lower halves (of the levels, the sacrum's pieces
   // left out), named on their own, disagree by one.
-  const std::size_t levels = best.sacrum_pieces ? named : n;
-  if (levels >= 4) {
-    const std::size_t m = levels / 2;
-    const OffsetScores whole = score_offsets(level_probs, 0, levels, level_labels);
+  if (named >= 4) {
+    const std::size_t m = named / 2;
+    const OffsetScores whole = best.sacrum_pieces ? score_offsets(level_probs, 0, named, level_labels) : all;
     const OffsetScores up = score_offsets(level_probs, 0, m, level_labels);
-    const OffsetScores low = score_offsets(level_probs, m, levels, level_labels);
+    const OffsetScores low = score_offsets(level_probs, m, named, level_labels);
     const int expected = up.best + static_cast<int>(m);
     if (low.best == expected - 1 || low.best == expected + 1) {
       const double gain = (up.score[up.best] + low.score[low.best]) - whole.score[whole.best];
