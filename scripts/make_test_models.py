@@ -103,6 +103,11 @@ def write_xray_contract_fixture(out):
     refined[4 * 3 + 2] = pts[4 * 3 + 2]
     refined.astype("<f8").tofile(os.path.join(out, "xray_corner_refined.f64"))
 
+    # The spine finder's letterbox input of the same image.
+    import train_spine_finder
+    x, _, _, _ = train_spine_finder.letterbox(img.astype(np.float32))
+    x.astype("<f4").tofile(os.path.join(out, "finder_contract_input.f32"))
+
 
 def main():
     out = sys.argv[1]

@@ -66,11 +66,20 @@ void apply_corner_heatmaps(const Tensor& heatmaps, const XrayCornerCrops& crops,
 XrayLandmarks decode_xray_landmarks(const Tensor& output, std::size_t width, std::size_t height,
                                     int stride, double offset_scale, const XrayLandmarkOptions& options = {});
 
+// Flags what makes the measured curve itself untrustworthy (appended to lm.flags): an end
+// vertebra of the major curve whose endplate corners are low-confidence, or that the
+// sequence constraint had to move off its strongest heatmap peak.
+void flag_curve_reliability(const CobbAngles& angles, double low_confidence, XrayLandmarks& lm);
+
+// Throws an input error for images that are not 2D, are too small or too large, hold
+// NaN or infinite values, or are blank.
+void check_radiograph(const FloatImage& radiograph);
+
 class XrayLandmarkDetector {
  public:
   // corner_model: the second stage, or null to keep the first stage's corners.
   XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options = {}, const Model* corner_model = nullptr);
-  // Throws an input error for images that are not 2D or are too small or too large.
+  // Throws an input error for images check_radiograph refuses.
   XrayLandmarks detect(const FloatImage& radiograph) const;
 
  private:

@@ -39,6 +39,11 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "(default: models/xray-corners.pt)");
   app.add_flag("!--no-corner-refinement", refine_corners,
                "Keep the first stage's corners (skip the second stage)");
+  app.add_option("--finder-model", finder_model,
+                 "Spine finder: locates T1..L5, the column and hardware in a film of any framing "
+                 "(default: models/xray-spine-finder.pt)");
+  app.add_flag("!--no-spine-finder", find_spine,
+               "Give the landmark stages the whole image as it is (no spine finder, no hardware check)");
   app.add_option("--mild", grading.mild_deg, "Major curve angle from which a curve is mild scoliosis (degrees)");
   app.add_option("--moderate", grading.moderate_deg, "... moderate (degrees)");
   app.add_option("--severe", grading.severe_deg, "... severe: above this (degrees)");
@@ -54,8 +59,10 @@ void CobbConfig::register_cli(CLI::App& app) {
 std::vector<std::string> CobbConfig::validate() const {
   if (!(grading.mild_deg < grading.moderate_deg && grading.moderate_deg < grading.severe_deg))
     throw usage_error("grading thresholds must satisfy --mild < --moderate < --severe");
-  if (!refine_corners && !corner_model.empty()) return {"--corner-model is not used with --no-corner-refinement"};
-  return {};
+  std::vector<std::string> warnings;
+  if (!refine_corners && !corner_model.empty()) warnings.push_back("--corner-model is not used with --no-corner-refinement");
+  if (!find_spine && !finder_model.empty()) warnings.push_back("--finder-model is not used with --no-spine-finder");
+  return warnings;
 }
 
 nlohmann::json CobbConfig::to_json() const {
@@ -63,6 +70,8 @@ nlohmann::json CobbConfig::to_json() const {
           {"model", model},
           {"corner_model", corner_model},
           {"refine_corners", refine_corners},
+          {"finder_model", finder_model},
+          {"find_spine", find_spine},
           {"grading_deg", {grading.mild_deg, grading.moderate_deg, grading.severe_deg}},
           {"low_confidence", landmarks.low_confidence},
           {"sequence_constraint", landmarks.sequence_constraint},
@@ -94,7 +103,7 @@ std::string format_deg(double v) {
 }
 
 void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAngles& a, const std::string& grade,
-                   const fs::path& path) {
+                   const SpineLocation* spine, const fs::path& path) {
   // Scale so the picture is about 1400 px tall: legible and small.
   const double scale = std::min(1.0, 1400.0 / static_cast<double>(img.ny()));
   const auto range = intensity_range(img);
@@ -128,12 +137,24 @@ void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAng
     const Point2 apex = px(lm.points[4 * a.major.apex]);
     draw_text(canvas, "apex", {apex.x - 40 * unit, apex.y}, 9 * unit, yellow);
   }
+  if (spine && (spine->crop.x0 > 0 || spine->crop.y0 > 0 || spine->crop.x1 < img.nx() || spine->crop.y1 < img.ny())) {
+    // The crop the landmark stages saw.
+    const Rgb cyan{0, 200, 255};
+    const Point2 a0 = px({spine->crop.x0, spine->crop.y0}), a1 = px({spine->crop.x1, spine->crop.y0}),
+                 a2 = px({spine->crop.x1, spine->crop.y1}), a3 = px({spine->crop.x0, spine->crop.y1});
+    draw_line(canvas, a0, a1, cyan, 1);
+    draw_line(canvas, a1, a2, cyan, 1);
+    draw_line(canvas, a2, a3, cyan, 1);
+    draw_line(canvas, a3, a0, cyan, 1);
+  }
   double y = 6 * unit;
   const double line = 12 * unit;
+  // An unreliable result says so in its headline, in red, not only in the flags below.
+  const bool reliable = lm.flags.empty();
   y += draw_text(canvas,
-                 "Cobb " + format_deg(a.major.angle_deg) + " deg  " + cobb_vertebra_name(u) + "-" +
-                     cobb_vertebra_name(l) + "  (" + grade + ")",
-                 {6 * unit, y}, line, yellow);
+                 std::string(reliable ? "" : "UNRELIABLE: ") + "Cobb " + format_deg(a.major.angle_deg) + " deg  " +
+                     cobb_vertebra_name(u) + "-" + cobb_vertebra_name(l) + "  (" + grade + ")",
+                 {6 * unit, y}, line, reliable ? yellow : Rgb{255, 60, 60});
   y += draw_text(canvas,
                  "PT " + format_deg(a.aasce_deg[0]) + " / MT " + format_deg(a.aasce_deg[1]) + " / TL " +
                      format_deg(a.aasce_deg[2]),
@@ -153,7 +174,8 @@ std::string csv_field(const std::string& s) {
 
 void write_cobb_csv(const fs::path& out_dir, const std::vector<std::string>& studies) {
   std::ostringstream csv;
-  csv << "study,pt_deg,mt_deg,tl_deg,major_deg,upper_end,lower_end,apex,convex_side,grade,mean_confidence,flags\n";
+  csv << "study,reliable,pt_deg,mt_deg,tl_deg,major_deg,upper_end,lower_end,apex,convex_side,grade,mean_confidence,"
+         "flags\n";
   for (const auto& s : studies) {
     const fs::path f = out_dir / s / "cobb.json";
     if (!fs::exists(f)) continue;
@@ -163,7 +185,7 @@ void write_cobb_csv(const fs::path& out_dir, const std::vector<std::string>& stu
     for (double c : j["vertebra_confidence"]) conf += c / kCobbVertebrae;
     std::string flags;
     for (const auto& fl : j["flags"]) flags += (flags.empty() ? "" : "; ") + fl.get<std::string>();
-    csv << csv_field(s) << ',' << j["angles_deg"]["pt"].get<double>() << ',' << j["angles_deg"]["mt"].get<double>() << ','
+    csv << csv_field(s) << ',' << (j.value("reliable", false) ? "true" : "false") << ',' << j["angles_deg"]["pt"].get<double>() << ',' << j["angles_deg"]["mt"].get<double>() << ','
         << j["angles_deg"]["tl"].get<double>() << ',' << j["major"]["angle_deg"].get<double>() << ','
         << j["major"]["upper_end"].get<std::string>() << ',' << j["major"]["lower_end"].get<std::string>() << ','
         << j["major"]["apex"].get<std::string>() << ',' << j["major"]["convex_side"].get<std::string>() << ','
@@ -185,10 +207,19 @@ BatchSummary run_cobb(const CobbConfig& c) {
     corner_model.emplace(Model::load(path, {"xray-ap-corners", {"xray"}, 2}, device));
     log::info("corner model {} {} on {}", corner_model->card().name, corner_model->card().version, device);
   }
+  std::optional<Model> finder_model;
+  if (c.find_spine) {
+    const fs::path path = c.finder_model.empty() ? default_model_path("xray-spine-finder.pt") : fs::path(c.finder_model);
+    finder_model.emplace(Model::load(path, {"xray-spine-finder", {"xray"}, 2}, device));
+    log::info("spine finder {} {} on {}", finder_model->card().name, finder_model->card().version, device);
+  }
   const XrayLandmarkDetector detector(model, c.landmarks, corner_model ? &*corner_model : nullptr);
+  std::optional<XraySpineFinder> finder;
+  if (finder_model) finder.emplace(*finder_model, c.finder);
   // The models' known failure modes: logged once, and written with every result.
   std::vector<std::string> limitations;
-  for (const Model* m : std::initializer_list<const Model*>{&model, corner_model ? &*corner_model : nullptr}) {
+  for (const Model* m : std::initializer_list<const Model*>{&model, corner_model ? &*corner_model : nullptr,
+                                                            finder_model ? &*finder_model : nullptr}) {
     if (!m) continue;
     for (const auto& l : m->card().limitations) {
       log::warn("{} {}: {}", m->card().name, m->card().version, l);
@@ -198,17 +229,42 @@ BatchSummary run_cobb(const CobbConfig& c) {
 
   BatchOptions options = c.common.batch_options("spine-cobb", c.to_json());
   options.models = {{model.card().name, model.card().version, model.sha256()}};
-  if (corner_model)
-    options.models.push_back({corner_model->card().name, corner_model->card().version, corner_model->sha256()});
+  for (const Model* m : {corner_model ? &*corner_model : nullptr, finder_model ? &*finder_model : nullptr})
+    if (m) options.models.push_back({m->card().name, m->card().version, m->sha256()});
   const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {
     const LoadedImage in = read_image(study.path);
     XrayLandmarks lm;
+    std::optional<SpineLocation> spine;
+    CobbAngles a;
+    bool inverted = false;
     try {
-      lm = detector.detect(in.image);
+      check_radiograph(in.image);
+      if (finder) spine = finder->find(in.image);
+      const PixelBox whole{0, 0, static_cast<double>(in.image.nx()), static_cast<double>(in.image.ny())};
+      const PixelBox box = spine ? spine->crop : whole;
+      const bool cropped = box.x0 > 0 || box.y0 > 0 || box.x1 < whole.x1 || box.y1 < whole.y1;
+      // The landmark stages know films with bone bright: an inverted one is turned back.
+      inverted = spine && inverted_polarity(in.image, *spine);
+      const FloatImage seen = cropped ? crop_image(in.image, box) : in.image;
+      lm = detector.detect(inverted ? invert_grey(seen) : seen);
+      // Angles in the frame the landmark stages saw (the AASCE rule compares positions
+      // with that frame's height), landmarks reported in the image's pixels.
+      a = compute_cobb_angles(lm.points, box.height());
+      for (auto& p : lm.points) p.x += box.x0, p.y += box.y0;
     } catch (const Error& e) {
       throw e.with_context(study.path.string());
     }
-    const CobbAngles a = compute_cobb_angles(lm.points, static_cast<double>(in.image.ny()));
+    if (spine) {
+      lm.flags.insert(lm.flags.end(), spine->flags.begin(), spine->flags.end());
+      const auto off = vertebrae_off_column(*spine, lm.points);
+      if (off.size() >= 2) {
+        std::string names;
+        for (const auto& n : off) names += (names.empty() ? "" : ",") + n;
+        lm.flags.push_back("landmarks off the spine the finder saw: " + names);
+      }
+    }
+    flag_curve_reliability(a, c.landmarks.low_confidence, lm);
+    const bool reliable = lm.flags.empty();
     const std::string grade = grade_curve(a.major.angle_deg, c.grading);
     nlohmann::json points = nlohmann::json::array(), conf = nlohmann::json::array();
     for (int k = 0; k < kCobbLandmarks; ++k) {
@@ -224,21 +280,33 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"s_shaped", a.s_shaped},
         {"major", major_curve_json(a.major)},
         {"grade", grade},
+        // false when any flag is raised: the angle and grade above are then not to be
+        // taken as measured (see flags).
+        {"reliable", reliable},
         {"landmarks_px", points},
         {"confidence", conf},
         {"vertebra_confidence", lm.confidence},
         {"flags", lm.flags},
         {"sequence_adjusted", lm.sequence_adjusted},
         {"corners_unrefined", lm.corners_unrefined},
+        {"spine_finder", spine ? nlohmann::json{{"t1_top_px", {spine->t1_top.x, spine->t1_top.y}},
+                                                {"l5_bottom_px", {spine->l5_bottom.x, spine->l5_bottom.y}},
+                                                {"t1_confidence", spine->t1_confidence},
+                                                {"l5_confidence", spine->l5_confidence},
+                                                {"crop_px", {spine->crop.x0, spine->crop.y0, spine->crop.x1, spine->crop.y1}},
+                                                {"hardware_pixels", spine->hardware_pixels},
+                                                {"polarity_inverted", inverted}}
+                               : nlohmann::json(nullptr)},
         {"model", {{"name", model.card().name}, {"version", model.card().version}}},
         {"corner_model", corner_model ? nlohmann::json{{"name", corner_model->card().name},
                                                       {"version", corner_model->card().version}}
                                       : nlohmann::json(nullptr)},
         {"model_limitations", limitations}};
     write_text_file(work / "cobb.json", j.dump(2) + "\n");
-    if (c.overlay) write_overlay(in.image, lm, a, grade, work / "overlay.png");
+    if (c.overlay) write_overlay(in.image, lm, a, grade, spine ? &*spine : nullptr, work / "overlay.png");
     for (const auto& f : lm.flags) log::warn("{}: {}", study.name, f);
-    return nlohmann::json{{"major_deg", a.major.angle_deg}, {"grade", grade}, {"flags", lm.flags.size()}};
+    return nlohmann::json{{"major_deg", a.major.angle_deg}, {"grade", grade}, {"reliable", reliable},
+                          {"flags", lm.flags.size()}};
   });
   std::vector<std::string> names;
   for (const auto& s : studies) names.push_back(s.name);

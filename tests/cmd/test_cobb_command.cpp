@@ -55,10 +55,16 @@ TEST(CobbCommand, PhantomRadiographOutputs) {
   EXPECT_EQ(overlay.image.geometry.dimension, 2);
   EXPECT_EQ(overlay.info.components, 3);
   const std::string csv = test::read_file(dir / "out" / "cobb.csv");
-  EXPECT_EQ(csv.rfind("study,pt_deg,mt_deg,tl_deg,major_deg,", 0), 0u);
+  EXPECT_EQ(csv.rfind("study,reliable,pt_deg,mt_deg,tl_deg,major_deg,", 0), 0u);
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2);
+  // `reliable` is false exactly when a flag is raised, in the JSON and the CSV row.
+  ASSERT_TRUE(j["reliable"].is_boolean());
+  EXPECT_EQ(j["reliable"].get<bool>(), j["flags"].empty());
+  EXPECT_NE(csv.find(std::string("\nimage,") + (j["reliable"].get<bool>() ? "true," : "false,")), std::string::npos) << csv;
+  ASSERT_TRUE(j["spine_finder"].is_object());
+  EXPECT_EQ(j["spine_finder"]["crop_px"].size(), 4u);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
-  EXPECT_EQ(prov["models"].size(), 2u);  // both landmark stages
+  EXPECT_EQ(prov["models"].size(), 3u);  // both landmark stages and the spine finder
   EXPECT_EQ(j["corner_model"]["name"], "xray-ap-corners");
   for (const auto& c : j["confidence"]) {
     EXPECT_GE(c.get<double>(), 0.0);
@@ -86,7 +92,7 @@ TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
                                        two["landmarks_px"][k][1].get<double>() - one["landmarks_px"][k][1].get<double>()));
   EXPECT_GT(moved, 0.5);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "provenance.json"));
-  EXPECT_EQ(prov["models"].size(), 1u);
+  EXPECT_EQ(prov["models"].size(), 2u);  // first stage and spine finder
 }
 
 // Bad studies in a batch are each reported with their reason; the good one goes through;
@@ -120,6 +126,34 @@ TEST(CobbCommand, BadInputsInABatch) {
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2);
 }
 
+// Noise is no radiograph: the result is written for a person to look at, but its
+// headline says unreliable in cobb.json and in the cohort CSV's filter column.
+TEST(CobbCommand, NoiseIsFlaggedUnreliable) {
+  TempDir dir;
+  FloatImage noise(make_geometry_2d(400, 1000));
+  std::uint32_t state = 12345;
+  for (auto& v : noise.voxels) {
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<float>(state >> 24);
+  }
+  write_image(noise, dir / "noise.png", StoredPixel::kUInt8);
+  const auto r = run_command(bin("spine-cobb") + " " + q(dir / "noise.png") + " --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "noise" / "cobb.json"));
+  EXPECT_FALSE(j["reliable"].get<bool>());
+  ASSERT_FALSE(j["flags"].empty());
+  const std::string csv = test::read_file(dir / "out" / "cobb.csv");
+  EXPECT_NE(csv.find("\nnoise,false,"), std::string::npos) << csv;
+  // Without the finder: no finder result, one model fewer.
+  const auto b = run_command(bin("spine-cobb") + " " + q(dir / "noise.png") + " --threads 2 --no-spine-finder -o " +
+                             q(dir / "plain"));
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const auto k = nlohmann::json::parse(test::read_file(dir / "plain" / "noise" / "cobb.json"));
+  EXPECT_TRUE(k["spine_finder"].is_null());
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "plain" / "noise" / "provenance.json"));
+  EXPECT_EQ(prov["models"].size(), 2u);
+}
+
 // An image over 100 megapixels is refused with a clear reason rather than run.
 TEST(CobbCommand, HugeImageIsRefused) {
   TempDir dir;
@@ -135,6 +169,7 @@ TEST(CobbContract, VersionListsModels) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("xray-ap-landmarks 1."), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("xray-ap-corners 1."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("xray-spine-finder 1."), std::string::npos) << r.output;
 }
 
 TEST(CobbContract, WrongOrMissingModelIsInputError) {

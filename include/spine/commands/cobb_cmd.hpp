@@ -12,6 +12,7 @@
 #include "spine/cli.hpp"
 #include "spine/cobb.hpp"
 #include "spine/xray_landmarks.hpp"
+#include "spine/xray_spine_finder.hpp"
 
 namespace spine {
 
@@ -20,8 +21,11 @@ struct CobbConfig {
   std::string model;                // empty: the default model (see default_model_path)
   std::string corner_model;         // second stage; empty: the default (models/xray-corners.pt)
   bool refine_corners = true;       // run the second stage
+  std::string finder_model;         // spine finder; empty: the default (models/xray-spine-finder.pt)
+  bool find_spine = true;           // crop the film around the spine found before the landmark stages
   CobbGrading grading;
   XrayLandmarkOptions landmarks;
+  SpineFinderOptions finder;
   bool overlay = true;
 
   void register_cli(CLI::App& app);
