@@ -49,8 +49,8 @@ def main():
         grey = data.load_grey(p)
         with torch.no_grad():
             x, scale, ox, oy = finder_lib.letterbox(grey.astype("float32"))
-            out = finder(torch.from_numpy(x)[None, None])
-            (t1, l5), _ = finder_lib.decode(out)[0][0], None
+            fout = finder(torch.from_numpy(x)[None, None])
+            t1, l5 = finder_lib.decode(fout)[0][0]
             to_img = lambda q: (((q[0] + 0.5) * 4 - ox) / scale[0], ((q[1] + 0.5) * 4 - oy) / scale[1])
             (x1, y1), (x2, y2) = to_img(t1.tolist()), to_img(l5.tolist())
             length = max(1.0, ((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5)
