@@ -156,7 +156,8 @@ SpineLocation decode_spine_finder(const Tensor& out, const double p[4], std::siz
   // Whole pixels, so that crop coordinates are image coordinates minus (x0, y0).
   b = {std::clamp(std::floor(b.x0), 0.0, W), std::clamp(std::floor(b.y0), 0.0, H), std::clamp(std::ceil(b.x1), 0.0, W),
        std::clamp(std::ceil(b.y1), 0.0, H)};
-  if (b.width() * b.height() < kWholeImageFraction * W * H && b.width() >= 16 && b.height() >= 32) loc.crop = b;
+  // Never smaller than the landmark stages accept (check_radiograph).
+  if (b.width() * b.height() < kWholeImageFraction * W * H && b.width() >= 64 && b.height() >= 128) loc.crop = b;
   return loc;
 }
 

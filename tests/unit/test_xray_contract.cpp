@@ -111,5 +111,26 @@ TEST(XrayContract, SequenceConstraintFixesACollapsedVertebra) {
   EXPECT_NE(std::find(a.flags.begin(), a.flags.end(), "vertebra order broken"), a.flags.end());
 }
 
+// The curve is flagged when an end vertebra's endplate corners are low-confidence or the
+// sequence constraint moved an end vertebra; a moved vertebra elsewhere is only listed.
+TEST(XrayContract, CurveReliabilityFlagsConcernTheEndVertebrae) {
+  XrayLandmarks lm;
+  lm.landmark_confidence.assign(kCobbLandmarks, 0.9);
+  CobbAngles a;
+  a.major.upper_end = 4;  // T5
+  a.major.lower_end = 11; // T12
+  lm.sequence_adjusted = {"T8"};
+  flag_curve_reliability(a, 0.3, lm);
+  EXPECT_TRUE(lm.flags.empty());
+  lm.landmark_confidence[4 * 11 + 2] = 0.2;  // T12's lower endplate, the one measured
+  lm.landmark_confidence[4 * 4 + 2] = 0.1;   // T5's lower endplate: not measured
+  lm.sequence_adjusted = {"T5", "T8"};
+  flag_curve_reliability(a, 0.3, lm);
+  ASSERT_EQ(lm.flags.size(), 2u);
+  EXPECT_NE(lm.flags[0].find("end vertebra T12 of the major curve is low-confidence"), std::string::npos) << lm.flags[0];
+  EXPECT_NE(lm.flags[1].find("end vertebra T5 of the major curve was placed by the sequence constraint"),
+            std::string::npos) << lm.flags[1];
+}
+
 }  // namespace
 }  // namespace spine
