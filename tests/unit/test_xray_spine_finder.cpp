@@ -105,6 +105,14 @@ TEST(SpineFinder, MissingKeypointsAndHardwareAreFlagged) {
   EXPECT_NE(b.flags[1].find("L5 not found"), std::string::npos);
   EXPECT_EQ(b.crop.height(), 2000);
 
+  // "L5" right at the lower edge: a spine that continues out of view.
+  Tensor cut = finder_output();
+  put_peak(cut, 0, 32, 10);
+  cut.data[(1 * kOut + 63) * kOut + 32] = 0.9f;  // a single pixel: its centre is the peak
+  const SpineLocation d = decode_spine_finder(cut, placement, 1000, 2000);
+  ASSERT_EQ(d.flags.size(), 1u);
+  EXPECT_NE(d.flags[0].find("lower edge"), std::string::npos);
+
   Tensor upside_down = finder_output();
   put_peak(upside_down, 0, 32, 40);
   put_peak(upside_down, 1, 32, 10);
