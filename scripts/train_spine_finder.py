@@ -14,7 +14,6 @@ A pool of samples is made once (2 processes) and the network trained over it.
 """
 import argparse
 import json
-import math
 import multiprocessing as mp
 import os
 import sys
@@ -91,7 +90,7 @@ def letterbox(film: np.ndarray):
     return out, (nw / w, nh / h), ox, oy
 
 
-def targets(pts, film_shape, scale, ox, oy, hw_mask, t1_in, l5_in):
+def targets(pts, scale, ox, oy, hw_mask, t1_in, l5_in):
     """Targets [4, 64, 64] for points (film pixels) of a film letterboxed as given."""
     def to_out(p):
         return np.array([((p[0] + 0.5) * scale[0] + ox) / STRIDE - 0.5, ((p[1] + 0.5) * scale[1] + oy) / STRIDE - 0.5])
@@ -168,11 +167,9 @@ def make_sample(args):
             if hw is not None:
                 hw = hw[cut:]
     x, scale, ox, oy = letterbox(film)
-    t = targets(p, film.shape, scale, ox, oy, hw, t1_in, l5_in)
-    if not (t1_in and l5_in):
-        # the column is only what is in view
-        t[2] *= 1.0
-    return x, t
+    # (the column target keeps any vertebra cut out of view that still falls inside the
+    # 256 x 256 input, in the letterbox's zero border: the model was trained so)
+    return x, targets(p, scale, ox, oy, hw, t1_in, l5_in)
 
 
 def load_crops(names, landmarks):

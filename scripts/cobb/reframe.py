@@ -12,7 +12,7 @@ Everything is synthetic around a real image: figures measured on it are labelled
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 
 def _box(a: np.ndarray, r: int, axis: int) -> np.ndarray:
@@ -204,7 +204,6 @@ def surround(crop: np.ndarray, points: np.ndarray, rng, aspect=None, up=None, do
     film = np.maximum(film, bones * (0.9 + _smooth_noise((fh, fw), rng, 0.02 * L, 0.08)))
     # lungs and ribs continued to the sides: the crop's outer strips mirrored outward,
     # faded into the body outline, only beside the chest
-    ext = np.zeros_like(film)
     inside_rows = (v >= 0) & (v < H)
     mu = np.where(u < 0, -u, np.where(u >= W, 2 * (W - 1) - u, u))
     mu = np.clip(mu, 0, W - 1).astype(np.int64)
