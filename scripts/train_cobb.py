@@ -150,6 +150,10 @@ def main():
                                        "added to the training images for the fine-tuning epochs")
     ap.add_argument("--finetune", type=int, default=0, help="epochs after --epochs at a constant learning rate")
     ap.add_argument("--finetune-lr", type=float, default=5e-5)
+    ap.add_argument("--furniture", action="store_true",
+                    help="in the fine-tuning epochs, also what films carry (scripts/cobb/reframe.py): inverted "
+                         "polarity, burnt-in text and rulers, drawn rods and screws")
+    ap.add_argument("--from-model", help="start from the weights of this exported model (no checkpoint needed)")
     ap.add_argument("--card-validation", help="JSON file of measured validation figures to put in the card")
     ap.add_argument("--card-training", help="how this model was trained, for the card (default: this command)")
     ap.add_argument("--stop-after", type=int, default=0, help="stop (without exporting) after this epoch")
@@ -171,6 +175,10 @@ def main():
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     state = checkpoint.resume(model, opt, ckpt_path)
+    if args.from_model and state["epoch"] == 0:
+        model.load_state_dict(torch.jit.load(args.from_model).state_dict())
+        state = {"epoch": args.epochs, "history": []}
+        print(f"starting from {args.from_model}: fine-tuning only", flush=True)
 
     if args.export:
         export(model, state, args, len(train), len(val), len(rejected))
@@ -207,7 +215,10 @@ def main():
         tot = th = to = 0.0
         for s in range(steps):
             idx = perm[s * args.batch:(s + 1) * args.batch]
-            inp, pts = augment(images[idx], points[idx], rng, train=True)
+            batch_img = images[idx]
+            if finetune and args.furniture:
+                batch_img = with_furniture(batch_img, points[idx], rng)
+            inp, pts = augment(batch_img, points[idx], rng, train=True)
             heat, offs, mask = targets(pts)
             out = model(inp)
             loss, lh, lo = loss_fn(out, heat, offs, mask)
@@ -228,6 +239,23 @@ def main():
             print(f"stopped after epoch {epoch + 1}", flush=True)
             return
     export(model, state, args, len(train), len(val), len(rejected))
+
+
+def with_furniture(images, points, rng):
+    """uint8 working images [B,1024,512] with, at random, what films carry: inverted
+    polarity (15 %), burnt-in text and rulers (30 %), drawn rods and screws (15 %)."""
+    from cobb import reframe
+    out = images.clone()
+    for k in range(out.shape[0]):
+        img = out[k].numpy().astype(np.float32) / 255
+        if rng.uniform() < 0.15:
+            reframe.draw_hardware(img, np.asarray(points[k], dtype=np.float64), rng)
+        if rng.uniform() < 0.3:
+            reframe.burn_in(img, rng)
+        if rng.uniform() < 0.15:
+            img = 1 - img
+        out[k] = torch.from_numpy(np.clip(img * 255, 0, 255).round().astype(np.uint8))
+    return out
 
 
 def load_phantoms(folder):
@@ -259,11 +287,16 @@ def export(model, state, args, n_train, n_val, n_rejected):
                          f"{n_val} held out by patient (scripts/cobb/data.py is_validation), "
                          f"{n_rejected} excluded for landmark-order problems"
                          + (f"; fine-tuned {args.finetune} epochs with spine-phantom radiographs added "
-                            f"(scripts/make_phantom_radiographs.sh)" if args.finetune else ""),
+                            f"(scripts/make_phantom_radiographs.sh)" if args.finetune and args.phantoms else "")
+                         + (f"; fine-tuned {args.finetune} epochs from {args.from_model or 'the trained model'} with film "
+                            f"furniture drawn on the training images (inverted polarity, text and rulers, rods and "
+                            f"screws; scripts/cobb/reframe.py)" if args.finetune and args.furniture else ""),
         "training": {"epochs": state.get("epoch", 0), "seed": args.seed, "threads": "2 (CPU)",
                      "command": args.card_training or (
                          f"/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs {args.epochs}"
-                         + (f" --finetune {args.finetune} --phantoms work-data/phantom-xr" if args.finetune else "")),
+                         + (f" --finetune {args.finetune} --phantoms work-data/phantom-xr" if args.finetune and args.phantoms else "")
+                         + (f" --finetune {args.finetune} --finetune-lr {args.finetune_lr} --furniture --from-model "
+                            f"{args.from_model}" if args.finetune and args.furniture else "")),
                      "last_epoch": state["history"][-1] if state.get("history") else {}},
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
         # Shown by spine-cobb with every result (log and cobb.json).
