@@ -14,7 +14,8 @@ constexpr int kSize = 256, kStride = 4, kOut = kSize / kStride;
 
 // Margins of the AASCE training images around T1..L5, as fractions of the T1-top to
 // L5-bottom distance L (medians over the 481 images: top 0.035, bottom 0.079, spine
-// centre to either side 0.20; measured with scripts/cobb/reframe.py spine_geometry).
+// centre to either side 0.20; from the reference landmarks, with the definitions of
+// spine_geometry in scripts/cobb/reframe.py).
 constexpr double kTopMargin = 0.04, kBottomMargin = 0.09, kHalfWidth = 0.21;
 // Beyond the column's own lateral extent, for curves wider than the usual frame.
 constexpr double kColumnMargin = 0.08;
@@ -138,7 +139,8 @@ SpineLocation decode_spine_finder(const Tensor& out, const double p[4], std::siz
     return loc;
   }
   const double L = std::hypot(loc.l5_bottom.x - loc.t1_top.x, loc.l5_bottom.y - loc.t1_top.y);
-  if (loc.l5_bottom.y <= loc.t1_top.y || L < 0.1 * std::max(W, H) / 4) {
+  // A T1..L5 shorter than 2.5 % of the film is no spine a radiograph shows.
+  if (loc.l5_bottom.y <= loc.t1_top.y || L < 0.025 * std::max(W, H)) {
     loc.flags.push_back("spine finder: T1 and L5 implausible (upside down, lying, or not a frontal spine film)");
     return loc;
   }
