@@ -55,6 +55,9 @@ run() {  # name input options...
   read -r secs kb < "$work/time"
   printf '%-28s %7.1f s  %7.0f MiB peak\n' "$name" "$secs" "$((kb / 1024))"
 }
+# One untimed run first: the first spine-seg process after the set-up pays for loading
+# libtorch from disk (measured: 18-49 s instead of 4-5 s), which is not the method's cost.
+build/bin/spine-seg "$mri" -o "$work/warm-up" --threads "$threads" -q > /dev/null 2>&1 || true
 run "mri coarse-to-fine" "$mri"
 run "mri whole-volume" "$mri" --no-coarse
 run "ct coarse-to-fine" "$ct"

@@ -44,10 +44,7 @@ def load(n, landmarks):
     g = data.load_grey(os.path.join(data.DATA, "images", n)).astype(np.float32) / 255
     p = landmarks[n].astype(np.float64)
     if g.shape[0] > MAX_CROP_H:
-        s = MAX_CROP_H / g.shape[0]
-        w = int(round(g.shape[1] * s))
-        p = (p + 0.5) * np.array([w / g.shape[1], MAX_CROP_H / g.shape[0]]) - 0.5
-        g = np.asarray(Image.fromarray(g, mode="F").resize((w, MAX_CROP_H), Image.BILINEAR), np.float32)
+        g, p, _ = reframe.resize(g, p, MAX_CROP_H)
     return g, p
 
 

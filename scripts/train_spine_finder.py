@@ -176,10 +176,9 @@ def load_crops(names, landmarks):
     crops, pts = [], []
     for n in names:
         g = data.load_grey(os.path.join(data.DATA, "images", n)).astype(np.float32) / 255
-        s = CROP_H / g.shape[0]
-        w = max(8, int(round(g.shape[1] * s)))
-        crops.append(np.asarray(Image.fromarray(g, mode="F").resize((w, CROP_H), Image.BILINEAR), np.float32))
-        pts.append((landmarks[n] + 0.5) * np.array([w / g.shape[1], CROP_H / g.shape[0]]) - 0.5)
+        crop, p, _ = reframe.resize(g, landmarks[n], CROP_H)
+        crops.append(crop)
+        pts.append(p)
     return crops, pts
 
 

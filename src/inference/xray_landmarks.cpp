@@ -6,8 +6,21 @@
 #include <cmath>
 
 #include "spine/error.hpp"
+#include "heatmap.hpp"
 
 namespace spine {
+
+Point2 refine_peak(const float* heat, int h, int w, int best) {
+  const int cy = best / w, cx = best % w;
+  double sw = 0, sx = 0, sy = 0;
+  for (int y = std::max(0, cy - 2); y <= std::min(h - 1, cy + 2); ++y)
+    for (int x = std::max(0, cx - 2); x <= std::min(w - 1, cx + 2); ++x) {
+      const double wt = std::max(0.f, heat[static_cast<std::size_t>(y) * w + x]);
+      sw += wt, sx += wt * x, sy += wt * y;
+    }
+  return {sw > 1e-6 ? sx / sw : cx, sw > 1e-6 ? sy / sw : cy};
+}
+
 namespace {
 
 constexpr int kCacheH = 1024, kCacheW = 512, kInputH = 512, kInputW = 256;
@@ -75,18 +88,6 @@ struct Candidate {
   Point2 centre;
   double peak;
 };
-
-// The peak at flat index `best` refined by the weighted centroid of its 5 x 5 neighbourhood.
-Point2 refine_peak(const float* heat, int h, int w, int best) {
-  const int cy = best / w, cx = best % w;
-  double sw = 0, sx = 0, sy = 0;
-  for (int y = std::max(0, cy - 2); y <= std::min(h - 1, cy + 2); ++y)
-    for (int x = std::max(0, cx - 2); x <= std::min(w - 1, cx + 2); ++x) {
-      const double wt = std::max(0.f, heat[static_cast<std::size_t>(y) * w + x]);
-      sw += wt, sx += wt * x, sy += wt * y;
-    }
-  return {sw > 1e-6 ? sx / sw : cx, sw > 1e-6 ? sy / sw : cy};
-}
 
 // The strongest local maxima (3 x 3) of one heatmap, the global maximum first.
 std::vector<Candidate> candidates(const float* heat, int h, int w, int count) {

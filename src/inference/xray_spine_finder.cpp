@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "spine/error.hpp"
+#include "heatmap.hpp"
 
 namespace spine {
 namespace {
@@ -58,19 +59,13 @@ Point2 out_to_image(double ox, double oy, const double p[4]) {
 }
 
 struct Peak {
-  double x = 0, y = 0, value = 0;  // output pixels
+  Point2 at;     // output pixels
+  double value;
 };
 
 Peak heatmap_peak(const float* heat) {
   const auto best = static_cast<int>(std::max_element(heat, heat + kOut * kOut) - heat);
-  const int cy = best / kOut, cx = best % kOut;
-  double sw = 0, sx = 0, sy = 0;
-  for (int y = std::max(0, cy - 2); y <= std::min(kOut - 1, cy + 2); ++y)
-    for (int x = std::max(0, cx - 2); x <= std::min(kOut - 1, cx + 2); ++x) {
-      const double w = std::max(0.f, heat[y * kOut + x]);
-      sw += w, sx += w * x, sy += w * y;
-    }
-  return {sw > 1e-6 ? sx / sw : cx, sw > 1e-6 ? sy / sw : cy, heat[best]};
+  return {refine_peak(heat, kOut, kOut, best), heat[best]};
 }
 
 }  // namespace
@@ -119,8 +114,8 @@ SpineLocation decode_spine_finder(const Tensor& out, const double p[4], std::siz
   loc.l5_confidence = std::clamp(l5.value, 0.0, 1.0);
   loc.t1_found = t1.value >= opt.min_peak;
   loc.l5_found = l5.value >= opt.min_peak;
-  loc.t1_top = out_to_image(t1.x, t1.y, p);
-  loc.l5_bottom = out_to_image(l5.x, l5.y, p);
+  loc.t1_top = out_to_image(t1.at.x, t1.at.y, p);
+  loc.l5_bottom = out_to_image(l5.at.x, l5.at.y, p);
   loc.column.assign(out.data.begin() + 2 * static_cast<std::ptrdiff_t>(plane),
                     out.data.begin() + 3 * static_cast<std::ptrdiff_t>(plane));
   const float* hw = out.data.data() + 3 * plane;
