@@ -8,10 +8,10 @@ int main(int argc, char** argv) {
   auto model_versions = [] {
     std::vector<std::string> lines;
     for (const char* file : {"xray-spine-finder.pt", "xray-landmarks.pt", "xray-corners.pt"}) {
-      const auto path = spine::default_model_path(file);
       try {
-        const auto card = spine::Model::read_card(path);
-        lines.push_back(card.name + " " + card.version + " (" + path.string() + ")");
+        const auto model = spine::shipped_model(file);
+        const auto card = spine::Model::read_card(model);
+        lines.push_back(card.name + " " + card.version + " (" + model.path.string() + ", SHA-256 verified)");
       } catch (const spine::Error& e) {
         lines.push_back(std::string(file) + ": unavailable (" + e.what() + ")");
       }

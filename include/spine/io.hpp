@@ -2,7 +2,9 @@
 // 2D PNG / JPEG / DICOM radiographs. Geometry (LPS mm) survives read -> write exactly.
 #pragma once
 #include <filesystem>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "spine/image.hpp"
 
@@ -33,7 +35,17 @@ std::string study_name_of(const std::filesystem::path& path);
 // Reads a 2D or 3D scalar image (colour is converted to luminance) or a DICOM series
 // directory. Throws spine::Error (input) naming the file and the problem.
 // Patient-identifying DICOM tags are never read into the result.
+// The file's structure is checked first by our own code (sizes the file holds, finite
+// positive spacing, an orthonormal orientation, a consistent DICOM series), its size
+// against the memory budget, and after reading every voxel must be finite.
 LoadedImage read_image(const std::filesystem::path& path);
+
+// The most memory reading one input may take, checked from its header before anything is
+// allocated. Default (0 = unset): three quarters of the machine's memory.
+void set_memory_budget(std::uint64_t bytes);
+std::uint64_t memory_budget();
+// "8G", "512M", "2.5GiB", "auto" (0) -> bytes; a usage error otherwise.
+std::uint64_t parse_memory_size(const std::string& text);
 LabelImage read_labels(const std::filesystem::path& path);
 
 enum class StoredPixel { kFloat32, kInt16, kUInt8 };

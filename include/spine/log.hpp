@@ -6,6 +6,13 @@
 
 #include <spdlog/spdlog.h>
 
+namespace spine {
+// Text as it may be shown on a terminal or written to a log: control characters (and
+// bytes that are not well-formed UTF-8) become \xHH, so that a file name cannot move the
+// cursor, clear the screen or forge a log line.
+std::string terminal_safe(const std::string& text);
+}  // namespace spine
+
 namespace spine::log {
 
 // level: "trace", "debug", "info", "warn", "error", "off".

@@ -56,13 +56,36 @@ bool cuda_available();
 // Sets the thread count of torch and ITK (0 = number of cores).
 void set_thread_count(int threads);
 
+// A model file and, for the models shipped with spine, the SHA-256 pinned at build time
+// (models/SHA256SUMS): a file whose bytes differ is refused before TorchScript reads it.
+// A user's own model (--model and the like) has no pin; its checksum is logged and
+// recorded in provenance.
+struct ModelFile {
+  std::filesystem::path path;
+  std::string pinned_sha256;   // empty: the user's own model
+};
+
+// The shipped model `file` ("xray-landmarks.pt"): in $SPINE_MODELS_DIR when set, else in
+// models/ of the source tree the executable was built in, else in share/spine/models
+// beside an installed executable; never relative to the working directory. Throws a
+// model error naming the places looked in when it is in none of them.
+ModelFile shipped_model(const std::string& file);
+// `user_path` when given (a command-line option), else the shipped model `file`.
+ModelFile model_file(const std::string& user_path, const std::string& file);
+
 class Model {
  public:
   // Loads, checks the card, moves to the device, switches to eval mode.
-  static Model load(const std::filesystem::path& path, const ModelRequirement& requirement,
+  static Model load(const ModelFile& file, const ModelRequirement& requirement,
                     const std::string& device = "cpu");
-  // Reads only the card (cheap enough for --version).
-  static ModelCard read_card(const std::filesystem::path& path);
+  // The user's own model (no pin).
+  static Model load(const std::filesystem::path& path, const ModelRequirement& requirement,
+                    const std::string& device = "cpu") {
+    return load(ModelFile{path, ""}, requirement, device);
+  }
+  // Reads only the card (cheap enough for --version), after the same checksum check.
+  static ModelCard read_card(const ModelFile& file);
+  static ModelCard read_card(const std::filesystem::path& path) { return read_card(ModelFile{path, ""}); }
 
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
@@ -72,7 +95,8 @@ class Model {
   const std::string& sha256() const;
   const std::string& device() const;
   // Runs forward() without gradients. Input [N, C, (Z,) Y, X]; returns the first tensor
-  // output (a tuple's first element) as float on the CPU.
+  // output (a tuple's first element) as float on the CPU. Throws a model error when the
+  // output is empty, of another rank or batch size than the input, or not finite.
   Tensor forward(const Tensor& input) const;
 
  private:

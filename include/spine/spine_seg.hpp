@@ -82,7 +82,7 @@ struct SpineSegResult {
 class SpineSegmenter {
  public:
   // Paths to the MR and CT models; a path may be empty when that modality is not needed.
-  SpineSegmenter(std::filesystem::path mr_model, std::filesystem::path ct_model, std::string device);
+  SpineSegmenter(ModelFile mr_model, ModelFile ct_model, std::string device);
   ~SpineSegmenter();
   SpineSegmenter(SpineSegmenter&&) noexcept;
 

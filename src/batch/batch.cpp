@@ -40,8 +40,11 @@ void add_directory(const fs::path& dir, std::vector<Study>& out) {
   std::vector<fs::path> files, subdirs;
   for (const auto& e : fs::directory_iterator(dir)) {
     if (hidden(e.path())) continue;
-    if (e.is_directory()) subdirs.push_back(e.path());
-    else if (e.is_regular_file() && has_image_extension(e.path())) files.push_back(e.path());
+    // Entries that cannot be resolved (a symlink loop, a dangling link) are not skipped
+    // silently when they look like images: they become studies that fail with a reason.
+    std::error_code ec;
+    if (e.is_directory(ec)) subdirs.push_back(e.path());
+    else if (has_image_extension(e.path()) && (e.is_regular_file(ec) || ec || e.is_symlink())) files.push_back(e.path());
   }
   // Checked once: it reads the folder's files.
   const bool dir_is_series = is_dicom_series_dir(dir);
@@ -67,15 +70,34 @@ void add_directory(const fs::path& dir, std::vector<Study>& out) {
 
 }  // namespace
 
+// A list file must be text: a binary file given by mistake would otherwise become a
+// batch of studies named after its bytes.
+void check_text_list(const fs::path& p, const std::string& bytes) {
+  std::size_t line = 1;
+  for (unsigned char c : bytes) {
+    if (c == '\n') ++line;
+    else if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f)
+      throw input_error(p.string() + ": not a text list of paths (control character on line " + std::to_string(line) + ")");
+  }
+}
+
 std::vector<Study> discover_studies(const std::vector<std::string>& inputs) {
   std::vector<Study> studies;
   for (const auto& input : inputs) {
     const fs::path p(input);
-    if (!fs::exists(p)) throw input_error(input + ": no such file or directory");
-    if (fs::is_directory(p)) {
+    std::error_code ec;
+    const auto st = fs::status(p, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory)
+      throw input_error(input + ": cannot open (" + ec.message() + ")");
+    if (!fs::exists(st)) throw input_error(input + ": no such file or directory");
+    if (fs::is_directory(st)) {
       add_directory(p, studies);
     } else if (is_list_file(p)) {
-      std::ifstream in(p);
+      if (!fs::is_regular_file(st)) throw input_error(input + ": not a regular file");
+      std::ifstream file(p, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      check_text_list(p, bytes);
+      std::istringstream in(bytes);
       std::string line;
       std::size_t listed = 0;
       while (std::getline(in, line)) {
@@ -160,7 +182,7 @@ class Progress {
     const int width = 30;
     const int filled = static_cast<int>(width * index / std::max<std::size_t>(total_, 1));
     std::cerr << "\r[" << std::string(filled, '#') << std::string(width - filled, '.') << "] " << index
-              << "/" << total_ << " " << name << "\033[K" << std::flush;
+              << "/" << total_ << " " << terminal_safe(name) << "\033[K" << std::flush;
   }
   void clear_line() {
     if (bar_) std::cerr << "\r\033[K" << std::flush;
@@ -181,9 +203,16 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   if (ec || !fs::is_directory(options.output_dir))
     throw input_error(options.output_dir.string() + ": cannot create output directory");
   {
+    // Millisecond time and the process ID: two runs never share a log, even when they
+    // start in the same second or run side by side.
+    const auto now = std::chrono::system_clock::now();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
     std::string stamp = iso_time_now();
+    stamp.pop_back();  // 'Z'
     std::replace(stamp.begin(), stamp.end(), ':', '-');
-    log::add_file(options.output_dir / (options.tool + "-" + stamp + ".log"));
+    char tail[32];
+    std::snprintf(tail, sizeof tail, ".%03dZ-%d", static_cast<int>(ms), static_cast<int>(::getpid()));
+    log::add_file(options.output_dir / (options.tool + "-" + stamp + tail + ".log"));
   }
   log::info("{} {} (git {}): {} studies -> {}", options.tool, kVersion, kGitRevision, studies.size(),
             options.output_dir.string());

@@ -18,19 +18,6 @@ namespace fs = std::filesystem;
 
 namespace spine {
 
-fs::path default_model_path(const std::string& file) {
-  if (const char* dir = std::getenv("SPINE_MODELS_DIR")) return fs::path(dir) / file;
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    for (const fs::path& candidate : {exe.parent_path() / ".." / ".." / "models" / file,
-                                      exe.parent_path() / ".." / "share" / "spine" / "models" / file}) {
-      if (fs::exists(candidate)) return fs::weakly_canonical(candidate);
-    }
-  }
-  return fs::path("models") / file;
-}
-
 void CobbConfig::register_cli(CLI::App& app) {
   common.register_cli(app);
   app.add_option("--model", model, "Landmark model, first stage (default: models/xray-landmarks.pt)");
@@ -196,21 +183,20 @@ void write_cobb_csv(const fs::path& out_dir, const std::vector<std::string>& stu
 
 BatchSummary run_cobb(const CobbConfig& c) {
   for (const auto& w : c.validate()) log::warn("{}", w);
-  const fs::path model_path = c.model.empty() ? default_model_path("xray-landmarks.pt") : fs::path(c.model);
   const std::string device = resolve_device(c.common.device);
   const auto studies = discover_studies(c.common.inputs);
-  const Model model = Model::load(model_path, {"xray-ap-landmarks", {"xray"}, 2}, device);
+  const Model model = Model::load(model_file(c.model, "xray-landmarks.pt"), {"xray-ap-landmarks", {"xray"}, 2}, device);
   log::info("model {} {} on {}", model.card().name, model.card().version, device);
   std::optional<Model> corner_model;
   if (c.refine_corners) {
-    const fs::path path = c.corner_model.empty() ? default_model_path("xray-corners.pt") : fs::path(c.corner_model);
-    corner_model.emplace(Model::load(path, {"xray-ap-corners", {"xray"}, 2}, device));
+    corner_model.emplace(
+        Model::load(model_file(c.corner_model, "xray-corners.pt"), {"xray-ap-corners", {"xray"}, 2}, device));
     log::info("corner model {} {} on {}", corner_model->card().name, corner_model->card().version, device);
   }
   std::optional<Model> finder_model;
   if (c.find_spine) {
-    const fs::path path = c.finder_model.empty() ? default_model_path("xray-spine-finder.pt") : fs::path(c.finder_model);
-    finder_model.emplace(Model::load(path, {"xray-spine-finder", {"xray"}, 2}, device));
+    finder_model.emplace(
+        Model::load(model_file(c.finder_model, "xray-spine-finder.pt"), {"xray-spine-finder", {"xray"}, 2}, device));
     log::info("spine finder {} {} on {}", finder_model->card().name, finder_model->card().version, device);
   }
   const XrayLandmarkDetector detector(model, c.landmarks, corner_model ? &*corner_model : nullptr);

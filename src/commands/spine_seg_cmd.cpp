@@ -60,10 +60,10 @@ nlohmann::json DetectCommandConfig::to_json() const {
 std::vector<std::string> spine_seg_model_versions() {
   std::vector<std::string> out;
   for (const char* file : {"mr-spine-seg.pt", "ct-spine-seg.pt"}) {
-    const auto path = default_model_path(file);
     try {
-      const auto card = Model::read_card(path);
-      out.push_back(card.name + " " + card.version + " (" + path.string() + ")");
+      const auto model = shipped_model(file);
+      const auto card = Model::read_card(model);
+      out.push_back(card.name + " " + card.version + " (" + model.path.string() + ", SHA-256 verified)");
     } catch (const Error& e) {
       out.push_back(std::string(file) + ": unavailable (" + e.what() + ")");
     }
@@ -218,8 +218,7 @@ struct Pipeline {
   const SpineModelOptions& options;
 
   explicit Pipeline(const SpineModelOptions& o, const std::string& device)
-      : segmenter(o.mr_model.empty() ? default_model_path("mr-spine-seg.pt") : fs::path(o.mr_model),
-                  o.ct_model.empty() ? default_model_path("ct-spine-seg.pt") : fs::path(o.ct_model), device),
+      : segmenter(model_file(o.mr_model, "mr-spine-seg.pt"), model_file(o.ct_model, "ct-spine-seg.pt"), device),
         options(o) {}
 
   std::pair<LoadedImage, SpineSegResult> run(const Study& study) {

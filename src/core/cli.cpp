@@ -81,19 +81,19 @@ int run_main(int argc, char** argv, const ToolInfo& tool, const std::function<vo
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << tool.name << ": error: " << e.what() << " (see --help)\n";
+    std::cerr << tool.name << ": error: " << terminal_safe(e.what()) << " (see --help)\n";
     return static_cast<int>(ExitStatus::kUsage);
   } catch (const Error& e) {
-    std::cerr << tool.name << ": error: " << e.what() << "\n";
+    std::cerr << tool.name << ": error: " << terminal_safe(e.what()) << "\n";
     return static_cast<int>(e.exit_status());
   }
   try {
     return static_cast<int>(body());
   } catch (const Error& e) {
-    std::cerr << tool.name << ": error: " << e.what() << "\n";
+    std::cerr << tool.name << ": error: " << terminal_safe(e.what()) << "\n";
     return static_cast<int>(e.exit_status());
   } catch (const std::exception& e) {
-    std::cerr << tool.name << ": internal error: " << e.what() << "\n";
+    std::cerr << tool.name << ": internal error: " << terminal_safe(e.what()) << "\n";
     return static_cast<int>(ExitStatus::kInternal);
   }
 }

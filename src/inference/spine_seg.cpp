@@ -184,7 +184,7 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
 }  // namespace
 
 struct SpineSegmenter::Impl {
-  std::filesystem::path mr_path, ct_path;
+  ModelFile mr_path, ct_path;
   std::string device;
   std::map<std::string, std::unique_ptr<Model>> models;
   std::set<std::string> limitations_shown;  // modalities whose model's limitations were logged (once per run)
@@ -193,14 +193,14 @@ struct SpineSegmenter::Impl {
     auto it = models.find(modality);
     if (it != models.end()) return *it->second;
     const auto& path = modality == "ct" ? ct_path : mr_path;
-    if (path.empty()) throw usage_error("no " + modality + " model given");
+    if (path.path.empty()) throw usage_error("no " + modality + " model given");
     auto m = std::make_unique<Model>(Model::load(path, {"spine-seg", {modality}, 2}, device));
     log::info("model {} {} on {}", m->card().name, m->card().version, device);
     return *models.emplace(modality, std::move(m)).first->second;
   }
 };
 
-SpineSegmenter::SpineSegmenter(std::filesystem::path mr_model, std::filesystem::path ct_model, std::string device)
+SpineSegmenter::SpineSegmenter(ModelFile mr_model, ModelFile ct_model, std::string device)
     : impl_(std::make_unique<Impl>()) {
   impl_->mr_path = std::move(mr_model);
   impl_->ct_path = std::move(ct_model);

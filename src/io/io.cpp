@@ -11,12 +11,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <limits>
 #include <unistd.h>
 #include <zlib.h>
 
+#include "io/header_check.hpp"
 #include "io/itk_convert.hpp"
 #include "spine/error.hpp"
 
@@ -68,6 +71,17 @@ void check_finite_geometry(const Geometry& g, const fs::path& path) {
   for (int i = 0; i < 3; ++i) {
     if (!(g.spacing[i] > 0) || !std::isfinite(g.spacing[i]))
       throw input_error(path.string() + ": invalid voxel spacing");
+    if (!std::isfinite(g.origin[i])) throw input_error(path.string() + ": origin is not finite");
+  }
+  // The direction's columns must be unit vectors at right angles: anything else is a
+  // header that ITK has made the best of, and measurements in mm would be wrong.
+  for (int c = 0; c < 3; ++c) {
+    for (int d = c; d < 3; ++d) {
+      double dot = 0;
+      for (int r = 0; r < 3; ++r) dot += g.direction[r * 3 + c] * g.direction[r * 3 + d];
+      if (!std::isfinite(dot) || std::fabs(dot - (c == d ? 1.0 : 0.0)) > 1e-3)
+        throw input_error(path.string() + ": orientation (direction matrix) is not a rotation");
+    }
   }
   if (g.voxel_count() == 0) throw input_error(path.string() + ": image has no voxels");
 }
@@ -82,18 +96,25 @@ FloatImage read_scalar(const fs::path& path, itk::ImageIOBase* io) {
   return detail::from_itk<float>(reader->GetOutput());
 }
 
-LoadedImage read_dicom_series(const fs::path& dir) {
-  auto names = itk::GDCMSeriesFileNames::New();
-  names->SetUseSeriesDetails(true);
-  names->SetDirectory(dir.string());
-  const auto& uids = names->GetSeriesUIDs();
-  if (uids.empty()) throw input_error(dir.string() + ": no DICOM series in this directory");
-  // Several series: take the one with most slices, deterministically.
-  std::vector<std::string> files;
-  for (const auto& uid : uids) {
-    const auto f = names->GetFileNames(uid);
-    if (f.size() > files.size()) files = f;
+// Bytes needed to read an image: ITK's float buffer, our copy and the stored values.
+std::uint64_t read_bytes(const detail::DeclaredImage& d) {
+  return d.voxels * (8 + std::max(1u, d.bytes_per_value));
+}
+
+void check_budget(const fs::path& path, const detail::DeclaredImage& d) {
+  const std::uint64_t need = read_bytes(d), budget = memory_budget();
+  if (need > budget) {
+    char text[160];
+    std::snprintf(text, sizeof text, "needs about %.1f GiB to read (%llu values), more than the memory budget of %.1f GiB (--max-memory)",
+                  need / 1073741824.0, static_cast<unsigned long long>(d.voxels), budget / 1073741824.0);
+    throw input_error(path.string() + ": " + text);
   }
+}
+
+LoadedImage read_dicom_series(const fs::path& dir) {
+  detail::DeclaredImage declared;
+  const std::vector<std::string> files = detail::check_dicom_series(dir, &declared);
+  check_budget(dir, declared);
   auto dicom = itk::GDCMImageIO::New();
   // Only technical tags are read out below; patient tags are never copied anywhere.
   using ItkImage = itk::Image<float, 3>;
@@ -114,40 +135,48 @@ LoadedImage read_dicom_series(const fs::path& dir) {
   return out;
 }
 
-// ITK's NIfTI and JPEG readers accept truncated files silently (missing voxels come back
-// as zeros or grey), so completeness is checked here before reading.
-void check_complete(const fs::path& path, const std::string& ext, std::uint64_t image_bytes) {
-  if (ext == ".nii" || ext == ".nii.gz") {
-    const std::uint64_t needed = image_bytes + 348;  // header + voxel data
-    std::uint64_t available = 0;
-    if (ext == ".nii") {
-      available = fs::file_size(path);
-    } else {
-      gzFile gz = gzopen(path.string().c_str(), "rb");
-      if (!gz) throw input_error(path.string() + ": cannot open");
-      std::vector<char> buf(1 << 20);
-      int n = 0;
-      while ((n = gzread(gz, buf.data(), static_cast<unsigned>(buf.size()))) > 0) available += n;
-      int err = Z_OK;
-      gzerror(gz, &err);
-      gzclose(gz);
-      if (n < 0 || (err != Z_OK && err != Z_STREAM_END))
-        throw input_error(path.string() + ": corrupt gzip stream (truncated file?)");
-    }
-    if (available < needed)
-      throw input_error(path.string() + ": file is truncated (" + std::to_string(available) + " of at least " +
-                        std::to_string(needed) + " bytes)");
-  } else if (ext == ".jpg" || ext == ".jpeg") {
-    // A complete JPEG ends with the EOI marker FF D9 (possibly followed by padding).
-    std::ifstream f(path, std::ios::binary);
-    const auto size = static_cast<std::streamoff>(fs::file_size(path));
-    const std::streamoff tail = std::min<std::streamoff>(size, 256);
-    std::string bytes(static_cast<std::size_t>(tail), '\0');
-    f.seekg(size - tail);
-    f.read(bytes.data(), tail);
-    if (bytes.find("\xFF\xD9") == std::string::npos)
-      throw input_error(path.string() + ": JPEG file is truncated (no end-of-image marker)");
+// The format a file's first bytes announce, for names without a known extension.
+std::string sniff_format(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::string head(132, '\0');
+  f.read(head.data(), 132);
+  head.resize(static_cast<std::size_t>(f.gcount()));
+  if (head.size() >= 132 && head.compare(128, 4, "DICM") == 0) return "dicom";
+  if (head.rfind("NRRD000", 0) == 0) return "nrrd";
+  if (head.rfind("\x89PNG", 0) == 0) return "png";
+  if (head.rfind("\xFF\xD8", 0) == 0) return "jpeg";
+  if (head.size() >= 4) {
+    std::uint32_t n = 0;
+    std::memcpy(&n, head.data(), 4);
+    if (n == 348 || n == 540 || __builtin_bswap32(n) == 348 || __builtin_bswap32(n) == 540) return "nifti";
   }
+  return "unknown";
+}
+
+// Checks the file's structure with our own code (header_check.hpp) before any ITK
+// reader sees it; returns what the header declares.
+detail::DeclaredImage check_structure(const fs::path& path, const std::string& format, detail::NiftiLayout* nifti) {
+  const std::uint64_t max_pixels = memory_budget() / 10;
+  if (format == "nifti") return detail::check_nifti_header(path, nifti);
+  if (format == "meta") return detail::check_meta(path);
+  if (format == "nrrd") return detail::check_nrrd(path);
+  if (format == "png") return detail::check_png(path, max_pixels);
+  if (format == "jpeg") return detail::check_jpeg(path, max_pixels);
+  if (format == "dicom") {
+    const auto f = detail::check_dicom_file(path);
+    return {static_cast<std::uint64_t>(f.rows) * f.columns * f.frames * f.samples,
+            static_cast<unsigned>(f.bits_allocated / 8)};
+  }
+  throw input_error(path.string() + ": not an image in a supported format");
+}
+
+const char* itk_io_class(const std::string& format) {
+  if (format == "nifti") return "NiftiImageIO";
+  if (format == "meta") return "MetaImageIO";
+  if (format == "nrrd") return "NrrdImageIO";
+  if (format == "png") return "PNGImageIO";
+  if (format == "jpeg") return "JPEGImageIO";
+  return "GDCMImageIO";
 }
 
 // The image behind an ImageIO whose information is read (the voxels, their type and the
@@ -218,41 +247,88 @@ bool is_dicom_series_dir(const fs::path& dir) {
 }
 
 LoadedImage read_image(const fs::path& path) {
-  if (!fs::exists(path)) throw input_error(path.string() + ": no such file or directory");
+  // status() rather than exists(): a symlink loop or an unreadable folder is an input
+  // problem to report, not an exception to escape.
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    throw input_error(path.string() + ": cannot open (" + ec.message() + ")");
+  if (!fs::exists(st)) throw input_error(path.string() + ": no such file or directory");
   try {
-    if (fs::is_directory(path)) {
-      auto loaded = read_dicom_series(path);
-      check_finite_geometry(loaded.image.geometry, path);
-      return loaded;
-    }
-    if (fs::file_size(path) == 0) throw input_error(path.string() + ": file is empty");
-    auto io = itk::ImageIOFactory::CreateImageIO(path.string().c_str(),
-                                                 itk::CommonEnums::IOFileMode::ReadMode);
-    if (!io) throw input_error(path.string() + ": not an image in a supported format");
-    io->SetFileName(path.string());
-    io->ReadImageInformation();
-    const std::string ext = full_extension(path);
-    const std::uint64_t image_bytes = io->GetImageSizeInBytes();
-    // A .nii.gz is only known to be complete once decompressed: that check runs beside
-    // ITK's own decompression instead of before it (about a second less for a large CT).
-    // Its error, the clearer one, wins when both fail.
-    std::future<void> complete;
-    if (ext == ".nii.gz") {
-      complete = std::async(std::launch::async, [path, ext, image_bytes] { check_complete(path, ext, image_bytes); });
+    LoadedImage out;
+    if (fs::is_directory(st)) {
+      out = read_dicom_series(path);
+      check_finite_geometry(out.image.geometry, path);
     } else {
-      check_complete(path, ext, image_bytes);
+      if (!fs::is_regular_file(st))
+        throw input_error(path.string() + ": not a regular file (a device, FIFO or socket)");
+      if (fs::file_size(path) == 0) throw input_error(path.string() + ": file is empty");
+      std::string format = format_of_extension(full_extension(path));
+      if (format == "unknown") format = sniff_format(path);
+      detail::NiftiLayout nifti;
+      const detail::DeclaredImage declared = check_structure(path, format, &nifti);
+      check_budget(path, declared);
+      auto io = itk::ImageIOFactory::CreateImageIO(path.string().c_str(), itk::CommonEnums::IOFileMode::ReadMode);
+      if (!io || std::string(io->GetNameOfClass()) != itk_io_class(format))
+        throw input_error(path.string() + ": not a readable " + format + " file");
+      io->SetFileName(path.string());
+      io->ReadImageInformation();
+      // A .nii.gz is only known to be complete once decompressed, and float voxels only
+      // known to be finite once read (ITK's NIfTI reader turns NaN into 0): that check
+      // runs beside ITK's own reading instead of before it (about a second less for a
+      // large CT). Its error, the clearer one, wins when both fail.
+      std::future<void> complete;
+      if (format == "nifti")
+        complete = std::async(std::launch::async, [path, nifti] { detail::check_nifti_data(path, nifti); });
+      try {
+        out = read_checked(path, io.GetPointer());
+        if (complete.valid()) complete.get();
+      } catch (...) {
+        if (complete.valid()) complete.get();
+        throw;
+      }
     }
-    try {
-      LoadedImage out = read_checked(path, io.GetPointer());
-      if (complete.valid()) complete.get();
-      return out;
-    } catch (...) {
-      if (complete.valid()) complete.get();
-      throw;
-    }
+    // NaN or infinite voxels would pass through every stage and come out as numbers.
+    const auto bad = static_cast<std::size_t>(std::count_if(out.image.voxels.begin(), out.image.voxels.end(),
+                                                            [](float v) { return !std::isfinite(v); }));
+    if (bad > 0)
+      throw input_error(path.string() + ": " + std::to_string(bad) + " of " + std::to_string(out.image.voxels.size()) +
+                        " voxels are NaN or infinite");
+    return out;
   } catch (const itk::ExceptionObject& e) {
     throw input_error(path.string() + ": cannot read image (" + short_itk_message(e) + ")");
+  } catch (const fs::filesystem_error& e) {
+    throw input_error(path.string() + ": cannot read (" + e.code().message() + ")");
   }
+}
+
+namespace {
+std::uint64_t g_memory_budget = 0;
+}
+
+void set_memory_budget(std::uint64_t bytes) { g_memory_budget = bytes; }
+
+std::uint64_t memory_budget() {
+  if (g_memory_budget > 0) return g_memory_budget;
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return std::uint64_t{8} << 30;
+  return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) / 4 * 3;
+}
+
+std::uint64_t parse_memory_size(const std::string& text) {
+  if (text == "auto") return 0;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  const std::string unit = lower(end ? std::string(end) : "");
+  double scale = 0;
+  if (unit == "" || unit == "b") scale = 1;
+  else if (unit == "k" || unit == "kb" || unit == "kib") scale = 1024.0;
+  else if (unit == "m" || unit == "mb" || unit == "mib") scale = 1048576.0;
+  else if (unit == "g" || unit == "gb" || unit == "gib") scale = 1073741824.0;
+  else if (unit == "t" || unit == "tb" || unit == "tib") scale = 1099511627776.0;
+  if (end == text.c_str() || scale == 0 || !std::isfinite(v) || !(v > 0))
+    throw usage_error("--max-memory '" + text + "' is not a size such as 8G, 512M or auto");
+  return static_cast<std::uint64_t>(v * scale);
 }
 
 LabelImage read_labels(const fs::path& path) {

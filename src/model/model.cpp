@@ -7,12 +7,16 @@
 #include <itkMultiThreaderBase.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "spine/batch.hpp"
 #include "spine/error.hpp"
+#include "spine/log.hpp"
 #include "spine/model.hpp"
+#include "spine/model_hashes.hpp"
 
 // Torch's headers define glog-style CHECK/LOG macros that clash with other code.
 #undef CHECK
@@ -115,12 +119,30 @@ Model::~Model() = default;
 
 namespace {
 
-torch::jit::script::Module load_module(const fs::path& path, std::string& card_text,
-                                       const std::string& device) {
-  if (!fs::is_regular_file(path)) throw model_error(path.string() + ": model file not found");
+// Reads the whole file, checks its SHA-256 against the pin (when there is one), and only
+// then hands the same bytes to TorchScript, so that what was checked is what is loaded.
+torch::jit::script::Module load_module(const ModelFile& file, std::string& card_text, const std::string& device,
+                                       std::string& sha256) {
+  const fs::path& path = file.path;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) throw model_error(path.string() + ": model file not found");
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream all;
+    all << in.rdbuf();
+    if (!in && !in.eof()) throw model_error(path.string() + ": cannot read the model file");
+    bytes = all.str();
+  }
+  sha256 = sha256_bytes(bytes);
+  if (!file.pinned_sha256.empty() && sha256 != file.pinned_sha256)
+    throw model_error(path.string() + ": checksum mismatch (SHA-256 " + sha256.substr(0, 16) + "..., pinned " +
+                      file.pinned_sha256.substr(0, 16) + "... at build time): the shipped model was changed or "
+                      "damaged, so it is not loaded; reinstall it, or pass your own model with its option");
   torch::jit::ExtraFilesMap extra{{kCardFile, ""}};
   try {
-    auto module = torch::jit::load(path.string(), torch::Device(device), extra);
+    std::istringstream stream(bytes);
+    auto module = torch::jit::load(stream, torch::Device(device), extra);
     card_text = extra[kCardFile];
     return module;
   } catch (const c10::Error& e) {
@@ -143,18 +165,51 @@ ModelCard parse_card(const fs::path& path, const std::string& text) {
 
 }  // namespace
 
-ModelCard Model::read_card(const fs::path& path) {
-  std::string text;
-  load_module(path, text, "cpu");
-  return parse_card(path, text);
+ModelFile shipped_model(const std::string& file) {
+  std::vector<fs::path> places;
+  if (const char* dir = std::getenv("SPINE_MODELS_DIR")) {
+    places.push_back(fs::path(dir) / file);
+  } else {
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+      places.push_back(exe.parent_path() / ".." / ".." / "models" / file);  // build/bin -> models
+      places.push_back(exe.parent_path() / ".." / "share" / "spine" / "models" / file);
+    }
+  }
+  std::string pin;
+  for (const auto* p = detail::kPinnedModels; p->file; ++p)
+    if (file == p->file) pin = p->sha256;
+  if (pin.empty()) throw model_error(file + ": not a model shipped with this build (models/SHA256SUMS)");
+  std::string looked;
+  for (const auto& candidate : places) {
+    std::error_code ec;
+    if (fs::is_regular_file(candidate, ec)) return {fs::weakly_canonical(candidate), pin};
+    looked += (looked.empty() ? "" : ", ") + candidate.lexically_normal().string();
+  }
+  throw model_error("shipped model " + file + " not found (looked in " + looked +
+                    "); set SPINE_MODELS_DIR or give the model's option");
 }
 
-Model Model::load(const fs::path& path, const ModelRequirement& req, const std::string& device) {
+ModelFile model_file(const std::string& user_path, const std::string& file) {
+  return user_path.empty() ? shipped_model(file) : ModelFile{user_path, ""};
+}
+
+ModelCard Model::read_card(const ModelFile& file) {
+  std::string text, sha;
+  load_module(file, text, "cpu", sha);
+  return parse_card(file.path, text);
+}
+
+Model Model::load(const ModelFile& file, const ModelRequirement& req, const std::string& device) {
   auto impl = std::make_unique<Impl>();
   std::string text;
+  const fs::path& path = file.path;
   impl->device = device;
-  impl->module = load_module(path, text, device);
+  impl->module = load_module(file, text, device, impl->sha256);
   impl->card = parse_card(path, text);
+  if (file.pinned_sha256.empty())
+    log::info("{}: your own model {} {}, SHA-256 {}", path.string(), impl->card.name, impl->card.version, impl->sha256);
   const ModelCard& c = impl->card;
   if (!req.task.empty() && c.task != req.task)
     throw model_error(path.string() + ": model is for task '" + c.task + "', this command needs '" +
@@ -176,7 +231,6 @@ Model Model::load(const fs::path& path, const ModelRequirement& req, const std::
     impl->module = torch::jit::optimize_for_inference(impl->module);
   } catch (const c10::Error&) {
   }
-  impl->sha256 = sha256_file(path);
   return Model(std::move(impl));
 }
 
@@ -193,6 +247,15 @@ Tensor Model::forward(const Tensor& input) const {
     if (result.isTuple()) result = result.toTuple()->elements().at(0);
     if (!result.isTensor()) throw model_error("model output is not a tensor");
     auto out = result.toTensor().to(torch::kCPU, torch::kFloat32).contiguous();
+    // Decoders index into the output by its shape: an empty, mis-shaped or non-finite
+    // output must stop here rather than divide by zero or write NaN into results.
+    if (out.numel() == 0) throw model_error(impl_->card.name + ": model output is empty");
+    if (out.dim() != in.dim() || out.size(0) != in.size(0))
+      throw model_error(impl_->card.name + ": model output has rank " + std::to_string(out.dim()) + " and batch " +
+                        std::to_string(out.size(0)) + " for an input of rank " + std::to_string(in.dim()) +
+                        " and batch " + std::to_string(in.size(0)));
+    if (!torch::isfinite(out).all().item<bool>())
+      throw model_error(impl_->card.name + ": model output contains NaN or infinite values (damaged weights?)");
     Tensor t;
     t.shape.assign(out.sizes().begin(), out.sizes().end());
     t.data.assign(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());

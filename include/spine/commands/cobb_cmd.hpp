@@ -33,9 +33,6 @@ struct CobbConfig {
   nlohmann::json to_json() const;
 };
 
-// models/<file> next to the sources for a build tree, or $SPINE_MODELS_DIR/<file>.
-std::filesystem::path default_model_path(const std::string& file);
-
 BatchSummary run_cobb(const CobbConfig& config);
 
 // Writes OUTDIR/cobb.csv from every OUTDIR/<study>/cobb.json of the given studies.

@@ -1,0 +1,63 @@
+// Checks of an image file's own structure before ITK reads it (internal header).
+//
+// ITK's readers trust what a header says: a truncated NIfTI or MetaImage comes back with
+// zeros for the missing voxels, a NaN in an sform aborts inside its matrix code, a PNG cut
+// short aborts inside libpng, a garbled DICOM length allocates gigabytes. So every file
+// is first checked here, by code that reads only as much as it needs and never trusts a
+// length it has not compared with the file: sizes the file actually holds, finite and
+// positive spacing, finite non-degenerate orientation, known pixel types, a pixel count
+// within the memory budget. Each check throws spine::Error (input) naming the file and
+// the problem in one line.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace spine::detail {
+
+// What a header declares, for the memory budget.
+struct DeclaredImage {
+  std::uint64_t voxels = 0;        // all components of all voxels
+  unsigned bytes_per_value = 0;    // stored size of one component
+};
+
+// Where a NIfTI file's voxels lie and how they are stored.
+struct NiftiLayout {
+  std::uint64_t vox_offset = 0, data_end = 0;
+  unsigned float_bytes = 0;   // 4 or 8 for float voxels, else 0
+  bool swapped = false;       // big-endian file
+  bool gzipped = false;
+};
+// NIfTI-1/2 (.nii, .nii.gz): header fields, vox_offset and (for .nii) the data length.
+DeclaredImage check_nifti_header(const std::filesystem::path& path, NiftiLayout* layout);
+// The voxel data: for .nii.gz decompresses and checks the length; for float voxels
+// counts NaN and infinite values, which ITK's NIfTI reader silently turns into 0.
+void check_nifti_data(const std::filesystem::path& path, const NiftiLayout& layout);
+DeclaredImage check_meta(const std::filesystem::path& path);
+DeclaredImage check_nrrd(const std::filesystem::path& path);
+// Decodes the whole picture (libpng / libjpeg) under their error handlers, with the
+// declared size checked against `max_pixels` first.
+DeclaredImage check_png(const std::filesystem::path& path, std::uint64_t max_pixels);
+DeclaredImage check_jpeg(const std::filesystem::path& path, std::uint64_t max_pixels);
+
+// What the DICOM header walk found (top-level elements only).
+struct DicomFacts {
+  std::string transfer_syntax, modality, series_uid;
+  int rows = 0, columns = 0, samples = 1, bits_allocated = 0, frames = 1;
+  bool has_position = false, has_orientation = false;
+  std::array<double, 3> position{0, 0, 0};
+  std::array<double, 6> orientation{1, 0, 0, 0, 1, 0};
+  std::uint64_t pixel_offset = 0, pixel_length = 0;
+  bool encapsulated = false;
+};
+// Walks every element of a DICOM file, checking each length against the file, and the
+// pixel data against rows x columns x frames (native transfer syntaxes).
+DicomFacts check_dicom_file(const std::filesystem::path& path);
+// The files of the one series in `dir`, sorted along the slice normal; throws when the
+// folder holds several series, slices of different sizes or orientations, or positions
+// that repeat or are unevenly spaced (a missing slice).
+std::vector<std::string> check_dicom_series(const std::filesystem::path& dir, DeclaredImage* declared);
+
+}  // namespace spine::detail
