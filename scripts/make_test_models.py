@@ -3,6 +3,8 @@
   pointwise2d.pt / pointwise3d.pt  fully convolutional 1x1 models with a valid card
   wrong_task.pt                    the same 2D model whose card names another task
   no_card.pt                       a model without model_card.json
+  nan_landmarks.pt                 an 'xray-ap-landmarks' model whose output is all NaN
+  empty_landmarks.pt               an 'xray-ap-landmarks' model whose output is empty
 Usage: /usr/bin/python3 scripts/make_test_models.py OUTDIR
 """
 import json
@@ -26,6 +28,24 @@ class Pointwise(torch.nn.Module):
 
     def forward(self, x):
         return self.b(torch.tanh(self.a(x)))
+
+
+class Damaged(torch.nn.Module):
+    """A landmark-shaped model gone wrong: NaN weights, or an output with no pixels."""
+
+    def __init__(self, empty: bool):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 25, 1)
+        self.empty = empty
+        if not empty:
+            with torch.no_grad():
+                self.conv.weight.fill_(float("nan"))
+
+    def forward(self, x):
+        y = self.conv(x[:, :, ::4, ::4])
+        if self.empty:
+            return y[:, :, :0, :0]
+        return y
 
 
 def card(dims, task="test-pointwise"):
@@ -119,6 +139,10 @@ def main():
     m = torch.jit.script(Pointwise(2).eval())
     save_with_card(m, card(2, task="another-task"), os.path.join(out, "wrong_task.pt"))
     torch.jit.save(m, os.path.join(out, "no_card.pt"))
+    for empty, name in ((False, "nan_landmarks.pt"), (True, "empty_landmarks.pt")):
+        c = card(2, task="xray-ap-landmarks")
+        c.update(name=name[:-3], modality="xray", classes=[], patch_size=[256, 512])
+        save_with_card(torch.jit.script(Damaged(empty).eval()), c, os.path.join(out, name))
     write_xray_contract_fixture(out)
     print(f"test models written to {out}")
 

@@ -33,9 +33,13 @@ struct BatchOptions {
   bool resume = false;                  // skip studies whose outputs are complete
   nlohmann::json config;                // the command's config, recorded in provenance
   std::vector<ModelRecord> models;      // recorded in provenance
+  // Runs after the last study, still holding the output folder's lock (a cohort table
+  // built from every complete study folder), also after an interruption.
+  std::function<void()> on_finish;
 };
 
-enum class StudyStatus { kDone, kFailed, kSkipped };
+// kNotRun: left out because the run was interrupted (SIGINT / SIGTERM) before it.
+enum class StudyStatus { kDone, kFailed, kSkipped, kNotRun };
 
 struct StudyResult {
   std::string study;
@@ -46,9 +50,10 @@ struct StudyResult {
 
 struct BatchSummary {
   std::vector<StudyResult> results;
+  bool interrupted = false;
   int count(StudyStatus s) const;
-  // kOk when nothing failed; a single failed study gives its input error status, a batch
-  // with failures kSomeFailed.
+  // kInterrupted after SIGINT / SIGTERM; else kOk when nothing failed; a single failed
+  // study gives its input error status, a batch with failures kSomeFailed.
   ExitStatus exit_status() const;
 };
 
@@ -60,11 +65,25 @@ using StudyProcessor =
 
 // Runs every study, reports progress (a bar on a terminal, a line per study otherwise),
 // catches per-study errors so the batch goes on, and logs a summary.
+// Output integrity: the output folder is locked for the whole run (a second run into it
+// is refused with a clear error while the first holds it); work folders left by runs
+// that died (SIGKILL, power loss) are removed first, and a previous output that such a
+// run had set aside is restored; a study folder is renamed into place only if none has
+// appeared meanwhile (unless --force). With --resume a study is skipped only when its
+// provenance parses and every output it lists is there with its recorded size; a damaged
+// one is run again. SIGINT / SIGTERM let the current study finish (a second signal
+// abandons it), then the summary is logged, on_finish runs and the status is kInterrupted.
 BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& options,
                        const StudyProcessor& process);
 
 // Name of the file that marks a study's outputs as complete (written last).
 inline constexpr const char* kProvenanceFile = "provenance.json";
+// The lock file of an output folder.
+inline constexpr const char* kLockFile = ".spine-lock";
+
+// True when dir holds complete outputs: provenance.json parses and lists outputs that are
+// all there with their recorded sizes.
+bool study_outputs_complete(const std::filesystem::path& dir);
 
 std::string sha256_file(const std::filesystem::path& file);
 std::string sha256_bytes(const std::string& bytes);

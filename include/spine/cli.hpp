@@ -23,6 +23,7 @@ struct CommonOptions {
   std::string device = "auto";
   bool force = false;
   bool resume = false;
+  std::string max_memory = "auto";   // budget for reading one input (see io.hpp)
 
   void register_cli(CLI::App& app, bool with_inputs = true);
   std::string effective_log_level() const;

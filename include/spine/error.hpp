@@ -13,6 +13,7 @@ enum class ExitStatus : int {
   kInput = 2,          // the input could not be used (missing, unreadable, wrong kind)
   kSomeFailed = 3,     // a batch ran but at least one study failed
   kInternal = 4,       // a bug or an unexpected failure
+  kInterrupted = 5,    // SIGINT / SIGTERM: finished studies kept, the rest not run
 };
 
 enum class ErrorKind { kInput, kUsage, kModel, kInternal };

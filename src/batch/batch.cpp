@@ -2,7 +2,14 @@
 // success, --force / --resume, provenance records, progress and a summary.
 #include "spine/batch.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
 
 #include <algorithm>
 #include <chrono>
@@ -138,6 +145,7 @@ int BatchSummary::count(StudyStatus s) const {
 }
 
 ExitStatus BatchSummary::exit_status() const {
+  if (interrupted) return ExitStatus::kInterrupted;
   const int failed = count(StudyStatus::kFailed);
   if (failed == 0) return ExitStatus::kOk;
   return results.size() == 1 ? ExitStatus::kInput : ExitStatus::kSomeFailed;
@@ -174,6 +182,128 @@ nlohmann::json input_record(const fs::path& p) {
   return j;
 }
 
+// Lists every file of a finished work folder with its size and SHA-256, so that --resume
+// can tell a complete study from one damaged after the fact.
+nlohmann::json output_records(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& f : files)
+    out.push_back({{"file", fs::relative(f, dir).string()}, {"bytes", fs::file_size(f)}, {"sha256", sha256_file(f)}});
+  return out;
+}
+
+// An exclusive flock on OUTDIR/.spine-lock for the whole run. The kernel drops it when
+// the process ends in any way (SIGKILL included), so a dead run never blocks the next.
+class OutputLock {
+ public:
+  explicit OutputLock(const fs::path& dir) {
+    const fs::path file = dir / kLockFile;
+    fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw input_error(file.string() + ": cannot create the output folder's lock file (" + std::strerror(errno) + ")");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char pid[32] = {};
+      const auto n = ::pread(fd_, pid, sizeof pid - 1, 0);
+      ::close(fd_);
+      const std::string holder = n > 0 ? std::string(" (process ") + std::string(pid, static_cast<std::size_t>(n)) + ")" : "";
+      throw input_error(dir.string() + ": another spine run" + holder +
+                        " is writing into this output folder; wait for it to finish or choose another --output");
+    }
+    const std::string me = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
+      // The PID is only for the message a second run shows; the lock holds regardless.
+    }
+  }
+  ~OutputLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// Work folders of runs that died: only possible for a run holding the lock, so every
+// one found now is stale. A ".NAME.old-PID" is a previous output a dying --force run
+// had set aside: restored when NAME is missing, removed otherwise.
+void clean_stale_work(const fs::path& dir) {
+  int removed = 0, restored = 0;
+  std::vector<fs::path> entries;
+  for (const auto& e : fs::directory_iterator(dir)) entries.push_back(e.path());
+  for (const auto& p : entries) {
+    const std::string name = p.filename().string();
+    if (name.empty() || name[0] != '.') continue;
+    std::error_code ec;
+    const auto partial = name.rfind(".partial-"), old = name.rfind(".old-"), tmp = name.rfind(".tmp-");
+    if (partial != std::string::npos && partial > 0) {
+      fs::remove_all(p, ec);
+      ++removed;
+    } else if (old != std::string::npos && old > 0) {
+      const fs::path final_dir = dir / name.substr(1, old - 1);
+      if (!fs::exists(final_dir)) {
+        fs::rename(p, final_dir, ec);
+        ++restored;
+      } else {
+        fs::remove_all(p, ec);
+        ++removed;
+      }
+    } else if (tmp != std::string::npos && tmp > 0) {
+      fs::remove(p, ec);
+      ++removed;
+    }
+  }
+  if (removed + restored > 0)
+    log::warn("{}: removed {} work folder(s) and file(s) left by interrupted runs, restored {} previous output(s)",
+              dir.string(), removed, restored);
+}
+
+// SIGINT / SIGTERM: the first asks the batch to stop after the current study, the second
+// abandons it (default action; its work folder is removed by the next run).
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+  const char msg[] = "\ninterrupted: finishing the current study, then stopping (signal again to abandon it)\n";
+  const auto written = ::write(2, msg, sizeof msg - 1);
+  (void)written;
+}
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// rename() that fails instead of replacing an existing target.
+void rename_no_replace(const fs::path& from, const fs::path& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
+    if (errno == EEXIST || errno == ENOTEMPTY)
+      throw input_error(to.string() + ": output appeared while this study ran; not replaced (use --force)");
+    throw input_error(to.string() + ": cannot move the finished outputs into place (" + std::strerror(errno) + ")");
+  }
+}
+
 class Progress {
  public:
   explicit Progress(std::size_t total) : total_(total), bar_(::isatty(2) && spdlog::default_logger()->sinks().front()->level() <= spdlog::level::info) {}
@@ -196,12 +326,33 @@ class Progress {
 
 }  // namespace
 
+bool study_outputs_complete(const fs::path& dir) {
+  try {
+    std::ifstream in(dir / kProvenanceFile);
+    if (!in) return false;
+    const auto prov = nlohmann::json::parse(in);
+    if (!prov.is_object()) return false;
+    if (!prov.contains("outputs")) return true;  // written before outputs were listed
+    for (const auto& o : prov.at("outputs")) {
+      const fs::path f = dir / o.at("file").get<std::string>();
+      std::error_code ec;
+      if (!fs::is_regular_file(f, ec) || fs::file_size(f, ec) != o.at("bytes").get<std::uintmax_t>()) return false;
+    }
+    return true;
+  } catch (const std::exception&) {
+    return false;  // unparsable provenance: not complete
+  }
+}
+
 BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& options,
                        const StudyProcessor& process) {
   std::error_code ec;
   fs::create_directories(options.output_dir, ec);
   if (ec || !fs::is_directory(options.output_dir))
     throw input_error(options.output_dir.string() + ": cannot create output directory");
+  const OutputLock lock(options.output_dir);
+  const StopSignals signals;
+  clean_stale_work(options.output_dir);
   {
     // Millisecond time and the process ID: two runs never share a log, even when they
     // start in the same second or run side by side.
@@ -223,6 +374,11 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   const auto batch_start = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < studies.size(); ++i) {
     const Study& study = studies[i];
+    if (g_stop_signal != 0) {
+      summary.interrupted = true;
+      summary.results.push_back({study.name, StudyStatus::kNotRun, "interrupted before it ran", 0});
+      continue;
+    }
     StudyResult result{study.name, StudyStatus::kDone, "", 0};
     const fs::path final_dir = options.output_dir / study.name;
     const fs::path work_dir =
@@ -231,10 +387,14 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
     const auto t0 = std::chrono::steady_clock::now();
     const std::string started = iso_time_now();
     try {
+      bool replace = options.force;
       if (fs::exists(final_dir) && !options.force) {
-        if (options.resume && fs::exists(final_dir / kProvenanceFile)) {
+        if (options.resume && study_outputs_complete(final_dir)) {
           result.status = StudyStatus::kSkipped;
           result.message = "outputs complete (--resume)";
+        } else if (options.resume) {
+          log::warn("{}: outputs incomplete or damaged, running it again (--resume)", study.name);
+          replace = true;
         } else {
           throw input_error(final_dir.string() + ": output exists (use --force to overwrite" +
                             std::string(options.resume ? ")" : " or --resume to skip)"));
@@ -256,13 +416,18 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
           models.push_back({{"name", m.name}, {"version", m.version}, {"sha256", m.sha256}});
         prov["models"] = models;
         if (!extra.is_null()) prov["result"] = extra;
+        prov["outputs"] = output_records(work_dir);
         prov["finished"] = iso_time_now();
         prov["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         write_text_file(work_dir / kProvenanceFile, prov.dump(2) + "\n");
-        const fs::path old_dir = options.output_dir / ("." + study.name + ".old-" + std::to_string(::getpid()));
-        if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
-        fs::rename(work_dir, final_dir);
-        fs::remove_all(old_dir, ec);
+        if (replace && fs::exists(final_dir)) {
+          const fs::path old_dir = options.output_dir / ("." + study.name + ".old-" + std::to_string(::getpid()));
+          fs::rename(final_dir, old_dir);
+          fs::rename(work_dir, final_dir);
+          fs::remove_all(old_dir, ec);
+        } else {
+          rename_no_replace(work_dir, final_dir);
+        }
       }
     } catch (const Error& e) {
       result.status = StudyStatus::kFailed;
@@ -281,6 +446,7 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
         break;
       case StudyStatus::kSkipped: log::info("{}: skipped, {}", study.name, result.message); break;
       case StudyStatus::kFailed: log::error("{}: {}", study.name, result.message); break;
+      case StudyStatus::kNotRun: break;
     }
     summary.results.push_back(result);
   }
@@ -291,8 +457,11 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   for (const auto& r : summary.results) {
     if (r.status == StudyStatus::kDone) done_seconds += r.seconds;
   }
-  log::info("summary: {} done, {} failed, {} skipped; {:.2f} s per study, {:.1f} s in all", done,
-            summary.count(StudyStatus::kFailed), summary.count(StudyStatus::kSkipped),
+  if (options.on_finish) options.on_finish();
+  const std::string not_run =
+      summary.interrupted ? ", " + std::to_string(summary.count(StudyStatus::kNotRun)) + " not run (interrupted)" : "";
+  log::info("summary: {} done, {} failed, {} skipped{}; {:.2f} s per study, {:.1f} s in all", done,
+            summary.count(StudyStatus::kFailed), summary.count(StudyStatus::kSkipped), not_run,
             done > 0 ? done_seconds / done : 0.0, total);
   return summary;
 }

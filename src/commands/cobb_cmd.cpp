@@ -159,15 +159,29 @@ std::string csv_field(const std::string& s) {
 
 }  // namespace
 
-void write_cobb_csv(const fs::path& out_dir, const std::vector<std::string>& studies) {
+void write_cobb_csv(const fs::path& out_dir) {
   std::ostringstream csv;
   csv << "study,reliable,pt_deg,mt_deg,tl_deg,major_deg,upper_end,lower_end,apex,convex_side,grade,mean_confidence,"
          "flags\n";
+  // Every complete study folder, whichever run wrote it: the table describes the folder.
+  std::vector<std::string> studies;
+  for (const auto& e : fs::directory_iterator(out_dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name[0] == '.' || !e.is_directory()) continue;
+    if (fs::exists(e.path() / "cobb.json") && study_outputs_complete(e.path())) studies.push_back(name);
+  }
+  std::sort(studies.begin(), studies.end());
   for (const auto& s : studies) {
     const fs::path f = out_dir / s / "cobb.json";
-    if (!fs::exists(f)) continue;
-    std::ifstream in(f);
-    const auto j = nlohmann::json::parse(in);
+    nlohmann::json j;
+    try {
+      std::ifstream in(f);
+      j = nlohmann::json::parse(in);
+      (void)j.at("angles_deg").at("pt").get<double>();
+    } catch (const std::exception&) {
+      log::warn("{}: unreadable, left out of cobb.csv", f.string());
+      continue;
+    }
     double conf = 0;
     for (double c : j["vertebra_confidence"]) conf += c / kCobbVertebrae;
     std::string flags;
@@ -217,6 +231,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
   options.models = {{model.card().name, model.card().version, model.sha256()}};
   for (const Model* m : {corner_model ? &*corner_model : nullptr, finder_model ? &*finder_model : nullptr})
     if (m) options.models.push_back({m->card().name, m->card().version, m->sha256()});
+  options.on_finish = [&] { write_cobb_csv(c.common.output_dir); };
   const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {
     const LoadedImage in = read_image(study.path);
     XrayLandmarks lm;
@@ -294,9 +309,6 @@ BatchSummary run_cobb(const CobbConfig& c) {
     return nlohmann::json{{"major_deg", a.major.angle_deg}, {"grade", grade}, {"reliable", reliable},
                           {"flags", lm.flags.size()}};
   });
-  std::vector<std::string> names;
-  for (const auto& s : studies) names.push_back(s.name);
-  write_cobb_csv(c.common.output_dir, names);
   return summary;
 }
 

@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "spine/io.hpp"
 #include "spine/log.hpp"
 #include "spine/version.hpp"
 
@@ -25,7 +26,11 @@ void CommonOptions::register_cli(CLI::App& app, bool with_inputs) {
       ->capture_default_str();
   app.add_option("--device", device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_flag("--force", force, "Overwrite existing study outputs");
-  app.add_flag("--resume", resume, "Skip studies whose outputs are already complete");
+  app.add_flag("--resume", resume, "Skip studies whose outputs are already complete (damaged ones are run again)");
+  app.add_option("--max-memory", max_memory,
+                 "Most memory reading one input may take, checked from its header before reading "
+                 "(e.g. 8G, 512M; auto = three quarters of this machine's memory)")
+      ->capture_default_str();
 }
 
 std::string CommonOptions::effective_log_level() const {
@@ -36,6 +41,7 @@ std::string CommonOptions::effective_log_level() const {
 }
 
 BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::json config) const {
+  set_memory_budget(parse_memory_size(max_memory));
   BatchOptions o;
   o.tool = tool;
   o.output_dir = output_dir;
@@ -47,7 +53,8 @@ BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::jso
 
 nlohmann::json CommonOptions::to_json() const {
   return {{"output", output_dir}, {"log_level", effective_log_level()}, {"threads", threads},
-          {"device", device},     {"force", force},                     {"resume", resume}};
+          {"device", device},     {"force", force},                     {"resume", resume},
+          {"max_memory", max_memory}};
 }
 
 std::string version_line(const std::string& tool) {
@@ -59,7 +66,8 @@ int run_main(int argc, char** argv, const ToolInfo& tool, const std::function<vo
   CLI::App app{tool.description, tool.name};
   app.option_defaults()->always_capture_default();
   app.footer(
-      "Exit status: 0 all done, 1 usage error, 2 input error, 3 some studies failed, 4 internal error.");
+      "Exit status: 0 all done, 1 usage error, 2 input error, 3 some studies failed, 4 internal error, "
+      "5 interrupted (SIGINT/SIGTERM: finished studies kept, the rest not run).");
   bool show_version = false;
   app.add_flag("--version", show_version, "Print version, git revision and model versions, then exit");
   try {

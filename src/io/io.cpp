@@ -104,10 +104,14 @@ std::uint64_t read_bytes(const detail::DeclaredImage& d) {
 void check_budget(const fs::path& path, const detail::DeclaredImage& d) {
   const std::uint64_t need = read_bytes(d), budget = memory_budget();
   if (need > budget) {
-    char text[160];
-    std::snprintf(text, sizeof text, "needs about %.1f GiB to read (%llu values), more than the memory budget of %.1f GiB (--max-memory)",
-                  need / 1073741824.0, static_cast<unsigned long long>(d.voxels), budget / 1073741824.0);
-    throw input_error(path.string() + ": " + text);
+    auto size = [](std::uint64_t b) {
+      char t[32];
+      if (b >= (std::uint64_t{1} << 30)) std::snprintf(t, sizeof t, "%.1f GiB", b / 1073741824.0);
+      else std::snprintf(t, sizeof t, "%.1f MiB", b / 1048576.0);
+      return std::string(t);
+    };
+    throw input_error(path.string() + ": needs about " + size(need) + " to read (" + std::to_string(d.voxels) +
+                      " values), more than the memory budget of " + size(budget) + " (--max-memory)");
   }
 }
 

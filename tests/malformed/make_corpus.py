@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import struct
 import sys
 import zlib
@@ -211,7 +212,9 @@ def dicom_series(dirpath, vol, positions=None, sizes=None, truncate_slice=None, 
 # ---------------------------------------------------------------- the corpus
 def main():
     out = Path(sys.argv[1])
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     cases = []
 
     def add(name, data, kind, expect, why, suffix):

@@ -35,7 +35,7 @@ struct CobbConfig {
 
 BatchSummary run_cobb(const CobbConfig& config);
 
-// Writes OUTDIR/cobb.csv from every OUTDIR/<study>/cobb.json of the given studies.
-void write_cobb_csv(const std::filesystem::path& output_dir, const std::vector<std::string>& studies);
+// Writes OUTDIR/cobb.csv from every complete OUTDIR/<study>/cobb.json, whichever run wrote it.
+void write_cobb_csv(const std::filesystem::path& output_dir);
 
 }  // namespace spine
