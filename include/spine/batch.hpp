@@ -71,7 +71,7 @@ using StudyProcessor =
 // run had set aside is restored; a study folder is renamed into place only if none has
 // appeared meanwhile (unless --force). With --resume a study is skipped only when its
 // provenance parses and every output it lists is there with its recorded size; a damaged
-// one is run again. SIGINT / SIGTERM let the current study finish (a second signal
+// one is run again (a folder without provenance.json is reported, never replaced). SIGINT / SIGTERM let the current study finish (a second signal
 // abandons it), then the summary is logged, on_finish runs and the status is kInterrupted.
 BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& options,
                        const StudyProcessor& process);

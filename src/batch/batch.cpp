@@ -392,7 +392,9 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
         if (options.resume && study_outputs_complete(final_dir)) {
           result.status = StudyStatus::kSkipped;
           result.message = "outputs complete (--resume)";
-        } else if (options.resume) {
+        } else if (options.resume && fs::exists(final_dir / kProvenanceFile)) {
+          // Written by spine (it has provenance) but damaged since: safe to redo. A folder
+          // without provenance may be anyone's, so it is reported below, not replaced.
           log::warn("{}: outputs incomplete or damaged, running it again (--resume)", study.name);
           replace = true;
         } else {

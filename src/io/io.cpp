@@ -230,7 +230,8 @@ bool has_image_extension(const fs::path& file) {
 std::string study_name_of(const fs::path& path) {
   fs::path p = path;
   if (p.filename().empty()) p = p.parent_path();  // trailing slash
-  if (fs::is_directory(p)) return p.filename().string();
+  std::error_code ec;  // a path that cannot be resolved is named like a file; reading it fails later
+  if (fs::is_directory(p, ec)) return p.filename().string();
   std::string name = p.filename().string();
   const std::string ext = full_extension(p);
   if (format_of_extension(ext) != "unknown") name.resize(name.size() - ext.size());

@@ -9,7 +9,14 @@ checks the contract for each run:
   - no raw control character on the terminal or in the log (file names are escaped);
   - no DICOM patient name, ID or date in any output file.
 
-    /usr/bin/python3 tests/malformed/run_corpus.py BIN_DIR COMMAND CORPUS_DIR WORK_DIR [extra args]
+    /usr/bin/python3 tests/malformed/run_corpus.py BIN_DIR COMMAND CORPUS_DIR WORK_DIR [--batch]
+
+With --batch every case (but the list files) goes to the command in one run, as a list
+file: the batch must end with status 3, each broken study reported by name with nothing
+left of it, each valid one done, and no crash may take the batch down. (One process per
+case costs a second of start-up each; the readers behind every command are the same,
+so CI runs each case alone through spine-prep and all cases as batches through the
+model commands.)
 
 Prints one line per problem and a count summary; exits 1 when anything failed.
 """
@@ -64,7 +71,12 @@ def run_case(bin_dir, command, corpus, work, case, extra):
         case = dict(case, expect="refuse", why=case["why"] + ", of a kind this command refuses")
     rc = p.returncode
     stderr = p.stderr
-    if rc < 0:
+    if b"ERROR: AddressSanitizer" in stderr or b"runtime error:" in stderr or rc == 99:
+        outcome = "sanitizer"
+        first = next((l for l in stderr.decode("utf-8", "replace").splitlines()
+                      if "Sanitizer" in l or "runtime error" in l), "")
+        problems.append(f"sanitizer report: {first[:300]}")
+    elif rc < 0:
         outcome = "crash"
         problems.append(f"killed by signal {-rc}")
     elif rc == 4:
@@ -113,10 +125,85 @@ def run_case(bin_dir, command, corpus, work, case, extra):
     return case, outcome, problems, time.time() - t0
 
 
+IMAGE_EXT = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+def study_name(path):
+    name = path.name
+    for ext in IMAGE_EXT:
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def run_batch(bin_dir, command, corpus, work, cases):
+    # List files cannot be listed, and a list naming a file with control characters is
+    # refused as binary: those cases run alone (through spine-prep).
+    cases = [c for c in cases if not c["path"].endswith(".txt") and not CONTROL.search(os.fsencode(c["path"]))]
+    out = work / "batch"
+    if out.exists():
+        shutil.rmtree(out)
+    work.mkdir(parents=True, exist_ok=True)
+    listing = work / "cases.txt"
+    listing.write_bytes(b"".join(os.fsencode(corpus / c["path"]) + b"\n" for c in cases))
+    argv = [str(bin_dir / command), str(listing), "-o", str(out)] + COMMAND_ARGS[command]
+    t0 = time.time()
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=TIMEOUT_S * 5)
+    except subprocess.TimeoutExpired:
+        print(f"FAIL {command} batch: no result after {TIMEOUT_S * 5} s")
+        return 1
+    problems = []
+    text = p.stderr.decode("utf-8", "replace")
+    if b"ERROR: AddressSanitizer" in p.stderr or b"runtime error:" in p.stderr:
+        problems.append("sanitizer report: " + next(l for l in text.splitlines() if "Sanitizer" in l or "runtime error" in l))
+    if p.returncode != 3:
+        problems.append(f"batch exit status {p.returncode}, expected 3 (some studies failed)")
+    if CONTROL.search(p.stderr):
+        problems.append("raw control characters on stderr")
+    counts = {"done": 0, "refused": 0}
+    for c in cases:
+        name = c["path"] if (corpus / c["path"]).is_dir() else study_name(Path(c["path"]))
+        folder = out / name
+        accept = c["expect"] == "accept" and c["kind"] in KINDS[command]
+        if accept:
+            if not (folder / "provenance.json").is_file():
+                problems.append(f"{escaped(name)} ({c['why']}): valid study not done")
+            counts["done"] += 1
+            continue
+        counts["refused"] += 1
+        if folder.exists():
+            problems.append(f"{escaped(name)} ({c['why']}): broken study left output")
+        if not any(l.startswith(f"error: {escaped(name)}: ") and escaped(Path(c["path"]).name) in l
+                   for l in text.splitlines()):
+            problems.append(f"{escaped(name)} ({c['why']}): no error line naming it")
+    if out.exists():
+        left = [e.name for e in out.iterdir() if e.name.startswith(".") and e.name != ".spine-lock"]
+        if left:
+            problems.append(f"hidden work left: {left}")
+        for f in out.rglob("*"):
+            if f.is_file():
+                data = f.read_bytes()
+                if any(s in data for s in PRIVATE):
+                    problems.append(f"patient data in {f.relative_to(out)}")
+                if f.suffix == ".log" and CONTROL.search(data.replace(b"\n", b"")):
+                    problems.append(f"raw control characters in {f.name}")
+    for pr in problems[:25]:
+        print(f"FAIL {command} batch: {pr}")
+    if len(problems) > 25:
+        print(f"... and {len(problems) - 25} more")
+    print(f"{command}: {len(cases)} cases in one batch, {counts['done']} done, {counts['refused']} refused, "
+          f"{len(problems)} problems; {time.time() - t0:.0f} s")
+    return 1 if problems else 0
+
+
 def main():
     bin_dir, command, corpus, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-    extra = sys.argv[5:]
+    extra = [a for a in sys.argv[5:] if a != "--batch"]
     cases = json.loads((corpus / "manifest.json").read_text())
+    if "--batch" in sys.argv[5:]:
+        sys.exit(run_batch(bin_dir, command, corpus, work, cases))
     work.mkdir(parents=True, exist_ok=True)
     jobs = int(os.environ.get("CORPUS_JOBS", "2"))
     counts = {}

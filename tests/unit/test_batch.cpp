@@ -69,7 +69,7 @@ TEST_F(Batch, FailedStudyLeavesNothingAndBatchGoesOn) {
   // Nothing but the study folders and the run log is left in the output folder.
   for (const auto& e : fs::directory_iterator(dir / "out")) {
     const std::string n = e.path().filename().string();
-    EXPECT_TRUE(n == "good" || n == "good2" || n.rfind("test-", 0) == 0) << n;
+    EXPECT_TRUE(n == "good" || n == "good2" || n == kLockFile || n.rfind("test-", 0) == 0) << n;
   }
   const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "good" / kProvenanceFile));
   EXPECT_EQ(prov["tool"], "test");
@@ -114,9 +114,33 @@ TEST_F(Batch, ResumeRedoesIncompleteOutputs) {
     ++runs;
     return nlohmann::json{};
   });
-  // Incomplete output without --force is reported, not silently overwritten.
+  // A folder without provenance (not known to be spine's) is reported, not overwritten.
   EXPECT_EQ(summary.count(StudyStatus::kFailed), 1);
   EXPECT_EQ(runs, 0);
+}
+
+// Outputs that spine wrote but that were damaged since (a listed file shortened) are not
+// taken as complete by --resume: the study runs again and its folder is whole after.
+TEST_F(Batch, ResumeRedoesDamagedOutputs) {
+  BatchOptions opt;
+  opt.tool = "test";
+  opt.output_dir = dir / "out";
+  int runs = 0;
+  const auto process = [&](const Study&, const fs::path& work) {
+    ++runs;
+    write_text_file(work / "r.txt", "result " + std::to_string(runs));
+    return nlohmann::json{};
+  };
+  ASSERT_EQ(run_batch({{"s", {}}}, opt, process).exit_status(), ExitStatus::kOk);
+  EXPECT_TRUE(study_outputs_complete(dir / "out" / "s"));
+  write_text_file(dir / "out" / "s" / "r.txt", "res");
+  EXPECT_FALSE(study_outputs_complete(dir / "out" / "s"));
+  opt.resume = true;
+  const auto summary = run_batch({{"s", {}}}, opt, process);
+  EXPECT_EQ(summary.count(StudyStatus::kDone), 1);
+  EXPECT_EQ(runs, 2);
+  EXPECT_TRUE(study_outputs_complete(dir / "out" / "s"));
+  EXPECT_EQ(test::read_file(dir / "out" / "s" / "r.txt"), "result 2");
 }
 
 }  // namespace
