@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build git pkg-config
+  build-essential cmake ninja-build git pkg-config clang libclang-rt-14-dev
   libinsighttoolkit5-dev
   libtorch-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
