@@ -156,12 +156,33 @@ std::uint64_t inflated_size(const fs::path& path, std::uint64_t offset, std::uin
   return produced;
 }
 
-std::uint64_t regular_file_size(const fs::path& path) {
+// Size of the file holding a header's voxels: the header itself, or a detached data file
+// that must be a regular file (not /dev/zero, not missing).
+std::uint64_t data_file_size(const fs::path& header, const fs::path& data) {
+  if (data == header) return fs::file_size(header);
   std::error_code ec;
-  const auto st = fs::status(path, ec);
-  if (ec || !fs::exists(st)) throw input_error("data file " + path.string() + " not found");
-  if (!fs::is_regular_file(st)) throw input_error("data file " + path.string() + " is not a regular file");
-  return fs::file_size(path);
+  const auto st = fs::status(data, ec);
+  if (ec || !fs::exists(st)) fail(header, "data file " + data.string() + " not found");
+  if (!fs::is_regular_file(st)) fail(header, "data file " + data.string() + " is not a regular file");
+  return fs::file_size(data);
+}
+
+const std::string* find_field(const std::map<std::string, std::string>& field, const std::string& key) {
+  const auto it = field.find(key);
+  return it == field.end() ? nullptr : &it->second;
+}
+
+// Whole-number sizes, one per dimension ("DimSize" / "sizes").
+std::vector<long long> parse_sizes(const fs::path& path, const std::string& text, std::size_t count,
+                                   const std::string& what) {
+  std::vector<long long> sizes;
+  for (const auto& t : split_ws(text)) {
+    long long v = 0;
+    if (!parse_long(t, v)) fail(path, what + " '" + text + "' are not whole numbers");
+    sizes.push_back(v);
+  }
+  if (sizes.size() != count) fail(path, what + " do not have one entry per dimension");
+  return sizes;
 }
 
 }  // namespace
@@ -360,22 +381,13 @@ DeclaredImage check_meta(const fs::path& path) {
     }
   }
   if (!found_data) fail(path, "MetaImage header has no ElementDataFile line");
-  auto get = [&](const std::string& k) -> const std::string* {
-    const auto it = field.find(k);
-    return it == field.end() ? nullptr : &it->second;
-  };
+  auto get = [&](const std::string& k) { return find_field(field, k); };
   long long ndims = 0;
   if (!get("ndims") || !parse_long(*get("ndims"), ndims) || ndims < 1 || ndims > 10)
     fail(path, "MetaImage NDims is missing or not 1 to 10");
   if (!get("dimsize")) fail(path, "MetaImage header has no DimSize");
-  std::vector<long long> sizes;
-  for (const auto& t : split_ws(*get("dimsize"))) {
-    long long v = 0;
-    if (!parse_long(t, v)) fail(path, "DimSize '" + *get("dimsize") + "' is not a list of whole numbers");
-    sizes.push_back(v);
-  }
-  if (static_cast<long long>(sizes.size()) != ndims) fail(path, "DimSize does not have NDims entries");
-  const std::uint64_t voxels = checked_product(path, sizes);
+  const std::uint64_t voxels =
+      checked_product(path, parse_sizes(path, *get("dimsize"), static_cast<std::size_t>(ndims), "MetaImage DimSize"));
   auto reals = [&](const char* key, std::size_t count, bool positive) {
     std::vector<double> out;
     const std::string* v = get(key);
@@ -427,12 +439,7 @@ DeclaredImage check_meta(const fs::path& path) {
     data_path = fs::path(data_name).is_absolute() ? fs::path(data_name) : path.parent_path() / data_name;
     start = 0;
   }
-  std::uint64_t size = 0;
-  try {
-    size = data_path == path ? fs::file_size(path) : regular_file_size(data_path);
-  } catch (const Error& e) {
-    throw e.with_context(path.string());
-  }
+  const std::uint64_t size = data_file_size(path, data_path);
   long long header_skip = 0;
   if (get("headersize") && (!parse_long(*get("headersize"), header_skip) || header_skip < -1))
     fail(path, "MetaImage HeaderSize is not a whole number >= -1");
@@ -483,23 +490,13 @@ DeclaredImage check_nrrd(const fs::path& path) {
     if (colon == std::string::npos) fail(path, "not a NRRD header (a line without 'field: value')");
     field[lower(trim(line.substr(0, colon)))] = trim(line.substr(colon + 2));
   }
-  auto get = [&](const std::string& k) -> const std::string* {
-    const auto it = field.find(k);
-    return it == field.end() ? nullptr : &it->second;
-  };
+  auto get = [&](const std::string& k) { return find_field(field, k); };
   long long dimension = 0;
   if (!get("dimension") || !parse_long(*get("dimension"), dimension) || dimension < 1 || dimension > 16)
     fail(path, "NRRD dimension is missing or not 1 to 16");
   const auto n = static_cast<std::size_t>(dimension);
   if (!get("sizes")) fail(path, "NRRD header has no sizes");
-  std::vector<long long> sizes;
-  for (const auto& t : split_ws(*get("sizes"))) {
-    long long v = 0;
-    if (!parse_long(t, v)) fail(path, "NRRD sizes '" + *get("sizes") + "' are not whole numbers");
-    sizes.push_back(v);
-  }
-  if (sizes.size() != n) fail(path, "NRRD sizes do not have 'dimension' entries");
-  const std::uint64_t voxels = checked_product(path, sizes);
+  const std::uint64_t voxels = checked_product(path, parse_sizes(path, *get("sizes"), n, "NRRD sizes"));
   static const std::map<std::string, unsigned> kTypes = {
       {"signed char", 1}, {"int8", 1}, {"int8_t", 1}, {"uchar", 1}, {"unsigned char", 1}, {"uint8", 1}, {"uint8_t", 1},
       {"short", 2}, {"short int", 2}, {"signed short", 2}, {"signed short int", 2}, {"int16", 2}, {"int16_t", 2},
@@ -579,12 +576,7 @@ DeclaredImage check_nrrd(const fs::path& path) {
   } else if (!blank) {
     fail(path, "NRRD header is not followed by data (no blank line)");
   }
-  std::uint64_t size = 0;
-  try {
-    size = data_path == path ? fs::file_size(path) : regular_file_size(data_path);
-  } catch (const Error& e) {
-    throw e.with_context(path.string());
-  }
+  const std::uint64_t size = data_file_size(path, data_path);
   if (line_skip > 0) {
     std::ifstream d(data_path, std::ios::binary);
     d.seekg(static_cast<std::streamoff>(start));
