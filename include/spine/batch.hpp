@@ -33,6 +33,9 @@ struct BatchOptions {
   bool resume = false;                  // skip studies whose outputs are complete
   nlohmann::json config;                // the command's config, recorded in provenance
   std::vector<ModelRecord> models;      // recorded in provenance
+  // --anonymise-names: the name map file (empty: off). Study folders, provenance, tables
+  // and messages then carry pseudonyms (pseudonyms.hpp), and provenance no input path.
+  std::filesystem::path name_map;
   // Runs after the last study, still holding the output folder's lock (a cohort table
   // built from every complete study folder), also after an interruption.
   std::function<void()> on_finish;

@@ -24,6 +24,7 @@ struct CommonOptions {
   bool force = false;
   bool resume = false;
   std::string max_memory = "auto";   // budget for reading one input (see io.hpp)
+  std::string name_map;              // --anonymise-names MAP (empty: real study names)
 
   void register_cli(CLI::App& app, bool with_inputs = true);
   std::string effective_log_level() const;

@@ -3,6 +3,8 @@
 #pragma once
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -19,6 +21,13 @@ namespace spine::log {
 void setup(const std::string& tool, const std::string& level);
 // Adds a file sink (always at debug level) writing to `file`.
 void add_file(const std::filesystem::path& file);
+
+// Replacements made in every message from now on, on the terminal and in the log
+// (--anonymise-names: a study's input path and name become its pseudonym). A match must
+// not have a letter or digit on either side, so a short name is not replaced inside
+// other words; longer strings are replaced first. An empty list ends it.
+void set_redactions(std::vector<std::pair<std::string, std::string>> replacements);
+std::string redact(const std::string& text);
 
 using spdlog::debug;
 using spdlog::error;

@@ -23,6 +23,7 @@
 
 #include "spine/io.hpp"
 #include "spine/log.hpp"
+#include "spine/pseudonyms.hpp"
 #include "spine/version.hpp"
 
 #include <spdlog/sinks/sink.h>
@@ -163,8 +164,9 @@ std::string iso_time_now() {
 
 namespace {
 
-nlohmann::json input_record(const fs::path& p) {
-  nlohmann::json j{{"path", p.string()}};
+nlohmann::json input_record(const fs::path& p, bool anonymised) {
+  nlohmann::json j = anonymised ? nlohmann::json{{"path", nullptr}, {"path_withheld", "--anonymise-names"}}
+                                : nlohmann::json{{"path", p.string()}};
   if (fs::is_directory(p)) {
     // A series: hash of the sorted per-file hashes.
     std::vector<std::pair<std::string, std::string>> files;
@@ -350,6 +352,20 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   fs::create_directories(options.output_dir, ec);
   if (ec || !fs::is_directory(options.output_dir))
     throw input_error(options.output_dir.string() + ": cannot create output directory");
+  const bool names = !options.name_map.empty();
+  std::vector<std::string> pseudonyms;
+  std::size_t map_size = 0;
+  if (names) {
+    if (path_is_inside(options.name_map, options.output_dir))
+      throw usage_error(options.name_map.string() +
+                        ": the name map must be kept outside the output folder, which is meant to be shared without it");
+    // Locked only while the studies get their pseudonyms, so runs into other output
+    // folders that share the map wait seconds, not a whole run.
+    NameMap map(options.name_map);
+    for (const auto& s : studies) pseudonyms.push_back(map.pseudonym(s.name));
+    map.save();  // before any output exists that only the map can link back
+    map_size = map.size();
+  }
   const OutputLock lock(options.output_dir);
   const StopSignals signals;
   clean_stale_work(options.output_dir);
@@ -368,12 +384,18 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   log::info("{} {} (git {}): {} studies -> {}", options.tool, kVersion, kGitRevision, studies.size(),
             options.output_dir.string());
   log::debug("config: {}", options.config.dump());
+  if (names) log::info("study names replaced by pseudonyms (--anonymise-names; {} names in the map)", map_size);
 
   BatchSummary summary;
   Progress progress(studies.size());
   const auto batch_start = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < studies.size(); ++i) {
-    const Study& study = studies[i];
+    Study study = studies[i];
+    if (names) {
+      // Paths inside the study (a DICOM slice) start with its path, so they go too.
+      log::set_redactions({{study.path.string(), pseudonyms[i]}, {study.name, pseudonyms[i]}});
+      study.name = pseudonyms[i];
+    }
     if (g_stop_signal != 0) {
       summary.interrupted = true;
       summary.results.push_back({study.name, StudyStatus::kNotRun, "interrupted before it ran", 0});
@@ -411,7 +433,7 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
                             {"git_revision", kGitRevision},
                             {"study", study.name},
                             {"config", options.config},
-                            {"inputs", study.path.empty() ? nlohmann::json::array() : nlohmann::json::array({input_record(study.path)})},
+                            {"inputs", study.path.empty() ? nlohmann::json::array() : nlohmann::json::array({input_record(study.path, names)})},
                             {"started", started}};
         nlohmann::json models = nlohmann::json::array();
         for (const auto& m : options.models)
@@ -439,6 +461,7 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
       result.message = std::string("internal error: ") + e.what();
     }
     if (result.status == StudyStatus::kFailed) fs::remove_all(work_dir, ec);
+    result.message = log::redact(result.message);
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.clear_line();
     switch (result.status) {
@@ -452,6 +475,7 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
     }
     summary.results.push_back(result);
   }
+  log::set_redactions({});
   progress.clear_line();
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_start).count();
   const int done = summary.count(StudyStatus::kDone);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <sstream>
 
+#include "spine/csv.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/log.hpp"
@@ -148,13 +149,6 @@ void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAng
                  {6 * unit, y}, 0.8 * line, {255, 255, 255});
   for (const auto& f : lm.flags) y += draw_text(canvas, "! " + f, {6 * unit, y}, 0.75 * line, {255, 80, 80});
   write_png(canvas, path);
-}
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
 }
 
 }  // namespace

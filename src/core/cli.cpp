@@ -31,6 +31,10 @@ void CommonOptions::register_cli(CLI::App& app, bool with_inputs) {
                  "Most memory reading one input may take, checked from its header before reading "
                  "(e.g. 8G, 512M; auto = three quarters of this machine's memory)")
       ->capture_default_str();
+  app.add_option("--anonymise-names,--anonymize-names", name_map,
+                 "Name each study by a stable random pseudonym (anon-...) in its folder, tables, provenance and "
+                 "messages, keeping the pseudonym-to-name map in this CSV file (outside the output folder; made "
+                 "when missing, reused and extended otherwise)");
 }
 
 std::string CommonOptions::effective_log_level() const {
@@ -47,6 +51,7 @@ BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::jso
   o.output_dir = output_dir;
   o.force = force;
   o.resume = resume;
+  o.name_map = name_map;
   o.config = std::move(config);
   return o;
 }
@@ -54,7 +59,7 @@ BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::jso
 nlohmann::json CommonOptions::to_json() const {
   return {{"output", output_dir}, {"log_level", effective_log_level()}, {"threads", threads},
           {"device", device},     {"force", force},                     {"resume", resume},
-          {"max_memory", max_memory}};
+          {"max_memory", max_memory}, {"anonymise_names", !name_map.empty()}};
 }
 
 std::string version_line(const std::string& tool) {

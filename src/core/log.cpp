@@ -6,7 +6,10 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <mutex>
 
 namespace spine {
 
@@ -45,6 +48,11 @@ std::string terminal_safe(const std::string& text) {
 
 namespace {
 
+std::mutex g_redaction_mutex;
+std::vector<std::pair<std::string, std::string>> g_redactions;
+
+bool word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
+
 // Formats with spdlog's pattern, then escapes what a file name or a list file could have
 // smuggled in (escape sequences, bells, carriage returns) so that neither the terminal
 // nor the log can be rewritten by an input. The final newline is kept.
@@ -53,7 +61,11 @@ class TerminalSafeFormatter final : public spdlog::formatter {
   explicit TerminalSafeFormatter(std::unique_ptr<spdlog::formatter> inner) : inner_(std::move(inner)) {}
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     spdlog::memory_buf_t raw;
-    inner_->format(msg, raw);
+    // Only the message is redacted, not the time stamp or level in front of it.
+    const std::string payload = log::redact(std::string(msg.payload.data(), msg.payload.size()));
+    spdlog::details::log_msg redacted = msg;
+    redacted.payload = spdlog::string_view_t(payload.data(), payload.size());
+    inner_->format(redacted, raw);
     std::string text(raw.data(), raw.size());
     const bool newline = !text.empty() && text.back() == '\n';
     if (newline) text.pop_back();
@@ -90,6 +102,35 @@ void add_file(const std::filesystem::path& file) {
   sink->set_level(spdlog::level::debug);
   sink->set_formatter(safe_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v"));
   spdlog::default_logger()->sinks().push_back(sink);
+}
+
+void set_redactions(std::vector<std::pair<std::string, std::string>> replacements) {
+  replacements.erase(std::remove_if(replacements.begin(), replacements.end(),
+                                    [](const auto& r) { return r.first.empty(); }),
+                     replacements.end());
+  std::sort(replacements.begin(), replacements.end(),
+            [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  const std::lock_guard<std::mutex> lock(g_redaction_mutex);
+  g_redactions = std::move(replacements);
+}
+
+std::string redact(const std::string& text) {
+  const std::lock_guard<std::mutex> lock(g_redaction_mutex);
+  std::string out = text;
+  for (const auto& [from, to] : g_redactions) {
+    for (std::size_t pos = out.find(from); pos != std::string::npos; pos = out.find(from, pos)) {
+      const std::size_t end = pos + from.size();
+      const bool alone = (pos == 0 || !word_char(out[pos - 1]) || !word_char(from.front())) &&
+                         (end == out.size() || !word_char(out[end]) || !word_char(from.back()));
+      if (alone) {
+        out.replace(pos, from.size(), to);
+        pos += to.size();
+      } else {
+        ++pos;
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace log

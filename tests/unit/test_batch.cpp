@@ -4,6 +4,8 @@
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/log.hpp"
+#include "spine/csv.hpp"
+#include "spine/pseudonyms.hpp"
 #include "test_util.hpp"
 
 namespace spine {
@@ -141,6 +143,98 @@ TEST_F(Batch, ResumeRedoesDamagedOutputs) {
   EXPECT_EQ(runs, 2);
   EXPECT_TRUE(study_outputs_complete(dir / "out" / "s"));
   EXPECT_EQ(test::read_file(dir / "out" / "s" / "r.txt"), "result 2");
+}
+
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Every file under dir, concatenated (outputs, provenance, logs).
+std::string everything_under(const fs::path& dir) {
+  std::string all;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) all += e.path().filename().string() + "\n" + read_all(e.path());
+  return all;
+}
+
+TEST(Csv, QuotesAndParsesBack) {
+  for (const std::string s : {"plain", "a,b", "say \"hi\"", ""}) {
+    const auto f = parse_csv_line(csv_field(s) + "," + csv_field("x"));
+    ASSERT_EQ(f.size(), 2u);
+    EXPECT_EQ(f[0], s);
+  }
+  EXPECT_THROW(parse_csv_line("\"open"), std::runtime_error);
+}
+
+TEST_F(Batch, AnonymisedNamesNeverReachOutputsOrLogs) {
+  // Study names that are patient IDs; one fails with an error naming its file.
+  write_image(test::oblique_test_image(), dir / "PAT0042.nii.gz");
+  write_image(test::oblique_test_image(), dir / "PAT0077.nii.gz");
+  { std::ofstream(dir / "PAT0099.nii.gz") << "not an image"; }
+  const auto studies = discover_studies({dir.path().string()});
+  ASSERT_EQ(studies.size(), 3u);
+  BatchOptions opt;
+  opt.tool = "test";
+  opt.output_dir = dir / "out";
+  opt.name_map = dir / "private" / "names.csv";
+  log::setup("test", "off");
+  auto process = [](const Study& s, const fs::path& work) {
+    const LoadedImage in = read_image(s.path);  // the bad one throws "PATH: ..."
+    write_text_file(work / "result.json", "{\"study\": \"" + s.name + "\"}");
+    return nlohmann::json{{"voxels", in.image.voxels.size()}};
+  };
+  const auto summary = run_batch(studies, opt, process);
+  EXPECT_EQ(summary.count(StudyStatus::kDone), 2);
+  ASSERT_EQ(summary.count(StudyStatus::kFailed), 1);
+  const std::string all = everything_under(opt.output_dir);
+  for (const char* id : {"PAT0042", "PAT0077", "PAT0099"}) EXPECT_EQ(all.find(id), std::string::npos) << id;
+  EXPECT_EQ(all.find(dir.path().string()), std::string::npos) << "an input path reached the outputs";
+  for (const auto& r : summary.results) {
+    EXPECT_EQ(r.study.rfind("anon-", 0), 0u) << r.study;
+    EXPECT_EQ(r.message.find("PAT0099"), std::string::npos) << r.message;
+  }
+  // The failed study's message still says what was wrong, under its pseudonym.
+  EXPECT_NE(summary.results[2].message.find(summary.results[2].study), std::string::npos) << summary.results[2].message;
+  // The map links back; a second run reuses the same pseudonyms (so --resume works).
+  const std::string map = read_all(opt.name_map);
+  EXPECT_NE(map.find("PAT0042"), std::string::npos);
+  opt.resume = true;
+  const auto again = run_batch(studies, opt, process);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(again.results[i].study, summary.results[i].study);
+  EXPECT_EQ(again.count(StudyStatus::kSkipped), 2);
+  EXPECT_EQ(read_all(opt.name_map), map);
+  // Distinct pseudonyms, not derived from the names.
+  EXPECT_NE(summary.results[0].study, summary.results[1].study);
+}
+
+TEST_F(Batch, NameMapOutsideOutputAndWellFormed) {
+  BatchOptions opt;
+  opt.tool = "test";
+  opt.output_dir = dir / "out";
+  opt.name_map = dir / "out" / "names.csv";
+  const std::vector<Study> studies{{"PAT1", {}}};
+  auto process = [](const Study&, const fs::path&) { return nlohmann::json{}; };
+  EXPECT_THROW(run_batch(studies, opt, process), Error);
+  opt.name_map = dir / "names.csv";
+  { std::ofstream(opt.name_map) << "id,name\nx,y\n"; }
+  EXPECT_THROW(run_batch(studies, opt, process), Error);
+  { std::ofstream(opt.name_map) << "pseudonym,study\nanon-1,PAT1\nanon-2,PAT1\n"; }
+  EXPECT_THROW(run_batch(studies, opt, process), Error);
+  { std::ofstream(opt.name_map) << "pseudonym,study\nanon-00000000aa,\"PAT,1\"\n"; }
+  const std::vector<Study> comma{{"PAT,1", {}}};
+  const auto summary = run_batch(comma, opt, process);
+  ASSERT_EQ(summary.results.size(), 1u);
+  EXPECT_EQ(summary.results[0].study, "anon-00000000aa");
+  EXPECT_TRUE(fs::is_directory(opt.output_dir / "anon-00000000aa"));
+}
+
+TEST(Redaction, WholeWordsOnly) {
+  log::set_redactions({{"/data/P12", "anon-x"}, {"P12", "anon-x"}});
+  EXPECT_EQ(log::redact("/data/P12/IM1.dcm: bad; P12 again; XP123 kept"), "anon-x/IM1.dcm: bad; anon-x again; XP123 kept");
+  log::set_redactions({});
+  EXPECT_EQ(log::redact("P12"), "P12");
 }
 
 }  // namespace
