@@ -11,8 +11,8 @@ namespace spine {
 class NameMap {
  public:
   // Locks the map for the object's lifetime (an flock on FILE.lock, so two runs sharing
-  // one map never hand out two pseudonyms for one study) and reads it when it exists. Input error when the
-  // file is not a map this class wrote.
+  // one map never hand out two pseudonyms for one study) and reads it when it exists.
+  // Input error when the file is not a map this class wrote.
   explicit NameMap(std::filesystem::path file);
   ~NameMap();
   NameMap(const NameMap&) = delete;

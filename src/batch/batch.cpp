@@ -352,10 +352,10 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   fs::create_directories(options.output_dir, ec);
   if (ec || !fs::is_directory(options.output_dir))
     throw input_error(options.output_dir.string() + ": cannot create output directory");
-  const bool names = !options.name_map.empty();
+  const bool anonymise = !options.name_map.empty();
   std::vector<std::string> pseudonyms;
   std::size_t map_size = 0;
-  if (names) {
+  if (anonymise) {
     if (path_is_inside(options.name_map, options.output_dir))
       throw usage_error(options.name_map.string() +
                         ": the name map must be kept outside the output folder, which is meant to be shared without it");
@@ -384,14 +384,14 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   log::info("{} {} (git {}): {} studies -> {}", options.tool, kVersion, kGitRevision, studies.size(),
             options.output_dir.string());
   log::debug("config: {}", options.config.dump());
-  if (names) log::info("study names replaced by pseudonyms (--anonymise-names; {} names in the map)", map_size);
+  if (anonymise) log::info("study names replaced by pseudonyms (--anonymise-names; {} names in the map)", map_size);
 
   BatchSummary summary;
   Progress progress(studies.size());
   const auto batch_start = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < studies.size(); ++i) {
     Study study = studies[i];
-    if (names) {
+    if (anonymise) {
       // Paths inside the study (a DICOM slice) start with its path, so they go too.
       log::set_redactions({{study.path.string(), pseudonyms[i]}, {study.name, pseudonyms[i]}});
       study.name = pseudonyms[i];
@@ -433,7 +433,7 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
                             {"git_revision", kGitRevision},
                             {"study", study.name},
                             {"config", options.config},
-                            {"inputs", study.path.empty() ? nlohmann::json::array() : nlohmann::json::array({input_record(study.path, names)})},
+                            {"inputs", study.path.empty() ? nlohmann::json::array() : nlohmann::json::array({input_record(study.path, anonymise)})},
                             {"started", started}};
         nlohmann::json models = nlohmann::json::array();
         for (const auto& m : options.models)

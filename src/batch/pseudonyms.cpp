@@ -79,7 +79,7 @@ NameMap::~NameMap() {
 std::string NameMap::pseudonym(const std::string& study) {
   const auto it = by_name_.find(study);
   if (it != by_name_.end()) return it->second;
-  std::random_device random;  // /dev/urandom
+  static std::random_device random;  // /dev/urandom, opened once
   std::string code;
   do {
     char hex[16];

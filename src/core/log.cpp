@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <mutex>
@@ -50,6 +51,9 @@ namespace {
 
 std::mutex g_redaction_mutex;
 std::vector<std::pair<std::string, std::string>> g_redactions;
+// Read on every message: without --anonymise-names a message is formatted as before,
+// with no copy and no lock.
+std::atomic<bool> g_redacting{false};
 
 bool word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
 
@@ -61,11 +65,15 @@ class TerminalSafeFormatter final : public spdlog::formatter {
   explicit TerminalSafeFormatter(std::unique_ptr<spdlog::formatter> inner) : inner_(std::move(inner)) {}
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     spdlog::memory_buf_t raw;
-    // Only the message is redacted, not the time stamp or level in front of it.
-    const std::string payload = log::redact(std::string(msg.payload.data(), msg.payload.size()));
-    spdlog::details::log_msg redacted = msg;
-    redacted.payload = spdlog::string_view_t(payload.data(), payload.size());
-    inner_->format(redacted, raw);
+    if (!g_redacting.load(std::memory_order_relaxed)) {
+      inner_->format(msg, raw);
+    } else {
+      // Only the message is redacted, not the time stamp or level in front of it.
+      const std::string payload = log::redact(std::string(msg.payload.data(), msg.payload.size()));
+      spdlog::details::log_msg redacted = msg;
+      redacted.payload = spdlog::string_view_t(payload.data(), payload.size());
+      inner_->format(redacted, raw);
+    }
     std::string text(raw.data(), raw.size());
     const bool newline = !text.empty() && text.back() == '\n';
     if (newline) text.pop_back();
@@ -111,6 +119,7 @@ void set_redactions(std::vector<std::pair<std::string, std::string>> replacement
   std::sort(replacements.begin(), replacements.end(),
             [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   const std::lock_guard<std::mutex> lock(g_redaction_mutex);
+  g_redacting = !replacements.empty();
   g_redactions = std::move(replacements);
 }
 
