@@ -299,7 +299,12 @@ DeclaredImage check_nifti_header(const fs::path& path, NiftiLayout* layout) {
   const std::uint64_t data_bytes = voxels * static_cast<std::uint64_t>(bytes * components);
   layout->vox_offset = static_cast<std::uint64_t>(vox_offset);
   layout->data_end = layout->vox_offset + data_bytes;
+  layout->datatype = datatype;
+  layout->value_bytes = static_cast<unsigned>(bytes);
+  layout->components = static_cast<unsigned>(components);
   layout->float_bytes = (datatype == 16 || datatype == 64) ? static_cast<unsigned>(bytes) : 0;
+  layout->slope = slope;
+  layout->inter = inter;
   layout->swapped = swap;
   layout->gzipped = gz;
   if (!gz) {
@@ -353,6 +358,94 @@ void check_nifti_data(const fs::path& path, const NiftiLayout& layout) {
   if (nonfinite > 0)
     fail(path, std::to_string(nonfinite) + " of " + std::to_string((layout.data_end - layout.vox_offset) / fb) +
                    " voxels are NaN or infinite");
+}
+
+namespace {
+
+template <class T>
+T load_value(const unsigned char* p, bool swapped) {
+  unsigned char b[sizeof(T)];
+  std::memcpy(b, p, sizeof(T));
+  if (swapped) std::reverse(b, b + sizeof(T));
+  T v;
+  std::memcpy(&v, b, sizeof(T));
+  return v;
+}
+
+// One chunk of stored values to floats; returns how many are not finite.
+template <class T>
+std::uint64_t decode_chunk(const unsigned char* in, std::size_t n, bool swapped, bool rescale, double slope,
+                           double inter, float* out) {
+  std::uint64_t bad = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    double v = static_cast<double>(load_value<T>(in + i * sizeof(T), swapped));
+    if (rescale) v = v * slope + inter;
+    const float f = static_cast<float>(v);
+    bad += !std::isfinite(f);
+    out[i] = f;
+  }
+  return bad;
+}
+
+using Decoder = std::uint64_t (*)(const unsigned char*, std::size_t, bool, bool, double, double, float*);
+
+Decoder decoder_for(int datatype) {
+  switch (datatype) {
+    case 2: return decode_chunk<std::uint8_t>;
+    case 4: return decode_chunk<std::int16_t>;
+    case 8: return decode_chunk<std::int32_t>;
+    case 16: return decode_chunk<float>;
+    case 64: return decode_chunk<double>;
+    case 256: return decode_chunk<std::int8_t>;
+    case 512: return decode_chunk<std::uint16_t>;
+    case 768: return decode_chunk<std::uint32_t>;
+    case 1024: return decode_chunk<std::int64_t>;
+    case 1280: return decode_chunk<std::uint64_t>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+void read_nifti_voxels(const fs::path& path, const NiftiLayout& layout, float* out, std::uint64_t count) {
+  const Decoder decode = decoder_for(layout.datatype);
+  if (!decode || layout.components != 1 || layout.data_end - layout.vox_offset != count * layout.value_bytes)
+    throw internal_error(path.string() + ": NIfTI voxels read with a layout that does not fit");
+  // The standard: scaling applies when scl_slope is non-zero (and is not the identity).
+  const bool rescale = std::isfinite(layout.slope) && layout.slope != 0 && !(layout.slope == 1 && layout.inter == 0);
+  gzFile gz = gzopen(path.string().c_str(), "rb");  // reads plain files as they are
+  if (!gz) fail(path, "cannot open");
+  gzbuffer(gz, 1 << 18);
+  const std::size_t chunk_values = (std::size_t{1} << 20) / layout.value_bytes;
+  std::vector<unsigned char> buf(chunk_values * layout.value_bytes);
+  std::uint64_t at = 0, done = 0, nonfinite = 0;
+  int n = 0;
+  // The header and any extensions before vox_offset.
+  while (at < layout.vox_offset &&
+         (n = gzread(gz, buf.data(), static_cast<unsigned>(std::min<std::uint64_t>(buf.size(), layout.vox_offset - at)))) > 0)
+    at += static_cast<std::uint64_t>(n);
+  // gzread fills the whole request unless the stream ends, so each chunk holds whole values.
+  while (at >= layout.vox_offset && done < count) {
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_values, count - done));
+    n = gzread(gz, buf.data(), static_cast<unsigned>(want * layout.value_bytes));
+    if (n <= 0) break;
+    at += static_cast<std::uint64_t>(n);
+    const std::size_t values = static_cast<std::size_t>(n) / layout.value_bytes;
+    nonfinite += decode(buf.data(), values, layout.swapped, rescale, layout.slope, layout.inter, out + done);
+    done += values;
+    if (static_cast<std::size_t>(n) < want * layout.value_bytes) break;
+  }
+  // Read on to the end, so that a damaged gzip trailer (CRC, length) is still found.
+  if (n > 0)
+    while ((n = gzread(gz, buf.data(), static_cast<unsigned>(buf.size()))) > 0) at += static_cast<std::uint64_t>(n);
+  int err = Z_OK;
+  gzerror(gz, &err);
+  gzclose(gz);
+  if (n < 0 || (err != Z_OK && err != Z_STREAM_END)) fail(path, "corrupt gzip stream (truncated file?)");
+  if (done < count)
+    fail(path, "file is truncated (" + std::to_string(at) + " of " + std::to_string(layout.data_end) + " bytes)");
+  if (nonfinite > 0)
+    fail(path, std::to_string(nonfinite) + " of " + std::to_string(count) + " voxels are NaN or infinite");
 }
 
 // ------------------------------------------------------------------------------ MetaImage

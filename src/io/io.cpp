@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <future>
 #include <limits>
 #include <unistd.h>
 #include <zlib.h>
@@ -96,13 +95,95 @@ FloatImage read_scalar(const fs::path& path, itk::ImageIOBase* io) {
   return detail::from_itk<float>(reader->GetOutput());
 }
 
-// Bytes needed to read an image: ITK's float buffer, our copy and the stored values.
-std::uint64_t read_bytes(const detail::DeclaredImage& d) {
-  return d.voxels * (8 + std::max(1u, d.bytes_per_value));
+// The geometry ImageFileReader<float, 3> gives an image whose information `io` has read:
+// the first three axes (any further ones have length 1).
+Geometry geometry_of_io(const itk::ImageIOBase* io) {
+  Geometry g;
+  g.dimension = 3;
+  for (unsigned i = 0; i < 3; ++i) {
+    g.size[i] = io->GetDimensions(i);
+    g.spacing[i] = io->GetSpacing(i);
+    g.origin[i] = io->GetOrigin(i);
+    const std::vector<double> axis = io->GetDirection(i);
+    for (unsigned r = 0; r < 3; ++r) g.direction[r * 3 + i] = r < axis.size() ? axis[r] : (r == i ? 1.0 : 0.0);
+  }
+  return g;
 }
 
-void check_budget(const fs::path& path, const detail::DeclaredImage& d) {
-  const std::uint64_t need = read_bytes(d), budget = memory_budget();
+template <class T>
+void convert_values(const void* src, std::size_t n, float* dst) {
+  const T* in = static_cast<const T*>(src);
+  for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(in[i]);
+}
+
+// Values of the component type an ImageIO reports (after any rescaling it applies, as
+// GDCM does for DICOM) to floats, as ImageFileReader<float> converts them.
+void convert_component(itk::IOComponentEnum type, const void* src, std::size_t n, float* dst, const fs::path& path) {
+  using C = itk::IOComponentEnum;
+  switch (type) {
+    case C::UCHAR: return convert_values<unsigned char>(src, n, dst);
+    case C::CHAR: return convert_values<signed char>(src, n, dst);
+    case C::USHORT: return convert_values<unsigned short>(src, n, dst);
+    case C::SHORT: return convert_values<short>(src, n, dst);
+    case C::UINT: return convert_values<unsigned int>(src, n, dst);
+    case C::INT: return convert_values<int>(src, n, dst);
+    case C::ULONG: return convert_values<unsigned long>(src, n, dst);
+    case C::LONG: return convert_values<long>(src, n, dst);
+    case C::ULONGLONG: return convert_values<unsigned long long>(src, n, dst);
+    case C::LONGLONG: return convert_values<long long>(src, n, dst);
+    case C::FLOAT: return convert_values<float>(src, n, dst);
+    case C::DOUBLE: return convert_values<double>(src, n, dst);
+    default: throw input_error(path.string() + ": unsupported pixel type " + itk::ImageIOBase::GetComponentTypeAsString(type));
+  }
+}
+
+// Reads the stored values of a single-component image with its ImageIO and converts them
+// into `out` (ImageFileReader<float> would hold a float image of its own besides ours):
+// in slabs of about 16 MiB where the IO can read part of a file (raw MetaImage), else whole.
+void read_io_into(itk::ImageIOBase* io, float* out, const fs::path& path) {
+  const unsigned dims = io->GetNumberOfDimensions();
+  const std::size_t value_bytes = io->GetComponentSize();
+  std::size_t slice = 1, slices = 1;
+  for (unsigned i = 0; i < dims; ++i) (i < 2 ? slice : slices) *= io->GetDimensions(i);
+  std::size_t step = slices;
+  if (io->CanStreamRead() && dims == 3)
+    step = std::clamp<std::size_t>((std::size_t{16} << 20) / std::max<std::size_t>(1, slice * value_bytes), 1, slices);
+  std::vector<unsigned char> buffer(step * slice * value_bytes);
+  for (std::size_t z = 0; z < slices; z += step) {
+    const std::size_t n = std::min(step, slices - z);
+    itk::ImageIORegion region(dims);
+    for (unsigned i = 0; i < dims; ++i) {
+      region.SetIndex(i, 0);
+      region.SetSize(i, io->GetDimensions(i));
+    }
+    if (step < slices) {
+      region.SetIndex(2, static_cast<itk::IndexValueType>(z));
+      region.SetSize(2, n);
+    }
+    io->SetIORegion(region);
+    io->Read(buffer.data());
+    convert_component(io->GetComponentType(), buffer.data(), n * slice, out + z * slice, path);
+  }
+}
+
+enum class ReadPath {
+  kNiftiDirect,  // read_nifti_voxels: the float image and one chunk
+  kImageIo,      // read_io_into: the float image and the stored values (or one slab of them)
+  kItkReader,    // ImageFileReader: its float image, the stored values and our copy
+};
+
+std::uint64_t read_bytes(std::uint64_t values, unsigned value_bytes, ReadPath path) {
+  const std::uint64_t chunk = std::uint64_t{16} << 20;
+  switch (path) {
+    case ReadPath::kNiftiDirect: return values * 4 + chunk;
+    case ReadPath::kImageIo: return values * (4 + std::max(1u, value_bytes)) + chunk;
+    case ReadPath::kItkReader: break;
+  }
+  return values * (8 + std::max(1u, value_bytes));
+}
+
+void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t need) {
+  const std::uint64_t budget = memory_budget();
   if (need > budget) {
     auto size = [](std::uint64_t b) {
       char t[32];
@@ -110,7 +191,7 @@ void check_budget(const fs::path& path, const detail::DeclaredImage& d) {
       else std::snprintf(t, sizeof t, "%.1f MiB", b / 1048576.0);
       return std::string(t);
     };
-    throw input_error(path.string() + ": needs about " + size(need) + " to read (" + std::to_string(d.voxels) +
+    throw input_error(path.string() + ": needs about " + size(need) + " to read (" + std::to_string(values) +
                       " values), more than the memory budget of " + size(budget) + " (--max-memory)");
   }
 }
@@ -118,23 +199,40 @@ void check_budget(const fs::path& path, const detail::DeclaredImage& d) {
 LoadedImage read_dicom_series(const fs::path& dir) {
   detail::DeclaredImage declared;
   const std::vector<std::string> files = detail::check_dicom_series(dir, &declared);
-  check_budget(dir, declared);
-  auto dicom = itk::GDCMImageIO::New();
+  check_budget(dir, declared.voxels, read_bytes(declared.voxels, declared.bytes_per_value, ReadPath::kNiftiDirect));
+  // The series reader works out the geometry (slice spacing and order from the positions);
+  // the voxels are then read a slice at a time into the one float image, with each slice's
+  // own rescaling, as the series reader would but without its float volume beside ours.
   // Only technical tags are read out below; patient tags are never copied anywhere.
+  auto dicom = itk::GDCMImageIO::New();
   using ItkImage = itk::Image<float, 3>;
   auto reader = itk::ImageSeriesReader<ItkImage>::New();
   reader->SetImageIO(dicom);
   reader->SetFileNames(files);
-  reader->Update();
+  reader->UpdateOutputInformation();
   LoadedImage out;
-  out.image = detail::from_itk<float>(reader->GetOutput());
+  out.image = FloatImage(detail::geometry_of(reader->GetOutput()));
+  const std::size_t slice = out.image.nx() * out.image.ny();
+  if (out.image.nz() != files.size())
+    throw input_error(dir.string() + ": DICOM series of " + std::to_string(files.size()) + " files read as " +
+                      std::to_string(out.image.nz()) + " slices");
+  for (std::size_t z = 0; z < files.size(); ++z) {
+    auto io = itk::GDCMImageIO::New();
+    io->SetFileName(files[z]);
+    io->ReadImageInformation();
+    std::size_t pixels = io->GetNumberOfComponents();
+    for (unsigned i = 0; i < io->GetNumberOfDimensions(); ++i) pixels *= io->GetDimensions(i);
+    if (pixels != slice || io->GetNumberOfComponents() != 1)
+      throw input_error(fs::path(files[z]).string() + ": slice is not a single-component image of the series' size");
+    read_io_into(io.GetPointer(), out.image.voxels.data() + z * slice, files[z]);
+    if (z == 0) out.info.pixel_type = pixel_type_name(io->GetComponentType());
+  }
   out.info.format = "dicom-series";
   std::string modality;
   if (dicom->GetValueFromTag("0008|0060", modality)) {
     modality.erase(std::remove(modality.begin(), modality.end(), ' '), modality.end());
     out.info.modality = modality;
   }
-  out.info.pixel_type = pixel_type_name(dicom->GetComponentType());
   out.info.file_dimension = 3;
   return out;
 }
@@ -184,8 +282,8 @@ const char* itk_io_class(const std::string& format) {
 }
 
 // The image behind an ImageIO whose information is read (the voxels, their type and the
-// dimensions checked).
-LoadedImage read_checked(const fs::path& path, itk::ImageIOBase* io) {
+// dimensions checked). A NIfTI's checked layout lets its voxels be decoded directly.
+LoadedImage read_checked(const fs::path& path, itk::ImageIOBase* io, const detail::NiftiLayout* nifti) {
   try {
     LoadedImage out;
     out.info.format = format_of_extension(full_extension(path));
@@ -206,13 +304,25 @@ LoadedImage read_checked(const fs::path& path, itk::ImageIOBase* io) {
       throw input_error(path.string() + ": " + std::to_string(dims) +
                         "-dimensional image; only 2D and 3D images are supported");
     }
+    if (dims < 2) throw input_error(path.string() + ": 1-dimensional image");
     out.info.file_dimension = static_cast<int>(dims);
-    if (dims == 2) {
-      out.image = read_scalar<2>(path, io);
-    } else if (dims == 3) {
-      out.image = read_scalar<3>(path, io);
+    const std::uint64_t values = io->GetImageSizeInComponents();
+    // 2D images (pictures, single slices) and colour keep ITK's reader: they are small,
+    // and it owns the luminance conversion and the 2D direction rules.
+    ReadPath how = ReadPath::kItkReader;
+    if (dims == 3 && io->GetNumberOfComponents() == 1) {
+      how = nifti && nifti->components == 1 && nifti->data_end - nifti->vox_offset == values * nifti->value_bytes
+                ? ReadPath::kNiftiDirect
+                : ReadPath::kImageIo;
+    }
+    check_budget(path, values, read_bytes(values, static_cast<unsigned>(io->GetComponentSize()), how));
+    if (how == ReadPath::kItkReader) {
+      if (nifti) detail::check_nifti_data(path, *nifti);
+      out.image = dims == 2 ? read_scalar<2>(path, io) : read_scalar<3>(path, io);
     } else {
-      throw input_error(path.string() + ": 1-dimensional image");
+      out.image = FloatImage(geometry_of_io(io));
+      if (how == ReadPath::kNiftiDirect) detail::read_nifti_voxels(path, *nifti, out.image.voxels.data(), values);
+      else read_io_into(io, out.image.voxels.data(), path);
     }
     check_finite_geometry(out.image.geometry, path);
     return out;
@@ -272,26 +382,15 @@ LoadedImage read_image(const fs::path& path) {
       if (format == "unknown") format = sniff_format(path);
       detail::NiftiLayout nifti;
       const detail::DeclaredImage declared = check_structure(path, format, &nifti);
-      check_budget(path, declared);
+      // Every way of reading needs at least the float image: refused before ITK allocates
+      // anything; the exact figure for the way taken is checked once the header is read.
+      check_budget(path, declared.voxels, read_bytes(declared.voxels, declared.bytes_per_value, ReadPath::kNiftiDirect));
       auto io = itk::ImageIOFactory::CreateImageIO(path.string().c_str(), itk::CommonEnums::IOFileMode::ReadMode);
       if (!io || std::string(io->GetNameOfClass()) != itk_io_class(format))
         throw input_error(path.string() + ": not a readable " + format + " file");
       io->SetFileName(path.string());
       io->ReadImageInformation();
-      // A .nii.gz is only known to be complete once decompressed, and float voxels only
-      // known to be finite once read (ITK's NIfTI reader turns NaN into 0): that check
-      // runs beside ITK's own reading instead of before it (about a second less for a
-      // large CT). Its error, the clearer one, wins when both fail.
-      std::future<void> complete;
-      if (format == "nifti")
-        complete = std::async(std::launch::async, [path, nifti] { detail::check_nifti_data(path, nifti); });
-      try {
-        out = read_checked(path, io.GetPointer());
-        if (complete.valid()) complete.get();
-      } catch (...) {
-        if (complete.valid()) complete.get();
-        throw;
-      }
+      out = read_checked(path, io.GetPointer(), format == "nifti" ? &nifti : nullptr);
     }
     // NaN or infinite voxels would pass through every stage and come out as numbers.
     const auto bad = static_cast<std::size_t>(std::count_if(out.image.voxels.begin(), out.image.voxels.end(),
