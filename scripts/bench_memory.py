@@ -4,7 +4,7 @@
 Writes an uncompressed int16 NIfTI of NX x NY x NZ voxels (random values, 0.8 x 0.8 x 1 mm)
 into a temporary folder, runs the command on it once and prints the peak resident memory
 of the child process, its wall time, bytes per voxel, and what --max-memory checks for
-reading it (the float image, 4 bytes per voxel, and a 16 MiB chunk: NIfTI voxels are
+reading it (the float image, 4 bytes per voxel, and a 1 MiB chunk: NIfTI voxels are
 decoded straight into it).
 
 usage: scripts/bench_memory.py [NX NY NZ] [--tool spine-prep] [--bin build/bin] [extra args]
@@ -48,7 +48,7 @@ def main():
     voxels = nx * ny * nz
     print(f'{args.tool} {nx}x{ny}x{nz} int16 ({voxels / 1e6:.1f} M voxels): exit {rc}, {wall:.1f} s, '
           f'peak RSS {peak / 2**30:.2f} GiB = {peak / voxels:.1f} bytes/voxel; '
-          f'--max-memory reading estimate {(4 * voxels + (16 << 20)) / 2**30:.2f} GiB')
+          f'--max-memory reading estimate {(4 * voxels + (1 << 20)) / 2**30:.2f} GiB')
     return rc
 
 

@@ -23,13 +23,15 @@ struct CommonOptions {
   std::string device = "auto";
   bool force = false;
   bool resume = false;
-  std::string max_memory = "auto";   // budget for reading one input (see io.hpp)
+  std::string max_memory = "auto";   // budget for one input (see io.hpp)
   std::string name_map;              // --anonymise-names MAP (empty: real study names)
 
   void register_cli(CLI::App& app, bool with_inputs = true);
   std::string effective_log_level() const;
-  // Batch options for `tool` from these options, recording `config` in provenance.
-  BatchOptions batch_options(const std::string& tool, nlohmann::json config) const;
+  // Batch options for `tool` from these options, recording `config` in provenance;
+  // `working_bytes_per_voxel` is the command's measured peak per input voxel, which
+  // --max-memory is checked against (see set_memory_budget).
+  BatchOptions batch_options(const std::string& tool, nlohmann::json config, double working_bytes_per_voxel = 0) const;
   nlohmann::json to_json() const;
 };
 

@@ -40,10 +40,15 @@ std::string study_name_of(const std::filesystem::path& path);
 // against the memory budget, and after reading every voxel must be finite.
 LoadedImage read_image(const std::filesystem::path& path);
 
-// The most memory reading one input may take, checked from its header before anything is
-// allocated. Default (0 = unset): three quarters of the machine's memory.
-void set_memory_budget(std::uint64_t bytes);
+// The most memory one input may take, checked from its header before anything is
+// allocated: what reading needs, or the command's working memory per input value (its
+// measured peak per voxel, 0 where only the read counts) if that is more. Default budget
+// (0 = unset): three quarters of the machine's memory.
+void set_memory_budget(std::uint64_t bytes, double working_bytes_per_value = 0);
 std::uint64_t memory_budget();
+// Throws an input error naming `path` when `values` at `bytes_per_value` exceed the
+// budget: for grids a command makes itself (resampling to a finer spacing).
+void check_memory_budget(const std::filesystem::path& path, std::uint64_t values, double bytes_per_value);
 // "8G", "512M", "2.5GiB", "auto" (0) -> bytes; a usage error otherwise.
 std::uint64_t parse_memory_size(const std::string& text);
 LabelImage read_labels(const std::filesystem::path& path);

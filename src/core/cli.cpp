@@ -28,8 +28,8 @@ void CommonOptions::register_cli(CLI::App& app, bool with_inputs) {
   app.add_flag("--force", force, "Overwrite existing study outputs");
   app.add_flag("--resume", resume, "Skip studies whose outputs are already complete (damaged ones are run again)");
   app.add_option("--max-memory", max_memory,
-                 "Most memory reading one input may take, checked from its header before reading "
-                 "(e.g. 8G, 512M; auto = three quarters of this machine's memory)")
+                 "Most memory one input may take (reading it and the command's work on it), checked from "
+                 "its header before reading (e.g. 8G, 512M; auto = three quarters of this machine's memory)")
       ->capture_default_str();
   app.add_option("--anonymise-names,--anonymize-names", name_map,
                  "Name each study by a stable random pseudonym (anon-...) in its folder, tables, provenance and "
@@ -44,8 +44,9 @@ std::string CommonOptions::effective_log_level() const {
   return log_level;
 }
 
-BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::json config) const {
-  set_memory_budget(parse_memory_size(max_memory));
+BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::json config,
+                                          double working_bytes_per_voxel) const {
+  set_memory_budget(parse_memory_size(max_memory), working_bytes_per_voxel);
   BatchOptions o;
   o.tool = tool;
   o.output_dir = output_dir;

@@ -173,17 +173,21 @@ enum class ReadPath {
 };
 
 std::uint64_t read_bytes(std::uint64_t values, unsigned value_bytes, ReadPath path) {
-  const std::uint64_t chunk = std::uint64_t{16} << 20;
+  const std::uint64_t stored = values * std::max(1u, value_bytes);
   switch (path) {
-    case ReadPath::kNiftiDirect: return values * 4 + chunk;
-    case ReadPath::kImageIo: return values * (4 + std::max(1u, value_bytes)) + chunk;
+    case ReadPath::kNiftiDirect: return values * 4 + std::min<std::uint64_t>(stored, 1 << 20);  // one chunk
+    case ReadPath::kImageIo: return values * 4 + stored;  // at most: a slab is less
     case ReadPath::kItkReader: break;
   }
   return values * (8 + std::max(1u, value_bytes));
 }
 
-void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t need) {
+double g_working_bytes_per_value = 0;
+
+void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t read_need) {
   const std::uint64_t budget = memory_budget();
+  const std::uint64_t need =
+      std::max(read_need, static_cast<std::uint64_t>(static_cast<double>(values) * g_working_bytes_per_value));
   if (need > budget) {
     auto size = [](std::uint64_t b) {
       char t[32];
@@ -191,7 +195,7 @@ void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t need
       else std::snprintf(t, sizeof t, "%.1f MiB", b / 1048576.0);
       return std::string(t);
     };
-    throw input_error(path.string() + ": needs about " + size(need) + " to read (" + std::to_string(values) +
+    throw input_error(path.string() + ": needs about " + size(need) + " (" + std::to_string(values) +
                       " values), more than the memory budget of " + size(budget) + " (--max-memory)");
   }
 }
@@ -410,7 +414,14 @@ namespace {
 std::uint64_t g_memory_budget = 0;
 }
 
-void set_memory_budget(std::uint64_t bytes) { g_memory_budget = bytes; }
+void check_memory_budget(const fs::path& path, std::uint64_t values, double bytes_per_value) {
+  check_budget(path, values, static_cast<std::uint64_t>(static_cast<double>(values) * bytes_per_value));
+}
+
+void set_memory_budget(std::uint64_t bytes, double working_bytes_per_value) {
+  g_memory_budget = bytes;
+  g_working_bytes_per_value = working_bytes_per_value;
+}
 
 std::uint64_t memory_budget() {
   if (g_memory_budget > 0) return g_memory_budget;

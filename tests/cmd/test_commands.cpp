@@ -136,6 +136,31 @@ TEST(PrepCommand, BatchGoesOnAfterABadStudy) {
   EXPECT_NE(again.output.find("0 done, 1 failed, 1 skipped"), std::string::npos) << again.output;
 }
 
+// --max-memory is checked from the header before reading, and again before resampling to
+// a finer grid: refused studies name the file and the budget and leave no output.
+TEST(PrepCommand, MemoryBudgetIsCheckedBeforeAllocating) {
+  TempDir dir;
+  const fs::path image = test::make_ct_phantom(dir);  // 2 mm voxels
+  const std::uint64_t n = read_image(image).image.voxels.size();
+  auto prep = [&](const std::string& args, std::uint64_t budget, const std::string& out) {
+    return run_command(bin("spine-prep") + " " + q(image) + " " + args + " --max-memory " + std::to_string(budget) +
+                       " -q -o " + q(dir / out));
+  };
+  // Reading and writing alone takes about 10 bytes per voxel.
+  const auto low = prep("", 5 * n, "low");
+  EXPECT_NE(low.exit_code, 0);
+  EXPECT_NE(low.output.find(image.string() + ": needs about"), std::string::npos) << low.output;
+  EXPECT_NE(low.output.find("memory budget"), std::string::npos) << low.output;
+  EXPECT_FALSE(fs::exists(dir / "low" / "image"));
+  EXPECT_EQ(prep("", 20 * n, "ok").exit_code, 0);
+  // 1 mm from 2 mm is eight times the voxels: refused before the resampler allocates them.
+  const auto fine = prep("--resample 1", 20 * n, "fine");
+  EXPECT_NE(fine.exit_code, 0);
+  EXPECT_NE(fine.output.find("memory budget"), std::string::npos) << fine.output;
+  EXPECT_FALSE(fs::exists(dir / "fine" / "image"));
+  EXPECT_EQ(prep("--resample 3", 20 * n, "coarse").exit_code, 0);
+}
+
 // A list file of studies works like a directory.
 TEST(PrepCommand, ListFileInput) {
   TempDir dir;
