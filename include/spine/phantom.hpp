@@ -4,6 +4,7 @@
 // real CT keypoints (scripts/derive_anatomy_stats.py). Deterministic per seed.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,22 +28,46 @@ struct PhantomConfig {
   // Ribs, lungs, liver, kidneys, and the sacrum (label 26) with iliac wings when the
   // segment ends at L5: the neighbours and level landmarks real CT has.
   bool torso = false;
+  // Vertebral fractures, "NAME:TYPE:LOSS" (TYPE wedge, biconcave or crush; LOSS the
+  // fraction of body height lost where it is largest), e.g. "L1:wedge:0.3".
+  std::vector<std::string> fractures;
+  std::optional<double> marrow_hu;  // CT trabecular bone value (default 230 HU)
   std::uint64_t seed = 1;
 
   void validate() const;
   nlohmann::json to_json() const;
 };
 
+// What spine-measure should find, from the phantom's exact shapes (mm, degrees, HU),
+// defined as spine-measure defines them (measure.hpp): heights along the body's axis in
+// its mid-sagittal plane at the standard fractions of its depth, from the anterior wall
+// to the front of the canal.
 struct PhantomVertebraTruth {
   int label = 0;
   std::string name;
   std::array<double, 3> centroid_lps_mm{0, 0, 0};
+  std::array<double, 3> axial{0, 0, 1};       // the body's axis (superior)
+  double anterior_height = 0, middle_height = 0, posterior_height = 0;
+  std::string fracture = "none";
+  double fracture_loss = 0;
+  int genant_grade = 0;                        // from the heights above, as genant_grade() grades
+  double trabecular_hu = 0;                    // CT marrow value (0 for MR)
+  double canal_area_mm2 = 0, canal_ap_mm = 0;  // the canal's section (an ellipse)
+};
+
+struct PhantomDiscTruth {
+  int label = 0;
+  std::string name;
+  double anterior_height = 0, middle_height = 0, posterior_height = 0;
 };
 
 struct PhantomVolume {
   FloatImage image;    // HU for CT, arbitrary units for MR
   LabelImage labels;   // VerSe vertebrae (body + posterior elements), discs 100+, cord 60, canal 61
   std::vector<PhantomVertebraTruth> vertebrae;
+  std::vector<PhantomDiscTruth> discs;
+  double lordosis_deg = 0;   // L1 upper to L5 lower endplate, where both are in the phantom
+  double coronal_cobb_deg = 0;  // largest coronal angle between two endplates
 };
 
 PhantomVolume make_phantom_volume(const PhantomConfig& config);

@@ -2,6 +2,7 @@
 // landmarks and exact Cobb angles, one study folder each.
 #include "spine/commands/phantom_cmd.hpp"
 
+#include <cmath>
 #include <cstdio>
 
 #include "spine/error.hpp"
@@ -31,6 +32,10 @@ void PhantomCommandConfig::register_cli(CLI::App& app) {
   app.add_option("--noise", volume.noise, "Noise multiplier (0 = none)")->check(CLI::Range(0.0, 10.0));
   app.add_flag("--bias-field", volume.bias_field, "Smooth multiplicative bias field (MR)");
   app.add_flag("--torso", volume.torso, "Ribs, lungs, liver, kidneys, sacrum and iliac wings around the spine");
+  app.add_option("--fracture", volume.fractures,
+                 "Vertebral fracture NAME:TYPE:LOSS (wedge, biconcave or crush; LOSS the fraction of height lost "
+                 "where most), e.g. L1:wedge:0.3; repeatable");
+  app.add_option("--marrow-hu", volume.marrow_hu, "ct: trabecular bone attenuation (HU, default 230)");
   app.add_option("--format", format, "Volume format")->check(CLI::IsMember({"nii.gz", "nii", "nrrd", "mha"}));
 }
 
@@ -120,8 +125,17 @@ BatchSummary run_phantom(const PhantomCommandConfig& c) {
       write_labels(p.labels, work / ("labels." + c.format));
       std::vector<int> present;
       nlohmann::json verts = nlohmann::json::array();
+      auto r3 = [](double x) { return std::round(x * 1000) / 1000; };
       for (const auto& t : p.vertebrae) {
-        verts.push_back({{"name", t.name}, {"label", t.label}, {"centroid_lps_mm", t.centroid_lps_mm}});
+        nlohmann::json j{{"name", t.name}, {"label", t.label}, {"centroid_lps_mm", t.centroid_lps_mm}};
+        if (t.label != label::kSacrum) {
+          j["axial"] = t.axial;
+          j["heights_mm"] = {{"anterior", r3(t.anterior_height)}, {"middle", r3(t.middle_height)}, {"posterior", r3(t.posterior_height)}};
+          j["fracture"] = {{"type", t.fracture}, {"loss", t.fracture_loss}, {"genant_grade", t.genant_grade}};
+          if (c.kind == "ct") j["trabecular_hu"] = t.trabecular_hu;
+          j["canal"] = {{"area_mm2", r3(t.canal_area_mm2)}, {"ap_mm", r3(t.canal_ap_mm)}};
+        }
+        verts.push_back(j);
         present.push_back(t.label);
         if (t.label <= label::kL5) present.push_back(disc_label_below(t.label));
       }
@@ -130,6 +144,18 @@ BatchSummary run_phantom(const PhantomCommandConfig& c) {
       write_color_tables(present, work / "labels");
       truth["modality"] = c.kind;
       truth["vertebrae"] = verts;
+      nlohmann::json discs = nlohmann::json::array();
+      for (const auto& d : p.discs)
+        discs.push_back({{"name", d.name}, {"label", d.label},
+                         {"heights_mm", {{"anterior", r3(d.anterior_height)}, {"middle", r3(d.middle_height)},
+                                         {"posterior", r3(d.posterior_height)}}}});
+      truth["discs"] = discs;
+      if (p.lordosis_deg != 0) truth["lumbar_lordosis_deg"] = r3(p.lordosis_deg);
+      truth["coronal_cobb_deg"] = r3(p.coronal_cobb_deg);
+      truth["measurement_definitions"] =
+          "heights along each body's axis in its mid-sagittal plane at 10/50/90 % of its depth (anterior wall to "
+          "the front of the canal), as spine-measure measures them; discs between the endplate planes at "
+          "10/50/90 % of the disc's depth; lordosis from the L1 upper to the L5 lower endplate";
       truth["note"] = "centroid_lps_mm is the vertebral body centre used to build the phantom";
     }
     write_text_file(work / "truth.json", truth.dump(2) + "\n");

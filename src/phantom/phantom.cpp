@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "phantom/spine_model.hpp"
 #include "spine/error.hpp"
 #include "spine/labels.hpp"
+#include "spine/measure.hpp"
 #include "spine/preprocess.hpp"
 
 namespace spine {
@@ -43,12 +45,24 @@ struct Hit {
   Tissue tissue = kAir;
 };
 
+// The fraction of body height a fracture takes at (u, v) of the body's section: the
+// upper endplate is lowered by this times the height. The posterior wall is the front of
+// the canal (v = b + 1), where a wedge loses nothing.
+double fracture_reduction(const VertebraShape& s, double u, double v) {
+  if (s.fracture.empty() || s.fracture == "none") return 0;
+  const double a = s.body_width / 2, b = s.body_depth / 2;
+  if (s.fracture == "wedge") return s.fracture_loss * std::clamp((b + 1 - v) / (2 * b + 1), 0.0, 1.0);
+  if (s.fracture == "biconcave") return s.fracture_loss * std::max(0.0, 1 - (u / a) * (u / a) - (v / b) * (v / b));
+  return s.fracture_loss;  // crush
+}
+
 Hit classify_vertebra(const VertebraShape& s, const LocalPoint& p, bool cord_level) {
   const double a = s.body_width / 2, b = s.body_depth / 2, h = s.body_height / 2;
-  // Body: elliptic cylinder with a 1.5 mm cortical shell.
+  // Body: elliptic cylinder with a 1.5 mm cortical shell, its top lowered by a fracture.
   const double r = std::sqrt((p.u / a) * (p.u / a) + (p.v / b) * (p.v / b));
-  if (r <= 1 && std::abs(p.w) <= h) {
-    const double edge = std::min((1 - r) * std::min(a, b), h - std::abs(p.w));
+  const double top = h - s.body_height * fracture_reduction(s, p.u, p.v);
+  if (r <= 1 && p.w >= -h && p.w <= top) {
+    const double edge = std::min({(1 - r) * std::min(a, b), top - p.w, p.w + h});
     return {s.label, edge < 1.5 ? kCortex : kMarrow};
   }
   const double cw = s.canal_half_width, cd = s.canal_half_depth;
@@ -175,7 +189,8 @@ void add_vertebra_bounds(const VertebraShape& s, Bounds& b) {
   const double ext_u = s.canal_half_width + 6 + 24 + 2;
   const double ext_v_front = s.body_depth / 2 + 2;
   const double ext_v_back = s.body_depth / 2 + 2 * s.canal_half_depth + 40;
-  const double ext_w = s.body_height / 2 + s.disc_height + 2;
+  // Below the body: room for a lordotic disc, up to twice as tall anteriorly.
+  const double ext_w = s.body_height / 2 + 2 * s.disc_height + 3;
   for (double su : {-1.0, 1.0})
     for (double sv : {-ext_v_front, ext_v_back})
       for (double sw : {-1.0, 1.0}) {
@@ -219,8 +234,127 @@ std::pair<std::array<std::size_t, 3>, std::array<std::size_t, 3>> voxel_range(co
   return {lo, hi};
 }
 
+constexpr double kPi = 3.14159265358979323846;
+
+Vec3 unit(const Vec3& v) {
+  const double n = std::sqrt(phantom::dot(v, v));
+  return {v[0] / n, v[1] / n, v[2] / n};
+}
+
+double sagittal_tilt(const Vec3& n) { return std::atan2(n[1], n[2]) * 180 / kPi; }
+double coronal_tilt(const Vec3& n) { return std::atan2(n[0], n[2]) * 180 / kPi; }
+
+// The measurements' truth from the exact shapes (see PhantomVertebraTruth).
+void add_measurement_truth(const std::vector<VertebraShape>& spine, double marrow, PhantomVolume& out) {
+  const double fractions[3] = {kAnteriorFraction, kMiddleFraction, kPosteriorFraction};
+  for (const auto& s : spine) {
+    PhantomVertebraTruth t;
+    t.label = s.label;
+    t.name = s.name;
+    t.centroid_lps_mm = s.centre;
+    t.axial = s.axial;
+    const double b = s.body_depth / 2, depth = 2 * b + 1;  // anterior wall to the front of the canal
+    double* h[3] = {&t.anterior_height, &t.middle_height, &t.posterior_height};
+    for (int q = 0; q < 3; ++q) *h[q] = s.body_height * (1 - fracture_reduction(s, 0, -b + fractions[q] * depth));
+    if (s.fracture == "wedge") {
+      // The upper endplate is a plane rising posteriorly with slope k: heights are taken
+      // along the mean of the two endplate normals (the bisector), from points on the
+      // line through the body centre perpendicular to it, in the (v, w) mid-sagittal plane.
+      const double hh = s.body_height / 2, k = s.body_height * s.fracture_loss / depth;
+      auto top = [&](double v) { return hh - k * (b + 1 - v); };
+      const double nt = std::sqrt(1 + k * k);
+      double av = -k / nt, aw = 1 / nt + 1;  // bisector of (0, 1) and (-k, 1) / |.|
+      const double an = std::hypot(av, aw);
+      av /= an;
+      aw /= an;
+      const double pv = aw, pw = -av;  // perpendicular, toward posterior
+      const double cv = (-b + b + 1) / 2, cw = (top(cv) - hh) / 2;
+      for (int q = 0; q < 3; ++q) {
+        const double vq = -b + fractions[q] * depth, sq = (vq - cv) / pv;
+        const double qv = cv + sq * pv, qw = cw + sq * pw;
+        const double t_bottom = (-hh - qw) / aw, t_top = (top(qv) - qw) / (aw - k * av);
+        *h[q] = t_top - t_bottom;
+      }
+    }
+    t.fracture = s.fracture.empty() ? "none" : s.fracture;
+    t.fracture_loss = s.fracture_loss;
+    t.trabecular_hu = marrow;
+    t.canal_area_mm2 = kPi * s.canal_half_width * s.canal_half_depth;
+    t.canal_ap_mm = 2 * s.canal_half_depth;
+    out.vertebrae.push_back(t);
+  }
+  for (std::size_t i = 0; i < out.vertebrae.size(); ++i) {
+    auto& t = out.vertebrae[i];
+    double expected = 0;
+    int n = 0;
+    for (std::size_t j : {i - 1, i + 1})
+      if (j < out.vertebrae.size()) {
+        expected += out.vertebrae[j].posterior_height;
+        ++n;
+      }
+    t.genant_grade = genant_grade(t.anterior_height, t.middle_height, t.posterior_height, n ? expected / n : 0).grade;
+  }
+  // Discs: between the planes of the lower and upper endplates, along their mean axis,
+  // at the fractions of the disc's depth (its section is an ellipse of the mean depth).
+  for (std::size_t i = 0; i + 1 < spine.size(); ++i) {
+    const VertebraShape& up = spine[i];
+    const VertebraShape& down = spine[i + 1];
+    if (down.fracture.size() && down.fracture != "none") continue;  // a lowered endplate leaves a gap
+    PhantomDiscTruth d;
+    d.label = disc_label_below(up.label);
+    d.name = label_name(d.label);
+    const Vec3 axis = unit({up.axial[0] + down.axial[0], up.axial[1] + down.axial[1], up.axial[2] + down.axial[2]});
+    Vec3 post = up.posterior;
+    const double along = phantom::dot(post, axis);
+    for (int r = 0; r < 3; ++r) post[r] -= along * axis[r];
+    post = unit(post);
+    Vec3 c;
+    for (int r = 0; r < 3; ++r)
+      c[r] = 0.5 * ((up.centre[r] - up.body_height / 2 * up.axial[r]) + (down.centre[r] + down.body_height / 2 * down.axial[r]));
+    const double half_depth = 0.97 * (up.body_depth + down.body_depth) / 4;
+    double* h[3] = {&d.anterior_height, &d.middle_height, &d.posterior_height};
+    for (int q = 0; q < 3; ++q) {
+      const double v = -half_depth + fractions[q] * 2 * half_depth;
+      Vec3 x;
+      for (int r = 0; r < 3; ++r) x[r] = c[r] + v * post[r];
+      // Line x + t axis meets the plane (p - centre) . n = offset at t = (offset - (x - centre) . n) / (axis . n).
+      auto meet = [&](const VertebraShape& s, double offset) {
+        const Vec3 q2{x[0] - s.centre[0], x[1] - s.centre[1], x[2] - s.centre[2]};
+        return (offset - phantom::dot(q2, s.axial)) / phantom::dot(axis, s.axial);
+      };
+      *h[q] = meet(up, -up.body_height / 2) - meet(down, down.body_height / 2);
+    }
+    out.discs.push_back(d);
+  }
+  // Lordosis and the coronal Cobb angle from the endplates (parallel to each body's
+  // section, so their normals are the body axes; a fracture tilts only an upper endplate).
+  const VertebraShape *l1 = nullptr, *l5 = nullptr;
+  for (const auto& s : spine) {
+    if (s.label == label::kL1) l1 = &s;
+    if (s.label == label::kL5) l5 = &s;
+  }
+  if (l1 && l5) {
+    // A wedge fracture tilts the upper endplate: the surface rises posteriorly by
+    // loss x height over the depth (anterior wall to the front of the canal).
+    Vec3 up = l1->axial;
+    if (l1->fracture == "wedge") {
+      const double k = l1->body_height * l1->fracture_loss / (l1->body_depth + 1);
+      for (int r = 0; r < 3; ++r) up[r] -= k * l1->posterior[r];
+      up = unit(up);
+    }
+    out.lordosis_deg = sagittal_tilt(up) - sagittal_tilt(l5->axial);
+  }
+  double lo = 1e9, hi = -1e9;
+  for (const auto& s : spine) {
+    lo = std::min(lo, coronal_tilt(s.axial));
+    hi = std::max(hi, coronal_tilt(s.axial));
+  }
+  out.coronal_cobb_deg = spine.empty() ? 0 : hi - lo;
+}
+
 PhantomVolume render_volume(const std::vector<VertebraShape>& spine, const std::string& modality,
-                            double spacing, double margin, double noise, bool bias, bool torso, std::mt19937_64& rng) {
+                            double spacing, double margin, double noise, bool bias, bool torso, std::mt19937_64& rng,
+                            std::optional<double> marrow_hu = std::nullopt) {
   Bounds bounds;
   for (const auto& s : spine) add_vertebra_bounds(s, bounds);
   const bool with_sacrum = torso && spine.back().label == label::kL5;
@@ -238,7 +372,8 @@ PhantomVolume render_volume(const std::vector<VertebraShape>& spine, const std::
     g.size[i] = static_cast<std::size_t>(std::ceil((hi - lo) / spacing)) + 1;
   }
   if (g.voxel_count() > 400'000'000ULL) throw usage_error("phantom too large; use a coarser spacing");
-  const auto values = tissue_values(modality);
+  auto values = tissue_values(modality);
+  if (marrow_hu && modality == "ct") values[kMarrow] = *marrow_hu;
   PhantomVolume out;
   out.image = FloatImage(g, static_cast<float>(values[kAir]));
   out.labels = LabelImage(g, 0);
@@ -309,7 +444,10 @@ PhantomVolume render_volume(const std::vector<VertebraShape>& spine, const std::
           }
           // Disc below: between this body's lower and the next body's upper endplate
           // (for L5 over the sacrum: down to the sacral plateau).
-          if ((below || with_sacrum) && lp.w < -s.body_height / 2 && lp.w >= -s.body_height / 2 - s.disc_height - 1.0) {
+          // A wedge-shaped (lordotic) disc is taller in front than disc_height: the lower
+          // body's endplate bounds it, the slab only where there is none (over the sacrum).
+          const double slab = below ? 2 * s.disc_height + 2.0 : s.disc_height + 1.0;
+          if ((below || with_sacrum) && lp.w < -s.body_height / 2 && lp.w >= -s.body_height / 2 - slab) {
             bool inside_next = false;
             double a = 0, d = 0;
             if (below) {
@@ -359,11 +497,15 @@ PhantomVolume render_volume(const std::vector<VertebraShape>& spine, const std::
         v = static_cast<float>(x);
       }
 
-  for (const auto& s : spine) out.vertebrae.push_back({s.label, s.name, s.centre});
+  add_measurement_truth(spine, modality == "ct" ? values[kMarrow] : 0.0, out);
   if (with_sacrum) {
     Vec3 c;
     for (int i = 0; i < 3; ++i) c[i] = sacrum.top[i] + 30 * sacrum.down[i];
-    out.vertebrae.push_back({label::kSacrum, "S", c});
+    PhantomVertebraTruth t;
+    t.label = label::kSacrum;
+    t.name = "S";
+    t.centroid_lps_mm = c;
+    out.vertebrae.push_back(t);
   }
   return out;
 }
@@ -372,6 +514,22 @@ int parse_vertebra(const std::string& name) {
   const auto v = label_from_name(name);
   if (!v || *v < 1 || *v > 24) throw usage_error("'" + name + "' is not a vertebra between C1 and L5");
   return *v;
+}
+
+// "L1:wedge:0.3" -> (20, "wedge", 0.3).
+std::tuple<int, std::string, double> parse_fracture(const std::string& text) {
+  const auto a = text.find(':'), b = text.rfind(':');
+  if (a == std::string::npos || a == b) throw usage_error("fracture '" + text + "' is not NAME:TYPE:LOSS, e.g. L1:wedge:0.3");
+  const int label = parse_vertebra(text.substr(0, a));
+  const std::string type = text.substr(a + 1, b - a - 1);
+  if (type != "wedge" && type != "biconcave" && type != "crush")
+    throw usage_error("fracture type '" + type + "' is not wedge, biconcave or crush");
+  char* end = nullptr;
+  const std::string loss_text = text.substr(b + 1);
+  const double loss = std::strtod(loss_text.c_str(), &end);
+  if (end == loss_text.c_str() || *end || !(loss > 0 && loss < 0.8))
+    throw usage_error("fracture loss '" + loss_text + "' must be a fraction between 0 and 0.8");
+  return {label, type, loss};
 }
 
 }  // namespace
@@ -385,13 +543,16 @@ void PhantomConfig::validate() const {
   if (!(scoliosis_apex > 0 && scoliosis_apex < 1)) throw usage_error("phantom apex must lie in (0, 1)");
   if (!(noise >= 0)) throw usage_error("phantom noise must be >= 0");
   if (!(margin_mm >= 0 && margin_mm <= 300)) throw usage_error("phantom margin must be 0..300 mm");
+  for (const auto& f : fractures) parse_fracture(f);
+  if (marrow_hu && !(*marrow_hu >= -200 && *marrow_hu <= 1000)) throw usage_error("phantom marrow HU must be -200..1000");
 }
 
 nlohmann::json PhantomConfig::to_json() const {
   return {{"modality", modality},      {"first_vertebra", first_vertebra}, {"last_vertebra", last_vertebra},
           {"spacing_mm", spacing_mm},  {"scoliosis_deg", scoliosis_deg},   {"scoliosis_apex", scoliosis_apex},
           {"noise", noise},            {"bias_field", bias_field},         {"margin_mm", margin_mm},
-          {"seed", seed}, {"torso", torso}};
+          {"seed", seed}, {"torso", torso}, {"fractures", fractures},
+          {"marrow_hu", marrow_hu ? nlohmann::json(*marrow_hu) : nlohmann::json(nullptr)}};
 }
 
 PhantomVolume make_phantom_volume(const PhantomConfig& c) {
@@ -399,8 +560,19 @@ PhantomVolume make_phantom_volume(const PhantomConfig& c) {
   std::mt19937_64 rng(c.seed);
   const double half = c.scoliosis_deg / 2;
   const std::vector<phantom::TiltKnot> knots{{0, half}, {c.scoliosis_apex, 0}, {1, -half}};
-  const auto spine = phantom::build_spine(parse_vertebra(c.first_vertebra), parse_vertebra(c.last_vertebra), knots, rng);
-  return render_volume(spine, c.modality, c.spacing_mm, c.margin_mm, c.noise, c.bias_field, c.torso, rng);
+  auto spine = phantom::build_spine(parse_vertebra(c.first_vertebra), parse_vertebra(c.last_vertebra), knots, rng);
+  for (const auto& text : c.fractures) {
+    const auto [label, type, loss] = parse_fracture(text);
+    bool found = false;
+    for (auto& s : spine)
+      if (s.label == label) {
+        s.fracture = type;
+        s.fracture_loss = loss;
+        found = true;
+      }
+    if (!found) throw usage_error("fracture '" + text + "': the vertebra is not in the phantom");
+  }
+  return render_volume(spine, c.modality, c.spacing_mm, c.margin_mm, c.noise, c.bias_field, c.torso, rng, c.marrow_hu);
 }
 
 void RadiographConfig::validate() const {

@@ -20,6 +20,11 @@ struct VertebraShape {
   double disc_height = 0;  // disc below this vertebra, mm
   double canal_half_width = 0, canal_half_depth = 0;
   double coronal_tilt_deg = 0;
+  // A fracture of the upper endplate: "wedge" (anterior height lost, none at the
+  // posterior wall), "biconcave" (middle lost, none at the rim) or "crush" (all lost
+  // alike), by `fracture_loss` (0..1) of body_height where the loss is largest.
+  std::string fracture;
+  double fracture_loss = 0;
 };
 
 // Tilt knots along the normalised segment length s (0 top .. 1 bottom): the coronal tilt

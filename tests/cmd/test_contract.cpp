@@ -14,7 +14,8 @@ namespace fs = std::filesystem;
 class Contract : public ::testing::TestWithParam<std::string> {};
 
 INSTANTIATE_TEST_SUITE_P(Tools, Contract,
-                         ::testing::Values("spine-prep", "spine-phantom", "spine-cobb", "spine-seg", "spine-detect"));
+                         ::testing::Values("spine-prep", "spine-phantom", "spine-cobb", "spine-seg", "spine-detect",
+                                           "spine-measure"));
 
 TEST_P(Contract, HelpShowsOptionsAndDefaults) {
   const auto r = run_command(bin(GetParam()) + " --help");

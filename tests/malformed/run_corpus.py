@@ -39,13 +39,15 @@ TIMEOUT_S = 180
 
 # The kinds of image each command works on; a valid file of another kind (a CT volume
 # given to spine-cobb) must be refused like a broken one.
-KINDS = {"spine-prep": {"3d", "2d"}, "spine-seg": {"3d"}, "spine-detect": {"3d"}, "spine-cobb": {"2d"}}
+KINDS = {"spine-prep": {"3d", "2d"}, "spine-seg": {"3d"}, "spine-detect": {"3d"}, "spine-cobb": {"2d"},
+         "spine-measure": {"3d"}}
 
 COMMAND_ARGS = {
     "spine-prep": [],
     "spine-seg": ["--threads", "1"],
     "spine-detect": ["--threads", "1"],
     "spine-cobb": ["--threads", "1", "--no-overlay"],
+    "spine-measure": ["--threads", "1"],
 }
 
 
