@@ -69,6 +69,7 @@ struct VertebraMeasurement {
   double core_erosion_mm = 0;
   std::optional<double> canal_ap_mm, canal_area_mm2;  // where the map has a canal (61)
   std::vector<std::string> flags;  // why a value cannot be trusted
+  std::vector<std::string> notes;  // what is incomplete without spoiling the heights
 };
 
 struct DiscMeasurement {

@@ -134,6 +134,18 @@ void write_overlay(const FloatImage& image, const LabelImage& labels, const Spin
       const auto rgb = label_info(l).rgb;
       draw_circle(pic, {(double(c) + 0.5) * scale, (double(r) + 0.5) * scale}, 0.8, {rgb[0], rgb[1], rgb[2]});
     }
+  // A panel on the right for the figures, so that no text covers the bone.
+  const std::size_t panel = 520;
+  {
+    RgbImage wide;
+    wide.width = pic.width + panel;
+    wide.height = pic.height;
+    wide.rgb.assign(wide.width * wide.height * 3, 24);
+    for (std::size_t r = 0; r < pic.height; ++r)
+      std::copy(pic.rgb.begin() + static_cast<long>(r * pic.width * 3), pic.rgb.begin() + static_cast<long>((r + 1) * pic.width * 3),
+                wide.rgb.begin() + static_cast<long>(r * wide.width * 3));
+    pic = std::move(wide);
+  }
   auto to_px = [&](const Vec3d& p) { return Point2{(p[1] - ylo) / px * scale, (zhi - p[2]) / px * scale}; };
   for (const auto& v : m.vertebrae) {
     if (!v.heights.valid) continue;
@@ -145,11 +157,14 @@ void write_overlay(const FloatImage& image, const LabelImage& labels, const Spin
     std::ostringstream t;
     t.setf(std::ios::fixed);
     t.precision(1);
-    t << v.name << "  " << v.heights.anterior << " / " << v.heights.middle << " / " << v.heights.posterior << " mm";
-    if (v.genant.grade > 0) t << "  Genant " << v.genant.grade << " " << v.genant.type;
-    if (v.trabecular_hu_median) t << "  " << std::lround(*v.trabecular_hu_median) << " HU";
-    const Point2 at = to_px(pts[2]);
-    draw_text(pic, t.str(), {at.x + 30, at.y + 8}, 22, v.flags.empty() ? Rgb{255, 255, 255} : Rgb{255, 150, 80});
+    t << v.name << " " << v.heights.anterior << "/" << v.heights.middle << "/" << v.heights.posterior << " mm";
+    if (v.trabecular_hu_median) t << " " << std::lround(*v.trabecular_hu_median) << " HU";
+    if (v.genant.grade > 0) t << " G" << v.genant.grade << " " << v.genant.type;
+    if (!v.flags.empty()) t << " !";
+    const Point2 at = to_px(v.centre);
+    const double x0 = static_cast<double>(pic.width - panel) + 8;
+    draw_line(pic, {static_cast<double>(pic.width - panel) - 4, at.y}, {x0 - 2, at.y}, {120, 120, 120}, 1);
+    draw_text(pic, t.str(), {x0, at.y - 11}, 20, v.flags.empty() ? Rgb{255, 255, 255} : Rgb{255, 150, 80});
   }
   std::string footer;
   for (const auto& a : m.angles)

@@ -89,6 +89,17 @@ double Mask::voxel_volume() const {
   return geometry_.spacing[0] * geometry_.spacing[1] * (geometry_.dimension == 3 ? geometry_.spacing[2] : 1.0);
 }
 
+bool Mask::touches_grid_edge() const {
+  const std::size_t nx = geometry_.size[0], ny = geometry_.size[1];
+  for (std::size_t c = 0; c < bits_.size(); ++c) {
+    if (!bits_[c]) continue;
+    const std::size_t at[3] = {c % nx, (c / nx) % ny, c / (nx * ny)};
+    for (int a = 0; a < geometry_.dimension; ++a)
+      if (at[a] + lo_[a] == 0 || at[a] + lo_[a] + 1 == full_size_[a]) return true;
+  }
+  return false;
+}
+
 std::size_t Mask::full_index(std::size_t c) const {
   const std::size_t nx = geometry_.size[0], ny = geometry_.size[1];
   const std::size_t i = c % nx, j = (c / nx) % ny, k = c / (nx * ny);

@@ -65,6 +65,8 @@ class Mask {
   // The voxel with the largest distance_inside (nearest the centroid among ties).
   Vec3d deepest_point() const;
   const std::vector<std::uint8_t>& bits() const { return bits_; }
+  // True when a voxel of the mask lies on the edge of the full grid (cut by the field of view).
+  bool touches_grid_edge() const;
   // Index of each crop voxel in the full label grid.
   std::size_t full_index(std::size_t crop_index) const;
 

@@ -52,6 +52,7 @@ nlohmann::json measurements_json(const SpineMeasurements& m) {
                                  {"height_reduction", value(100 * v.genant.reduction, "%")},
                                  {"confidence", v.genant_confidence}}},
                      {"flags", v.flags},
+                     {"notes", v.notes},
                      {"reliable", v.flags.empty()}};
     if (v.trabecular_hu_median)
       j["trabecular_attenuation"] = {{"median", value(*v.trabecular_hu_median, "HU")},

@@ -124,8 +124,7 @@ void measure_vertebra(const LabelImage& labels, const std::map<int, LabelBox>& b
   VertebraMeasurement& v = w.m;
   const Mask whole(labels, {v.label}, boxes);
   v.volume_mm3 = double(whole.count()) * whole.voxel_volume();
-  w.cut = touches_border(boxes.at(v.label), labels.geometry);
-  if (w.cut) v.flags.push_back("cut by the field of view: heights, grade and volume are not of the whole vertebra");
+  const bool label_cut = touches_border(boxes.at(v.label), labels.geometry);
   const double pieces = fragmentation(whole);
   if (pieces > 0.05)
     v.flags.push_back("segmentation in pieces (" + std::to_string(int(std::round(pieces * 100))) +
@@ -144,6 +143,10 @@ void measure_vertebra(const LabelImage& labels, const std::map<int, LabelBox>& b
   Mask body = whole.filtered([&](const Vec3d& p) { return dot(sub(p, deep), post) <= wall; });
   v.posterior_elements = body.count() + body.count() / 50 < whole.count();
   v.body_volume_mm3 = double(body.count()) * body.voxel_volume();
+  // A cut body spoils heights and grade; cut processes (a spine-centred crop) only the volume.
+  w.cut = body.touches_grid_edge();
+  if (w.cut) v.flags.push_back("body cut by the field of view: heights, grade and volume are not of the whole vertebra");
+  else if (label_cut) v.notes.push_back("posterior elements cut by the field of view: volume is not of the whole vertebra");
   const auto frame = body_frame(body, axial_guess);
   if (!frame) {
     v.flags.push_back("body too small or its endplates not found: no heights");
@@ -378,33 +381,30 @@ SpineMeasurements measure_spine(const LabelImage& labels, const FloatImage* imag
       out.angles.push_back({"thoracic kyphosis", -sagittal_angle(t4->upper.normal, t12->lower.normal), "T4 upper",
                             "T12 lower", "sagittal angle between the T4 upper and T12 lower endplates (positive: kyphotic)"});
   }
-  // Coronal Cobb angle: the largest coronal angle between any two endplates.
+  // Coronal Cobb angle: the largest coronal angle between two vertebrae, each tilted as
+  // the mean of its two endplate normals (one endplate alone is too noisy on real bodies,
+  // whose endplates are dished, and the largest of many noisy differences is biased up).
   {
-    struct Plate {
+    struct Tilt {
       std::string name;
-      double tilt;
-      int rank;
+      double deg;
     };
-    std::vector<Plate> plates;
-    for (const auto& w : work) {
-      if (!w.frame) continue;
-      plates.push_back({w.m.name + " upper", w.m.upper.coronal_deg, 2 * craniocaudal_rank(w.m.label)});
-      plates.push_back({w.m.name + " lower", w.m.lower.coronal_deg, 2 * craniocaudal_rank(w.m.label) + 1});
-    }
+    std::vector<Tilt> tilts;
+    for (const auto& w : work)
+      if (w.frame && !w.cut) tilts.push_back({w.m.name, coronal_tilt_deg(upward(w.frame->axial))});
     double best = 0;
     std::size_t bi = 0, bj = 0;
-    for (std::size_t i = 0; i < plates.size(); ++i)
-      for (std::size_t j = i + 1; j < plates.size(); ++j)
-        if (std::fabs(plates[i].tilt - plates[j].tilt) > best) {
-          best = std::fabs(plates[i].tilt - plates[j].tilt);
+    for (std::size_t i = 0; i < tilts.size(); ++i)
+      for (std::size_t j = i + 1; j < tilts.size(); ++j)
+        if (std::fabs(tilts[i].deg - tilts[j].deg) > best) {
+          best = std::fabs(tilts[i].deg - tilts[j].deg);
           bi = i;
           bj = j;
         }
-    if (plates.size() >= 2) {
-      if (plates[bi].rank > plates[bj].rank) std::swap(bi, bj);
-      out.angles.push_back({"coronal Cobb", best, plates[bi].name, plates[bj].name,
-                            "largest coronal angle between two endplates (end vertebrae: from, to)"});
-    }
+    if (tilts.size() >= 2)
+      out.angles.push_back({"coronal Cobb", best, tilts[bi].name, tilts[bj].name,
+                            "largest coronal angle between two vertebrae's axes (mean endplate normals; end "
+                            "vertebrae: from, to); under 10 degrees is not scoliosis"});
   }
 
   // Opportunistic osteoporosis screen: L1, else T12, else L2.
