@@ -3,7 +3,8 @@
 # synthetic sample studies shipped in data/sample/ (made by scripts/make_sample_data.sh):
 #   spine-seg and spine-detect on a phantom torso CT, names beside the phantom's truth;
 #   spine-cobb on a phantom radiograph, printed beside the phantom's true angles;
-#   spine-prep on a phantom CT (bone window, 1 mm resampling).
+#   spine-prep on a phantom CT (bone window, 1 mm resampling);
+#   spine-measure on the torso CT with the labels spine-seg made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -58,3 +59,20 @@ print(f"steps {r['steps']}, size {r['size']}, orientation {r['orientation']}, "
       f"intensities {r['intensity_min']:.2f}..{r['intensity_max']:.2f}")
 PY
 echo "result: $out/prep/phantom_ct/image.nii.gz (provenance.json beside it)"
+
+echo
+echo "== spine-measure on the torso CT with spine-seg's labels from above (synthetic) =="
+build/bin/spine-measure data/sample/phantom_ct_torso.nii.gz --labels "$out/seg" -o "$out/measure" --threads "$(nproc)"
+/usr/bin/python3 - "$out/measure/phantom_ct_torso/measurements.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for v in m["vertebrae"]:
+    h = v["heights"]
+    hs = "/".join(f"{h[k]['value']:.1f}" for k in ("anterior", "middle", "posterior")) if h else "-"
+    hu = v.get("trabecular_attenuation", {}).get("median", {}).get("value")
+    print(f"{v['name']:>4}  heights {hs} mm  Genant {v['genant']['grade']}  HU {hu}")
+for a in m["angles"]:
+    if not a["name"].startswith("segmental"):
+        print(f"{a['name']}: {a['angle']['value']:.1f} deg")
+PY
+echo "result: $out/measure/phantom_ct_torso/ (measurements.json, overlay.png), $out/measure/measurements.csv"

@@ -3,6 +3,7 @@
 #include "spine/commands/measure_cmd.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <optional>
@@ -275,7 +276,9 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
     MeasureOptions mo = c.measure;
     mo.ct = modality == "ct";
     mo.mri = modality == "mr";
+    const auto t0 = std::chrono::steady_clock::now();
     const SpineMeasurements m = measure_spine(labels, &in.image, mo);
+    const double measure_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (const auto& f : m.flags) log::warn("{}: {}", study.name, f);
     for (const auto& v : m.vertebrae)
       for (const auto& f : v.flags) log::warn("{}: {}: {}", study.name, v.name, f);
@@ -283,6 +286,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
     j["study"] = study.name;
     j["modality"] = modality;
     j["labels_from"] = label_source;
+    j["timing"] = {{"measure_s", std::round(measure_s * 1000) / 1000}};
     for (const auto& f : flags) j["flags"].push_back(f);
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& r : measurement_rows(m))
