@@ -97,6 +97,7 @@ struct MeasureOptions {
   int screen_level = 20;          // L1 (fallback T12, L2)
   double osteoporosis_hu = 110;   // <= this suggests osteoporosis (Pickhardt et al. 2013)
   double normal_hu = 160;         // > this is normal
+  int threads = 0;                // vertebrae measured in parallel (0: all cores)
 };
 
 struct SpineMeasurements {

@@ -276,6 +276,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
     MeasureOptions mo = c.measure;
     mo.ct = modality == "ct";
     mo.mri = modality == "mr";
+    mo.threads = c.common.threads;
     const auto t0 = std::chrono::steady_clock::now();
     const SpineMeasurements m = measure_spine(labels, &in.image, mo);
     const double measure_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -199,6 +199,10 @@ std::vector<float> Mask::distance_inside() const {
     for (std::size_t c = 0; c < bits_.size(); ++c) {
       // Every line along axis a starts at a voxel whose coordinate on a is 0.
       if ((c / stride[a]) % len != 0) continue;
+      // A line all outside stays all zero (most lines of a crop around a vertebra).
+      bool any = false;
+      for (std::size_t q = 0; q < len && !any; ++q) any = f[c + q * stride[a]] != 0.0;
+      if (!any) continue;
       edt_1d(f.data() + c, len, stride[a], geometry_.spacing[a], d, v, z);
     }
   }

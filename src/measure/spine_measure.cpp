@@ -1,6 +1,9 @@
 // Measurements of a whole spine label map: per vertebra, per disc and for the spine (see
 // measure.hpp for what is measured; body_geometry.hpp for how).
 #include <algorithm>
+#include <atomic>
+#include <future>
+#include <thread>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -231,7 +234,8 @@ SpineMeasurements measure_spine(const LabelImage& labels, const FloatImage* imag
   }
 
   std::vector<Work> work(vertebrae.size());
-  for (std::size_t i = 0; i < vertebrae.size(); ++i) {
+  // Vertebrae are independent: measured in parallel, each into its own Work.
+  auto measure_one = [&](std::size_t i) {
     Work& w = work[i];
     w.m.label = vertebrae[i];
     w.m.name = label_name(vertebrae[i]);
@@ -241,6 +245,18 @@ SpineMeasurements measure_spine(const LabelImage& labels, const FloatImage* imag
     Vec3d guess = sub(above, below);
     if (norm(guess) < 5) guess = {0, 0, 1};
     measure_vertebra(labels, boxes, image, o, w, upward(normalised(guess)), canal);
+  };
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t threads =
+      std::min<std::size_t>(vertebrae.size(), o.threads > 0 ? static_cast<std::size_t>(o.threads) : cores);
+  {
+    std::atomic<std::size_t> next{0};
+    std::vector<std::future<void>> running;
+    for (std::size_t t = 0; t < threads; ++t)
+      running.push_back(std::async(std::launch::async, [&] {
+        for (std::size_t i = next++; i < work.size(); i = next++) measure_one(i);
+      }));
+    for (auto& r : running) r.get();  // rethrows a worker's exception
   }
 
   // Genant: the posterior height against the neighbours' (adjacent levels only).
