@@ -8,7 +8,7 @@ the phantom's truth.json: body heights (mean absolute error, mm), Genant grade a
 disc heights, lumbar lordosis and coronal Cobb angle (degrees), trabecular HU, canal.
 Every figure is on synthetic data.
 
-usage: scripts/eval_measure_phantoms.py [N] [--out DIR] [--spacing MM] [--bin build/bin]
+usage: scripts/eval_measure_phantoms.py [N] [--out DIR] [--spacing MM] [--kind ct|mr-t1|mr-t2] [--bin build/bin]
 """
 import argparse, json, os, random, statistics, subprocess, sys
 
@@ -24,6 +24,7 @@ def main():
     p.add_argument('n', nargs='?', type=int, default=12)
     p.add_argument('--out', default='work-data/eval-measure-phantoms')
     p.add_argument('--spacing', type=float, default=1.0)
+    p.add_argument('--kind', default='ct', choices=['ct', 'mr-t1', 'mr-t2'], help='phantom modality (MR: no HU)')
     p.add_argument('--bin', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'build', 'bin'))
     a = p.parse_args()
     rng = random.Random(2026)
@@ -40,7 +41,7 @@ def main():
             fractures.append(f'{v}:{kind}:{rng.uniform(0.1, 0.55):.2f}')
         marrow = rng.uniform(60, 260)
         scoliosis = rng.choice([0, rng.uniform(-30, 30)])
-        args = [os.path.join(a.bin, 'spine-phantom'), '--kind', 'ct', '--first', first, '--last', 'L5',
+        args = [os.path.join(a.bin, 'spine-phantom'), '--kind', a.kind, '--first', first, '--last', 'L5',
                 '--spacing', str(a.spacing), '--seed', str(100 + i), '--marrow-hu', f'{marrow:.1f}',
                 '--scoliosis', f'{scoliosis:.1f}', '-q', '--force', '-o', os.path.join(a.out, 'phantoms'), '--name', name]
         for f in fractures:
@@ -48,7 +49,7 @@ def main():
         run(args)
         study = os.path.join(a.out, 'phantoms', name)
         run([os.path.join(a.bin, 'spine-measure'), os.path.join(study, 'image.nii.gz'), '--labels',
-             os.path.join(study, 'labels.nii.gz'), '--modality', 'ct', '-q', '--force', '-o', os.path.join(a.out, 'measured', name)])
+             os.path.join(study, 'labels.nii.gz'), '--modality', 'ct' if a.kind == 'ct' else 'mr', '-q', '--force', '-o', os.path.join(a.out, 'measured', name)])
         truth = json.load(open(os.path.join(study, 'truth.json')))
         m = json.load(open(os.path.join(a.out, 'measured', name, 'image', 'measurements.json')))
         mv = {v['name']: v for v in m['vertebrae']}
@@ -82,7 +83,7 @@ def main():
     fractured = [(t, x) for t, x, _, _ in grade_pairs if t > 0]
     mean = lambda v: statistics.mean(v) if v else float('nan')
     report = {
-        'synthetic': True, 'phantoms': a.n, 'spacing_mm': a.spacing,
+        'synthetic': True, 'kind': a.kind, 'phantoms': a.n, 'spacing_mm': a.spacing,
         'body_height_mae_mm': round(mean(height_err), 3), 'body_height_max_mm': round(max(height_err), 3),
         'body_heights': len(height_err),
         'genant_agreement': f'{agree}/{len(grade_pairs)}', 'genant_agreement_pct': round(100 * agree / len(grade_pairs), 1),

@@ -22,9 +22,8 @@ struct MeasureCommandConfig {
   // (spine-seg's output), <study>.nii.gz or <study>_labels.nii.gz; empty: segment with
   // spine-seg's models first.
   std::string labels;
-  SpineModelOptions models;     // when segmenting; modality also decides CT or MR measures
+  SpineModelOptions models;     // when segmenting; --modality also decides CT or MR measures, --no-overlay
   MeasureOptions measure;
-  bool overlay = true;
 
   void register_cli(CLI::App& app);
   std::vector<std::string> validate() const;
