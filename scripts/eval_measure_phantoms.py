@@ -24,16 +24,21 @@ def main():
     p.add_argument('n', nargs='?', type=int, default=12)
     p.add_argument('--out', default='work-data/eval-measure-phantoms')
     p.add_argument('--spacing', type=float, default=1.0)
+    p.add_argument('--cervical', action='store_true', help='C3..T2 phantoms instead of thoracolumbar ones')
     p.add_argument('--kind', default='ct', choices=['ct', 'mr-t1', 'mr-t2'], help='phantom modality (MR: no HU)')
     p.add_argument('--bin', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'build', 'bin'))
     a = p.parse_args()
     rng = random.Random(2026)
     os.makedirs(a.out, exist_ok=True)
     height_err, disc_err, grade_pairs, hu_err, lordosis_err, cobb_err, canal_err = [], [], [], [], [], [], []
+    kyphosis_err = []
     for i in range(a.n):
         name = f'ph{i:03d}'
         first = 'T4' if i % 3 == 0 else 'T11'
+        last = 'L5'
         levels = ['T4', 'T5', 'T6', 'T7', 'T8', 'T9', 'T10', 'T11', 'T12', 'L1', 'L2', 'L3', 'L4', 'L5']
+        if a.cervical:
+            first, last, levels = 'C3', 'T2', ['C3', 'C4', 'C5', 'C6', 'C7', 'T1', 'T2']
         levels = levels[levels.index(first):]
         fractures = []
         for v in rng.sample(levels[1:-1], 2):  # not the end vertebrae (their neighbours are missing)
@@ -41,7 +46,7 @@ def main():
             fractures.append(f'{v}:{kind}:{rng.uniform(0.1, 0.55):.2f}')
         marrow = rng.uniform(60, 260)
         scoliosis = rng.choice([0, rng.uniform(-30, 30)])
-        args = [os.path.join(a.bin, 'spine-phantom'), '--kind', a.kind, '--first', first, '--last', 'L5',
+        args = [os.path.join(a.bin, 'spine-phantom'), '--kind', a.kind, '--first', first, '--last', last,
                 '--spacing', str(a.spacing), '--seed', str(100 + i), '--marrow-hu', f'{marrow:.1f}',
                 '--scoliosis', f'{scoliosis:.1f}', '-q', '--force', '-o', os.path.join(a.out, 'phantoms'), '--name', name]
         for f in fractures:
@@ -77,6 +82,8 @@ def main():
         angles = {g['name']: g['angle']['value'] for g in m['angles']}
         if 'lumbar_lordosis_deg' in truth and 'lumbar lordosis' in angles:
             lordosis_err.append(abs(angles['lumbar lordosis'] - truth['lumbar_lordosis_deg']))
+        if 'thoracic_kyphosis_deg' in truth and 'thoracic kyphosis' in angles:
+            kyphosis_err.append(abs(angles['thoracic kyphosis'] - truth['thoracic_kyphosis_deg']))
         if 'coronal Cobb' in angles:
             cobb_err.append(abs(angles['coronal Cobb'] - truth['coronal_cobb_deg']))
     agree = sum(1 for t, x, _, _ in grade_pairs if t == x)
@@ -89,7 +96,8 @@ def main():
         'genant_agreement': f'{agree}/{len(grade_pairs)}', 'genant_agreement_pct': round(100 * agree / len(grade_pairs), 1),
         'fractured_vertebrae_graded_right': f'{sum(1 for t, x in fractured if t == x)}/{len(fractured)}',
         'disc_height_mae_mm': round(mean(disc_err), 3), 'disc_heights': len(disc_err),
-        'lordosis_abs_error_deg': round(mean(lordosis_err), 2), 'coronal_cobb_abs_error_deg': round(mean(cobb_err), 2),
+        'lordosis_abs_error_deg': round(mean(lordosis_err), 2),
+        'kyphosis_abs_error_deg': round(mean(kyphosis_err), 2), 'kyphosis_cases': len(kyphosis_err), 'coronal_cobb_abs_error_deg': round(mean(cobb_err), 2),
         'trabecular_hu_mae': round(mean(hu_err), 2), 'canal_ap_mae_mm': round(mean(canal_err), 3),
         'disagreements': [f'{n} {v}: truth {t}, measured {x}' for t, x, v, n in grade_pairs if t != x],
     }

@@ -67,6 +67,7 @@ struct PhantomVolume {
   std::vector<PhantomVertebraTruth> vertebrae;
   std::vector<PhantomDiscTruth> discs;
   double lordosis_deg = 0;   // L1 upper to L5 lower endplate, where both are in the phantom
+  double kyphosis_deg = 0;   // T4 upper to T12 lower endplate (positive kyphotic), where both are
   double coronal_cobb_deg = 0;  // largest coronal angle between two endplates
 };
 

@@ -151,6 +151,7 @@ BatchSummary run_phantom(const PhantomCommandConfig& c) {
                                          {"posterior", r3(d.posterior_height)}}}});
       truth["discs"] = discs;
       if (p.lordosis_deg != 0) truth["lumbar_lordosis_deg"] = r3(p.lordosis_deg);
+      if (p.kyphosis_deg != 0) truth["thoracic_kyphosis_deg"] = r3(p.kyphosis_deg);
       truth["coronal_cobb_deg"] = r3(p.coronal_cobb_deg);
       truth["measurement_definitions"] =
           "heights along each body's axis in its mid-sagittal plane at 10/50/90 % of its depth (anterior wall to "

@@ -211,13 +211,23 @@ std::vector<float> Mask::distance_inside() const {
   return out;
 }
 
-Vec3d Mask::deepest_point() const {
+Vec3d Mask::deepest_point(const std::optional<Vec3d>& front) const {
   const std::vector<float> dist = distance_inside();
   const Vec3d c = centroid();
+  double lo = 1e300, hi = -1e300;
+  if (front)
+    for (std::size_t i = 0; i < bits_.size(); ++i)
+      if (bits_[i]) {
+        const double d = dot(point_of(i), *front);
+        lo = std::min(lo, d);
+        hi = std::max(hi, d);
+      }
+  const double limit = lo + 0.4 * (hi - lo);
   std::size_t best = 0;
   double best_d = -1, best_r = 0;
   for (std::size_t i = 0; i < dist.size(); ++i) {
     if (!bits_[i]) continue;
+    if (front && dot(point_of(i), *front) > limit) continue;
     const double r = norm(sub(point_of(i), c));
     if (dist[i] > best_d + 1e-6 || (std::fabs(dist[i] - best_d) <= 1e-6 && r < best_r)) {
       best = i;

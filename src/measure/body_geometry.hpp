@@ -62,8 +62,10 @@ class Mask {
   Vec3d point_of(std::size_t index) const;
   // Each voxel's distance (mm) to the nearest voxel outside the mask (0 outside).
   std::vector<float> distance_inside() const;
-  // The voxel with the largest distance_inside (nearest the centroid among ties).
-  Vec3d deepest_point() const;
+  // The voxel with the largest distance_inside (nearest the centroid among ties); with
+  // `front`, only among the voxels in the front 40 % of the mask's extent along
+  // -front (the unit vector pointing backwards).
+  Vec3d deepest_point(const std::optional<Vec3d>& front = std::nullopt) const;
   const std::vector<std::uint8_t>& bits() const { return bits_; }
   // True when a voxel of the mask lies on the edge of the full grid (cut by the field of view).
   bool touches_grid_edge() const;

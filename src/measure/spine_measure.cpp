@@ -133,13 +133,14 @@ void measure_vertebra(const LabelImage& labels, const std::map<int, LabelBox>& b
     v.flags.push_back("segmentation in pieces (" + std::to_string(int(std::round(pieces * 100))) +
                       " % outside the largest): measurements may be of a part");
   // The body lies in front of the posterior wall: where the mid-sagittal line from the
-  // deepest point (the body is the thickest part of a vertebra) leaves the bone.
+  // deepest point of the front part (the body is the thickest part there) leaves the bone.
   // Its lateral position is the label's centroid's: the deepest point of a dished
   // (biconcave) body can lie off the midline, and a line from there runs into a pedicle.
   const Vec3d post = orthogonalised({0, 1, 0}, normalised(axial_guess));
   const Vec3d lateral = normalised(cross(post, normalised(axial_guess)));
   const Vec3d c = whole.centroid();
-  Vec3d deep = whole.deepest_point();
+  // In the front 40 % of the label: a crushed body can be thinner than the posterior elements.
+  Vec3d deep = whole.deepest_point(post);
   deep = add(deep, scale(lateral, dot(sub(c, deep), lateral)));
   if (!whole.inside(deep)) deep = c;
   const double wall = exit_distance(whole, deep, post).value_or(0);

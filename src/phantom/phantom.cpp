@@ -74,7 +74,11 @@ Hit classify_vertebra(const VertebraShape& s, const LocalPoint& p, bool cord_lev
     // Pedicles and lamina: a ring of bone around the canal.
     if (canal_r > 1 && p.v > b - 1) {
       const double ring_u = p.u / (cw + 6), ring_v = (p.v - canal_v) / (cd + 5);
-      if (ring_u * ring_u + ring_v * ring_v <= 1) return {s.label, kCortex};
+      // In front of the canal the ring is the body's posterior wall: no taller than the
+      // body where a fracture has lowered its top (only fractured bodies are affected).
+      const bool wall = p.v < canal_v - cd + 0.5;
+      const bool above_body = wall && p.w > h - s.body_height * fracture_reduction(s, p.u, std::min(p.v, b));
+      if (ring_u * ring_u + ring_v * ring_v <= 1 && !above_body) return {s.label, kCortex};
     }
     // Spinous process: backwards from the lamina.
     const double spin_len = s.label >= 20 ? 28 : (s.label >= 8 ? 34 : 22);
@@ -328,22 +332,26 @@ void add_measurement_truth(const std::vector<VertebraShape>& spine, double marro
   }
   // Lordosis and the coronal Cobb angle from the endplates (parallel to each body's
   // section, so their normals are the body axes; a fracture tilts only an upper endplate).
-  const VertebraShape *l1 = nullptr, *l5 = nullptr;
+  const VertebraShape *l1 = nullptr, *l5 = nullptr, *t4 = nullptr, *t12 = nullptr;
   for (const auto& s : spine) {
     if (s.label == label::kL1) l1 = &s;
     if (s.label == label::kL5) l5 = &s;
+    if (s.label == label::kT1 + 3) t4 = &s;
+    if (s.label == label::kT12) t12 = &s;
   }
-  if (l1 && l5) {
-    // A wedge fracture tilts the upper endplate: the surface rises posteriorly by
-    // loss x height over the depth (anterior wall to the front of the canal).
-    Vec3 up = l1->axial;
-    if (l1->fracture == "wedge") {
-      const double k = l1->body_height * l1->fracture_loss / (l1->body_depth + 1);
-      for (int r = 0; r < 3; ++r) up[r] -= k * l1->posterior[r];
+  // A wedge fracture tilts the upper endplate: the surface rises posteriorly by
+  // loss x height over the depth (anterior wall to the front of the canal).
+  auto upper_normal = [&](const VertebraShape& s) {
+    Vec3 up = s.axial;
+    if (s.fracture == "wedge") {
+      const double k = s.body_height * s.fracture_loss / (s.body_depth + 1);
+      for (int r = 0; r < 3; ++r) up[r] -= k * s.posterior[r];
       up = unit(up);
     }
-    out.lordosis_deg = sagittal_tilt(up) - sagittal_tilt(l5->axial);
-  }
+    return up;
+  };
+  if (l1 && l5) out.lordosis_deg = sagittal_tilt(upper_normal(*l1)) - sagittal_tilt(l5->axial);
+  if (t4 && t12) out.kyphosis_deg = sagittal_tilt(t12->axial) - sagittal_tilt(upper_normal(*t4));
   double lo = 1e9, hi = -1e9;
   for (const auto& s : spine) {
     lo = std::min(lo, coronal_tilt(s.axial));
