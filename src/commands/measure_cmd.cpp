@@ -64,11 +64,13 @@ fs::path labels_for(const std::string& labels, const Study& study, std::size_t s
     if (studies > 1) throw usage_error("--labels " + labels + " is one file; with several studies give a folder");
     return p;
   }
-  for (const fs::path& c : {p / study.name / "labels.nii.gz", p / (study.name + ".nii.gz"),
-                            p / (study.name + "_labels.nii.gz")})
+  // The study's own name, not study.name: that is a pseudonym under --anonymise-names
+  // (the log redacts the real one in the message below).
+  const std::string name = study_name_of(study.path);
+  for (const fs::path& c : {p / name / "labels.nii.gz", p / (name + ".nii.gz"), p / (name + "_labels.nii.gz")})
     if (fs::exists(c)) return c;
-  throw input_error(study.path.string() + ": no label map for it in " + labels + " (looked for " + study.name +
-                    "/labels.nii.gz, " + study.name + ".nii.gz, " + study.name + "_labels.nii.gz)");
+  throw input_error(study.path.string() + ": no label map for it in " + labels + " (looked for " + name +
+                    "/labels.nii.gz, " + name + ".nii.gz, " + name + "_labels.nii.gz)");
 }
 
 // A curved mid-sagittal picture: rows along patient z, columns along patient y, each
@@ -271,7 +273,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
         flags.push_back("label map resampled onto the image's grid");
       }
       modality = decide_modality(in.image, c.models.modality, in.info.modality).modality;
-      label_source = lp.filename().string();
+      label_source = "--labels";  // not the file's name, which may name the patient
     }
     MeasureOptions mo = c.measure;
     mo.ct = modality == "ct";

@@ -85,6 +85,16 @@ TEST(MeasureCommand, FolderOfLabelMapsAndClearErrors) {
   const std::string csv = test::read_file(dir / "out" / "measurements.csv");
   EXPECT_NE(csv.find("\na,L1,genant_grade,"), std::string::npos);
   EXPECT_NE(csv.find("\nb,L1,genant_grade,"), std::string::npos);
+  // With pseudonyms the label maps are still found by the studies' own names, and
+  // neither name reaches the output.
+  const auto anon = run_command(bin("spine-measure") + " " + q(dir / "images" / "a.nii.gz") + " " +
+                                q(dir / "images" / "b.nii.gz") + " --labels " + q(dir / "labels") +
+                                " --anonymise-names " + q(dir / "map.csv") + " -q -o " + q(dir / "anon"));
+  EXPECT_EQ(anon.exit_code, 0) << anon.output;
+  const std::string anon_csv = test::read_file(dir / "anon" / "measurements.csv");
+  EXPECT_EQ(anon_csv.find("\na,"), std::string::npos);
+  EXPECT_EQ(anon_csv.find("\nb,"), std::string::npos);
+  EXPECT_NE(anon_csv.find("\nanon-"), std::string::npos) << anon_csv.substr(0, 200);
   // An image (integer HU) as its own label map is refused, not measured.
   const auto wrong = run_command(bin("spine-measure") + " " + q(a / "image.nii.gz") + " --labels " +
                                  q(dir / "images" / "a.nii.gz") + " -o " + q(dir / "out2"));
