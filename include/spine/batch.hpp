@@ -87,6 +87,9 @@ inline constexpr const char* kLockFile = ".spine-lock";
 // True when dir holds complete outputs: provenance.json parses and lists outputs that are
 // all there with their recorded sizes.
 bool study_outputs_complete(const std::filesystem::path& dir);
+// The sorted names of the study folders in out_dir that hold `result_file` and complete
+// outputs, whichever run wrote them: what a cohort table describes.
+std::vector<std::string> complete_studies(const std::filesystem::path& out_dir, const std::string& result_file);
 
 std::string sha256_file(const std::filesystem::path& file);
 std::string sha256_bytes(const std::string& bytes);

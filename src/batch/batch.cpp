@@ -328,6 +328,17 @@ class Progress {
 
 }  // namespace
 
+std::vector<std::string> complete_studies(const fs::path& out_dir, const std::string& result_file) {
+  std::vector<std::string> studies;
+  for (const auto& e : fs::directory_iterator(out_dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name[0] == '.' || !e.is_directory()) continue;
+    if (fs::exists(e.path() / result_file) && study_outputs_complete(e.path())) studies.push_back(name);
+  }
+  std::sort(studies.begin(), studies.end());
+  return studies;
+}
+
 bool study_outputs_complete(const fs::path& dir) {
   try {
     std::ifstream in(dir / kProvenanceFile);

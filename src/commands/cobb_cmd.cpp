@@ -157,15 +157,7 @@ void write_cobb_csv(const fs::path& out_dir) {
   std::ostringstream csv;
   csv << "study,reliable,pt_deg,mt_deg,tl_deg,major_deg,upper_end,lower_end,apex,convex_side,grade,mean_confidence,"
          "flags\n";
-  // Every complete study folder, whichever run wrote it: the table describes the folder.
-  std::vector<std::string> studies;
-  for (const auto& e : fs::directory_iterator(out_dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || name[0] == '.' || !e.is_directory()) continue;
-    if (fs::exists(e.path() / "cobb.json") && study_outputs_complete(e.path())) studies.push_back(name);
-  }
-  std::sort(studies.begin(), studies.end());
-  for (const auto& s : studies) {
+  for (const auto& s : complete_studies(out_dir, "cobb.json")) {
     const fs::path f = out_dir / s / "cobb.json";
     nlohmann::json j;
     try {

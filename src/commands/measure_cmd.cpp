@@ -203,14 +203,7 @@ void check_label_values(const LabelImage& labels, const fs::path& path) {
 void write_measurements_csv(const fs::path& out_dir) {
   std::ostringstream csv;
   csv << "study,structure,measure,value,unit\n";
-  std::vector<std::string> studies;
-  for (const auto& e : fs::directory_iterator(out_dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || name[0] == '.' || !e.is_directory()) continue;
-    if (fs::exists(e.path() / "measurements.json") && study_outputs_complete(e.path())) studies.push_back(name);
-  }
-  std::sort(studies.begin(), studies.end());
-  for (const auto& s : studies) {
+  for (const auto& s : complete_studies(out_dir, "measurements.json")) {
     const fs::path f = out_dir / s / "measurements.json";
     nlohmann::json j;
     try {

@@ -40,9 +40,15 @@ std::map<int, LabelBox> label_boxes(const LabelImage& labels) {
         for (int a = 0; a < 3; ++a) {
           box->lo[a] = std::min(box->lo[a], at[a]);
           box->hi[a] = std::max(box->hi[a], at[a]);
+          box->index_sum[a] += double(at[a]);
         }
       }
   return boxes;
+}
+
+Vec3d box_centroid(const LabelBox& box, const Geometry& g) {
+  const double n = std::max<double>(1, double(box.count));
+  return g.index_to_lps(box.index_sum[0] / n, box.index_sum[1] / n, box.index_sum[2] / n);
 }
 
 bool touches_border(const LabelBox& box, const Geometry& g) {

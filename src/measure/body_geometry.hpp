@@ -28,7 +28,10 @@ Vec3d orthogonalised(const Vec3d& v, const Vec3d& axis);
 struct LabelBox {
   std::size_t count = 0;
   std::array<std::size_t, 3> lo{0, 0, 0}, hi{0, 0, 0};
+  std::array<double, 3> index_sum{0, 0, 0};  // for the centroid
 };
+// The label's centroid (LPS mm) from its box's index sums.
+Vec3d box_centroid(const LabelBox& box, const Geometry& g);
 std::map<int, LabelBox> label_boxes(const LabelImage& labels);
 // True when the box reaches the edge of the grid (a structure cut by the field of view).
 bool touches_border(const LabelBox& box, const Geometry& g);

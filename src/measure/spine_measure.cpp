@@ -227,7 +227,7 @@ SpineMeasurements measure_spine(const LabelImage& labels, const FloatImage* imag
     return out;
   }
   std::map<int, Vec3d> centroid;
-  for (int v : vertebrae) centroid[v] = Mask(labels, {v}, boxes).centroid();
+  for (int v : vertebrae) centroid[v] = box_centroid(boxes.at(v), labels.geometry);
   std::optional<Mask> canal;
   if (counts.count(label::kSpinalCanal) || counts.count(label::kSpinalCord)) {
     Mask c(labels, {label::kSpinalCanal, label::kSpinalCord}, boxes);
