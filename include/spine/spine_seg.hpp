@@ -40,6 +40,7 @@ struct SpineSegConfig {
   double min_vertebra_ml = 1.0;     // smaller vertebra fragments are dropped
   double min_fraction_of_median = 0.25;  // ... and those below this fraction of the median one
   double min_disc_ml = 0.3;
+  int fine_slice_stride = 2;         // fine pass: model on every Nth sagittal slice, those between interpolated
 
   void validate() const;
   nlohmann::json to_json() const;

@@ -30,6 +30,10 @@ void SpineModelOptions::register_cli(CLI::App& app) {
       ->check(CLI::Range(0.0, 200.0));
   app.add_option("--min-vertebra-ml", seg.min_vertebra_ml, "Drop vertebra fragments smaller than this (ml)")
       ->check(CLI::Range(0.0, 1000.0));
+  app.add_option("--fine-stride", seg.fine_slice_stride,
+                 "Fine pass: run the model on every Nth sagittal slice and interpolate the slices between (1: every "
+                 "slice)")
+      ->check(CLI::Range(1, 4));
   app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
 }
 

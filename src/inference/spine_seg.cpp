@@ -33,13 +33,15 @@ void SpineSegConfig::validate() const {
   if (!(min_vertebra_ml >= 0) || !(min_disc_ml >= 0)) throw usage_error("minimum volumes must be >= 0");
   if (!(min_fraction_of_median >= 0 && min_fraction_of_median < 1))
     throw usage_error("minimum fraction of the median vertebra must be in [0, 1)");
+  if (fine_slice_stride < 1 || fine_slice_stride > 4) throw usage_error("fine slice stride must be 1..4");
 }
 
 nlohmann::json SpineSegConfig::to_json() const {
   return {{"coarse_to_fine", coarse_to_fine}, {"coarse_spacing_mm", coarse_spacing_mm},
           {"coarse_slice_step_mm", coarse_slice_step_mm}, {"roi_margin_mm", roi_margin_mm},
           {"min_vertebra_ml", min_vertebra_ml},
-          {"min_fraction_of_median", min_fraction_of_median}, {"min_disc_ml", min_disc_ml}};
+          {"min_fraction_of_median", min_fraction_of_median}, {"min_disc_ml", min_disc_ml},
+          {"fine_slice_stride", fine_slice_stride}};
 }
 
 // --- Segmentation --------------------------------------------------------------------
@@ -128,7 +130,7 @@ struct Region {
 };
 
 SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const SliceModel& sm, double overlap,
-                               bool keep_levels, bool whole_slices) {
+                               bool keep_levels, bool whole_slices, std::size_t stride = 1) {
   const std::int64_t nx = r.nx(), ny = r.ny();
   const std::int64_t offset = std::max<std::int64_t>(1, std::lround(sm.slice_offset_mm / vol.geometry.spacing[2]));
   const std::int64_t nz_vol = static_cast<std::int64_t>(vol.nz());
@@ -148,7 +150,8 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   sw.overlap = overlap;
   sw.batch_size = 2;
   const PatchPredictor predict = [&](const Tensor& batch) { return sm.model->forward(batch); };
-  for (std::size_t zi = 0; zi < r.zs.size(); ++zi) {
+  const std::int64_t plane = nx * ny;
+  const auto run = [&](std::size_t zi) {
     const std::int64_t z = r.zs[zi];
     Tensor input({3, ny, nx});
     for (int c = 0; c < 3; ++c) {
@@ -159,10 +162,11 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
         std::copy(src, src + nx, input.data.begin() + (c * ny + y) * nx);
       }
     }
-    const Tensor pred = sliding_window_inference(input, 2, sw, predict);
-    const std::int64_t plane = nx * ny;
+    return sliding_window_inference(input, 2, sw, predict).data;
+  };
+  const auto emit = [&](std::size_t zi, const std::vector<float>& logits) {
     for (std::int64_t p = 0; p < plane; ++p) {
-      const float s0 = pred.data[p], s1 = pred.data[plane + p], s2 = pred.data[2 * plane + p];
+      const float s0 = logits[p], s1 = logits[plane + p], s2 = logits[2 * plane + p];
       const std::uint8_t cls = (s1 > s0 && s1 >= s2) ? 1 : (s2 > s0 && s2 > s1 ? 2 : 0);
       const std::size_t idx = zi * static_cast<std::size_t>(plane) + static_cast<std::size_t>(p);
       out.structure[idx] = cls;
@@ -172,11 +176,29 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
       out.level_table.resize(row + static_cast<std::size_t>(n_levels));
       float* probs = &out.level_table[row];
       float mx = -1e30f;
-      for (int l = 0; l < n_levels; ++l) mx = std::max(mx, pred.data[(3 + l) * plane + p]);
+      for (int l = 0; l < n_levels; ++l) mx = std::max(mx, logits[(3 + l) * plane + p]);
       float sum = 0;
-      for (int l = 0; l < n_levels; ++l) sum += probs[l] = std::exp(pred.data[(3 + l) * plane + p] - mx);
+      for (int l = 0; l < n_levels; ++l) sum += probs[l] = std::exp(logits[(3 + l) * plane + p] - mx);
       for (int l = 0; l < n_levels; ++l) probs[l] /= sum;
     }
+  };
+  // With a stride, the model runs on every stride-th slice (and the last); the slices
+  // between take logits interpolated linearly from the two on either side.
+  const std::size_t n = r.zs.size();
+  std::vector<float> prev, between;
+  std::size_t prev_i = 0;
+  for (std::size_t i = 0; i < n; i = (i + 1 < n && i + stride >= n) ? n - 1 : i + stride) {
+    std::vector<float> cur = run(i);
+    for (std::size_t j = prev_i + 1; j < i; ++j) {
+      const float w = static_cast<float>(j - prev_i) / static_cast<float>(i - prev_i);
+      between.resize(cur.size());
+      for (std::size_t k = 0; k < cur.size(); ++k) between[k] = (1 - w) * prev[k] + w * cur[k];
+      emit(j, between);
+    }
+    emit(i, cur);
+    prev.swap(cur);
+    prev_i = i;
+    if (i + 1 >= n) break;
   }
   return out;
 }
@@ -348,7 +370,8 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     const auto t1 = std::chrono::steady_clock::now();
     // Without the coarse pass: the plain baseline, the card's patch tiled with half overlap.
     const SlicePrediction fp =
-        predict_slices(vol, fine, sm, config.coarse_to_fine ? 0.25 : 0.5, true, whole_slice_windows);
+        predict_slices(vol, fine, sm, config.coarse_to_fine ? 0.25 : 0.5, true, whole_slice_windows,
+                       config.coarse_to_fine ? static_cast<std::size_t>(config.fine_slice_stride) : 1);
     result.timing["fine_s"] = seconds_since(t1);
     result.timing["fine_region_voxels"] = {fine.nx(), fine.ny(), static_cast<std::int64_t>(fine.zs.size())};
     result.timing["volume_voxels"] = {nx, ny, nz};
