@@ -185,9 +185,9 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   // With a stride, the model runs on every stride-th slice (and the last); the slices
   // between take logits interpolated linearly from the two on either side.
   const std::size_t n = r.zs.size();
+  if (n == 0) return out;
   std::vector<float> prev, between;
-  std::size_t prev_i = 0;
-  for (std::size_t i = 0; i < n; i = (i + 1 < n && i + stride >= n) ? n - 1 : i + stride) {
+  for (std::size_t i = 0, prev_i = 0;; prev_i = i, i = std::min(i + stride, n - 1)) {
     std::vector<float> cur = run(i);
     for (std::size_t j = prev_i + 1; j < i; ++j) {
       const float w = static_cast<float>(j - prev_i) / static_cast<float>(i - prev_i);
@@ -196,9 +196,8 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
       emit(j, between);
     }
     emit(i, cur);
+    if (i + 1 == n) break;
     prev.swap(cur);
-    prev_i = i;
-    if (i + 1 >= n) break;
   }
   return out;
 }
