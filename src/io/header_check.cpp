@@ -276,6 +276,10 @@ DeclaredImage check_nifti_header(const fs::path& path, NiftiLayout* layout) {
     if (!(std::isfinite(pixdim[i]) && pixdim[i] > 0))
       fail(path, "voxel spacing pixdim[" + std::to_string(i) + "] is " + num(pixdim[i]) + " (must be a positive number)");
   if (!std::isfinite(vox_offset)) fail(path, "vox_offset is not a number");
+  // Checked before the conversion to an integer byte position, which is undefined for a
+  // float past 2^64 (fuzzing found 2e36); no file is 2^50 bytes long.
+  if (vox_offset > static_cast<double>(std::uint64_t{1} << 50))
+    fail(path, "vox_offset " + num(vox_offset) + " lies beyond the end of any file");
   if (vox_offset < static_cast<double>(header_size))
     fail(path, "vox_offset " + num(vox_offset) + " lies inside the header (voxels must start at byte " +
                    std::to_string(header_size) + " or later)");

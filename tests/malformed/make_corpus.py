@@ -239,7 +239,7 @@ def main():
         add(f"{tag}-header-only", z(good[:352]), "3d", "refuse", "header without voxels", sfx)
         add(f"{tag}-short-header", z(good[:100]), "3d", "refuse", "100 bytes", sfx)
         for name, off in (("past-end", 352.0 + 2 * nvox + 4096), ("inside-header", 100.0), ("negative", -8.0),
-                          ("nan", float("nan"))):
+                          ("nan", float("nan")), ("huge", 1.99e36)):
             add(f"{tag}-voxoffset-{name}", z(nifti_bytes(vol, vox_offset=off)), "3d", "refuse", f"vox_offset {name}", sfx)
         for axis in (1, 2, 3):
             for bad in (0.0, float("nan"), float("inf"), -2.0):
