@@ -8,7 +8,7 @@ packages=(
   libinsighttoolkit5-dev
   libtorch-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
-  libopencv-imgproc-dev libopencv-imgcodecs-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev
+  libopencv-imgproc-dev libopencv-imgcodecs-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libssl-dev
   python3-torch python3-numpy python3-pil
 )
 

@@ -68,6 +68,19 @@ std::string orientation_code(const Geometry& geometry);
 // restores the voxels and geometry exactly.
 FloatImage reorient(const FloatImage& image, const std::string& code);
 LabelImage reorient(const LabelImage& labels, const std::string& code);
+// Where reorient puts each voxel, without copying: the reoriented geometry, and for
+// reoriented index (i, j, k) the source voxel at base + i*step[0] + j*step[1] + k*step[2]
+// (for reading a few slices of a large volume as if it were reoriented).
+struct Reorientation {
+  Geometry geometry;
+  std::array<std::int64_t, 3> step{};
+  std::int64_t base = 0;
+  std::size_t offset(std::size_t i, std::size_t j, std::size_t k) const {
+    return static_cast<std::size_t>(base + static_cast<std::int64_t>(i) * step[0] +
+                                    static_cast<std::int64_t>(j) * step[1] + static_cast<std::int64_t>(k) * step[2]);
+  }
+};
+Reorientation reorientation(const Geometry& geometry, const std::string& code);
 
 // --- Intensity normalisation ----------------------------------------------------------
 // Subtracts the mean and divides by the standard deviation, over mask voxels when given.

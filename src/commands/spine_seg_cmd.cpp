@@ -114,17 +114,19 @@ nlohmann::json modality_json(const SpineSegResult& r) {
   return {{"modality", r.modality.modality}, {"reason", r.modality.reason}};
 }
 
-// A 2D cut through a canonical ("IPR") volume: rows superior -> inferior; columns
-// anterior -> posterior (sagittal) or patient right -> left (coronal), square pixels.
+// A 2D cut through the volume as if it were reoriented to "IPR" (without reorienting the
+// whole volume, which took longer than the rest of the picture on a large CT): rows
+// superior -> inferior; columns anterior -> posterior (sagittal) or patient right -> left
+// (coronal).
 template <class T>
-Image<T> cut(const Image<T>& canon, bool sagittal, std::size_t index) {
+Image<T> cut(const Image<T>& image, const Reorientation& canon, bool sagittal, std::size_t index) {
   const auto& g = canon.geometry;
   const std::size_t cols = sagittal ? g.size[1] : g.size[2];
   Geometry g2 = make_geometry_2d(cols, g.size[0], {sagittal ? g.spacing[1] : g.spacing[2], g.spacing[0]});
   Image<T> out(g2);
   for (std::size_t row = 0; row < g.size[0]; ++row)
     for (std::size_t c = 0; c < cols; ++c)
-      out.at(c, row) = sagittal ? canon.at(row, c, index) : canon.at(row, index, g.size[2] - 1 - c);
+      out.at(c, row) = image.voxels[sagittal ? canon.offset(row, c, index) : canon.offset(row, index, g.size[2] - 1 - c)];
   return out;
 }
 
@@ -154,8 +156,8 @@ RgbImage panel(const FloatImage& img2d, const LabelImage& lab2d, float lo, float
 }
 
 void write_overlay(const FloatImage& image, const SpineSegResult& r, const fs::path& path) {
-  const FloatImage canon = reorient(image, "IPR");
-  const LabelImage labels = reorient(r.labels, "IPR");
+  if (r.labels.geometry.size != image.geometry.size) throw internal_error("overlay: the labels are not on the image's grid");
+  const Reorientation canon = reorientation(image.geometry, "IPR");
   const auto& g = canon.geometry;
   // Cut through the vertebrae's median lateral and antero-posterior position.
   std::vector<double> ys, zs;
@@ -177,7 +179,7 @@ void write_overlay(const FloatImage& image, const SpineSegResult& r, const fs::p
   if (r.modality.modality == "ct") {
     lo = -250, hi = 1250;
   } else {
-    lo = percentile(canon, 1.0), hi = percentile(canon, 99.5);
+    lo = percentile(image, 1.0), hi = percentile(image, 99.5);
   }
   // Names at the centroids, in each cut's millimetres (before resampling to square pixels).
   std::vector<std::pair<std::string, Point2>> sag_names, cor_names;
@@ -188,9 +190,9 @@ void write_overlay(const FloatImage& image, const SpineSegResult& r, const fs::p
   }
   const double extent_mm = g.size[0] * g.spacing[0];
   const double px_mm = std::clamp(700.0 / extent_mm, 1.0, 4.0);  // about 700 px tall
-  const RgbImage a = panel(cut(canon, true, z_mid), cut(labels, true, z_mid), lo, hi, px_mm, sag_names,
+  const RgbImage a = panel(cut(image, canon, true, z_mid), cut(r.labels, canon, true, z_mid), lo, hi, px_mm, sag_names,
                            "mid-sagittal (anterior left)");
-  const RgbImage b = panel(cut(canon, false, y_mid), cut(labels, false, y_mid), lo, hi, px_mm, cor_names,
+  const RgbImage b = panel(cut(image, canon, false, y_mid), cut(r.labels, canon, false, y_mid), lo, hi, px_mm, cor_names,
                            "mid-coronal (patient right on the left)");
   RgbImage out;
   out.width = std::max<std::size_t>(a.width + 8 + b.width, 900);

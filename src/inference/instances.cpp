@@ -61,6 +61,10 @@ ColumnModel::ColumnModel(const std::vector<std::array<double, 3>>& points, doubl
       wz.insert(wz.end(), zs[q].begin(), zs[q].end());
     }
     median_y_[r] = median(wy), median_z_[r] = median(wz);
+    if (wz.empty()) continue;
+    if (lateral_extent_.first > lateral_extent_.second) lateral_extent_ = {median_z_[r], median_z_[r]};
+    lateral_extent_.first = std::min(lateral_extent_.first, median_z_[r]);
+    lateral_extent_.second = std::max(lateral_extent_.second, median_z_[r]);
   }
 }
 bool ColumnModel::near(const std::array<double, 3>& p, double lateral_mm, double ap_mm) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace spine {
@@ -26,12 +27,16 @@ class ColumnModel {
   ColumnModel(const std::vector<std::array<double, 3>>& points, double spacing_mm, double half_window_mm);
   // Within lateral_mm and ap_mm of the column at its own head-foot position.
   bool near(const std::array<double, 3>& p, double lateral_mm, double ap_mm) const;
+  // The lowest and highest lateral position (in points' units) of the column over the
+  // rows with points nearby; {1, 0} (empty) without points.
+  std::pair<double, double> lateral_extent() const { return lateral_extent_; }
 
  private:
   static double median(std::vector<double>& v);
   double spacing_ = 1;
   double x0_ = 0;
   std::vector<double> median_y_, median_z_;
+  std::pair<double, double> lateral_extent_{1, 0};
 };
 
 struct Instance {

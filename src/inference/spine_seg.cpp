@@ -291,23 +291,47 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     norm->apply(coarse);
     Region cr{0, static_cast<std::int64_t>(coarse.nx()), 0, static_cast<std::int64_t>(coarse.ny()), {}};
     const std::int64_t step = std::max<std::int64_t>(1, std::lround(config.coarse_slice_step_mm / cs));
-    for (std::int64_t z = step / 2; z < static_cast<std::int64_t>(coarse.nz()); z += step) cr.zs.push_back(z);
-    const SlicePrediction cp = predict_slices(coarse, cr, sm, 0.25, false, true);
-    double lo[3] = {1e30, 1e30, 1e30}, hi[3] = {-1e30, -1e30, -1e30};
-    std::size_t hits = 0;
-    const std::size_t plane = static_cast<std::size_t>(cr.nx() * cr.ny());
+    const auto ncz = static_cast<std::int64_t>(coarse.nz());
     std::vector<std::array<double, 3>> points;
-    for (std::size_t i = 0; i < cp.structure.size(); ++i) {
-      if (!cp.structure[i]) continue;
-      points.push_back({static_cast<double>(i % cr.nx()), static_cast<double>((i / cr.nx()) % cr.ny()),
-                        static_cast<double>(cr.zs[i / plane])});
-    }
+    std::size_t coarse_slices = 0;
+    auto predict_coarse = [&](const std::vector<std::int64_t>& zs) {
+      if (zs.empty()) return;
+      Region r = cr;
+      r.zs = zs;
+      const SlicePrediction cp = predict_slices(coarse, r, sm, 0.25, false, true);
+      const std::size_t plane = static_cast<std::size_t>(r.nx() * r.ny());
+      for (std::size_t i = 0; i < cp.structure.size(); ++i) {
+        if (!cp.structure[i]) continue;
+        points.push_back({static_cast<double>(i % r.nx()), static_cast<double>((i / r.nx()) % r.ny()),
+                          static_cast<double>(r.zs[i / plane])});
+      }
+      coarse_slices += zs.size();
+    };
     // Only hits near the spinal column count: per head-foot row, the column is at the
     // median lateral and antero-posterior position of the row's hits (+-40 mm in each
     // row's neighbourhood), so ribs or pelvis taken for vertebrae do not widen the box.
+    constexpr double kLateralMm = 60.0, kApMm = 80.0;
+    // Every other slice first; the ones in between only where they can add hits near the
+    // column (within kLateralMm of where the first half puts it), which on a torso-wide
+    // field is under half of them. Without a column in the first half (a spine thinner
+    // than two steps) every slice in between is run.
+    std::vector<std::int64_t> first, between;
+    for (std::int64_t z = step / 2, k = 0; z < ncz; z += step, ++k) (k % 2 == 0 ? first : between).push_back(z);
+    predict_coarse(first);
+    const auto [lat_lo, lat_hi] = ColumnModel(points, cs, 40.0).lateral_extent();
+    if (lat_lo <= lat_hi) {
+      const double reach = kLateralMm / cs + step;
+      std::vector<std::int64_t> kept;
+      for (std::int64_t z : between)
+        if (z >= lat_lo - reach && z <= lat_hi + reach) kept.push_back(z);
+      between = std::move(kept);
+    }
+    predict_coarse(between);
+    double lo[3] = {1e30, 1e30, 1e30}, hi[3] = {-1e30, -1e30, -1e30};
+    std::size_t hits = 0;
     const ColumnModel column(points, cs, 40.0);
     for (const auto& c : points) {
-      if (!column.near(c, 60.0, 80.0)) continue;
+      if (!column.near(c, kLateralMm, kApMm)) continue;
       ++hits;
       for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], c[a]), hi[a] = std::max(hi[a], c[a]);
     }
@@ -328,7 +352,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       for (std::int64_t z = z0; z < z1; ++z) box.zs.push_back(z);
     }
     result.timing["coarse_s"] = seconds_since(t0);
-    result.timing["coarse_slices"] = cr.zs.size();
+    result.timing["coarse_slices"] = coarse_slices;
   } else {
     for (std::int64_t z = 0; z < nz; ++z) box.zs.push_back(z);
   }

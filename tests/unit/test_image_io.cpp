@@ -60,6 +60,14 @@ TEST(ImageIO, LabelsAreWrittenAsIntegers) {
   const LabelImage back = read_labels(dir / "l.nii.gz");
   EXPECT_EQ(back.voxels, labels.voxels);
   expect_same_geometry(labels.geometry, back.geometry);
+  // Compressed by zlib after ITK wrote the plain .nii: a gzip file, and no temporary left.
+  std::ifstream in(dir / "l.nii.gz", std::ios::binary);
+  unsigned char magic[2] = {0, 0};
+  in.read(reinterpret_cast<char*>(magic), 2);
+  EXPECT_TRUE(magic[0] == 0x1f && magic[1] == 0x8b);
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);
 }
 
 TEST(ImageIO, ReadLabelsRejectsFractionalValues) {

@@ -83,6 +83,23 @@ TEST(Instances, PiecesSideBySideAreOneVertebra) {
   EXPECT_NEAR(in[0].cz, 18.5, 0.5);
 }
 
+// The coarse pass runs its in-between slices only within reach of the column's lateral
+// extent, so the extent must follow the medians, not the stray points beside them.
+TEST(ColumnModel, LateralExtentFollowsTheMediansNotStrayPoints) {
+  std::vector<std::array<double, 3>> points;
+  for (int x = 0; x < 100; ++x) {
+    for (int k = 0; k < 5; ++k) points.push_back({double(x), 20.0, 50.0 + 0.1 * x + k});  // the column, drifting
+    if (x % 10 == 0) points.push_back({double(x), 20.0, 150.0});                        // a rib far out
+  }
+  const ColumnModel column(points, 1.0, 5.0);
+  const auto [lo, hi] = column.lateral_extent();
+  EXPECT_GE(lo, 50.0);
+  EXPECT_LE(hi, 62.0);
+  EXPECT_LT(lo, hi);
+  const auto [elo, ehi] = ColumnModel({}, 1.0, 5.0).lateral_extent();
+  EXPECT_GT(elo, ehi);  // empty
+}
+
 TEST(Instances, SmallFragmentsAndCandidatesOffTheColumnAreDropped) {
   Box b(120, 30, 100);
   for (int i = 0; i < 4; ++i) b.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 40, 60, i);

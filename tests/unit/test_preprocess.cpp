@@ -129,5 +129,22 @@ TEST(Reorient, RoundTripIsExactAndKeepsPhysicalPositions) {
   EXPECT_THROW(reorient(img, "LP"), Error);
 }
 
+// The overlay reads cuts through reorientation() instead of a reoriented copy: every
+// voxel it addresses must be the one reorient() puts there.
+TEST(Reorient, MappingAddressesTheVoxelsReorientPutsThere) {
+  const FloatImage img = test::oblique_test_image(37, 34, 33);
+  for (const std::string code : {"IPR", "LPS", "RAS", "SAL", "ARI"}) {
+    const FloatImage r = reorient(img, code);
+    const Reorientation map = reorientation(img.geometry, code);
+    EXPECT_TRUE(map.geometry.same_grid(r.geometry, 1e-12)) << code;
+    std::size_t wrong = 0;
+    for (std::size_t k = 0; k < r.nz(); ++k)
+      for (std::size_t j = 0; j < r.ny(); ++j)
+        for (std::size_t i = 0; i < r.nx(); ++i)
+          if (img.voxels[map.offset(i, j, k)] != r.at(i, j, k)) ++wrong;
+    EXPECT_EQ(wrong, 0u) << code;
+  }
+}
+
 }  // namespace
 }  // namespace spine
