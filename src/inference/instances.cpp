@@ -62,9 +62,9 @@ ColumnModel::ColumnModel(const std::vector<std::array<double, 3>>& points, doubl
     }
     median_y_[r] = median(wy), median_z_[r] = median(wz);
     if (wz.empty()) continue;
-    if (lateral_extent_.first > lateral_extent_.second) lateral_extent_ = {median_z_[r], median_z_[r]};
-    lateral_extent_.first = std::min(lateral_extent_.first, median_z_[r]);
-    lateral_extent_.second = std::max(lateral_extent_.second, median_z_[r]);
+    const bool first = lateral_extent_.first > lateral_extent_.second;
+    lateral_extent_.first = first ? median_z_[r] : std::min(lateral_extent_.first, median_z_[r]);
+    lateral_extent_.second = first ? median_z_[r] : std::max(lateral_extent_.second, median_z_[r]);
   }
 }
 bool ColumnModel::near(const std::array<double, 3>& p, double lateral_mm, double ap_mm) const {

@@ -497,7 +497,7 @@ void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int 
   using ItkImage = typename ItkImagePointer::ObjectType;
   const fs::path tmp = temporary_sibling(path);
   const bool own_gzip = gzip_level > 0 && full_extension(path) == ".nii.gz";
-  const fs::path plain = own_gzip ? fs::path(tmp.string().substr(0, tmp.string().size() - 3)) : tmp;
+  const fs::path plain = own_gzip ? fs::path(tmp).replace_extension() : tmp;  // without the ".gz"
   std::error_code ec;
   try {
     auto writer = itk::ImageFileWriter<ItkImage>::New();
@@ -561,8 +561,9 @@ void write_image(const FloatImage& image, const fs::path& path, StoredPixel stor
 }
 
 void write_labels(const LabelImage& labels, const fs::path& path) {
-  // zlib's fastest level: a 512 x 512 x 300 CT's labels (mostly zeros) take 0.36 s to
-  // compress instead of 1.4 s at the default level, in 0.86 MB instead of 0.23 MB.
+  // zlib's fastest level: a 512 x 512 x 300 CT's labels (mostly zeros) compress in 0.36 s
+  // instead of 1.4 s at the default level (zlib from Python on the same bytes), to 0.86 MB
+  // instead of 0.23 MB; writing them took 0.5 s instead of 1.2 s.
   write_typed<std::int16_t>(labels, path, [](std::int16_t v) { return v; }, 1);
 }
 
