@@ -33,8 +33,9 @@ def flip_average(model, x):
 def main():
     listfile, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(threads)
-    model = LandmarkNet()
-    model.load_state_dict(torch.jit.load("models/xray-landmarks.pt").state_dict())
+    weights = torch.jit.load("models/xray-landmarks.pt").state_dict()
+    model = LandmarkNet(context=any(k.startswith("context.") for k in weights))  # 1.0.0 had no context block
+    model.load_state_dict(weights)
     model.eval()
     corner_model = fine.CornerNet()
     corner_model.load_state_dict(torch.jit.load("models/xray-corners.pt").state_dict())

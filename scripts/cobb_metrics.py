@@ -20,11 +20,20 @@ def grade(a):
     return GRADES[0] if a < 10 else GRADES[1] if a < 20 else GRADES[2] if a <= 40 else GRADES[3]
 
 
+def level_shifted(pred, ref):
+    """True when 3 or more predicted vertebra centres lie nearest the reference centre of
+    another level: the chain was counted one level (or more) off, somewhere."""
+    pc, rc = pred.reshape(17, 4, 2).mean(axis=1), ref.reshape(17, 4, 2).mean(axis=1)
+    nearest = np.argmin(np.linalg.norm(pc[:, None] - rc[None], axis=2), axis=1)
+    return int((nearest != np.arange(17)).sum()) >= 3
+
+
 def main():
     listfile, results = sys.argv[1], sys.argv[2]
     landmarks, angles = data.read_table()
     names = [os.path.basename(l.strip()) for l in open(listfile) if l.strip()]
     sm, mae, lerr, flagged, missing, bias, has_flags, abs_err = [], [], [], 0, [], [], [], []
+    shifted = []
     confusion = np.zeros((4, 4), dtype=int)
     for n in names:
         study = n[:-4]
@@ -41,12 +50,17 @@ def main():
         bias.append(j["major"]["angle_deg"] - ref[0])
         has_flags.append(bool(j["flags"]))
         lerr.append(np.linalg.norm(np.array(j["landmarks_px"]) - landmarks[n], axis=1).mean())
+        shifted.append(level_shifted(np.array(j["landmarks_px"]), landmarks[n]))
         confusion[GRADES.index(grade(ref[0])), GRADES.index(j["grade"])] += 1
         flagged += bool(j["flags"])
     print(f"validation images: {len(names)} (scored {len(sm)}, failed {len(missing)})")
     print(f"SMAPE: {np.mean(sm):.2f} %")
     print(f"major angle MAE: {np.mean(mae):.2f} deg (median {np.median(mae):.2f})")
     print(f"mean landmark error: {np.mean(lerr):.1f} px (median {np.median(lerr):.1f})")
+    sh = np.array(shifted, dtype=bool)
+    print(f"level-shifted chains (3 or more vertebrae nearest another level's reference): {sh.sum()} of {len(sh)}; "
+          f"SMAPE {np.mean(np.array(sm)[sh]) if sh.any() else 0:.2f} % on those, "
+          f"{np.mean(np.array(sm)[~sh]) if (~sh).any() else 0:.2f} % on the others")
     print(f"major angle mean signed error: {np.mean(bias):+.2f} deg")
     print("MAE of the pt / mt / tl angles: " + " / ".join(f"{v:.2f}" for v in np.mean(abs_err, axis=0)) + " deg")
     rng = np.random.default_rng(0)  # fixed, so the interval is reproducible

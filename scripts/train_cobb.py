@@ -38,17 +38,18 @@ def split(landmarks):
     return train, val, rejected
 
 
-def augment(images, points, rng, train=True):
+def augment(images, points, rng, train=True, scale_range=(0.88, 1.12), shift_y=0.05):
     """images uint8 [B,1024,512]; points [B,68,2] in cache pixels.
-    Returns model inputs [B,1,512,256] and points in input pixels."""
+    Returns model inputs [B,1,512,256] and points in input pixels. shift_y is in
+    normalised coordinates (1 = half the image height)."""
     b = images.shape[0]
     x = images.float()[:, None]
     pts = torch.as_tensor(points, dtype=torch.float32).clone()
     if train:
         ang = torch.tensor(rng.uniform(-8, 8, b), dtype=torch.float32) * math.pi / 180
-        scale = torch.tensor(rng.uniform(0.88, 1.12, b), dtype=torch.float32)
+        scale = torch.tensor(rng.uniform(*scale_range, b), dtype=torch.float32)
         tx = torch.tensor(rng.uniform(-0.06, 0.06, b), dtype=torch.float32)
-        ty = torch.tensor(rng.uniform(-0.05, 0.05, b), dtype=torch.float32)
+        ty = torch.tensor(rng.uniform(-shift_y, shift_y, b), dtype=torch.float32)
         flip = torch.tensor(rng.uniform(0, 1, b) < 0.5)
         # output normalised coords u -> input normalised coords: A u + t (aspect-aware rotation)
         H, W = preprocess.CACHE_H, preprocess.CACHE_W
@@ -154,6 +155,13 @@ def main():
                     help="in the fine-tuning epochs, also what films carry (scripts/cobb/reframe.py): inverted "
                          "polarity, burnt-in text and rulers, drawn rods and screws")
     ap.add_argument("--from-model", help="start from the weights of this exported model (no checkpoint needed)")
+    ap.add_argument("--init-from", help="initialise from the weights of this exported model where they fit (a model "
+                                        "without the context block), then train the full --epochs schedule")
+    ap.add_argument("--no-context", action="store_true", help="the network without its bottleneck context block "
+                                                               "(models/xray-landmarks.pt before 1.1.0)")
+    ap.add_argument("--shift-y", type=float, default=0.05,
+                    help="vertical shift augmentation, normalised (0.05 = 2.5 %% of the height)")
+    ap.add_argument("--scale-range", default="0.88,1.12", help="zoom augmentation range")
     ap.add_argument("--card-validation", help="JSON file of measured validation figures to put in the card")
     ap.add_argument("--card-training", help="how this model was trained, for the card (default: this command)")
     ap.add_argument("--stop-after", type=int, default=0, help="stop (without exporting) after this epoch")
@@ -171,7 +179,8 @@ def main():
     with open(os.path.join(args.out, "split.json"), "w") as f:
         json.dump({"train": train, "validation": val, "rejected": rejected}, f, indent=1)
 
-    model = LandmarkNet()
+    model = LandmarkNet(context=not args.no_context)
+    scale_range = tuple(float(v) for v in args.scale_range.split(","))
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     state = checkpoint.resume(model, opt, ckpt_path)
@@ -179,6 +188,10 @@ def main():
         model.load_state_dict(torch.jit.load(args.from_model).state_dict())
         state = {"epoch": args.epochs, "history": []}
         print(f"starting from {args.from_model}: fine-tuning only", flush=True)
+    if args.init_from and state["epoch"] == 0:
+        missing = model.load_state_dict(torch.jit.load(args.init_from).state_dict(), strict=False).missing_keys
+        print(f"initialised from {args.init_from}; new, trained from their initial values: "
+              f"{sorted({k.split('.')[0] for k in missing})}", flush=True)
 
     if args.export:
         export(model, state, args, len(train), len(val), len(rejected))
@@ -218,7 +231,8 @@ def main():
             batch_img = images[idx]
             if finetune and args.furniture:
                 batch_img = with_furniture(batch_img, points[idx], rng)
-            inp, pts = augment(batch_img, points[idx], rng, train=True)
+            inp, pts = augment(batch_img, points[idx], rng, train=True, scale_range=scale_range,
+                               shift_y=args.shift_y)
             heat, offs, mask = targets(pts)
             out = model(inp)
             loss, lh, lo = loss_fn(out, heat, offs, mask)
@@ -269,7 +283,7 @@ def load_phantoms(folder):
 def export(model, state, args, n_train, n_val, n_rejected):
     card = {
         "name": "xray-ap-landmarks",
-        "version": "1.0.0",
+        "version": "1.0.0" if args.no_context else "1.1.0",
         "task": "xray-ap-landmarks",
         "modality": "xray",
         "dimension": 2,

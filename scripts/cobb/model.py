@@ -11,9 +11,34 @@ N_VERT = 17
 OFFSET_SCALE = 16.0
 
 
-class LandmarkNet(nn.Module):
-    def __init__(self, widths=(16, 32, 64, 96, 128, 160)):
+class Context(nn.Module):
+    """Residual dilated convolutions at the stride-32 bottleneck (16 x 8 cells of a 512 x 256
+    input). Without them a cell sees about half the image's height, too little to count
+    vertebrae from T1 or from the sacrum, and the network fell back on where vertebrae
+    usually lie in the frame: a whole chain one level off when the framing differs. Dilations
+    2, 4, 8 rows reach across all 16 rows. The last batch norm starts at zero so the block is
+    the identity until trained (fine-tuning from a model without it starts where that was)."""
+
+    def __init__(self, w):
         super().__init__()
+        layers = []
+        for i, d in enumerate((2, 4, 8)):
+            bn = nn.BatchNorm2d(w)
+            if i == 2:
+                nn.init.zeros_(bn.weight)
+            layers += [nn.Conv2d(w, w, 3, padding=(d, min(d, 2)), dilation=(d, min(d, 2)), bias=False), bn]
+            if i < 2:
+                layers.append(nn.ReLU(inplace=True))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return F.relu(x + self.body(x))
+
+
+class LandmarkNet(nn.Module):
+    def __init__(self, widths=(16, 32, 64, 96, 128, 160), context: bool = True):
+        super().__init__()
+        self.context = Context(widths[-1]) if context else nn.Identity()
         self.enc = nn.ModuleList()
         cin = 1
         for w in widths:
@@ -34,6 +59,8 @@ class LandmarkNet(nn.Module):
             if i > 0:
                 x = F.max_pool2d(x, 2)
             x = e(x)
+            if i == len(self.enc) - 1:
+                x = self.context(x)
             skips.append(x)
         for d, skip in zip(self.dec, (skips[4], skips[3], skips[2])):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
