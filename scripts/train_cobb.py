@@ -158,7 +158,7 @@ def main():
     ap.add_argument("--init-from", help="initialise from the weights of this exported model where they fit (a model "
                                         "without the context block), then train the full --epochs schedule")
     ap.add_argument("--no-context", action="store_true", help="the network without its bottleneck context block "
-                                                               "(models/xray-landmarks.pt before 1.1.0)")
+                                                               "(the network of the shipped models/xray-landmarks.pt 1.0.0)")
     ap.add_argument("--shift-y", type=float, default=0.05,
                     help="vertical shift augmentation, normalised (0.05 = 2.5 %% of the height)")
     ap.add_argument("--scale-range", default="0.88,1.12", help="zoom augmentation range")
