@@ -49,8 +49,9 @@ def main():
         mae.append(abs(j["major"]["angle_deg"] - ref[0]))
         bias.append(j["major"]["angle_deg"] - ref[0])
         has_flags.append(bool(j["flags"]))
-        lerr.append(np.linalg.norm(np.array(j["landmarks_px"]) - landmarks[n], axis=1).mean())
-        shifted.append(level_shifted(np.array(j["landmarks_px"]), landmarks[n]))
+        points = np.array(j["landmarks_px"])
+        lerr.append(np.linalg.norm(points - landmarks[n], axis=1).mean())
+        shifted.append(level_shifted(points, landmarks[n]))
         confusion[GRADES.index(grade(ref[0])), GRADES.index(j["grade"])] += 1
         flagged += bool(j["flags"])
     print(f"validation images: {len(names)} (scored {len(sm)}, failed {len(missing)})")

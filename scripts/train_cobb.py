@@ -185,13 +185,11 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     state = checkpoint.resume(model, opt, ckpt_path)
     if args.from_model and state["epoch"] == 0:
-        model.load_state_dict(torch.jit.load(args.from_model).state_dict())
+        load_exported(model, args.from_model)
         state = {"epoch": args.epochs, "history": []}
         print(f"starting from {args.from_model}: fine-tuning only", flush=True)
     if args.init_from and state["epoch"] == 0:
-        missing = model.load_state_dict(torch.jit.load(args.init_from).state_dict(), strict=False).missing_keys
-        print(f"initialised from {args.init_from}; new, trained from their initial values: "
-              f"{sorted({k.split('.')[0] for k in missing})}", flush=True)
+        load_exported(model, args.init_from)
 
     if args.export:
         export(model, state, args, len(train), len(val), len(rejected))
@@ -255,6 +253,17 @@ def main():
     export(model, state, args, len(train), len(val), len(rejected))
 
 
+def load_exported(model, path):
+    """Weights of an exported model, where they fit: a 1.0.0 model has no context block,
+    which then starts as the identity (Context in scripts/cobb/model.py)."""
+    result = model.load_state_dict(torch.jit.load(path).state_dict(), strict=False)
+    if result.unexpected_keys:
+        raise SystemExit(f"{path}: weights this network does not have: {result.unexpected_keys[:3]}")
+    if result.missing_keys:
+        print(f"{path}: no weights for {sorted({k.split('.')[0] for k in result.missing_keys})}, "
+              f"trained from their initial values", flush=True)
+
+
 def with_furniture(images, points, rng):
     """uint8 working images [B,1024,512] with, at random, what films carry: inverted
     polarity (15 %), burnt-in text and rulers (30 %), drawn rods and screws (15 %)."""
@@ -308,6 +317,11 @@ def export(model, state, args, n_train, n_val, n_rejected):
         "training": {"epochs": state.get("epoch", 0), "seed": args.seed, "threads": "2 (CPU)",
                      "command": args.card_training or (
                          f"/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs {args.epochs}"
+                         + (" --no-context" if args.no_context else "")
+                         + (f" --lr {args.lr}" if args.lr != 2e-3 else "")
+                         + (f" --init-from {args.init_from}" if args.init_from else "")
+                         + (f" --shift-y {args.shift_y}" if args.shift_y != 0.05 else "")
+                         + (f" --scale-range {args.scale_range}" if args.scale_range != "0.88,1.12" else "")
                          + (f" --finetune {args.finetune} --phantoms work-data/phantom-xr" if args.finetune and args.phantoms else "")
                          + (f" --finetune {args.finetune} --finetune-lr {args.finetune_lr} --furniture --from-model "
                             f"{args.from_model}" if args.finetune and args.furniture else "")),

@@ -21,15 +21,13 @@ class Context(nn.Module):
 
     def __init__(self, w):
         super().__init__()
-        layers = []
-        for i, d in enumerate((2, 4, 8)):
-            bn = nn.BatchNorm2d(w)
-            if i == 2:
-                nn.init.zeros_(bn.weight)
-            layers += [nn.Conv2d(w, w, 3, padding=(d, min(d, 2)), dilation=(d, min(d, 2)), bias=False), bn]
-            if i < 2:
-                layers.append(nn.ReLU(inplace=True))
-        self.body = nn.Sequential(*layers)
+        def conv(d):  # dilated d rows, at most 2 columns (the bottleneck is 8 wide)
+            return nn.Conv2d(w, w, 3, padding=(d, min(d, 2)), dilation=(d, min(d, 2)), bias=False)
+        last = nn.BatchNorm2d(w)
+        nn.init.zeros_(last.weight)
+        self.body = nn.Sequential(conv(2), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                                  conv(4), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                                  conv(8), last)
 
     def forward(self, x):
         return F.relu(x + self.body(x))
