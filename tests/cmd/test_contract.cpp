@@ -15,7 +15,7 @@ class Contract : public ::testing::TestWithParam<std::string> {};
 
 INSTANTIATE_TEST_SUITE_P(Tools, Contract,
                          ::testing::Values("spine-prep", "spine-phantom", "spine-cobb", "spine-seg", "spine-detect",
-                                           "spine-measure"));
+                                           "spine-measure", "spine-grade"));
 
 TEST_P(Contract, HelpShowsOptionsAndDefaults) {
   const auto r = run_command(bin(GetParam()) + " --help");

@@ -1,0 +1,39 @@
+// spine-grade as a library call: per sagittal lumbar MRI, the grading slice, the discs
+// found and named, their Pfirrmann grades and findings; grades.json, overlay.png and a
+// cohort CSV (one row per disc).
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "spine/batch.hpp"
+#include "spine/cli.hpp"
+#include "spine/spine_seg.hpp"
+
+namespace spine {
+
+struct GradeConfig {
+  CommonOptions common;
+  std::string mr_model;        // empty: models/mr-spine-seg.pt
+  std::string grade_model;     // empty: models/mr-disc-grading.pt
+  double spacing_mm = 0;       // pixel spacing of 2D inputs whose file has none (PNG, JPEG); 0 = not given
+  bool discs_only = false;     // find and name the discs, no grading model
+  bool write_patches = false;  // disc_patches.nii.gz: what the grading model sees
+  bool overlay = true;
+  SpineSegConfig seg;
+
+  void register_cli(CLI::App& app);
+  nlohmann::json to_json() const;
+};
+
+BatchSummary run_grade(const GradeConfig& config);
+
+// Writes OUTDIR/grades.csv from every complete OUTDIR/<study>/grades.json.
+void write_grades_csv(const std::filesystem::path& output_dir);
+
+std::vector<std::string> grade_model_versions();
+
+}  // namespace spine

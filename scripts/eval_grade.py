@@ -1,0 +1,142 @@
+"""Scores spine-grade's outputs on SPIDER series against the reference gradings: disc
+detection and naming, Pfirrmann (exact, within one, linearly weighted kappa, confusion
+matrix), each binary finding (AUC, sensitivity and specificity at the model card's
+operating point), Modic; overall, per sequence and per scanner group.
+
+  /usr/bin/python3 scripts/eval_grade.py OUTDIR --data ../shared/data/mri-spider-gradings \
+      --subset validation [--json metrics.json]
+"""
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "grade"))
+from spider import FINDINGS, group_of, read_gradings, read_series, sequence_of, spider_index  # noqa: E402
+
+LUMBAR = 6  # SPIDER discs 1..6 = L5/S1 .. T12/L1
+
+
+def auc(y, p):
+    y, p = np.asarray(y), np.asarray(p)
+    pos, neg = p[y == 1], p[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]), kind="mergesort"), kind="mergesort") + 1.0
+    # ties: average ranks
+    allv = np.concatenate([pos, neg])
+    for v in np.unique(allv):
+        m = allv == v
+        if m.sum() > 1:
+            ranks[m] = ranks[m].mean()
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def weighted_kappa(t, p, k=5):
+    t, p = np.asarray(t) - 1, np.asarray(p) - 1
+    o = np.zeros((k, k))
+    for a, b in zip(t, p):
+        o[a, b] += 1
+    w = np.abs(np.arange(k)[:, None] - np.arange(k)[None, :]) / (k - 1)
+    e = np.outer(o.sum(1), o.sum(0)) / max(1, o.sum())
+    return float(1 - (w * o).sum() / max(1e-9, (w * e).sum())), o.astype(int).tolist()
+
+
+def score(items):
+    """items: list of (reference grading, predicted disc json)."""
+    out = {"discs": len(items)}
+    if not items:
+        return out
+    t = [g["pfirrmann"] for g, _ in items]
+    p = [d["pfirrmann"]["grade"] for _, d in items]
+    diff = np.abs(np.array(t) - np.array(p))
+    kappa, conf = weighted_kappa(t, p)
+    out["pfirrmann"] = {"exact": float((diff == 0).mean()), "within_one": float((diff <= 1).mean()),
+                        "weighted_kappa": kappa, "confusion_rows_reference_cols_predicted": conf}
+    out["findings"] = {}
+    for f in FINDINGS:
+        y = [g[f] for g, _ in items]
+        pr = [d["findings"][f]["probability"] for _, d in items]
+        pres = [d["findings"][f]["present"] for _, d in items]
+        tp = sum(1 for a, b in zip(y, pres) if a and b)
+        tn = sum(1 for a, b in zip(y, pres) if not a and not b)
+        npos = sum(y)
+        out["findings"][f] = {"auc": auc(y, pr), "positives": npos,
+                              "sensitivity": tp / npos if npos else None,
+                              "specificity": tn / (len(y) - npos) if len(y) > npos else None}
+    modic_types = defaultdict(lambda: [0, 0])
+    for g, d in items:
+        pred = d["findings"]["modic_change"]["present"]
+        modic_types[g["modic"]][0] += 1
+        modic_types[g["modic"]][1] += int(pred == (g["modic"] > 0))
+    out["modic"] = {"accuracy_change_or_not": float(np.mean([d["findings"]["modic_change"]["present"] == (g["modic"] > 0)
+                                                             for g, d in items])),
+                    "recall_per_type": {str(k): {"discs": v[0], "recall": v[1] / v[0]} for k, v in sorted(modic_types.items())}}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("outdir")
+    ap.add_argument("--data", default="../shared/data/mri-spider-gradings")
+    ap.add_argument("--subset", default="validation")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    series = read_series(args.data)
+    gradings = read_gradings(args.data)
+    det = defaultdict(lambda: [0, 0])  # group -> [graded lumbar discs in view, found with that name]
+    failed, overnamed, paired = [], 0, defaultdict(list)
+    for name, row in sorted(series.items()):
+        if row["subset"] != args.subset:
+            continue
+        ref = gradings.get(row["patient"], {})
+        in_view = [k for k in ref if 1 <= k <= min(LUMBAR, int(row["num_discs"]))]
+        f = Path(args.outdir) / name / "grades.json"
+        discs = {}
+        if f.exists():
+            j = json.load(open(f))
+            discs = {spider_index(d["name"]): d for d in j["discs"] if spider_index(d["name"])}
+            overnamed += sum(1 for k in discs if k > int(row["num_discs"]))
+        else:
+            failed.append(name)
+        for key in ("all", sequence_of(name), group_of(row)):
+            det[key][0] += len(in_view)
+            det[key][1] += sum(1 for k in in_view if k in discs)
+        for k, d in discs.items():
+            if k in ref and "pfirrmann" in d:
+                for key in ("all", "sequence " + sequence_of(name), group_of(row)):
+                    paired[key].append((ref[k], d))
+    res = {"subset": args.subset, "series_failed": failed,
+           "detection": {k: {"graded_lumbar_discs": v[0], "found_named": v[1], "fraction": v[1] / max(1, v[0])}
+                         for k, v in det.items()},
+           "discs_named_beyond_the_discs_in_view": overnamed,
+           "grading": {k: score(v) for k, v in sorted(paired.items())}}
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    d = res["detection"]["all"]
+    print(f"detection: {d['found_named']}/{d['graded_lumbar_discs']} = {d['fraction']:.3f} "
+          f"graded lumbar discs found with their name; {overnamed} discs named beyond the discs in view; "
+          f"{len(failed)} series failed {failed}")
+    for k, v in res["detection"].items():
+        print(f"  detection {k}: {v['found_named']}/{v['graded_lumbar_discs']} = {v['fraction']:.3f}")
+    for k, s in res["grading"].items():
+        if "pfirrmann" not in s:
+            continue
+        pf = s["pfirrmann"]
+        line = f"{k} ({s['discs']} discs): Pfirrmann exact {pf['exact']:.3f} within-one {pf['within_one']:.3f} kappa {pf['weighted_kappa']:.3f}"
+        for f, m in s["findings"].items():
+            if m["auc"] is not None:
+                line += f" | {f} AUC {m['auc']:.3f}"
+                if k == "all":
+                    line += f" sens {m['sensitivity']:.2f} spec {m['specificity']:.2f} (n+ {m['positives']})"
+        print(line)
+    if "all" in res["grading"] and "pfirrmann" in res["grading"]["all"]:
+        print("confusion (rows reference 1..5, columns predicted):", res["grading"]["all"]["pfirrmann"]["confusion_rows_reference_cols_predicted"])
+        print("modic:", json.dumps(res["grading"]["all"]["modic"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Trains the disc grading model (models/mr-disc-grading.pt) on SPIDER's training series.
+
+The patches are what spine-grade itself cuts (`spine-grade --discs-only --write-patches`),
+so training sees exactly what inference sees. A small CNN encodes each disc's patch; a
+bidirectional LSTM runs over the series' discs top to bottom (neighbouring discs share a
+patient's degeneration); heads give 5 Pfirrmann logits and 7 finding logits per disc.
+SPIDER's own validation patients are never read here; a fifth of the training patients
+(spider.tune_patient) chooses the epoch and the operating points.
+
+  /usr/bin/python3 scripts/grade/spider_to_mha.py ../shared/data/mri-spider-gradings work-data/spider-mha
+  build/bin/spine-grade work-data/spider-mha --discs-only --write-patches --no-overlay -o work-data/grade-discs
+  /usr/bin/python3 scripts/train_grade.py --patches work-data/grade-discs --out work-data/grade \
+      --export models/mr-disc-grading.pt
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "lib"))
+sys.path.insert(0, str(HERE / "grade"))
+from model_card import export_scripted  # noqa: E402
+from nifti import read_nifti  # noqa: E402
+from spider import FINDINGS, read_gradings, read_series, spider_index, tune_patient  # noqa: E402
+
+PATCH = {"width_px": 96, "height_px": 64, "spacing_mm": 0.7, "posterior_shift_mm": 4.0}
+
+
+class DiscGrader(nn.Module):
+    """Input [discs, 1, 64, 96]: one series' discs, top to bottom. Output [discs, 12]."""
+
+    def __init__(self, width=24, hidden=32):
+        super().__init__()
+        c = [width, 2 * width, 3 * width, 4 * width]
+
+        def stage(a, b):
+            return nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
+                                 nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
+        self.encoder = nn.Sequential(stage(1, c[0]), nn.MaxPool2d(2), stage(c[0], c[1]), nn.MaxPool2d(2),
+                                     stage(c[1], c[2]), nn.MaxPool2d(2), stage(c[2], c[3]),
+                                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2))
+        self.context = nn.LSTM(c[3], hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(c[3] + 2 * hidden, 5 + len(FINDINGS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(x)
+        ctx, _ = self.context(f.unsqueeze(0))
+        return self.head(torch.cat([f, ctx.squeeze(0)], dim=1))
+
+    def forward_series(self, patches, lengths):
+        """Training: several series at once; patches of all of them concatenated."""
+        f = self.encoder(patches)
+        seqs = list(torch.split(f, lengths))
+        padded = nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+        packed = nn.utils.rnn.pack_padded_sequence(padded, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+        out, _ = self.context(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        ctx = torch.cat([out[i, :n] for i, n in enumerate(lengths)])
+        return self.head(torch.cat([f, ctx], dim=1))
+
+
+def load(patch_dir, data_dir):
+    series = read_series(data_dir)
+    gradings = read_gradings(data_dir)
+    items = []
+    for name, row in sorted(series.items()):
+        if row["subset"] != "training":
+            continue  # SPIDER's validation patients: never read for training
+        f = Path(patch_dir) / name / "grades.json"
+        if not f.exists():
+            continue
+        j = json.load(open(f))
+        arr, _ = read_nifti(Path(patch_dir) / name / "disc_patches.nii.gz")
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        patches = arr.transpose(2, 1, 0)  # [discs, height, width]
+        ref = gradings.get(row["patient"], {})
+        y = np.full((len(j["discs"]), 1 + len(FINDINGS)), -1, dtype=np.int64)
+        for i, d in enumerate(j["discs"]):
+            k = spider_index(d["name"])
+            if k in ref:
+                g = ref[k]
+                y[i] = [g["pfirrmann"] - 1] + [g[f] for f in FINDINGS]
+        items.append({"series": name, "patient": row["patient"], "x": patches, "y": y})
+    return items
+
+
+def augment(x, rng):
+    """Contrast, noise and small shifts / rotations / scales of the whole sequence's patches."""
+    n = x.shape[0]
+    gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.35, 0.35))
+    x = x.clamp(0, 1) ** gamma
+    x = x * torch.empty(n, 1, 1, 1).uniform_(0.85, 1.15)
+    ang = torch.empty(n).uniform_(-0.12, 0.12)
+    sc = torch.empty(n).uniform_(0.9, 1.1)
+    tx, ty = torch.empty(n).uniform_(-0.06, 0.06), torch.empty(n).uniform_(-0.08, 0.08)
+    theta = torch.stack([torch.stack([sc * torch.cos(ang), -sc * torch.sin(ang), tx], 1),
+                         torch.stack([sc * torch.sin(ang), sc * torch.cos(ang), ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="border")
+    return x + 0.02 * torch.randn_like(x)
+
+
+def losses(out, y, pos_weight):
+    pf = y[:, 0]
+    m = pf >= 0
+    if m.sum() == 0:
+        return out.sum() * 0
+    # Pfirrmann: cross-entropy plus an ordinal term (expected grade close to the reference).
+    ce = F.cross_entropy(out[m, :5], pf[m], label_smoothing=0.05)
+    prob = out[m, :5].softmax(1)
+    expected = (prob * torch.arange(5.0)).sum(1)
+    ordinal = F.smooth_l1_loss(expected, pf[m].float())
+    bce = F.binary_cross_entropy_with_logits(out[m, 5:], y[m, 1:].float(), pos_weight=pos_weight)
+    return ce + 0.5 * ordinal + bce
+
+
+def predict(model, items):
+    model.eval()
+    res = []
+    with torch.no_grad():
+        for it in items:
+            res.append(model(torch.from_numpy(it["x"]).unsqueeze(1)).numpy())
+    return res
+
+
+def auc(y, p):
+    y, p = np.asarray(y), np.asarray(p)
+    pos, neg = p[y == 1], p[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
+def tune_scores(model, items):
+    outs = predict(model, items)
+    ys = np.concatenate([it["y"] for it in items])
+    o = np.concatenate(outs)
+    m = ys[:, 0] >= 0
+    ys, o = ys[m], o[m]
+    pf = o[:, :5].argmax(1)
+    exact = float((pf == ys[:, 0]).mean())
+    aucs = {f: auc(ys[:, 1 + i], 1 / (1 + np.exp(-o[:, 5 + i]))) for i, f in enumerate(FINDINGS)}
+    return exact, aucs, ys, o
+
+
+def operating_points(ys, o):
+    """Per finding, the threshold that maximises sensitivity + specificity (Youden's J)."""
+    th = {}
+    for i, f in enumerate(FINDINGS):
+        y = ys[:, 1 + i]
+        p = 1 / (1 + np.exp(-o[:, 5 + i]))
+        if y.sum() == 0 or y.sum() == len(y):
+            th[f] = 0.5
+            continue
+        best, bt = -1, 0.5
+        for t in np.unique(np.round(p, 3)):
+            t = float(min(max(t, 0.01), 0.99))
+            pred = p >= t
+            j = (pred & (y == 1)).sum() / y.sum() + (~pred & (y == 0)).sum() / (len(y) - y.sum())
+            if j > best:
+                best, bt = j, t
+        th[f] = round(bt, 3)
+    return th
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patches", default="work-data/grade-discs")
+    ap.add_argument("--data", default="../shared/data/mri-spider-gradings")
+    ap.add_argument("--out", default="work-data/grade")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--series-per-step", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    items = load(args.patches, args.data)
+    train = [it for it in items if not tune_patient(it["patient"])]
+    tune = [it for it in items if tune_patient(it["patient"])]
+    ytr = np.concatenate([it["y"] for it in train])
+    ytr = ytr[ytr[:, 0] >= 0]
+    pos = ytr[:, 1:].mean(0)
+    pos_weight = torch.tensor(np.clip((1 - pos) / np.maximum(pos, 1e-3), 1, 10), dtype=torch.float32)
+    print(f"{len(train)} training series ({len(ytr)} graded discs), {len(tune)} tuning series; "
+          f"positive fractions {dict(zip(FINDINGS, np.round(pos, 3)))}", flush=True)
+    model = DiscGrader()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-3)
+    steps_per_epoch = (len(train) + args.series_per_step - 1) // args.series_per_step
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
+    rng = random.Random(args.seed)
+    best, history, t0 = None, [], time.time()
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        order = train[:]
+        rng.shuffle(order)
+        tot = 0.0
+        for s in range(0, len(order), args.series_per_step):
+            batch = order[s:s + args.series_per_step]
+            x = augment(torch.from_numpy(np.concatenate([b["x"] for b in batch])).unsqueeze(1), rng)
+            y = torch.from_numpy(np.concatenate([b["y"] for b in batch]))
+            out = model.forward_series(x, [len(b["x"]) for b in batch])
+            loss = losses(out, y, pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss)
+        exact, aucs, _, _ = tune_scores(model, tune)
+        score = exact + float(np.nanmean([aucs[f] for f in ("herniation", "narrowing", "bulging", "spondylolisthesis")]))
+        history.append({"epoch": epoch, "loss": tot / steps_per_epoch, "tune_exact": exact,
+                        "tune_auc": aucs, "seconds": time.time() - t0})
+        print(f"epoch {epoch} loss {tot / steps_per_epoch:.3f} tune exact {exact:.3f} "
+              + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items()) + f" ({time.time() - t0:.0f} s)", flush=True)
+        if best is None or score > best[0]:
+            best = (score, epoch)
+            torch.save(model.state_dict(), os.path.join(args.out, "best.pt"))
+    model.load_state_dict(torch.load(os.path.join(args.out, "best.pt")))
+    exact, aucs, ys, o = tune_scores(model, tune)
+    th = operating_points(ys, o)
+    summary = {"best_epoch": best[1], "tune_exact": exact, "tune_auc": aucs, "operating_points": th,
+               "cpu_seconds": time.time() - t0, "history": history,
+               "train_series": len(train), "tune_series": len(tune), "train_graded_discs": int(len(ytr))}
+    Path(args.out, "training.json").write_text(json.dumps(summary, indent=2))
+    print(f"best epoch {best[1]}: tune exact {exact:.3f}; operating points {th}", flush=True)
+    if args.export:
+        card = {
+            "name": "mr-disc-grading", "version": "1.0.0", "task": "mr-disc-grading", "modality": "mr",
+            "dimension": 2, "input_channels": 1, "patch_size": [PATCH["width_px"], PATCH["height_px"]],
+            "input_spacing_mm": [PATCH["spacing_mm"], PATCH["spacing_mm"]],
+            "normalisation": {"method": "slice percentiles 1..99 to 0..1"},
+            "classes": [{"label": k + 1, "name": f"pfirrmann {k + 1}"} for k in range(5)]
+            + [{"label": 6 + i, "name": f} for i, f in enumerate(FINDINGS)],
+            "patch": PATCH, "findings": FINDINGS, "operating_points": th,
+            "input_contract": "the batch is ONE series' discs, top to bottom (the LSTM runs along it); each patch "
+                              "in the disc's frame as spine::disc_patches cuts it",
+            "training_data": "SPIDER (van der Graaf et al. 2024, CC BY 4.0): middle sagittal slices of the "
+                             f"training subset, {len(train)} series; {len(tune)} series of a fifth of its patients "
+                             "for the epoch and the operating points; SPIDER's validation patients never seen",
+            "training": {"command": " ".join(sys.argv), "seed": args.seed, "epochs": args.epochs,
+                         "best_epoch": best[1], "cpu_seconds": round(time.time() - t0), "threads": args.threads},
+            "limitations": [
+                "Graded on one sagittal slice per series; Modic types 1 and 3 are too rare in its training data "
+                "(8 discs) to be told apart, so only a Modic change of any type is reported",
+                "Trained on SPIDER (four Dutch hospitals, Philips and Siemens, 1.5 and 3 T); other scanners and "
+                "protocols are untested"],
+            "validation": {},
+        }
+        export_scripted(model, card, args.export)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+// Discs in the grading slice (between consecutive vertebral bodies) and the patch the
+// grading model sees of each, in the disc's own frame.
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "spine/disc_grading.hpp"
+#include "spine/labels.hpp"
+
+namespace spine {
+namespace {
+
+struct BodyPixels {
+  int label = 0;
+  std::vector<std::array<double, 2>> mm;  // pixel centres in mm (x posterior, y inferior)
+  std::array<double, 2> centroid{0, 0};
+  bool touches_border = false;
+};
+
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  const auto i = static_cast<std::size_t>(std::clamp(q, 0.0, 1.0) * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
+  return v[i];
+}
+
+float bilinear(const FloatImage& img, double x, double y) {
+  // Outside the slice: 0 (the normalised background).
+  if (x < 0 || y < 0 || x > static_cast<double>(img.nx() - 1) || y > static_cast<double>(img.ny() - 1)) return 0.f;
+  const auto x0 = static_cast<std::size_t>(x), y0 = static_cast<std::size_t>(y);
+  const std::size_t x1 = std::min(x0 + 1, img.nx() - 1), y1 = std::min(y0 + 1, img.ny() - 1);
+  const double fx = x - static_cast<double>(x0), fy = y - static_cast<double>(y0);
+  return static_cast<float>((1 - fy) * ((1 - fx) * img.at(x0, y0) + fx * img.at(x1, y0)) +
+                            fy * ((1 - fx) * img.at(x0, y1) + fx * img.at(x1, y1)));
+}
+
+}  // namespace
+
+std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
+  const LabelImage& lab = slice.labels;
+  const double sx = lab.geometry.spacing[0], sy = lab.geometry.spacing[1];
+  std::map<int, BodyPixels> bodies;
+  for (std::size_t y = 0; y < lab.ny(); ++y)
+    for (std::size_t x = 0; x < lab.nx(); ++x) {
+      const int v = lab.at(x, y);
+      if (!is_vertebra_label(v)) continue;
+      auto& b = bodies[v];
+      b.label = v;
+      b.mm.push_back({static_cast<double>(x) * sx, static_cast<double>(y) * sy});
+      if (x == 0 || y == 0 || x + 1 == lab.nx() || y + 1 == lab.ny()) b.touches_border = true;
+    }
+  std::vector<BodyPixels> order;
+  for (auto& [label, b] : bodies) {
+    // A body of a few pixels in this slice is a partial-volume sliver, not a body to measure from.
+    if (b.mm.size() * sx * sy < 40.0) continue;
+    for (const auto& p : b.mm) b.centroid[0] += p[0], b.centroid[1] += p[1];
+    b.centroid[0] /= static_cast<double>(b.mm.size());
+    b.centroid[1] /= static_cast<double>(b.mm.size());
+    order.push_back(std::move(b));
+  }
+  std::sort(order.begin(), order.end(),
+            [](const BodyPixels& a, const BodyPixels& b) { return craniocaudal_rank(a.label) < craniocaudal_rank(b.label); });
+
+  std::vector<DiscLocation> discs;
+  for (std::size_t i = 0; i + 1 < order.size(); ++i) {
+    const BodyPixels& a = order[i];
+    const BodyPixels& b = order[i + 1];
+    if (next_vertebra_below(a.label) != b.label) continue;  // a level missing in this slice: no disc named across it
+    double ux = b.centroid[0] - a.centroid[0], uy = b.centroid[1] - a.centroid[1];
+    const double len = std::hypot(ux, uy);
+    if (len < 5.0) continue;
+    ux /= len, uy /= len;
+    const double mx = (a.centroid[0] + b.centroid[0]) / 2, my = (a.centroid[1] + b.centroid[1]) / 2;
+    // Along the axis from the midpoint: the endplates facing the disc, taken near the
+    // body's centre line (the mid-endplate, not the rim).
+    auto along = [&](const BodyPixels& body, std::vector<double>& perp) {
+      std::vector<double> t;
+      for (const auto& p : body.mm) {
+        const double dx = p[0] - mx, dy = p[1] - my;
+        const double across = dx * uy - dy * ux;  // perpendicular coordinate
+        perp.push_back(across);
+        t.push_back(dx * ux + dy * uy);
+      }
+      return t;
+    };
+    std::vector<double> pa, pb;
+    const std::vector<double> ta = along(a, pa), tb = along(b, pb);
+    const double ca = quantile(pa, 0.5), cb = quantile(pb, 0.5);
+    const double wa = quantile(pa, 0.98) - quantile(pa, 0.02), wb = quantile(pb, 0.98) - quantile(pb, 0.02);
+    std::vector<double> ta_mid, tb_mid;
+    for (std::size_t k = 0; k < ta.size(); ++k)
+      if (std::abs(pa[k] - ca) < wa / 4) ta_mid.push_back(ta[k]);
+    for (std::size_t k = 0; k < tb.size(); ++k)
+      if (std::abs(pb[k] - cb) < wb / 4) tb_mid.push_back(tb[k]);
+    const double lower_endplate = quantile(ta_mid, 0.99), upper_endplate = quantile(tb_mid, 0.01);
+    const double t = (lower_endplate + upper_endplate) / 2;
+    const double across = (ca + cb) / 2;
+    DiscLocation d;
+    d.label = disc_label_below(a.label);
+    d.name = label_name(d.label);
+    const double cx = mx + t * ux + across * uy, cy = my + t * uy - across * ux;
+    d.centre_px = {cx / sx, cy / sy};
+    d.axis = {ux, uy};
+    d.height_mm = std::max(0.0, upper_endplate - lower_endplate);
+    d.width_mm = (wa + wb) / 2;
+    d.cut = a.touches_border || b.touches_border;
+    discs.push_back(d);
+  }
+  // The sacrum is the structure the MR model segments least often in one slice (it
+  // learned it from 3 volumes). When L5 is the lowest body and a body above it gives the
+  // spine's direction, the L5/S1 disc lies under L5's lower endplate: placed half a
+  // typical L5/S1 height (5 mm) below it, and said so.
+  const bool has_sacrum = std::any_of(order.begin(), order.end(), [](const BodyPixels& b) { return b.label == label::kSacrum; });
+  if (!has_sacrum && order.size() >= 2 && order.back().label == 24 && order[order.size() - 2].label == 23) {
+    const BodyPixels& l4 = order[order.size() - 2];
+    const BodyPixels& l5 = order.back();
+    double ux = l5.centroid[0] - l4.centroid[0], uy = l5.centroid[1] - l4.centroid[1];
+    const double len = std::hypot(ux, uy);
+    if (len >= 5.0) {
+      ux /= len, uy /= len;
+      std::vector<double> t, perp;
+      for (const auto& p : l5.mm) {
+        const double dx = p[0] - l5.centroid[0], dy = p[1] - l5.centroid[1];
+        t.push_back(dx * ux + dy * uy);
+        perp.push_back(dx * uy - dy * ux);
+      }
+      const double c = quantile(perp, 0.5), w = quantile(perp, 0.98) - quantile(perp, 0.02);
+      std::vector<double> mid;
+      for (std::size_t k = 0; k < t.size(); ++k)
+        if (std::abs(perp[k] - c) < w / 4) mid.push_back(t[k]);
+      const double below = quantile(mid, 0.99) + 5.0;
+      DiscLocation d;
+      d.label = disc_label_below(24);
+      d.name = label_name(d.label);
+      d.centre_px = {(l5.centroid[0] + below * ux + c * uy) / sx, (l5.centroid[1] + below * uy - c * ux) / sy};
+      d.axis = {ux, uy};
+      d.width_mm = w;
+      d.height_mm = -1;  // not measured: no body below
+      d.placement = "below L5's lower endplate (sacrum not segmented)";
+      d.cut = l5.touches_border || (d.centre_px.y + 5.0 / sy >= static_cast<double>(lab.ny()));
+      discs.push_back(d);
+    }
+  }
+  return discs;
+}
+
+Tensor disc_patches(const FloatImage& slice, const std::vector<DiscLocation>& discs, const PatchSpec& spec) {
+  // Intensity scale of the whole slice (robust to a few bright pixels such as fat or flow).
+  std::vector<double> v(slice.voxels.begin(), slice.voxels.end());
+  const double lo = quantile(v, 0.01), hi = quantile(v, 0.99);
+  const double scale = hi > lo ? 1.0 / (hi - lo) : 1.0;
+  const double sx = slice.geometry.spacing[0], sy = slice.geometry.spacing[1];
+  const auto n = static_cast<std::int64_t>(discs.size());
+  Tensor out({n, 1, spec.height_px, spec.width_px});
+  for (std::int64_t d = 0; d < n; ++d) {
+    const DiscLocation& disc = discs[static_cast<std::size_t>(d)];
+    // Patch axes in mm: down = the spine axis; right = perpendicular, toward posterior.
+    const double dx = disc.axis.x, dy = disc.axis.y;
+    double rx = dy, ry = -dx;
+    if (rx < 0) rx = -rx, ry = -ry;  // posterior (+x) to the patch's right
+    const double cx = disc.centre_px.x * sx + spec.posterior_shift_mm * rx;
+    const double cy = disc.centre_px.y * sy + spec.posterior_shift_mm * ry;
+    float* p = out.data.data() + d * spec.height_px * spec.width_px;
+    for (int r = 0; r < spec.height_px; ++r) {
+      const double a = (r - (spec.height_px - 1) / 2.0) * spec.spacing_mm;
+      for (int c = 0; c < spec.width_px; ++c) {
+        const double b = (c - (spec.width_px - 1) / 2.0) * spec.spacing_mm;
+        const double xm = cx + a * dx + b * rx, ym = cy + a * dy + b * ry;
+        const float val = bilinear(slice, xm / sx, ym / sy);
+        p[r * spec.width_px + c] = static_cast<float>(std::clamp((val - lo) * scale, 0.0, 1.0));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace spine
