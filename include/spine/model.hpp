@@ -96,8 +96,9 @@ class Model {
   const std::string& device() const;
   // Runs forward() without gradients. Input [N, C, (Z,) Y, X]; returns the first tensor
   // output (a tuple's first element) as float on the CPU. Throws a model error when the
-  // output is empty, of another rank or batch size than the input, or not finite.
-  Tensor forward(const Tensor& input) const;
+  // output is empty, of another batch size than the input, not finite, or of another rank
+  // than `output_rank` (0: the input's, as for dense outputs; 2 for one vector per item).
+  Tensor forward(const Tensor& input, int output_rank = 0) const;
 
  private:
   struct Impl;

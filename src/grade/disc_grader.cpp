@@ -39,7 +39,7 @@ std::vector<DiscGrades> DiscGrader::grade(const FloatImage& slice, const std::ve
   std::vector<DiscGrades> out;
   if (discs.empty()) return out;
   const Tensor x = disc_patches(slice, discs, spec_);
-  const Tensor y = model_.forward(x);
+  const Tensor y = model_.forward(x, 2);  // [discs, grades + findings]
   const auto n_out = static_cast<std::int64_t>(kPfirrmannGrades + disc_finding_names().size());
   if (y.shape.size() != 2 || y.shape[1] != n_out)
     throw model_error(model_.card().name + ": expected " + std::to_string(n_out) + " outputs per disc");

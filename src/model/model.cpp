@@ -238,7 +238,7 @@ const ModelCard& Model::card() const { return impl_->card; }
 const std::string& Model::sha256() const { return impl_->sha256; }
 const std::string& Model::device() const { return impl_->device; }
 
-Tensor Model::forward(const Tensor& input) const {
+Tensor Model::forward(const Tensor& input, int output_rank) const {
   torch::NoGradGuard no_grad;
   try {
     auto in = torch::from_blob(const_cast<float*>(input.data.data()), input.shape, torch::kFloat32)
@@ -250,10 +250,11 @@ Tensor Model::forward(const Tensor& input) const {
     // Decoders index into the output by its shape: an empty, mis-shaped or non-finite
     // output must stop here rather than divide by zero or write NaN into results.
     if (out.numel() == 0) throw model_error(impl_->card.name + ": model output is empty");
-    if (out.dim() != in.dim() || out.size(0) != in.size(0))
+    const auto rank = output_rank > 0 ? static_cast<std::int64_t>(output_rank) : in.dim();
+    if (out.dim() != rank || out.size(0) != in.size(0))
       throw model_error(impl_->card.name + ": model output has rank " + std::to_string(out.dim()) + " and batch " +
                         std::to_string(out.size(0)) + " for an input of rank " + std::to_string(in.dim()) +
-                        " and batch " + std::to_string(in.size(0)));
+                        " and batch " + std::to_string(in.size(0)) + " (expected rank " + std::to_string(rank) + ")");
     if (!torch::isfinite(out).all().item<bool>())
       throw model_error(impl_->card.name + ": model output contains NaN or infinite values (damaged weights?)");
     Tensor t;
