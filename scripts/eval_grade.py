@@ -87,7 +87,8 @@ def main():
     args = ap.parse_args()
     series = read_series(args.data)
     gradings = read_gradings(args.data)
-    det = defaultdict(lambda: [0, 0])  # group -> [graded lumbar discs in view, found with that name]
+    # group -> [graded lumbar discs in view, found with that name, of those not flagged]
+    det = defaultdict(lambda: [0, 0, 0])
     failed, overnamed, paired = [], 0, defaultdict(list)
     for name, row in sorted(series.items()):
         if row["subset"] != args.subset:
@@ -105,12 +106,22 @@ def main():
         for key in ("all", sequence_of(name), group_of(row)):
             det[key][0] += len(in_view)
             det[key][1] += sum(1 for k in in_view if k in discs)
+        for key in ("all", sequence_of(name), group_of(row)):
+            det[key][2] += sum(1 for k in in_view if k in discs and discs[k].get("reliable", False))
         for k, d in discs.items():
             if k in ref and "pfirrmann" in d:
-                for key in ("all", "sequence " + sequence_of(name), group_of(row)):
+                keys = ["all", "sequence " + sequence_of(name), group_of(row)]
+                # The discs a user would keep when filtering on `reliable` (the disc's own
+                # flags and the series' naming).
+                if d["reliable"] and j["naming_reliable"]:
+                    keys.append("reliable discs of reliably named series")
+                if d["reliable"]:
+                    keys.append("reliable discs")
+                for key in keys:
                     paired[key].append((ref[k], d))
     res = {"subset": args.subset, "series_failed": failed,
-           "detection": {k: {"graded_lumbar_discs": v[0], "found_named": v[1], "fraction": v[1] / max(1, v[0])}
+           "detection": {k: {"graded_lumbar_discs": v[0], "found_named": v[1], "fraction": v[1] / max(1, v[0]),
+                             "found_named_not_flagged": v[2]}
                          for k, v in det.items()},
            "discs_named_beyond_the_discs_in_view": overnamed,
            "grading": {k: score(v) for k, v in sorted(paired.items())}}
@@ -121,7 +132,8 @@ def main():
           f"graded lumbar discs found with their name; {overnamed} discs named beyond the discs in view; "
           f"{len(failed)} series failed {failed}")
     for k, v in res["detection"].items():
-        print(f"  detection {k}: {v['found_named']}/{v['graded_lumbar_discs']} = {v['fraction']:.3f}")
+        print(f"  detection {k}: {v['found_named']}/{v['graded_lumbar_discs']} = {v['fraction']:.3f} "
+              f"({v['found_named_not_flagged']} of them not flagged)")
     for k, s in res["grading"].items():
         if "pfirrmann" not in s:
             continue

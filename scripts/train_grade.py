@@ -174,37 +174,44 @@ def operating_points(ys, o):
     return th
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--patches", default="work-data/grade-discs")
-    ap.add_argument("--data", default="../shared/data/mri-spider-gradings")
-    ap.add_argument("--out", default="work-data/grade")
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--series-per-step", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--export")
-    args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-    items = load(args.patches, args.data)
-    train = [it for it in items if not tune_patient(it["patient"])]
-    tune = [it for it in items if tune_patient(it["patient"])]
-    ytr = np.concatenate([it["y"] for it in train])
-    ytr = ytr[ytr[:, 0] >= 0]
-    pos = ytr[:, 1:].mean(0)
-    pos_weight = torch.tensor(np.clip((1 - pos) / np.maximum(pos, 1e-3), 1, 10), dtype=torch.float32)
-    print(f"{len(train)} training series ({len(ytr)} graded discs), {len(tune)} tuning series; "
-          f"positive fractions {dict(zip(FINDINGS, np.round(pos, 3)))}", flush=True)
+class Ensemble(nn.Module):
+    """Several graders trained from different seeds, averaged: the mean of their grade
+    probabilities (returned as log-probabilities, so a softmax gives the mean back) and
+    of their finding probabilities (returned as logits). Same contract as DiscGrader."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grades = torch.zeros(x.shape[0], 5)
+        findings = torch.zeros(x.shape[0], len(FINDINGS))
+        for m in self.members:
+            out = m(x)
+            grades = grades + out[:, :5].softmax(1)
+            findings = findings + torch.sigmoid(out[:, 5:])
+        n = float(len(self.members))
+        grades = (grades / n).clamp(1e-6, 1.0)
+        findings = (findings / n).clamp(1e-6, 1 - 1e-6)
+        return torch.cat([grades.log(), torch.log(findings / (1 - findings))], dim=1)
+
+
+def train_one(seed, args, train, tune, pos_weight, out_dir):
+    """One grader from one seed; keeps the epoch with the best tuning score in out_dir/best.pt."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    os.makedirs(out_dir, exist_ok=True)
     model = DiscGrader()
+    best_file = os.path.join(out_dir, "best.pt")
+    if args.reuse and os.path.exists(best_file) and os.path.exists(os.path.join(out_dir, "history.json")):
+        model.load_state_dict(torch.load(best_file))
+        print(f"seed {seed}: reusing {best_file}", flush=True)
+        return model, json.loads(Path(out_dir, "history.json").read_text())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-3)
     steps_per_epoch = (len(train) + args.series_per_step - 1) // args.series_per_step
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     best, history, t0 = None, [], time.time()
     for epoch in range(1, args.epochs + 1):
         model.train()
@@ -226,19 +233,60 @@ def main():
         score = exact + float(np.nanmean([aucs[f] for f in ("herniation", "narrowing", "bulging", "spondylolisthesis")]))
         history.append({"epoch": epoch, "loss": tot / steps_per_epoch, "tune_exact": exact,
                         "tune_auc": aucs, "seconds": time.time() - t0})
-        print(f"epoch {epoch} loss {tot / steps_per_epoch:.3f} tune exact {exact:.3f} "
+        print(f"seed {seed} epoch {epoch} loss {tot / steps_per_epoch:.3f} tune exact {exact:.3f} "
               + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items()) + f" ({time.time() - t0:.0f} s)", flush=True)
         if best is None or score > best[0]:
             best = (score, epoch)
-            torch.save(model.state_dict(), os.path.join(args.out, "best.pt"))
-    model.load_state_dict(torch.load(os.path.join(args.out, "best.pt")))
+            torch.save(model.state_dict(), best_file)
+    model.load_state_dict(torch.load(best_file))
+    record = {"seed": seed, "best_epoch": best[1], "cpu_seconds": round(time.time() - t0), "history": history}
+    Path(out_dir, "history.json").write_text(json.dumps(record, indent=2))
+    return model, record
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patches", default="work-data/grade-discs")
+    ap.add_argument("--data", default="../shared/data/mri-spider-gradings")
+    ap.add_argument("--out", default="work-data/grade")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--series-per-step", type=int, default=8)
+    ap.add_argument("--seeds", default="0", help="comma-separated; more than one: the exported model averages them")
+    ap.add_argument("--reuse", action="store_true", help="reuse OUT/seedN/best.pt of a finished earlier run")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = [int(v) for v in args.seeds.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+    items = load(args.patches, args.data)
+    train = [it for it in items if not tune_patient(it["patient"])]
+    tune = [it for it in items if tune_patient(it["patient"])]
+    ytr = np.concatenate([it["y"] for it in train])
+    ytr = ytr[ytr[:, 0] >= 0]
+    pos = ytr[:, 1:].mean(0)
+    pos_weight = torch.tensor(np.clip((1 - pos) / np.maximum(pos, 1e-3), 1, 10), dtype=torch.float32)
+    print(f"{len(train)} training series ({len(ytr)} graded discs), {len(tune)} tuning series; "
+          f"positive fractions {dict(zip(FINDINGS, np.round(pos, 3)))}", flush=True)
+    members, records = [], []
+    for seed in seeds:
+        m, r = train_one(seed, args, train, tune, pos_weight, os.path.join(args.out, f"seed{seed}"))
+        members.append(m)
+        records.append(r)
+        exact, aucs, _, _ = tune_scores(m, tune)
+        print(f"seed {seed}: best epoch {r['best_epoch']}, tune exact {exact:.3f} "
+              + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items()), flush=True)
+    model = members[0] if len(members) == 1 else Ensemble(members)
     exact, aucs, ys, o = tune_scores(model, tune)
     th = operating_points(ys, o)
-    summary = {"best_epoch": best[1], "tune_exact": exact, "tune_auc": aucs, "operating_points": th,
-               "cpu_seconds": time.time() - t0, "history": history,
+    cpu_seconds = sum(r["cpu_seconds"] for r in records)
+    summary = {"seeds": seeds, "tune_exact": exact, "tune_auc": aucs, "operating_points": th,
+               "cpu_seconds": cpu_seconds, "members": records,
                "train_series": len(train), "tune_series": len(tune), "train_graded_discs": int(len(ytr))}
     Path(args.out, "training.json").write_text(json.dumps(summary, indent=2))
-    print(f"best epoch {best[1]}: tune exact {exact:.3f}; operating points {th}", flush=True)
+    print(f"exported model ({len(members)} member(s)): tune exact {exact:.3f} "
+          + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items()) + f"; operating points {th}", flush=True)
     if args.export:
         card = {
             "name": "mr-disc-grading", "version": "1.0.0", "task": "mr-disc-grading", "modality": "mr",
@@ -253,8 +301,9 @@ def main():
             "training_data": "SPIDER (van der Graaf et al. 2024, CC BY 4.0): middle sagittal slices of the "
                              f"training subset, {len(train)} series; {len(tune)} series of a fifth of its patients "
                              "for the epoch and the operating points; SPIDER's validation patients never seen",
-            "training": {"command": " ".join(sys.argv), "seed": args.seed, "epochs": args.epochs,
-                         "best_epoch": best[1], "cpu_seconds": round(time.time() - t0), "threads": args.threads},
+            "training": {"command": " ".join(sys.argv), "seeds": seeds, "epochs": args.epochs,
+                         "best_epochs": [r["best_epoch"] for r in records], "cpu_seconds": cpu_seconds,
+                         "threads": args.threads},
             "limitations": [
                 "Graded on one sagittal slice per series; Modic types 1 and 3 are too rare in its training data "
                 "(8 discs) to be told apart, so only a Modic change of any type is reported",

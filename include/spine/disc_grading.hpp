@@ -53,10 +53,19 @@ struct DiscLocation {
   double width_mm = 0;         // anteroposterior depth of the neighbouring bodies
   bool cut = false;            // a neighbouring body or the disc's neighbourhood leaves the slice
   std::string placement = "between bodies";  // how the centre was found
+  double turn_deg = 0;         // angle between this disc's axis and the next disc's (the one above for the lowest)
+  std::vector<std::string> flags;  // geometry that makes the disc's place doubtful
 };
 
+// Geometry checks on the disc chain: the spine bends smoothly, so a disc whose axis
+// turns more than this from its neighbour's, or whose bodies lie much nearer or farther
+// apart than the others', rests on a misplaced or missed body (on SPIDER slices: bowel
+// or pelvis taken for L5 or the sacrum). Checked by eye on SPIDER training slices.
+inline constexpr double kMaxDiscTurnDeg = 55.0;
+inline constexpr double kMinBodySpacingRatio = 0.6, kMaxBodySpacingRatio = 1.6;
+
 // Every pair of consecutive named vertebrae (sacrum included) in the slice has a disc
-// between them. Ordered top to bottom.
+// between them. Ordered top to bottom, with the geometry flags above.
 std::vector<DiscLocation> locate_discs(const GradingSlice& slice);
 
 // What the grading model sees: per disc a patch of `size_px` (width across the spine,

@@ -110,7 +110,7 @@ void write_overlay(const GradingSlice& slice, const std::vector<DiscLocation>& d
   for (std::size_t i = 0; i < discs.size(); ++i) {
     const DiscLocation& d = discs[i];
     const DiscGrades* g = i < grades.size() ? &grades[i] : nullptr;
-    const bool flagged = d.cut || (g && !g->flags.empty());
+    const bool flagged = d.cut || !d.flags.empty() || (g && !g->flags.empty());
     const Rgb col = flagged ? warn : (g && g->pfirrmann >= 4 ? bad : ok);
     // The disc's mid-plane, across the spine, as wide as the neighbouring bodies.
     const double half = d.width_mm / 2 / mm_per_px;
@@ -154,7 +154,12 @@ nlohmann::json disc_json(const DiscLocation& d, const DiscGrades* g) {
                    {"height_mm", r3(d.height_mm)},
                    {"width_mm", r3(d.width_mm)},
                    {"placement", d.placement},
+                   {"turn_deg", r3(d.turn_deg)},
                    {"cut", d.cut}};
+  if (!g) {  // --discs-only: the geometry flags are the disc's flags
+    j["flags"] = d.flags;
+    j["reliable"] = d.flags.empty() && !d.cut;
+  }
   if (g) {
     nlohmann::json probs = nlohmann::json::object();
     for (int k = 0; k < kPfirrmannGrades; ++k) probs[std::to_string(k + 1)] = r3(g->pfirrmann_probabilities[k]);

@@ -2,6 +2,7 @@
 // grading model sees of each, in the disc's own frame.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "spine/disc_grading.hpp"
@@ -34,6 +35,44 @@ float bilinear(const FloatImage& img, double x, double y) {
                             fy * ((1 - fx) * img.at(x0, y1) + fx * img.at(x1, y1)));
 }
 
+double angle_deg(Point2 a, Point2 b) {
+  return std::acos(std::clamp(a.x * b.x + a.y * b.y, -1.0, 1.0)) * 180.0 / M_PI;
+}
+
+std::string fixed1(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", v);
+  return buf;
+}
+
+// Flags the discs where the chain of bodies breaks: a sharp turn between neighbouring
+// discs' axes (both discs of the kink are flagged: either may rest on the wrong body),
+// or two bodies much nearer or farther apart than the slice's other pairs.
+void check_disc_chain(std::vector<DiscLocation>& discs, const std::vector<double>& body_spacing) {
+  for (std::size_t i = 0; i < discs.size(); ++i) {
+    double turn = 0;
+    if (i > 0) turn = std::max(turn, angle_deg(discs[i].axis, discs[i - 1].axis));
+    if (i + 1 < discs.size()) turn = std::max(turn, angle_deg(discs[i].axis, discs[i + 1].axis));
+    discs[i].turn_deg = turn;
+    if (turn > kMaxDiscTurnDeg)
+      discs[i].flags.push_back("the spine's axis turns " + fixed1(turn) +
+                               " degrees at this disc: it or a neighbouring disc rests on a misplaced or missed body");
+  }
+  std::vector<double> measured;
+  for (double v : body_spacing)
+    if (v > 0) measured.push_back(v);
+  if (measured.size() < 3) return;  // too few pairs for a typical spacing
+  const double typical = quantile(measured, 0.5);
+  for (std::size_t i = 0; i < discs.size(); ++i) {
+    if (body_spacing[i] <= 0) continue;
+    const double ratio = body_spacing[i] / typical;
+    if (ratio < kMinBodySpacingRatio || ratio > kMaxBodySpacingRatio)
+      discs[i].flags.push_back("its two bodies lie " + fixed1(body_spacing[i]) + " mm apart, " +
+                               std::to_string(static_cast<int>(std::lround(100 * ratio))) +
+                               " % of the typical spacing in this slice: a body split, merged or missed");
+  }
+}
+
 }  // namespace
 
 std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
@@ -62,6 +101,7 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
             [](const BodyPixels& a, const BodyPixels& b) { return craniocaudal_rank(a.label) < craniocaudal_rank(b.label); });
 
   std::vector<DiscLocation> discs;
+  std::vector<double> body_spacing;  // centroid distance of the two bodies, per disc; -1 for L5/S placed below L5
   for (std::size_t i = 0; i + 1 < order.size(); ++i) {
     const BodyPixels& a = order[i];
     const BodyPixels& b = order[i + 1];
@@ -105,6 +145,7 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
     d.width_mm = (wa + wb) / 2;
     d.cut = a.touches_border || b.touches_border;
     discs.push_back(d);
+    body_spacing.push_back(len);
   }
   // The sacrum is the structure the MR model segments least often in one slice (it
   // learned it from 3 volumes). When L5 is the lowest body and a body above it gives the
@@ -139,8 +180,10 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
       d.placement = "below L5's lower endplate (sacrum not segmented)";
       d.cut = l5.touches_border || (d.centre_px.y + 5.0 / sy >= static_cast<double>(lab.ny()));
       discs.push_back(d);
+      body_spacing.push_back(-1);
     }
   }
+  check_disc_chain(discs, body_spacing);
   return discs;
 }
 

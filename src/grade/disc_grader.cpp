@@ -69,6 +69,7 @@ std::vector<DiscGrades> DiscGrader::grade(const FloatImage& slice, const std::ve
     }
     // The patch's centre and the disc's neighbours must be in the slice for the grades to rest on the disc.
     const double cx = g.disc.centre_px.x * sx, cy = g.disc.centre_px.y * sy;
+    g.flags = g.disc.flags;
     if (g.disc.cut) g.flags.push_back("a neighbouring vertebral body is cut by the field of view");
     if (cx - half_w < 0 || cy - half_h < 0 || cx + half_w > ext_x || cy + half_h > ext_y)
       g.flags.push_back("the disc's neighbourhood leaves the image");

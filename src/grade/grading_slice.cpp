@@ -53,7 +53,14 @@ GradingSlice grading_slice(const FloatImage& image, SpineSegmenter& segmenter, c
   const LabelImage& labels = seg.labels;  // in the PIL grid of `volume`
   GradingSlice out;
   out.naming_confidence = seg.naming_confidence;
-  out.flags = seg.flags;
+  // A slab of identical slices reaches its left and right ends everywhere, so the
+  // segmentation calls every body of a 2D input cut; whether a disc's bodies leave the
+  // slice is checked in the slice itself (DiscLocation::cut).
+  for (const auto& f : seg.flags) {
+    const std::string cut = " is cut by the field of view";
+    const bool slab_edge = planar && f.size() > cut.size() && f.compare(f.size() - cut.size(), cut.size(), cut) == 0;
+    if (!slab_edge) out.flags.push_back(f);
+  }
   out.model_limitations = seg.model_limitations;
   out.slice_count = static_cast<int>(volume.nz());
   if (seg.vertebrae.size() < 2)

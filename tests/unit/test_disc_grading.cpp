@@ -65,8 +65,30 @@ TEST(LocateDiscs, BetweenConsecutiveBodiesNamedAndMeasured) {
       EXPECT_NEAR(discs[i].width_mm, 40.0, 2.0);
       EXPECT_NEAR(std::atan2(discs[i].axis.x, discs[i].axis.y) * 180 / kPi, tilt, 0.5);
       EXPECT_FALSE(discs[i].cut);
+      EXPECT_TRUE(discs[i].flags.empty()) << discs[i].flags.front();
+      EXPECT_NEAR(discs[i].turn_deg, 0.0, 1.0);
     }
   }
+}
+
+TEST(LocateDiscs, ABodyOffTheChainFlagsTheDiscsBesideIt) {
+  // L2..L5 straight, then a 'sacrum' in front of and below L5 (bowel or pelvis taken for
+  // it on real slices): the chain turns about 68 degrees and the pair lies 67 mm apart.
+  auto s = make_slice({21, 22, 23, 24}, 0);
+  for (std::size_t y = 300; y < 350; ++y)
+    for (std::size_t x = 10; x < 60; ++x) s.slice.labels.at(x, y) = label::kSacrum;
+  const auto discs = locate_discs(s.slice);
+  ASSERT_EQ(discs.size(), 4u);
+  EXPECT_TRUE(discs[0].flags.empty());
+  EXPECT_TRUE(discs[1].flags.empty());
+  ASSERT_EQ(discs[3].name, "L5/S");
+  EXPECT_NEAR(discs[3].turn_deg, 68.2, 2.0);
+  ASSERT_EQ(discs[3].flags.size(), 2u);  // the turn and the spacing
+  EXPECT_NE(discs[3].flags[0].find("turns"), std::string::npos);
+  EXPECT_NE(discs[3].flags[1].find("% of the typical spacing"), std::string::npos);
+  // L4/L5 shares the kink: either disc may rest on the wrong body.
+  ASSERT_EQ(discs[2].flags.size(), 1u);
+  EXPECT_NE(discs[2].flags[0].find("turns"), std::string::npos);
 }
 
 TEST(LocateDiscs, NoDiscAcrossAMissingLevel) {
