@@ -4,7 +4,8 @@
 #   spine-seg and spine-detect on a phantom torso CT, names beside the phantom's truth;
 #   spine-cobb on a phantom radiograph, printed beside the phantom's true angles;
 #   spine-prep on a phantom CT (bone window, 1 mm resampling);
-#   spine-measure on the torso CT with the labels spine-seg made.
+#   spine-measure on the torso CT with the labels spine-seg made;
+#   spine-grade on one real lumbar MRI slice (SPIDER, CC BY 4.0), beside its reference gradings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -76,3 +77,23 @@ for a in m["angles"]:
         print(f"{a['name']}: {a['angle']['value']:.1f} deg")
 PY
 echo "result: $out/measure/phantom_ct_torso/ (measurements.json, overlay.png), $out/measure/measurements.csv"
+
+echo
+echo "== spine-grade on data/sample/spider_118_t2.mha (a REAL lumbar T2 slice, SPIDER CC BY 4.0; a validation patient) =="
+build/bin/spine-grade data/sample/spider_118_t2.mha -o "$out/grade" --threads "$(nproc)"
+/usr/bin/python3 - "$out/grade/spider_118_t2/grades.json" data/sample/spider_118_t2_gradings.json <<'PY'
+import json, sys
+got, ref = json.load(open(sys.argv[1])), {d["name"]: d for d in json.load(open(sys.argv[2]))["discs"]}
+findings = ("herniation", "bulging", "narrowing", "spondylolisthesis", "modic_change")
+print(f"{'disc':8}{'Pfirrmann':>10}{'(prob)':>8}{'reference':>11}   findings present (reference)")
+for d in got["discs"]:
+    r = ref.get(d["name"])
+    present = [f for f in findings if d["findings"][f]["present"]]
+    truth = [f for f in findings if r and (r["modic"] > 0 if f == "modic_change" else r[f])]
+    p = d["pfirrmann"]
+    print(f"{d['name']:8}{p['grade']:>10}{p['probabilities'][str(p['grade'])]:>8.2f}{(r['pfirrmann'] if r else '-'):>11}   "
+          f"{', '.join(present) or 'none'} ({', '.join(truth) or 'none' if r else '-'})"
+          + ("" if d["reliable"] else "  [flagged: " + "; ".join(d["flags"]) + "]"))
+print(f"naming reliable: {got['naming_reliable']}; flags: {'; '.join(got['flags']) or 'none'}")
+PY
+echo "results: $out/grade/spider_118_t2/grades.json, overlay: $out/grade/spider_118_t2/overlay.png, cohort table: $out/grade/grades.csv"
