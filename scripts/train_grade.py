@@ -182,10 +182,11 @@ class Ensemble(nn.Module):
     def __init__(self, members):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.n_findings = len(FINDINGS)  # an attribute: TorchScript cannot read the global list
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grades = torch.zeros(x.shape[0], 5)
-        findings = torch.zeros(x.shape[0], len(FINDINGS))
+        findings = torch.zeros(x.shape[0], self.n_findings)
         for m in self.members:
             out = m(x)
             grades = grades + out[:, :5].softmax(1)
