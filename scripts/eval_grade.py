@@ -78,6 +78,17 @@ def score(items):
     return out
 
 
+def mean_disc(discs):
+    """A disc graded by the mean of several series' probabilities (grade: the most
+    probable; findings: present at the model card's operating point)."""
+    probs = np.mean([[d["pfirrmann"]["probabilities"][str(g)] for g in range(1, 6)] for d in discs], axis=0)
+    findings = {}
+    for f in FINDINGS:
+        p = float(np.mean([d["findings"][f]["probability"] for d in discs]))
+        findings[f] = {"probability": p, "present": p >= discs[0]["findings"][f]["threshold"]}
+    return {"pfirrmann": {"grade": int(np.argmax(probs)) + 1}, "findings": findings}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
@@ -90,6 +101,7 @@ def main():
     # group -> [graded lumbar discs in view, found with that name, of those not flagged]
     det = defaultdict(lambda: [0, 0, 0])
     failed, overnamed, paired = [], 0, defaultdict(list)
+    by_sequence = defaultdict(dict)  # (patient, disc) -> {sequence: disc json}
     for name, row in sorted(series.items()):
         if row["subset"] != args.subset:
             continue
@@ -119,6 +131,12 @@ def main():
                     keys.append("reliable discs")
                 for key in keys:
                     paired[key].append((ref[k], d))
+                by_sequence[(row["patient"], k)][sequence_of(name)] = d
+    # T1 and T2 of one patient: does averaging the two series' probabilities beat T2 alone?
+    for (patient, k), seqs in sorted(by_sequence.items()):
+        if "t1" in seqs and "t2" in seqs:
+            paired["pairs: t2 alone"].append((gradings[patient][k], seqs["t2"]))
+            paired["pairs: mean of t1 and t2"].append((gradings[patient][k], mean_disc([seqs["t1"], seqs["t2"]])))
     res = {"subset": args.subset, "series_failed": failed,
            "detection": {k: {"graded_lumbar_discs": v[0], "found_named": v[1], "fraction": v[1] / max(1, v[0]),
                              "found_named_not_flagged": v[2]}

@@ -130,6 +130,12 @@ def write_xray_contract_fixture(out):
 
 
 def main():
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        # An option taken for OUTDIR would become a folder named after it.
+        sys.exit("usage: make_test_models.py OUTDIR")
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)

@@ -293,9 +293,11 @@ BatchSummary run_grade(const GradeConfig& c) {
                      {"discs", jd},
                      {"lumbar_discs_not_found", not_found},
                      {"flags", flags},
-                     {"sequence_note", "each series is graded on its own; modic_change is the probability of a Modic "
-                                       "endplate change of any type (types 1 and 3 are too rare in the training data "
-                                       "to be told apart)"},
+                     {"sequence_note", "each series is graded on its own (averaging a study's T1 and T2 gained "
+                                       "nothing on validation); Pfirrmann is defined on T2, so prefer the T2 "
+                                       "series' grade; modic_change is the probability of a Modic endplate change "
+                                       "of any type (types 1 and 3 are too rare in the training data to be told "
+                                       "apart)"},
                      {"model_limitations", limitations}};
     if (grade_model)
       j["grading_model"] = {{"name", grade_model->card().name}, {"version", grade_model->card().version}};
