@@ -9,8 +9,11 @@ SPIDER's own validation patients are never read here; a fifth of the training pa
 
   /usr/bin/python3 scripts/grade/spider_to_mha.py ../shared/data/mri-spider-gradings work-data/spider-mha
   build/bin/spine-grade work-data/spider-mha --discs-only --write-patches --no-overlay -o work-data/grade-discs
-  /usr/bin/python3 scripts/train_grade.py --patches work-data/grade-discs --out work-data/grade \
-      --export models/mr-disc-grading.pt
+  /usr/bin/python3 scripts/train_grade.py --patches work-data/grade-discs --out work-data/grade-ens \
+      --seeds 0,1,2 --export work-data/grade-ens/mr-disc-grading.pt
+
+With several seeds the exported model is their average (Ensemble); the tuning patients
+choose each seed's epoch and the operating points of the average.
 """
 import argparse
 import json
@@ -286,7 +289,7 @@ def main():
                "cpu_seconds": cpu_seconds, "members": records,
                "train_series": len(train), "tune_series": len(tune), "train_graded_discs": int(len(ytr))}
     Path(args.out, "training.json").write_text(json.dumps(summary, indent=2))
-    print(f"exported model ({len(members)} member(s)): tune exact {exact:.3f} "
+    print(f"model of {len(members)} member(s): tune exact {exact:.3f} "
           + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items()) + f"; operating points {th}", flush=True)
     if args.export:
         card = {

@@ -53,14 +53,16 @@ struct DiscLocation {
   double width_mm = 0;         // anteroposterior depth of the neighbouring bodies
   bool cut = false;            // a neighbouring body or the disc's neighbourhood leaves the slice
   std::string placement = "between bodies";  // how the centre was found
-  double turn_deg = 0;         // angle between this disc's axis and the next disc's (the one above for the lowest)
+  double turn_deg = 0;         // largest angle between this disc's axis and its neighbours' (above and below)
   std::vector<std::string> flags;  // geometry that makes the disc's place doubtful
 };
 
 // Geometry checks on the disc chain: the spine bends smoothly, so a disc whose axis
 // turns more than this from its neighbour's, or whose bodies lie much nearer or farther
 // apart than the others', rests on a misplaced or missed body (on SPIDER slices: bowel
-// or pelvis taken for L5 or the sacrum). Checked by eye on SPIDER training slices.
+// or pelvis taken for L5 or the sacrum). The 55 degrees were chosen from the turns over
+// all 350 SPIDER slices (95th percentile 35, 99th 69) and the overlays of 12 of them (10
+// training, 2 validation slices): real lumbosacral turns reached 44 degrees there.
 inline constexpr double kMaxDiscTurnDeg = 55.0;
 inline constexpr double kMinBodySpacingRatio = 0.6, kMaxBodySpacingRatio = 1.6;
 
