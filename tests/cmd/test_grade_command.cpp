@@ -113,6 +113,8 @@ TEST(GradeCommand, PhantomVolumeAndSliceGradedWithCohortTable) {
   const auto js = nlohmann::json::parse(test::read_file(dir / "out" / "slice" / "grades.json"));
   EXPECT_EQ(js["grading_slice"]["choice"], "the input slice (2D)");
   check_grades(js, p.labels, 12);
+  // The 2D slice reaches the slab's left and right ends everywhere; that is no cut body.
+  for (const auto& f : js["flags"]) EXPECT_EQ(f.get<std::string>().find("cut by the field of view"), std::string::npos) << f;
   EXPECT_FALSE(js["model_limitations"].empty());
   for (const char* s : {"volume", "slice"}) EXPECT_TRUE(fs::exists(dir / "out" / s / "overlay.png")) << s;
 
