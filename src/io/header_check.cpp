@@ -883,9 +883,32 @@ const char* kExplicitLE = "1.2.840.10008.1.2.1";
 const char* kExplicitBE = "1.2.840.10008.1.2.2";
 const char* kDeflatedLE = "1.2.840.10008.1.2.1.99";
 
+bool known_vr(const std::string& vr) {
+  static const std::set<std::string> kVrs = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                             "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ",
+                                             "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"};
+  return kVrs.count(vr) > 0;
+}
+
 bool long_vr(const char* vr) {
   static const std::set<std::string> kLong = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
   return kLong.count(std::string(vr, 2)) > 0;
+}
+
+// The value representations GDCM reads these elements with (gdcm::Attribute, when ITK
+// opens the file). GDCM asserts, aborting the process, when an explicit-VR file gives
+// one of them another VR, so such a file is refused before GDCM sees it.
+const char* expected_vr(std::uint32_t key) {
+  switch (key) {
+    case 0x00020010: case 0x00080016: case 0x00080018: case 0x0020000D: case 0x0020000E: return "UI";
+    case 0x00080060: case 0x00280004: return "CS";
+    case 0x00180050: case 0x00180088: case 0x00200032: case 0x00200037: case 0x00280030:
+    case 0x00281050: case 0x00281051: case 0x00281052: case 0x00281053: return "DS";
+    case 0x00280008: return "IS";
+    case 0x00280002: case 0x00280006: case 0x00280010: case 0x00280011:
+    case 0x00280100: case 0x00280101: case 0x00280102: case 0x00280103: return "US";
+    default: return nullptr;
+  }
 }
 
 std::string clean_string(std::string s) {
@@ -924,6 +947,7 @@ DicomFacts check_dicom_file(const fs::path& path) {
   std::uint64_t pos = 132;
   bool in_meta = true, explicit_vr = true, little = true;
   int depth = 0;
+  std::set<std::uint32_t> seen;  // top-level tags: one element may not appear twice
   auto u16 = [&](const std::string& s, std::size_t o, bool le) {
     const auto a = static_cast<unsigned char>(s[o]), b = static_cast<unsigned char>(s[o + 1]);
     return static_cast<std::uint32_t>(le ? a | (b << 8) : (a << 8) | b);
@@ -973,6 +997,9 @@ DicomFacts check_dicom_file(const fs::path& path) {
       vr = head.substr(4, 2);
       if (!std::isupper(static_cast<unsigned char>(vr[0])) || !std::isupper(static_cast<unsigned char>(vr[1])))
         fail(path, "garbled DICOM header (no value representation for element " + tag_name(group, elem) + ")");
+      // GDCM asserts (aborting the process) on a VR outside the standard's list.
+      if (!known_vr(vr))
+        fail(path, "garbled DICOM header (unknown value representation " + vr + " for element " + tag_name(group, elem) + ")");
       if (long_vr(vr.c_str())) {
         if (head.size() < 12) fail(path, "DICOM file is truncated inside an element header");
         len = u32(head, 8, le);
@@ -986,6 +1013,15 @@ DicomFacts check_dicom_file(const fs::path& path) {
       pos += 8;
     }
     const bool pixel_data = group == 0x7FE0 && elem == 0x0010;
+    if (depth == 0) {
+      const std::uint32_t key = (group << 16) | elem;
+      // A repeated element is ambiguous (GDCM keeps the first, this walk the last).
+      if (!seen.insert(key).second) fail(path, "garbled DICOM header (element " + tag_name(group, elem) + " appears twice)");
+      const char* want = expected_vr(key);
+      if (want && !vr.empty() && vr != want)
+        fail(path, "garbled DICOM header (element " + tag_name(group, elem) + " has value representation " + vr +
+                       ", not " + want + ")");
+    }
     if (len == 0xFFFFFFFFu) {
       if (!vr.empty() && vr != "SQ" && vr != "UN" && vr != "OB" && vr != "OW")
         fail(path, "garbled DICOM header (undefined length for element " + tag_name(group, elem) + ")");

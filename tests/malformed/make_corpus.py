@@ -404,6 +404,16 @@ def main():
     gh[pos + 8:] = np.random.default_rng(3).integers(0, 256, len(gh) - pos - 8, dtype=np.uint8).tobytes()
     add("dcm-garbled-header", bytes(gh), "2d", "refuse", "garbled header", ".dcm")
     add("dcm-preamble-only", gd[:132], "2d", "refuse", "preamble and magic only", ".dcm")
+    # Found by scripts/fuzz.sh: PatientName's tag turned into Rows', so Rows appears twice,
+    # first as PN. GDCM keeps the first and asserts (abort) reading it as US.
+    pn = gd.find(b"\x10\x00\x10\x00PN")
+    add("dcm-rows-twice-first-as-pn", gd[:pn] + b"\x28\x00\x10\x00" + gd[pn + 4:], "2d", "refuse",
+        "Rows twice, the first with VR PN", ".dcm")
+    rows = gd.find(b"\x28\x00\x10\x00US")
+    # Also found by scripts/fuzz.sh: a meta element with a VR no standard has (GDCM asserts).
+    sop_vr = gd.find(b"\x02\x00\x03\x00UI")
+    add("dcm-unknown-vr", gd[:sop_vr + 4] + b"UM" + gd[sop_vr + 6:], "2d", "refuse", "VR 'UM' in the meta group", ".dcm")
+    add("dcm-rows-wrong-vr", gd[:rows + 4] + b"SS" + gd[rows + 6:], "2d", "refuse", "Rows with VR SS, not US", ".dcm")
 
     series_cases = [
         ("series-valid", {}, "accept", "valid control (24 slices)"),
