@@ -409,11 +409,13 @@ def main():
     pn = gd.find(b"\x10\x00\x10\x00PN")
     add("dcm-rows-twice-first-as-pn", gd[:pn] + b"\x28\x00\x10\x00" + gd[pn + 4:], "2d", "refuse",
         "Rows twice, the first with VR PN", ".dcm")
-    rows = gd.find(b"\x28\x00\x10\x00US")
     # Also found by scripts/fuzz.sh: a meta element with a VR no standard has (GDCM asserts).
     sop_vr = gd.find(b"\x02\x00\x03\x00UI")
     add("dcm-unknown-vr", gd[:sop_vr + 4] + b"UM" + gd[sop_vr + 6:], "2d", "refuse", "VR 'UM' in the meta group", ".dcm")
+    rows = gd.find(b"\x28\x00\x10\x00US")
     add("dcm-rows-wrong-vr", gd[:rows + 4] + b"SS" + gd[rows + 6:], "2d", "refuse", "Rows with VR SS, not US", ".dcm")
+    add("dcm-columns-twice", gd[:rows + 10] + gd[rows + 10:rows + 20] + gd[rows + 10:], "2d", "refuse",
+        "Columns given twice (ambiguous: GDCM keeps the first)", ".dcm")
 
     series_cases = [
         ("series-valid", {}, "accept", "valid control (24 slices)"),
