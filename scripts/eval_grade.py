@@ -118,7 +118,6 @@ def main():
         for key in ("all", sequence_of(name), group_of(row)):
             det[key][0] += len(in_view)
             det[key][1] += sum(1 for k in in_view if k in discs)
-        for key in ("all", sequence_of(name), group_of(row)):
             det[key][2] += sum(1 for k in in_view if k in discs and discs[k].get("reliable", False))
         for k, d in discs.items():
             if k in ref and "pfirrmann" in d:

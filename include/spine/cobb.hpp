@@ -14,6 +14,9 @@ struct Point2 {
   double x = 0, y = 0;  // pixels, x to the image right, y down
 };
 
+// Angle between two directions in degrees, 0..180 (0 when either is zero).
+double angle_between(const Point2& a, const Point2& b);
+
 inline constexpr int kCobbVertebrae = 17;         // T1..L5
 inline constexpr int kCobbLandmarks = 4 * kCobbVertebrae;
 

@@ -159,8 +159,7 @@ nlohmann::json disc_json(const DiscLocation& d, const DiscGrades* g) {
   if (!g) {  // --discs-only: the geometry flags are the disc's flags
     j["flags"] = d.flags;
     j["reliable"] = d.flags.empty() && !d.cut;
-  }
-  if (g) {
+  } else {
     nlohmann::json probs = nlohmann::json::object();
     for (int k = 0; k < kPfirrmannGrades; ++k) probs[std::to_string(k + 1)] = r3(g->pfirrmann_probabilities[k]);
     j["pfirrmann"] = {{"grade", g->pfirrmann}, {"probabilities", probs}, {"expected", r3(g->pfirrmann_expected)}};

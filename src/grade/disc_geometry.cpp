@@ -2,11 +2,11 @@
 // grading model sees of each, in the disc's own frame.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <map>
 
 #include "spine/disc_grading.hpp"
 #include "spine/labels.hpp"
+#include "spine/log.hpp"  // fmt::format, through spdlog
 
 namespace spine {
 namespace {
@@ -35,28 +35,19 @@ float bilinear(const FloatImage& img, double x, double y) {
                             fy * ((1 - fx) * img.at(x0, y1) + fx * img.at(x1, y1)));
 }
 
-double angle_deg(Point2 a, Point2 b) {
-  return std::acos(std::clamp(a.x * b.x + a.y * b.y, -1.0, 1.0)) * 180.0 / M_PI;
-}
-
-std::string fixed1(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", v);
-  return buf;
-}
-
 // Flags the discs where the chain of bodies breaks: a sharp turn between neighbouring
 // discs' axes (both discs of the kink are flagged: either may rest on the wrong body),
 // or two bodies much nearer or farther apart than the slice's other pairs.
 void check_disc_chain(std::vector<DiscLocation>& discs, const std::vector<double>& body_spacing) {
   for (std::size_t i = 0; i < discs.size(); ++i) {
     double turn = 0;
-    if (i > 0) turn = std::max(turn, angle_deg(discs[i].axis, discs[i - 1].axis));
-    if (i + 1 < discs.size()) turn = std::max(turn, angle_deg(discs[i].axis, discs[i + 1].axis));
+    if (i > 0) turn = std::max(turn, angle_between(discs[i].axis, discs[i - 1].axis));
+    if (i + 1 < discs.size()) turn = std::max(turn, angle_between(discs[i].axis, discs[i + 1].axis));
     discs[i].turn_deg = turn;
     if (turn > kMaxDiscTurnDeg)
-      discs[i].flags.push_back("the spine's axis turns " + fixed1(turn) +
-                               " degrees at this disc: it or a neighbouring disc rests on a misplaced or missed body");
+      discs[i].flags.push_back(fmt::format(
+          "the spine's axis turns {:.1f} degrees at this disc: it or a neighbouring disc rests on a misplaced or "
+          "missed body", turn));
   }
   std::vector<double> measured;
   for (double v : body_spacing)
@@ -67,9 +58,9 @@ void check_disc_chain(std::vector<DiscLocation>& discs, const std::vector<double
     if (body_spacing[i] <= 0) continue;
     const double ratio = body_spacing[i] / typical;
     if (ratio < kMinBodySpacingRatio || ratio > kMaxBodySpacingRatio)
-      discs[i].flags.push_back("its two bodies lie " + fixed1(body_spacing[i]) + " mm apart, " +
-                               std::to_string(static_cast<int>(std::lround(100 * ratio))) +
-                               " % of the typical spacing in this slice: a body split, merged or missed");
+      discs[i].flags.push_back(fmt::format(
+          "its two bodies lie {:.1f} mm apart, {:.0f} % of the typical spacing in this slice: a body split, merged "
+          "or missed", body_spacing[i], 100 * ratio));
   }
 }
 

@@ -12,14 +12,14 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
+}  // namespace
+
 double angle_between(const Point2& a, const Point2& b) {
   const double na = std::hypot(a.x, a.y), nb = std::hypot(b.x, b.y);
   if (na == 0 || nb == 0) return 0;
   const double c = std::clamp((a.x * b.x + a.y * b.y) / (na * nb), -1.0, 1.0);
   return std::acos(c) * 180.0 / kPi;
 }
-
-}  // namespace
 
 std::string cobb_vertebra_name(int index) {
   if (index < 0 || index >= kCobbVertebrae) return "?";
