@@ -10,6 +10,9 @@ packages=(
   libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
   libopencv-imgproc-dev libopencv-imgcodecs-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libssl-dev
   python3-torch python3-numpy python3-pil
+  # The cohort tests: report.html rendered in headless Chromium, the tables read by
+  # pandas and by R as a user's own script would.
+  chromium python3-pandas r-base-core
 )
 
 missing=()

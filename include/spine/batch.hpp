@@ -39,7 +39,16 @@ struct BatchOptions {
   // Runs after the last study, still holding the output folder's lock (a cohort table
   // built from every complete study folder), also after an interruption.
   std::function<void()> on_finish;
+  // --shard K/N: only the studies whose shard_of(name, N) is K (0/0: all).
+  int shard_index = 0, shard_count = 0;
 };
+
+// The shard (1..shard_count) a study belongs to, from the SHA-256 of its name: a study
+// keeps its shard however the list around it changes (studies added between array jobs),
+// and shards of a large cohort come out about equal in size.
+int shard_of(const std::string& study_name, int shard_count);
+// "K/N" -> {K, N}; a usage error unless 1 <= K <= N.
+std::pair<int, int> parse_shard(const std::string& text);
 
 // kNotRun: left out because the run was interrupted (SIGINT / SIGTERM) before it.
 enum class StudyStatus { kDone, kFailed, kSkipped, kNotRun };
@@ -68,20 +77,28 @@ using StudyProcessor =
 
 // Runs every study, reports progress (a bar on a terminal, a line per study otherwise),
 // catches per-study errors so the batch goes on, and logs a summary.
-// Output integrity: the output folder is locked for the whole run (a second run into it
-// is refused with a clear error while the first holds it); work folders left by runs
-// that died (SIGKILL, power loss) are removed first, and a previous output that such a
-// run had set aside is restored; a study folder is renamed into place only if none has
-// appeared meanwhile (unless --force). With --resume a study is skipped only when its
+// Output integrity: several runs (shards, array jobs) may write into one output folder at
+// once. Each study is locked while a run works on it (another run skips it, saying so);
+// work folders left by runs that died (SIGKILL, power loss) are removed, and a previous
+// output that such a run had set aside is restored; a study folder is renamed into place
+// only if none has appeared meanwhile (unless --force). on_finish runs under a lock of the
+// whole folder, so cohort files are rewritten by one run at a time. With --resume a study is skipped only when its
 // provenance parses and every output it lists is there with its recorded size; a damaged
 // one is run again (a folder without provenance.json is reported, never replaced). SIGINT / SIGTERM let the current study finish (a second signal
 // abandons it), then the summary is logged, on_finish runs and the status is kInterrupted.
 BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& options,
                        const StudyProcessor& process);
 
+// A study whose last run failed and that has no complete outputs (OUTDIR/failures/).
+struct FailedStudy {
+  std::string study, input, error, tool, time;  // input: empty under --anonymise-names
+};
+inline constexpr const char* kFailuresDir = "failures";
+std::vector<FailedStudy> failed_studies(const std::filesystem::path& out_dir);
+
 // Name of the file that marks a study's outputs as complete (written last).
 inline constexpr const char* kProvenanceFile = "provenance.json";
-// The lock file of an output folder.
+// The lock file of an output folder (held while its cohort files are rewritten).
 inline constexpr const char* kLockFile = ".spine-lock";
 
 // True when dir holds complete outputs: provenance.json parses and lists outputs that are

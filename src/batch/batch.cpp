@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -167,6 +168,9 @@ namespace {
 nlohmann::json input_record(const fs::path& p, bool anonymised) {
   nlohmann::json j = anonymised ? nlohmann::json{{"path", nullptr}, {"path_withheld", "--anonymise-names"}}
                                 : nlohmann::json{{"path", p.string()}};
+  // Where a list of failed or flagged studies finds it again, whatever folder the next
+  // run starts in.
+  if (!anonymised && p.is_relative()) j["absolute_path"] = fs::absolute(p).lexically_normal().string();
   if (fs::is_directory(p)) {
     // A series: hash of the sorted per-file hashes.
     std::vector<std::pair<std::string, std::string>> files;
@@ -197,69 +201,141 @@ nlohmann::json output_records(const fs::path& dir) {
   return out;
 }
 
-// An exclusive flock on OUTDIR/.spine-lock for the whole run. The kernel drops it when
-// the process ends in any way (SIGKILL included), so a dead run never blocks the next.
-class OutputLock {
+// An exclusive flock held while a run rewrites the cohort files (tables, report) of
+// OUTDIR, so runs that end together (shards into one folder) take turns. The kernel drops
+// it when the process ends in any way, so a dead run never blocks the next.
+class FolderLock {
  public:
-  explicit OutputLock(const fs::path& dir) {
+  explicit FolderLock(const fs::path& dir) {
     const fs::path file = dir / kLockFile;
     fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0) throw input_error(file.string() + ": cannot create the output folder's lock file (" + std::strerror(errno) + ")");
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      char pid[32] = {};
-      const auto n = ::pread(fd_, pid, sizeof pid - 1, 0);
-      ::close(fd_);
-      const std::string holder = n > 0 ? std::string(" (process ") + std::string(pid, static_cast<std::size_t>(n)) + ")" : "";
-      throw input_error(dir.string() + ": another spine run" + holder +
-                        " is writing into this output folder; wait for it to finish or choose another --output");
-    }
-    const std::string me = std::to_string(::getpid());
-    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
-      // The PID is only for the message a second run shows; the lock holds regardless.
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) {
+        ::close(fd_);
+        throw input_error(file.string() + ": cannot lock the output folder (" + std::strerror(errno) + ")");
+      }
     }
   }
-  ~OutputLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  OutputLock(const OutputLock&) = delete;
-  OutputLock& operator=(const OutputLock&) = delete;
+  ~FolderLock() { ::close(fd_); }
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
 
  private:
   int fd_ = -1;
 };
 
-// Work folders of runs that died: only possible for a run holding the lock, so every
-// one found now is stale. A ".NAME.old-PID" is a previous output a dying --force run
-// had set aside: restored when NAME is missing, removed otherwise.
-void clean_stale_work(const fs::path& dir) {
-  int removed = 0, restored = 0;
-  std::vector<fs::path> entries;
-  for (const auto& e : fs::directory_iterator(dir)) entries.push_back(e.path());
-  for (const auto& p : entries) {
-    const std::string name = p.filename().string();
-    if (name.empty() || name[0] != '.') continue;
+// The lock on one study of an output folder, OUTDIR/.NAME.lock, held while a run works on
+// that study: runs and shards into one folder never work on the same study at once.
+// The file is removed on release; a run that locked a file just removed by another
+// (its inode no longer at the path) tries again, so two runs never both hold a study.
+class StudyLock {
+ public:
+  // False when another process holds the study; `holder` then names it.
+  bool try_acquire(const fs::path& file, std::string* holder) {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) throw input_error(file.string() + ": cannot create the study's lock file (" + std::strerror(errno) + ")");
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = {};
+        const auto n = ::pread(fd, pid, sizeof pid - 1, 0);
+        ::close(fd);
+        if (holder) *holder = n > 0 ? "process " + std::string(pid, static_cast<std::size_t>(n)) : "another process";
+        return false;
+      }
+      struct stat held {}, now {};
+      if (::fstat(fd, &held) == 0 && ::stat(file.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+          held.st_dev == now.st_dev) {
+        fd_ = fd;
+        file_ = file;
+        const std::string me = std::to_string(::getpid());
+        if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
+          // The PID is only for the message another run shows; the lock holds regardless.
+        }
+        return true;
+      }
+      ::close(fd);  // removed by its previous holder after we opened it: try the new file
+    }
+    throw input_error(file.string() + ": cannot lock the study (its lock file keeps changing)");
+  }
+  ~StudyLock() { release(); }
+  void release() {
+    if (fd_ < 0) return;
     std::error_code ec;
-    const auto partial = name.rfind(".partial-"), old = name.rfind(".old-"), tmp = name.rfind(".tmp-");
-    if (partial != std::string::npos && partial > 0) {
+    fs::remove(file_, ec);  // before unlocking: see try_acquire
+    ::close(fd_);
+    fd_ = -1;
+  }
+  StudyLock() = default;
+  StudyLock(const StudyLock&) = delete;
+  StudyLock& operator=(const StudyLock&) = delete;
+
+ private:
+  int fd_ = -1;
+  fs::path file_;
+};
+
+fs::path study_lock_file(const fs::path& dir, const std::string& study) { return dir / ("." + study + ".lock"); }
+
+// What a run that died (SIGKILL, power loss) left of one study: its work folder
+// ".NAME.partial-PID", and ".NAME.old-PID", the previous output a dying --force run had
+// set aside (restored when NAME is missing, removed otherwise). Called only while holding
+// the study's lock, so nothing found is another live run's work.
+void clean_stale_study(const fs::path& dir, const std::string& study, int& removed, int& restored) {
+  std::vector<fs::path> entries;
+  const std::string partial = "." + study + ".partial-", old = "." + study + ".old-";
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(partial, 0) == 0 || name.rfind(old, 0) == 0) entries.push_back(e.path());
+  }
+  std::error_code ec;
+  for (const auto& p : entries) {
+    if (p.filename().string().rfind(partial, 0) == 0) {
       fs::remove_all(p, ec);
       ++removed;
-    } else if (old != std::string::npos && old > 0) {
-      const fs::path final_dir = dir / name.substr(1, old - 1);
-      if (!fs::exists(final_dir)) {
-        fs::rename(p, final_dir, ec);
-        ++restored;
-      } else {
-        fs::remove_all(p, ec);
-        ++removed;
-      }
-    } else if (tmp != std::string::npos && tmp > 0) {
-      fs::remove(p, ec);
+    } else if (!fs::exists(dir / study)) {
+      fs::rename(p, dir / study, ec);
+      ++restored;
+    } else {
+      fs::remove_all(p, ec);
       ++removed;
     }
   }
+}
+
+// Every study with leftovers of a dead run, whichever run it belongs to: cleaned when its
+// lock can be had (a live run holding it is still working on it).
+void clean_stale_work(const fs::path& dir) {
+  std::set<std::string> studies;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name[0] != '.') continue;
+    for (const char* tag : {".partial-", ".old-"}) {
+      const auto at = name.rfind(tag);
+      if (at != std::string::npos && at > 1) studies.insert(name.substr(1, at - 1));
+    }
+  }
+  int removed = 0, restored = 0;
+  for (const auto& s : studies) {
+    StudyLock lock;
+    if (lock.try_acquire(study_lock_file(dir, s), nullptr)) clean_stale_study(dir, s, removed, restored);
+  }
   if (removed + restored > 0)
-    log::warn("{}: removed {} work folder(s) and file(s) left by interrupted runs, restored {} previous output(s)",
-              dir.string(), removed, restored);
+    log::warn("{}: removed {} work folder(s) left by interrupted runs, restored {} previous output(s)", dir.string(),
+              removed, restored);
+}
+
+// Temporary files of cohort files (".cobb.csv.tmp-PID") that a dead run left; called
+// under the folder lock, which every writer of those files holds.
+void clean_stale_cohort_files(const fs::path& dir) {
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (!name.empty() && name[0] == '.' && name.find(".tmp-") != std::string::npos && e.is_regular_file())
+      stale.push_back(e.path());
+  }
+  std::error_code ec;
+  for (const auto& p : stale) fs::remove(p, ec);
 }
 
 // SIGINT / SIGTERM: the first asks the batch to stop after the current study, the second
@@ -326,6 +402,31 @@ class Progress {
   bool bar_;
 };
 
+// OUTDIR/failures/<study>.json while a study's last run failed (and it has no complete
+// outputs), removed once it succeeds: the cohort's failed list, whichever run failed it.
+void record_outcome(const BatchOptions& options, const Study& study, const StudyResult& result,
+                    const fs::path& final_dir) {
+  const fs::path record = options.output_dir / kFailuresDir / (study.name + ".json");
+  std::error_code ec;
+  if (result.status == StudyStatus::kDone) {
+    fs::remove(record, ec);
+  } else if (result.status == StudyStatus::kFailed && !study_outputs_complete(final_dir)) {
+    fs::create_directories(record.parent_path(), ec);
+    const bool anonymised = !options.name_map.empty();
+    nlohmann::json j{{"study", study.name},
+                     {"input", anonymised ? nlohmann::json(nullptr)
+                                          : nlohmann::json(fs::absolute(study.path).lexically_normal().string())},
+                     {"error", result.message},
+                     {"tool", options.tool},
+                     {"time", iso_time_now()}};
+    try {
+      write_text_file(record, j.dump(2) + "\n");
+    } catch (const Error& e) {
+      log::warn("{}", e.what());  // the failure is still reported in the log and the summary
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> complete_studies(const fs::path& out_dir, const std::string& result_file) {
@@ -357,8 +458,61 @@ bool study_outputs_complete(const fs::path& dir) {
   }
 }
 
-BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& options,
+int shard_of(const std::string& study_name, int shard_count) {
+  if (shard_count < 1) throw usage_error("the shard count must be at least 1");
+  const std::string h = sha256_bytes(study_name);
+  // The first 15 hex digits (60 bits): well inside an unsigned 64-bit integer.
+  const unsigned long long v = std::stoull(h.substr(0, 15), nullptr, 16);
+  return static_cast<int>(v % static_cast<unsigned long long>(shard_count)) + 1;
+}
+
+std::pair<int, int> parse_shard(const std::string& text) {
+  const auto slash = text.find('/');
+  int k = 0, n = 0;
+  try {
+    std::size_t used_k = 0, used_n = 0;
+    if (slash == std::string::npos) throw std::invalid_argument("no slash");
+    k = std::stoi(text.substr(0, slash), &used_k);
+    n = std::stoi(text.substr(slash + 1), &used_n);
+    if (used_k != slash || used_n != text.size() - slash - 1) throw std::invalid_argument("trailing text");
+  } catch (const std::exception&) {
+    throw usage_error("--shard " + text + ": expected K/N with whole numbers, e.g. 2/8");
+  }
+  if (n < 1 || k < 1 || k > n) throw usage_error("--shard " + text + ": K must be between 1 and N");
+  return {k, n};
+}
+
+std::vector<FailedStudy> failed_studies(const fs::path& out_dir) {
+  std::vector<FailedStudy> out;
+  const fs::path dir = out_dir / kFailuresDir;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".json") continue;
+    try {
+      std::ifstream in(e.path());
+      const auto j = nlohmann::json::parse(in);
+      FailedStudy f{j.at("study").get<std::string>(), j.value("input", ""), j.value("error", ""),
+                    j.value("tool", ""), j.value("time", "")};
+      // A study that has complete outputs (run again since) has not failed.
+      if (!study_outputs_complete(out_dir / f.study)) out.push_back(std::move(f));
+    } catch (const std::exception&) {
+      log::warn("{}: unreadable failure record, left out", e.path().string());
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const FailedStudy& a, const FailedStudy& b) { return a.study < b.study; });
+  return out;
+}
+
+BatchSummary run_batch(const std::vector<Study>& all_studies, const BatchOptions& options,
                        const StudyProcessor& process) {
+  std::vector<Study> studies;
+  if (options.shard_count > 0) {
+    for (const auto& s : all_studies)
+      if (shard_of(s.name, options.shard_count) == options.shard_index) studies.push_back(s);
+  } else {
+    studies = all_studies;
+  }
   std::error_code ec;
   fs::create_directories(options.output_dir, ec);
   if (ec || !fs::is_directory(options.output_dir))
@@ -377,7 +531,6 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
     map.save();  // before any output exists that only the map can link back
     map_size = map.size();
   }
-  const OutputLock lock(options.output_dir);
   const StopSignals signals;
   clean_stale_work(options.output_dir);
   {
@@ -394,6 +547,9 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   }
   log::info("{} {} (git {}): {} studies -> {}", options.tool, kVersion, kGitRevision, studies.size(),
             options.output_dir.string());
+  if (options.shard_count > 0)
+    log::info("shard {}/{}: {} of the {} studies found", options.shard_index, options.shard_count, studies.size(),
+              all_studies.size());
   log::debug("config: {}", options.config.dump());
   if (anonymise) log::info("study names replaced by pseudonyms (--anonymise-names; {} names in the map)", map_size);
 
@@ -419,7 +575,19 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
     progress.begin(i, study.name);
     const auto t0 = std::chrono::steady_clock::now();
     const std::string started = iso_time_now();
+    StudyLock study_lock;
+    std::string holder;
+    if (!study_lock.try_acquire(study_lock_file(options.output_dir, study.name), &holder)) {
+      result.status = StudyStatus::kSkipped;
+      result.message = "being processed by another run (" + holder + ")";
+      progress.clear_line();
+      log::info("{}: skipped, {}", study.name, result.message);
+      summary.results.push_back(result);
+      continue;
+    }
     try {
+      int removed = 0, restored = 0;
+      clean_stale_study(options.output_dir, study.name, removed, restored);
       bool replace = options.force;
       if (fs::exists(final_dir) && !options.force) {
         if (options.resume && study_outputs_complete(final_dir)) {
@@ -473,6 +641,8 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
     }
     if (result.status == StudyStatus::kFailed) fs::remove_all(work_dir, ec);
     result.message = log::redact(result.message);
+    record_outcome(options, study, result, final_dir);
+    study_lock.release();
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.clear_line();
     switch (result.status) {
@@ -494,7 +664,11 @@ BatchSummary run_batch(const std::vector<Study>& studies, const BatchOptions& op
   for (const auto& r : summary.results) {
     if (r.status == StudyStatus::kDone) done_seconds += r.seconds;
   }
-  if (options.on_finish) options.on_finish();
+  if (options.on_finish) {
+    const FolderLock folder(options.output_dir);
+    clean_stale_cohort_files(options.output_dir);
+    options.on_finish();
+  }
   const std::string not_run =
       summary.interrupted ? ", " + std::to_string(summary.count(StudyStatus::kNotRun)) + " not run (interrupted)" : "";
   log::info("summary: {} done, {} failed, {} skipped{}; {:.2f} s per study, {:.1f} s in all", done,

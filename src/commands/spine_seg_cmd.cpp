@@ -4,16 +4,20 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 
 #include "spine/commands/cobb_cmd.hpp"  // default_model_path
+#include "spine/csv.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/labels.hpp"
 #include "spine/log.hpp"
 #include "spine/preprocess.hpp"
 #include "spine/render.hpp"
+#include "spine/structure_stats.hpp"
 
 namespace fs = std::filesystem;
 
@@ -77,13 +81,30 @@ std::vector<std::string> spine_seg_model_versions() {
 
 namespace {
 
-double round_to(double v, double unit) { return std::round(v / unit) * unit; }
 
 std::array<double, 3> rounded(const std::array<double, 3>& p) {
   return {round_to(p[0], 0.01), round_to(p[1], 0.01), round_to(p[2], 0.01)};
 }
 
-nlohmann::json vertebrae_json(const SpineSegResult& r) {
+using Statistics = std::map<int, StructureStatistics>;
+
+std::string intensity_unit(const SpineSegResult& r) { return r.modality.modality == "ct" ? "HU" : "MR signal"; }
+
+// Intensity over the structure's voxels, to 0.1 of the image's unit (HU on CT).
+nlohmann::json intensity_json(const Statistics& stats, int label, const std::string& unit) {
+  const auto it = stats.find(label);
+  if (it == stats.end()) return nullptr;
+  const auto& s = it->second;
+  return {{"unit", unit},
+          {"mean", round_to(s.mean, 0.1)},
+          {"sd", round_to(s.sd, 0.1)},
+          {"median", round_to(s.median, 0.1)},
+          {"q1", round_to(s.q1, 0.1)},
+          {"q3", round_to(s.q3, 0.1)},
+          {"iqr", round_to(s.q3 - s.q1, 0.1)}};
+}
+
+nlohmann::json vertebrae_json(const SpineSegResult& r, const Statistics& stats) {
   nlohmann::json vs = nlohmann::json::array();
   for (const auto& v : r.vertebrae) {
     nlohmann::json j{{"name", v.name},
@@ -91,6 +112,7 @@ nlohmann::json vertebrae_json(const SpineSegResult& r) {
                      {"centroid_lps_mm", rounded(v.centroid_lps_mm)},
                      {"confidence", round_to(v.confidence, 0.001)},
                      {"volume_ml", round_to(v.volume_ml, 0.01)},
+                     {"intensity", intensity_json(stats, v.label, intensity_unit(r))},
                      {"cut_by_field_of_view", v.touches_border}};
     // CT: whether bone that is not vertebra lies 50-75 mm to its side at its height (the
     // ribs beside thoracic vertebrae, the iliac wings beside L4..S; "unknown" where the
@@ -102,11 +124,12 @@ nlohmann::json vertebrae_json(const SpineSegResult& r) {
   return vs;
 }
 
-nlohmann::json discs_json(const SpineSegResult& r) {
+nlohmann::json discs_json(const SpineSegResult& r, const Statistics& stats) {
   nlohmann::json ds = nlohmann::json::array();
   for (const auto& d : r.discs)
     ds.push_back({{"name", d.name}, {"label", d.label}, {"centroid_lps_mm", rounded(d.centroid_lps_mm)},
-                  {"volume_ml", round_to(d.volume_ml, 0.01)}});
+                  {"volume_ml", round_to(d.volume_ml, 0.01)},
+                  {"intensity", intensity_json(stats, d.label, intensity_unit(r))}});
   return ds;
 }
 
@@ -274,7 +297,8 @@ using StudyWriter = std::function<nlohmann::json(const Study&, const fs::path& w
 // What both commands share: models loaded once before the batch, provenance, and the
 // pipeline per study; `write` puts the command's outputs into the work folder.
 BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOptions& models, const std::string& tool,
-                             const nlohmann::json& config, const StudyWriter& write) {
+                             const nlohmann::json& config, const StudyWriter& write,
+                             const std::function<void(const fs::path&)>& write_cohort) {
   models.seg.validate();
   const std::string device = resolve_device(common.device);
   const auto studies = discover_studies(common.inputs);
@@ -283,6 +307,7 @@ BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOption
   // 15.2 bytes per voxel peak on a 512 x 512 x 600 int16 CT (scripts/bench_memory.py).
   BatchOptions options = common.batch_options(tool, config, 16);
   options.models = pipeline.records();
+  options.on_finish = [&] { write_cohort(common.output_dir); };
   return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
     const auto [in, r] = pipeline.run(study);
     return write(study, work, in, r);
@@ -295,11 +320,12 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
   return run_spine_batch(c.common, c.models, "spine-seg", c.to_json(), [&](const Study& study, const fs::path& work,
                                                                           const LoadedImage& in, const SpineSegResult& r) {
     write_labels_with_tables(r, work);
+    const Statistics stats = structure_statistics(in.image, r.labels);
     nlohmann::json j{{"study", study.name},
                      {"modality", modality_json(r)},
                      {"vertebra_part", r.vertebra_part},
-                     {"vertebrae", vertebrae_json(r)},
-                     {"discs", discs_json(r)},
+                     {"vertebrae", vertebrae_json(r, stats)},
+                     {"discs", discs_json(r, stats)},
                      {"naming_confidence", round_to(r.naming_confidence, 0.001)},
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},
@@ -308,7 +334,7 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
     if (c.models.overlay) write_overlay(in.image, r, work / "overlay.png");
     return nlohmann::json{{"modality", r.modality.modality}, {"vertebrae", r.vertebrae.size()},
                           {"discs", r.discs.size()}, {"flags", r.flags.size()}};
-  });
+  }, write_seg_cohort);
 }
 
 BatchSummary run_spine_detect(const DetectCommandConfig& c) {
@@ -316,7 +342,7 @@ BatchSummary run_spine_detect(const DetectCommandConfig& c) {
                                                                              const LoadedImage& in, const SpineSegResult& r) {
     nlohmann::json j{{"study", study.name},
                      {"modality", modality_json(r)},
-                     {"vertebrae", vertebrae_json(r)},
+                     {"vertebrae", vertebrae_json(r, structure_statistics(in.image, r.labels))},
                      {"naming_confidence", round_to(r.naming_confidence, 0.001)},
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},
@@ -329,7 +355,7 @@ BatchSummary run_spine_detect(const DetectCommandConfig& c) {
     if (c.write_labels) write_labels_with_tables(r, work);
     if (c.models.overlay) write_overlay(in.image, r, work / "overlay.png");
     return nlohmann::json{{"modality", r.modality.modality}, {"vertebrae", r.vertebrae.size()}, {"flags", r.flags.size()}};
-  });
+  }, write_detect_cohort);
 }
 
 }  // namespace spine

@@ -2,6 +2,7 @@
 #include "spine/cli.hpp"
 
 #include <iostream>
+#include <tuple>
 
 #include "spine/io.hpp"
 #include "spine/log.hpp"
@@ -35,6 +36,20 @@ void CommonOptions::register_cli(CLI::App& app, bool with_inputs) {
                  "Name each study by a stable random pseudonym (anon-...) in its folder, tables, provenance and "
                  "messages, keeping the pseudonym-to-name map in this CSV file (outside the output folder; made "
                  "when missing, reused and extended otherwise)");
+  if (with_inputs) {
+    app.add_option("--shard", shard,
+                   "Run only shard K of N (K/N, e.g. 3/8): a study's shard follows from its name alone, so N jobs "
+                   "(an array job, a Snakemake rule) given the same inputs and --shard 1/N .. N/N run every study "
+                   "once; they may share one output folder")
+        ->check([](const std::string& v) {
+          try {
+            parse_shard(v);
+            return std::string();
+          } catch (const Error& e) {
+            return std::string(e.what());
+          }
+        });
+  }
 }
 
 std::string CommonOptions::effective_log_level() const {
@@ -53,6 +68,7 @@ BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::jso
   o.force = force;
   o.resume = resume;
   o.name_map = name_map;
+  if (!shard.empty()) std::tie(o.shard_index, o.shard_count) = parse_shard(shard);
   o.config = std::move(config);
   return o;
 }
@@ -60,7 +76,8 @@ BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::jso
 nlohmann::json CommonOptions::to_json() const {
   return {{"output", output_dir}, {"log_level", effective_log_level()}, {"threads", threads},
           {"device", device},     {"force", force},                     {"resume", resume},
-          {"max_memory", max_memory}, {"anonymise_names", !name_map.empty()}};
+          {"max_memory", max_memory}, {"anonymise_names", !name_map.empty()},
+          {"shard", shard.empty() ? nlohmann::json(nullptr) : nlohmann::json(shard)}};
 }
 
 std::string version_line(const std::string& tool) {

@@ -1,6 +1,9 @@
 #include "spine/csv.hpp"
 
+#include <cmath>
 #include <stdexcept>
+
+#include <fmt/format.h>
 
 namespace spine {
 
@@ -9,6 +12,20 @@ std::string csv_field(const std::string& s) {
   std::string out = "\"";
   for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
   return out + "\"";
+}
+
+double round_to(double v, double unit) {
+  if (!std::isfinite(v) || unit <= 0) return v;
+  if (unit < 1) {
+    const double inverse = std::round(1.0 / unit);
+    return std::round(v * inverse) / inverse;
+  }
+  return std::round(v / unit) * unit;
+}
+
+std::string csv_number(double v) {
+  if (!std::isfinite(v)) return "";
+  return fmt::format("{}", v);
 }
 
 std::vector<std::string> parse_csv_line(const std::string& line) {

@@ -10,6 +10,7 @@
 #include <queue>
 
 #include "measure/body_geometry.hpp"
+#include "spine/csv.hpp"
 #include "spine/error.hpp"
 #include "spine/labels.hpp"
 #include "spine/measure.hpp"
@@ -20,7 +21,6 @@ using namespace measure;
 
 namespace {
 
-double round_to(double v, double step) { return std::round(v / step) * step; }
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0;

@@ -2,6 +2,7 @@
 // (spine::SpineSegmenter); spine-seg writes the label map, its colour tables and an
 // overlay, spine-detect the named vertebra centroids (JSON and 3D Slicer markups).
 #pragma once
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,12 @@ struct DetectCommandConfig {
 
 BatchSummary run_spine_seg(const SegCommandConfig& config);
 BatchSummary run_spine_detect(const DetectCommandConfig& config);
+
+// The cohort files, rebuilt from every complete study folder of out_dir whichever run
+// wrote it: seg.csv (one row per vertebra and disc, with volume and intensity statistics)
+// or detect.csv (one row per vertebra), and report.html with its list files.
+void write_seg_cohort(const std::filesystem::path& out_dir);
+void write_detect_cohort(const std::filesystem::path& out_dir);
 
 // "name version (path)" of the default models, for --version.
 std::vector<std::string> spine_seg_model_versions();
