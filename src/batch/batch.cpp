@@ -414,15 +414,16 @@ void record_outcome(const BatchOptions& options, const Study& study, const Study
     fs::create_directories(record.parent_path(), ec);
     const bool anonymised = !options.name_map.empty();
     nlohmann::json j{{"study", study.name},
-                     {"input", anonymised ? nlohmann::json(nullptr)
-                                          : nlohmann::json(fs::absolute(study.path).lexically_normal().string())},
+                     {"input", anonymised || study.path.empty()
+                                   ? nlohmann::json(nullptr)
+                                   : nlohmann::json(fs::absolute(study.path, ec).lexically_normal().string())},
                      {"error", result.message},
                      {"tool", options.tool},
                      {"time", iso_time_now()}};
     try {
       write_text_file(record, j.dump(2) + "\n");
-    } catch (const Error& e) {
-      log::warn("{}", e.what());  // the failure is still reported in the log and the summary
+    } catch (const std::exception& e) {
+      log::warn("{}: cannot record the failure ({})", record.string(), e.what());  // still in the log and the summary
     }
   }
 }

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "spine/csv.hpp"
+#include "spine/cohort_report.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/log.hpp"
@@ -157,6 +158,11 @@ void write_cobb_csv(const fs::path& out_dir) {
   std::ostringstream csv;
   csv << "study,reliable,pt_deg,mt_deg,tl_deg,major_deg,upper_end,lower_end,apex,convex_side,grade,mean_confidence,"
          "flags\n";
+  CohortReport report;
+  report.tool = "spine-cobb";
+  report.columns = {{"major angle (deg)", true}, {"grade"}, {"major curve"}, {"PT (deg)", true}, {"MT (deg)", true},
+                    {"TL (deg)", true}, {"mean confidence", true}};
+  report.figures = {{"major Cobb angle (deg), reliable results", {}}, {"major Cobb angle (deg), flagged results", {}}};
   for (const auto& s : complete_studies(out_dir, "cobb.json")) {
     const fs::path f = out_dir / s / "cobb.json";
     nlohmann::json j;
@@ -172,13 +178,32 @@ void write_cobb_csv(const fs::path& out_dir) {
     for (double c : j["vertebra_confidence"]) conf += c / kCobbVertebrae;
     std::string flags;
     for (const auto& fl : j["flags"]) flags += (flags.empty() ? "" : "; ") + fl.get<std::string>();
-    csv << csv_field(s) << ',' << (j.value("reliable", false) ? "true" : "false") << ',' << j["angles_deg"]["pt"].get<double>() << ',' << j["angles_deg"]["mt"].get<double>() << ','
-        << j["angles_deg"]["tl"].get<double>() << ',' << j["major"]["angle_deg"].get<double>() << ','
-        << j["major"]["upper_end"].get<std::string>() << ',' << j["major"]["lower_end"].get<std::string>() << ','
-        << j["major"]["apex"].get<std::string>() << ',' << j["major"]["convex_side"].get<std::string>() << ','
-        << csv_field(j["grade"].get<std::string>()) << ',' << conf << ',' << csv_field(flags) << '\n';
+    const bool reliable = j.value("reliable", false);
+    const auto deg = [&](const nlohmann::json& v) { return csv_number(round_to(v.get<double>(), 0.1)); };
+    const auto& major = j["major"];
+    csv << csv_field(s) << ',' << (reliable ? "true" : "false") << ',' << deg(j["angles_deg"]["pt"]) << ','
+        << deg(j["angles_deg"]["mt"]) << ',' << deg(j["angles_deg"]["tl"]) << ',' << deg(major["angle_deg"]) << ','
+        << major["upper_end"].get<std::string>() << ',' << major["lower_end"].get<std::string>() << ','
+        << major["apex"].get<std::string>() << ',' << major["convex_side"].get<std::string>() << ','
+        << csv_field(j["grade"].get<std::string>()) << ',' << csv_number(round_to(conf, 0.001)) << ','
+        << csv_field(flags) << '\n';
+    ReportRow row;
+    row.study = s;
+    row.cells = {deg(major["angle_deg"]),
+                 j["grade"].get<std::string>(),
+                 major["upper_end"].get<std::string>() + "-" + major["lower_end"].get<std::string>() + ", apex " +
+                     major["apex"].get<std::string>() + ", convex " + major["convex_side"].get<std::string>(),
+                 deg(j["angles_deg"]["pt"]), deg(j["angles_deg"]["mt"]), deg(j["angles_deg"]["tl"]),
+                 csv_number(round_to(conf, 0.001))};
+    for (const auto& fl : j["flags"]) row.flags.push_back(fl.get<std::string>());
+    row.reliable = reliable;
+    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
+    row.files = {"cobb.json"};
+    report.figures[reliable ? 0 : 1].values.push_back(major["angle_deg"].get<double>());
+    report.rows.push_back(std::move(row));
   }
   write_text_file(out_dir / "cobb.csv", csv.str());
+  write_cohort_report(out_dir, report);
 }
 
 BatchSummary run_cobb(const CobbConfig& c) {

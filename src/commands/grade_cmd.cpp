@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "spine/cohort_report.hpp"
 #include "spine/csv.hpp"
 #include "spine/disc_grading.hpp"
 #include "spine/error.hpp"
@@ -180,6 +181,12 @@ void write_grades_csv(const fs::path& out_dir) {
   csv << "study,disc,reliable,naming_reliable,pfirrmann,p1,p2,p3,p4,p5,pfirrmann_expected";
   for (const auto& f : disc_finding_names()) csv << ',' << f << "_probability," << f;
   csv << ",height_mm,flags\n";
+  CohortReport report;
+  report.tool = "spine-grade";
+  report.columns = {{"discs graded", true}, {"levels"}, {"Pfirrmann grades"}, {"findings"}, {"highest Pfirrmann", true},
+                    {"naming reliable"}};
+  report.figures = {{"Pfirrmann grade, every disc graded", {}}, {"discs graded per study", {}}};
+  const auto number = [](const nlohmann::json& v) { return csv_number(v.get<double>()); };
   for (const auto& s : complete_studies(out_dir, "grades.json")) {
     const fs::path file = out_dir / s / "grades.json";
     nlohmann::json j;
@@ -192,21 +199,46 @@ void write_grades_csv(const fs::path& out_dir) {
       continue;
     }
     const bool naming = j.value("naming_reliable", false);
+    ReportRow row;
+    row.study = s;
+    std::string grades, findings, first, last;
+    int graded = 0, highest = 0;
+    bool all_reliable = naming;
     for (const auto& d : j["discs"]) {
+      const std::string name = d["name"].get<std::string>();
+      for (const auto& fl : d["flags"]) row.flags.push_back(name + ": " + fl.get<std::string>());
       if (!d.contains("pfirrmann")) continue;  // --discs-only
       std::string flags;
       for (const auto& fl : d["flags"]) flags += (flags.empty() ? "" : "; ") + fl.get<std::string>();
-      csv << csv_field(s) << ',' << csv_field(d["name"].get<std::string>()) << ','
-          << (d["reliable"].get<bool>() && naming ? "true" : "false") << ',' << (naming ? "true" : "false") << ','
-          << d["pfirrmann"]["grade"].get<int>();
-      for (int k = 1; k <= kPfirrmannGrades; ++k) csv << ',' << d["pfirrmann"]["probabilities"][std::to_string(k)].get<double>();
-      csv << ',' << d["pfirrmann"]["expected"].get<double>();
+      csv << csv_field(s) << ',' << csv_field(name) << ',' << (d["reliable"].get<bool>() && naming ? "true" : "false")
+          << ',' << (naming ? "true" : "false") << ',' << d["pfirrmann"]["grade"].get<int>();
+      for (int k = 1; k <= kPfirrmannGrades; ++k) csv << ',' << number(d["pfirrmann"]["probabilities"][std::to_string(k)]);
+      csv << ',' << number(d["pfirrmann"]["expected"]);
       for (const auto& f : disc_finding_names())
-        csv << ',' << d["findings"][f]["probability"].get<double>() << ',' << (d["findings"][f]["present"].get<bool>() ? 1 : 0);
-      csv << ',' << d["height_mm"].get<double>() << ',' << csv_field(flags) << '\n';
+        csv << ',' << number(d["findings"][f]["probability"]) << ',' << (d["findings"][f]["present"].get<bool>() ? 1 : 0);
+      csv << ',' << number(d["height_mm"]) << ',' << csv_field(flags) << '\n';
+      const int g = d["pfirrmann"]["grade"].get<int>();
+      ++graded;
+      highest = std::max(highest, g);
+      all_reliable = all_reliable && d["reliable"].get<bool>();
+      grades += (grades.empty() ? "" : " ") + name + ":" + std::to_string(g);
+      for (const auto& f : disc_finding_names())
+        if (d["findings"][f]["present"].get<bool>()) findings += (findings.empty() ? "" : ", ") + name + " " + f;
+      if (first.empty()) first = name;
+      last = name;
+      report.figures[0].values.push_back(g);
     }
+    for (const auto& fl : j.value("flags", nlohmann::json::array())) row.flags.push_back(fl.get<std::string>());
+    row.cells = {std::to_string(graded), first.empty() ? "" : first + ".." + last, grades, findings,
+                 graded ? std::to_string(highest) : "", naming ? "yes" : "no"};
+    row.reliable = all_reliable && graded > 0;
+    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
+    row.files = {"grades.json"};
+    report.figures[1].values.push_back(graded);
+    report.rows.push_back(std::move(row));
   }
   write_text_file(out_dir / "grades.csv", csv.str());
+  write_cohort_report(out_dir, report);
 }
 
 BatchSummary run_grade(const GradeConfig& c) {

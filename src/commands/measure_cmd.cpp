@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 
+#include "spine/cohort_report.hpp"
 #include "spine/csv.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
@@ -203,20 +204,55 @@ void check_label_values(const LabelImage& labels, const fs::path& path) {
 void write_measurements_csv(const fs::path& out_dir) {
   std::ostringstream csv;
   csv << "study,structure,measure,value,unit\n";
+  CohortReport report;
+  report.tool = "spine-measure";
+  report.columns = {{"modality"}, {"vertebrae measured", true}, {"fractures (Genant >= 1)"}, {"lowest trabecular HU", true},
+                    {"labels from"}};
+  report.figures = {{"trabecular attenuation (HU, median per vertebra)", {}}, {"vertebrae measured per study", {}}};
   for (const auto& s : complete_studies(out_dir, "measurements.json")) {
     const fs::path f = out_dir / s / "measurements.json";
-    nlohmann::json j;
+    std::ostringstream rows;
+    ReportRow row;
+    row.study = s;
+    std::vector<double> hu;
     try {
       std::ifstream in(f);
-      j = nlohmann::json::parse(in);
+      const auto j = nlohmann::json::parse(in);
       for (const auto& r : j.at("rows"))
-        csv << csv_field(s) << ',' << csv_field(r.at(0).get<std::string>()) << ',' << csv_field(r.at(1).get<std::string>())
-            << ',' << r.at(2).get<double>() << ',' << r.at(3).get<std::string>() << '\n';
+        rows << csv_field(s) << ',' << csv_field(r.at(0).get<std::string>()) << ',' << csv_field(r.at(1).get<std::string>())
+             << ',' << csv_number(r.at(2).get<double>()) << ',' << r.at(3).get<std::string>() << '\n';
+      std::string fractures;
+      double lowest = NAN;
+      for (const auto& v : j.at("vertebrae")) {
+        const std::string name = v.at("name").get<std::string>();
+        for (const auto& fl : v.at("flags")) row.flags.push_back(name + ": " + fl.get<std::string>());
+        const int genant = v.at("genant").at("grade").get<int>();
+        if (genant >= 1) fractures += (fractures.empty() ? "" : ", ") + name + " grade " + std::to_string(genant);
+        if (v.contains("trabecular_attenuation")) {
+          const double h = v.at("trabecular_attenuation").at("median").at("value").get<double>();
+          hu.push_back(h);
+          lowest = std::isnan(lowest) ? h : std::min(lowest, h);
+        }
+      }
+      for (const auto& d : j.at("discs"))
+        for (const auto& fl : d.at("flags")) row.flags.push_back(d.at("name").get<std::string>() + ": " + fl.get<std::string>());
+      for (const auto& fl : j.at("flags")) row.flags.push_back(fl.get<std::string>());
+      row.cells = {j.value("modality", ""), std::to_string(j.at("vertebrae").size()), fractures, csv_number(lowest),
+                   j.value("labels_from", "")};
+      report.figures[1].values.push_back(j.at("vertebrae").size());
     } catch (const std::exception&) {
       log::warn("{}: unreadable, left out of measurements.csv", f.string());
+      continue;
     }
+    csv << rows.str();
+    row.reliable = row.flags.empty();
+    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
+    row.files = {"measurements.json"};
+    report.figures[0].values.insert(report.figures[0].values.end(), hu.begin(), hu.end());
+    report.rows.push_back(std::move(row));
   }
   write_text_file(out_dir / "measurements.csv", csv.str());
+  write_cohort_report(out_dir, report);
 }
 
 }  // namespace

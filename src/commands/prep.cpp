@@ -3,7 +3,11 @@
 #include "spine/commands/prep.hpp"
 
 #include <cmath>
+#include <fstream>
+#include <sstream>
 
+#include "spine/cohort_report.hpp"
+#include "spine/csv.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/log.hpp"
@@ -104,12 +108,48 @@ double working_bytes_per_voxel(const PrepConfig& c) {
   return c.n4 || c.clahe || !c.resample_mm.empty() ? 14 : 10;
 }
 
+// prep.csv (one row per study: what was read and what was written) and report.html,
+// from each complete study's provenance record, whichever run wrote it.
+void write_prep_cohort(const std::filesystem::path& out_dir) {
+  std::ostringstream csv;
+  csv << "study,input_format,modality,size,orientation,intensity_min,intensity_max,steps\n";
+  CohortReport report;
+  report.tool = "spine-prep";
+  report.columns = {{"input format"}, {"modality"}, {"size"}, {"orientation"}, {"steps"}};
+  for (const auto& s : complete_studies(out_dir, kProvenanceFile)) {
+    const auto file = out_dir / s / kProvenanceFile;
+    try {
+      std::ifstream in(file);
+      const auto r = nlohmann::json::parse(in).at("result");
+      std::string size, steps;
+      for (const auto& n : r.at("size")) size += (size.empty() ? "" : "x") + std::to_string(n.get<std::size_t>());
+      for (const auto& st : r.at("steps")) steps += (steps.empty() ? "" : "; ") + st.get<std::string>();
+      const std::string format = r.at("input_format"), modality = r.at("modality"), orientation = r.at("orientation");
+      csv << csv_field(s) << ',' << csv_field(format) << ',' << csv_field(modality) << ',' << size << ','
+          << orientation << ',' << csv_number(r.at("intensity_min").get<double>()) << ','
+          << csv_number(r.at("intensity_max").get<double>()) << ',' << csv_field(steps) << '\n';
+      ReportRow row;
+      row.study = s;
+      row.cells = {format, modality, size, orientation, steps};
+      row.picture = std::filesystem::exists(out_dir / s / "preview.png") ? "preview.png" : "";
+      for (const auto& e : std::filesystem::directory_iterator(out_dir / s))
+        if (e.path().filename().string().rfind("image.", 0) == 0) row.files.push_back(e.path().filename().string());
+      report.rows.push_back(std::move(row));
+    } catch (const std::exception&) {
+      log::warn("{}: unreadable, left out of prep.csv", file.string());
+    }
+  }
+  write_text_file(out_dir / "prep.csv", csv.str());
+  write_cohort_report(out_dir, report);
+}
+
 }  // namespace
 
 BatchSummary run_prep(const PrepConfig& c) {
   for (const auto& w : c.validate()) log::warn("{}", w);
   const auto studies = discover_studies(c.common.inputs);
   BatchOptions options = c.common.batch_options("spine-prep", c.to_json(), working_bytes_per_voxel(c));
+  options.on_finish = [&] { write_prep_cohort(c.common.output_dir); };
   return run_batch(studies, options, [&](const Study& study, const std::filesystem::path& work) {
     LoadedImage in = read_image(study.path);
     FloatImage img = std::move(in.image);

@@ -137,6 +137,10 @@ const char* kScript = R"(
       rows.forEach(function(r){body.appendChild(r);});
     });
   });
+  // report.html#flagged opens with only the flagged studies; #filter=TEXT with a filter.
+  var hash=decodeURIComponent(location.hash.slice(1));
+  if(hash==='flagged')document.getElementById('flagged-only').checked=true;
+  else if(hash.indexOf('filter=')===0)document.getElementById('filter').value=hash.slice(7);
   document.getElementById('filter').addEventListener('input',apply);
   document.getElementById('flagged-only').addEventListener('change',apply);
   apply();

@@ -32,8 +32,11 @@ from pathlib import Path
 
 PRIVATE = [b"CORPUS^PATIENT", b"PID-CORPUS-0042", b"19700101", b"20010203"]
 # What a command may leave in its output folder after refusing its only study: its log,
-# and (spine-cobb) the cohort table, which then has a header and no rows.
-ALLOWED_AFTER_FAILURE = re.compile(r"^(spine-[a-z]+-[0-9TZ:.\-]+-[0-9]+\.log|cobb\.csv|\.spine-lock)$")
+# the cohort files (a table with a header and no rows, report.html, the list files) and
+# the failure record that puts the study on the failed list.
+ALLOWED_AFTER_FAILURE = re.compile(
+    r"^(spine-[a-z]+-[0-9TZ:.\-]+-[0-9]+\.log|(cobb|seg|detect|grades|measurements|prep)\.csv|report\.html|"
+    r"(failed|flagged)\.txt|failures|\.spine-lock)$")
 CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 TIMEOUT_S = 180
 

@@ -68,11 +68,14 @@ TEST_F(Batch, FailedStudyLeavesNothingAndBatchGoesOn) {
   EXPECT_EQ(summary.exit_status(), ExitStatus::kSomeFailed);
   EXPECT_FALSE(fs::exists(dir / "out" / "bad"));
   EXPECT_TRUE(fs::exists(dir / "out" / "good" / "result.txt"));
-  // Nothing but the study folders and the run log is left in the output folder.
+  // Nothing but the study folders, the run log and the failure record (what puts the
+  // bad study on the cohort's failed list) is left in the output folder.
   for (const auto& e : fs::directory_iterator(dir / "out")) {
     const std::string n = e.path().filename().string();
-    EXPECT_TRUE(n == "good" || n == "good2" || n == kLockFile || n.rfind("test-", 0) == 0) << n;
+    EXPECT_TRUE(n == "good" || n == "good2" || n == kLockFile || n == kFailuresDir || n.rfind("test-", 0) == 0) << n;
   }
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir / "out" / kFailuresDir), fs::directory_iterator()), 1);
+  EXPECT_TRUE(fs::exists(dir / "out" / kFailuresDir / "bad.json"));
   const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "good" / kProvenanceFile));
   EXPECT_EQ(prov["tool"], "test");
   EXPECT_EQ(prov["result"]["ok"], true);

@@ -35,7 +35,8 @@ struct CobbConfig {
 
 BatchSummary run_cobb(const CobbConfig& config);
 
-// Writes OUTDIR/cobb.csv from every complete OUTDIR/<study>/cobb.json, whichever run wrote it.
+// Writes OUTDIR/cobb.csv and report.html (with its list files) from every complete
+// OUTDIR/<study>/cobb.json, whichever run wrote it.
 void write_cobb_csv(const std::filesystem::path& output_dir);
 
 }  // namespace spine

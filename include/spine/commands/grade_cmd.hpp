@@ -31,7 +31,8 @@ struct GradeConfig {
 
 BatchSummary run_grade(const GradeConfig& config);
 
-// Writes OUTDIR/grades.csv from every complete OUTDIR/<study>/grades.json.
+// Writes OUTDIR/grades.csv and report.html (with its list files) from every complete
+// OUTDIR/<study>/grades.json.
 void write_grades_csv(const std::filesystem::path& output_dir);
 
 std::vector<std::string> grade_model_versions();
