@@ -41,6 +41,8 @@ struct BatchOptions {
   std::function<void()> on_finish;
   // --shard K/N: only the studies whose shard_of(name, N) is K (0/0: all).
   int shard_index = 0, shard_count = 0;
+  // --layout bids: after on_finish, OUTDIR/derivatives/spine/ is rebuilt (bids.hpp).
+  bool bids_layout = false;
 };
 
 // The shard (1..shard_count) a study belongs to, from the SHA-256 of its name: a study

@@ -26,6 +26,7 @@ struct CommonOptions {
   std::string max_memory = "auto";   // budget for one input (see io.hpp)
   std::string name_map;              // --anonymise-names MAP (empty: real study names)
   std::string shard;                 // --shard K/N (empty: every study)
+  std::string layout = "folders";    // folders, or bids: also OUTDIR/derivatives/spine/
 
   void register_cli(CLI::App& app, bool with_inputs = true);
   std::string effective_log_level() const;

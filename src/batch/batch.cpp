@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <set>
 #include <sstream>
 
+#include "spine/bids.hpp"
 #include "spine/io.hpp"
 #include "spine/log.hpp"
 #include "spine/pseudonyms.hpp"
@@ -45,7 +47,88 @@ void add_path(const fs::path& p, std::vector<Study>& out) {
   out.push_back({study_name_of(p), p});
 }
 
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+std::vector<fs::path> sorted_entries(const fs::path& dir, bool directories) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (hidden(e.path())) continue;
+    if (e.is_directory(ec) == directories) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A BIDS dataset root: dataset_description.json, or subject folders sub-*.
+bool is_bids_root(const fs::path& dir) {
+  if (fs::is_regular_file(dir / "dataset_description.json")) return true;
+  for (const auto& d : sorted_entries(dir, true))
+    if (starts_with(d.filename().string(), "sub-")) return true;
+  return false;
+}
+
+// The anatomical images of a BIDS dataset that the commands work on:
+// sub-*/[ses-*/]anat/*_T1w, *_T2w and *_ct images (NIfTI, or a DICOM series folder of
+// that name). Derivatives, sourcedata and other modalities are left alone. Study names
+// are the BIDS file names without extension (sub-01_ses-2_T2w), unique in a dataset.
+void add_bids(const fs::path& root, std::vector<Study>& out) {
+  const std::size_t before = out.size();
+  for (const auto& sub : sorted_entries(root, true)) {
+    if (!starts_with(sub.filename().string(), "sub-")) continue;
+    std::vector<fs::path> sessions;
+    for (const auto& ses : sorted_entries(sub, true))
+      if (starts_with(ses.filename().string(), "ses-")) sessions.push_back(ses);
+    if (sessions.empty()) sessions.push_back(sub);
+    for (const auto& ses : sessions) {
+      const fs::path anat = ses / "anat";
+      if (!fs::is_directory(anat)) continue;
+      std::vector<fs::path> candidates = sorted_entries(anat, false);
+      for (const auto& d : sorted_entries(anat, true)) candidates.push_back(d);
+      for (const auto& f : candidates) {
+        const std::string name = study_name_of(f);
+        const auto us = name.rfind('_');
+        const std::string suffix = us == std::string::npos ? "" : name.substr(us + 1);
+        if (suffix != "T1w" && suffix != "T2w" && suffix != "ct" && suffix != "CT") continue;
+        if (fs::is_directory(f) ? is_dicom_series_dir(f) : has_image_extension(f)) out.push_back({name, f});
+      }
+    }
+  }
+  if (out.size() == before)
+    throw input_error(root.string() + ": a BIDS dataset without sub-*/[ses-*/]anat/*_T1w, *_T2w or *_ct images");
+}
+
+// nnU-Net's channel suffix: CASE_0000.nii.gz is channel 0 of study CASE. Returns the
+// channel (-1 when the name has none) and sets `base`.
+int nnunet_channel(const std::string& name, std::string& base) {
+  if (name.size() < 6 || name[name.size() - 5] != '_') return -1;
+  for (std::size_t i = name.size() - 4; i < name.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
+  base = name.substr(0, name.size() - 5);
+  return std::stoi(name.substr(name.size() - 4));
+}
+
+// DICOM series below a folder that is not itself one (patient / study / series trees),
+// named by their path under `root` with '_' between the folder names; depth-limited so a
+// stray link cannot make the walk endless.
+void add_nested_series(const fs::path& root, const fs::path& dir, int depth, std::vector<Study>& out) {
+  if (depth > 4) return;
+  for (const auto& d : sorted_entries(dir, true)) {
+    if (is_dicom_series_dir(d)) {
+      std::string name = fs::relative(d, root).string();
+      std::replace(name.begin(), name.end(), '/', '_');
+      out.push_back({name, d});
+    } else {
+      add_nested_series(root, d, depth + 1, out);
+    }
+  }
+}
+
 void add_directory(const fs::path& dir, std::vector<Study>& out) {
+  if (is_bids_root(dir)) {
+    add_bids(dir, out);
+    return;
+  }
   std::vector<fs::path> files, subdirs;
   for (const auto& e : fs::directory_iterator(dir)) {
     if (hidden(e.path())) continue;
@@ -65,13 +148,28 @@ void add_directory(const fs::path& dir, std::vector<Study>& out) {
   std::sort(files.begin(), files.end());
   std::sort(subdirs.begin(), subdirs.end());
   const std::size_t before = out.size();
+  std::set<std::string> names;
+  for (const auto& f : files) names.insert(study_name_of(f));
+  int extra_channels = 0;
   for (const auto& f : files) {
     // .dcm slices of a series lying directly in the folder belong to that series.
     if (f.extension() == ".dcm" && dir_is_series) continue;
-    add_path(f, out);
+    std::string base;
+    const int channel = nnunet_channel(study_name_of(f), base);
+    if (channel == 0) {
+      out.push_back({base, f});
+    } else if (channel > 0 && names.count(base + "_0000")) {
+      ++extra_channels;  // the models take one channel: _0000
+    } else {
+      add_path(f, out);
+    }
   }
+  if (extra_channels > 0)
+    log::info("{}: {} further nnU-Net channel file(s) (_0001...) left out: the models read channel _0000",
+              dir.string(), extra_channels);
   for (const auto& s : subdirs) {
     if (is_dicom_series_dir(s)) add_path(s, out);
+    else add_nested_series(dir, s, 1, out);
   }
   if (out.size() == before && dir_is_series) add_path(dir, out);
   if (out.size() == before) throw input_error(dir.string() + ": no images or DICOM series found");
@@ -665,10 +763,14 @@ BatchSummary run_batch(const std::vector<Study>& all_studies, const BatchOptions
   for (const auto& r : summary.results) {
     if (r.status == StudyStatus::kDone) done_seconds += r.seconds;
   }
-  if (options.on_finish) {
+  if (options.on_finish || options.bids_layout) {
     const FolderLock folder(options.output_dir);
     clean_stale_cohort_files(options.output_dir);
-    options.on_finish();
+    if (options.on_finish) options.on_finish();
+    if (options.bids_layout) {
+      const int n = write_bids_derivatives(options.output_dir, options.tool);
+      log::info("{}: {} studies in derivatives/spine (--layout bids)", options.output_dir.string(), n);
+    }
   }
   const std::string not_run =
       summary.interrupted ? ", " + std::to_string(summary.count(StudyStatus::kNotRun)) + " not run (interrupted)" : "";

@@ -49,6 +49,12 @@ void CommonOptions::register_cli(CLI::App& app, bool with_inputs) {
             return std::string(e.what());
           }
         });
+    app.add_option("--layout", layout,
+                   "folders: one folder per study; bids: also a BIDS-derivatives tree, "
+                   "OUTDIR/derivatives/spine/sub-*/[ses-*/]anat/*_dseg.nii.gz with its dataset_description.json, for "
+                   "studies with BIDS names (a BIDS dataset given as input)")
+        ->check(CLI::IsMember({"folders", "bids"}))
+        ->capture_default_str();
   }
 }
 
@@ -69,6 +75,7 @@ BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::jso
   o.resume = resume;
   o.name_map = name_map;
   if (!shard.empty()) std::tie(o.shard_index, o.shard_count) = parse_shard(shard);
+  o.bids_layout = layout == "bids";
   o.config = std::move(config);
   return o;
 }
@@ -77,7 +84,7 @@ nlohmann::json CommonOptions::to_json() const {
   return {{"output", output_dir}, {"log_level", effective_log_level()}, {"threads", threads},
           {"device", device},     {"force", force},                     {"resume", resume},
           {"max_memory", max_memory}, {"anonymise_names", !name_map.empty()},
-          {"shard", shard.empty() ? nlohmann::json(nullptr) : nlohmann::json(shard)}};
+          {"shard", shard.empty() ? nlohmann::json(nullptr) : nlohmann::json(shard)}, {"layout", layout}};
 }
 
 std::string version_line(const std::string& tool) {

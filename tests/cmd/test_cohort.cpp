@@ -201,5 +201,32 @@ TEST(Cohort, ReportRendersInChromium) {
   EXPECT_NE(test::read_file(report).find("src=\"spine/overlay.png\""), std::string::npos);
 }
 
+// A BIDS dataset in, BIDS derivatives out: every T2w / ct image found, the label maps
+// under derivatives/spine with BIDS names and a derivative dataset_description.json.
+TEST(Cohort, BidsDatasetInAndDerivativesOut) {
+  TempDir dir;
+  const fs::path ct = test::make_ct_phantom(dir);
+  const fs::path bids = dir / "bids";
+  fs::create_directories(bids / "sub-01" / "anat");
+  fs::create_directories(bids / "sub-02" / "ses-1" / "anat");
+  fs::copy_file(ct, bids / "sub-01" / "anat" / "sub-01_ct.nii.gz");
+  fs::copy_file(ct, bids / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_ct.nii.gz");
+  { std::ofstream(bids / "dataset_description.json") << R"({"Name": "test", "BIDSVersion": "1.8.0"})"; }
+  const auto r = run_command(bin("spine-seg") + " " + q(bids) + " --layout bids --threads 1 -q --no-overlay -o " +
+                             q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path d = dir / "out" / "derivatives" / "spine";
+  EXPECT_TRUE(fs::exists(d / "sub-01" / "anat" / "sub-01_ct_dseg.nii.gz"));
+  EXPECT_TRUE(fs::exists(d / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_ct_dseg.nii.gz"));
+  EXPECT_TRUE(fs::exists(d / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_ct_segmentation.json"));
+  EXPECT_EQ(test::read_file(d / "sub-01" / "anat" / "sub-01_ct_dseg.nii.gz"),
+            test::read_file(dir / "out" / "sub-01_ct" / "labels.nii.gz"));
+  const auto desc = nlohmann::json::parse(test::read_file(d / "dataset_description.json"));
+  EXPECT_EQ(desc["DatasetType"], "derivative");
+  EXPECT_EQ(desc["GeneratedBy"][0]["Name"], "spine");
+  EXPECT_NE(test::read_file(d / "dseg.tsv").find("\n22\tL3\t#"), std::string::npos);
+  EXPECT_EQ(studies_in(dir / "out" / "seg.csv"), (std::set<std::string>{"sub-01_ct", "sub-02_ses-1_ct"}));
+}
+
 }  // namespace
 }  // namespace spine

@@ -1,9 +1,11 @@
 // Pieces of the cohort files: shards, rounding for tables, per-structure statistics, the
 // report's escaping and list files, and a batch's failure records.
+#include <fstream>
 #include <map>
 #include <set>
 
 #include "spine/batch.hpp"
+#include "spine/bids.hpp"
 #include "spine/cohort_report.hpp"
 #include "spine/csv.hpp"
 #include "spine/error.hpp"
@@ -146,6 +148,73 @@ TEST_F(CohortFiles, FailureRecordsFollowTheLastRun) {
   EXPECT_FALSE(fs::exists(out / kFailuresDir / "a.json"));
   run_batch(studies, o, process);  // "output exists": a failure of this run, not of the study
   EXPECT_TRUE(failed_studies(out).empty());
+}
+
+}  // namespace
+}  // namespace spine
+
+namespace spine {
+namespace {
+
+void touch_image(const fs::path& p) {
+  fs::create_directories(p.parent_path());
+  write_image(test::oblique_test_image(), p);
+}
+
+// A fake DICOM slice: enough for discovery, which looks for "DICM" at byte 128.
+void touch_dicom(const fs::path& p) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary) << std::string(128, '\0') << "DICM";
+}
+
+std::vector<std::string> names_of(const std::vector<Study>& studies) {
+  std::vector<std::string> out;
+  for (const auto& s : studies) out.push_back(s.name);
+  return out;
+}
+
+TEST_F(CohortFiles, DiscoversTheAnatomicalImagesOfABidsDataset) {
+  const fs::path root = dir / "bids";
+  fs::create_directories(root);
+  write_text_file(root / "dataset_description.json", R"({"Name": "t", "BIDSVersion": "1.8.0"})");
+  touch_image(root / "sub-01" / "anat" / "sub-01_T2w.nii.gz");
+  touch_image(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz");
+  touch_image(root / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz");          // not a suffix the models read
+  touch_image(root / "sub-02" / "ses-a" / "anat" / "sub-02_ses-a_ct.nii.gz");
+  touch_image(root / "sub-02" / "ses-b" / "anat" / "sub-02_ses-b_T2w.nii");
+  touch_image(root / "sub-02" / "ses-b" / "func" / "sub-02_ses-b_bold.nii.gz");
+  touch_image(root / "derivatives" / "x" / "sub-01" / "anat" / "sub-01_T2w.nii.gz");
+  touch_image(root / "sourcedata" / "sub-01_T2w.nii.gz");
+  touch_dicom(root / "sub-03" / "anat" / "sub-03_T2w" / "IM1");
+  write_text_file(root / "sub-01" / "anat" / "sub-01_T2w.json", "{}");
+  const auto studies = discover_studies({root.string()});
+  EXPECT_EQ(names_of(studies), (std::vector<std::string>{"sub-01_T1w", "sub-01_T2w", "sub-02_ses-a_ct",
+                                                          "sub-02_ses-b_T2w", "sub-03_T2w"}));
+  EXPECT_EQ(studies.back().path, root / "sub-03" / "anat" / "sub-03_T2w");
+  // Subject folders alone (no dataset_description.json) are enough; none usable is an error.
+  fs::remove_all(root);
+  touch_image(root / "sub-09" / "anat" / "sub-09_bold.nii.gz");
+  EXPECT_THROW(discover_studies({root.string()}), Error);
+}
+
+TEST_F(CohortFiles, NnunetChannelsAndNestedDicomSeries) {
+  touch_image(dir / "in" / "case_001_0000.nii.gz");
+  touch_image(dir / "in" / "case_001_0001.nii.gz");  // a second channel: left out
+  touch_image(dir / "in" / "case_002_0000.nii.gz");
+  touch_image(dir / "in" / "other_0001.nii.gz");     // no _0000 beside it: a study of its own
+  touch_dicom(dir / "in" / "patient1" / "study1" / "series2" / "IM1");
+  const auto studies = discover_studies({(dir / "in").string()});
+  EXPECT_EQ(names_of(studies), (std::vector<std::string>{"case_001", "case_002", "other_0001", "patient1_study1_series2"}));
+}
+
+TEST(BidsNames, AnatFolderFromTheFileName) {
+  EXPECT_EQ(bids_anat_folder("sub-01_T2w"), fs::path("sub-01/anat"));
+  EXPECT_EQ(bids_anat_folder("sub-01_ses-2_acq-sag_run-1_T2w"), fs::path("sub-01/ses-2/anat"));
+  EXPECT_FALSE(bids_anat_folder("case_001"));
+  EXPECT_FALSE(bids_anat_folder("sub-01"));
+  EXPECT_FALSE(bids_anat_folder("sub-_T2w"));
+  EXPECT_FALSE(bids_anat_folder("sub-01_ses_T2w"));
+  EXPECT_FALSE(bids_anat_folder("anon-3f2a"));
 }
 
 }  // namespace
