@@ -26,6 +26,13 @@ void add_file(const std::filesystem::path& file);
 // (--anonymise-names: a study's input path and name become its pseudonym). A match must
 // not have a letter or digit on either side, so a short name is not replaced inside
 // other words; longer strings are replaced first. An empty list ends it.
+// The status line on a terminal (the batch's progress bar; empty: none), kept below the
+// log lines: each log line clears it first and draws it again after.
+void set_status(const std::string& line);
+// The stage of the current study, shown after the status line ("coarse pass"); nothing
+// while there is no status line.
+void set_stage(const std::string& stage);
+
 void set_redactions(std::vector<std::pair<std::string, std::string>> replacements);
 std::string redact(const std::string& text);
 

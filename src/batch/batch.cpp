@@ -487,11 +487,11 @@ class Progress {
     if (!bar_) return;
     const int width = 30;
     const int filled = static_cast<int>(width * index / std::max<std::size_t>(total_, 1));
-    std::cerr << "\r[" << std::string(filled, '#') << std::string(width - filled, '.') << "] " << index
-              << "/" << total_ << " " << terminal_safe(name) << "\033[K" << std::flush;
+    log::set_status("[" + std::string(filled, '#') + std::string(width - filled, '.') + "] " + std::to_string(index) +
+                    "/" + std::to_string(total_) + " " + name);
   }
   void clear_line() {
-    if (bar_) std::cerr << "\r\033[K" << std::flush;
+    if (bar_) log::set_status("");
   }
   bool bar() const { return bar_; }
 

@@ -3,6 +3,7 @@
 #include "spine/log.hpp"
 
 #include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstdio>
+#include <iostream>
 #include <mutex>
 
 namespace spine {
@@ -92,14 +94,68 @@ std::unique_ptr<spdlog::formatter> safe_pattern(const std::string& pattern) {
   return std::make_unique<TerminalSafeFormatter>(std::make_unique<spdlog::pattern_formatter>(pattern));
 }
 
+// The status line (a progress bar and the stage of the current study) at the bottom of a
+// terminal: cleared before each log line and drawn again after it, so the two never run
+// into each other on one line.
+std::mutex g_status_mutex;
+std::string g_status, g_stage;
+bool g_status_shown = false;
+
+void draw_status_locked() {
+  if (g_status.empty()) return;
+  std::cerr << '\r' << g_status << (g_stage.empty() ? "" : ": " + g_stage) << "\033[K" << std::flush;
+  g_status_shown = true;
+}
+
+void clear_status_locked() {
+  if (g_status_shown) std::cerr << "\r\033[K" << std::flush;
+  g_status_shown = false;
+}
+
+class StatusAwareConsole final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  explicit StatusAwareConsole(std::shared_ptr<spdlog::sinks::sink> inner) : inner_(std::move(inner)) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    const std::lock_guard<std::mutex> lock(g_status_mutex);
+    clear_status_locked();
+    inner_->log(msg);
+    inner_->flush();
+    draw_status_locked();
+  }
+  void flush_() override { inner_->flush(); }
+  void set_formatter_(std::unique_ptr<spdlog::formatter> f) override { inner_->set_formatter(std::move(f)); }
+  void set_pattern_(const std::string& p) override { inner_->set_pattern(p); }
+
+ private:
+  std::shared_ptr<spdlog::sinks::sink> inner_;
+};
+
 }  // namespace
 
 namespace log {
 
+void set_status(const std::string& line) {
+  const std::lock_guard<std::mutex> lock(g_status_mutex);
+  clear_status_locked();
+  g_status = terminal_safe(line);
+  g_stage.clear();
+  draw_status_locked();
+}
+
+void set_stage(const std::string& stage) {
+  const std::lock_guard<std::mutex> lock(g_status_mutex);
+  if (g_status.empty()) return;  // no status line (not a terminal, or no batch)
+  g_stage = terminal_safe(stage);
+  draw_status_locked();
+}
+
 void setup(const std::string& tool, const std::string& level) {
-  auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  auto coloured = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  coloured->set_formatter(safe_pattern("%^%l%$: %v"));
+  auto console = std::make_shared<StatusAwareConsole>(coloured);
   console->set_level(spdlog::level::from_str(level));
-  console->set_formatter(safe_pattern("%^%l%$: %v"));
   auto logger = std::make_shared<spdlog::logger>(tool, spdlog::sinks_init_list{console});
   logger->set_level(spdlog::level::debug);
   spdlog::set_default_logger(logger);

@@ -13,6 +13,8 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "inference/instances.hpp"
 #include "inference/ribs.hpp"
 #include "spine/error.hpp"
@@ -282,6 +284,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   result.timing["coarse_skipped_spine_sized_volume"] = config.coarse_to_fine && spine_sized;
   std::optional<Normaliser> norm;
   if (use_coarse) {
+    log::set_stage("coarse pass (finding the spine)");
     const auto t0 = std::chrono::steady_clock::now();
     const double cs = config.coarse_spacing_mm;
     // Straight from the input's voxels to the coarse grid (the coarse grid of the model
@@ -390,6 +393,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   if (!found || fine.zs.empty()) {
     result.flags.push_back("no spine found in the volume");
   } else {
+    log::set_stage(fmt::format("fine pass ({} slices)", fine.zs.size()));
     const auto t1 = std::chrono::steady_clock::now();
     // Without the coarse pass: the plain baseline, the card's patch tiled with half overlap.
     const SlicePrediction fp =
@@ -398,6 +402,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     result.timing["fine_s"] = seconds_since(t1);
     result.timing["fine_region_voxels"] = {fine.nx(), fine.ny(), static_cast<std::int64_t>(fine.zs.size())};
     result.timing["volume_voxels"] = {nx, ny, nz};
+    log::set_stage("vertebra instances and names");
     const auto t2 = std::chrono::steady_clock::now();
     const std::int64_t rx = fine.nx(), ry = fine.ny(), rz = static_cast<std::int64_t>(fine.zs.size());
     const double voxel_ml = vol.geometry.spacing[0] * vol.geometry.spacing[1] * vol.geometry.spacing[2] / 1000.0;
