@@ -13,6 +13,8 @@ packages=(
   # The cohort tests: report.html rendered in headless Chromium, the tables read by
   # pandas and by R as a user's own script would.
   chromium python3-pandas r-base-core
+  # The cohort workflow and its test on a real single-node Slurm cluster.
+  snakemake slurm-wlm munge
 )
 
 missing=()

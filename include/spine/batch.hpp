@@ -43,6 +43,8 @@ struct BatchOptions {
   int shard_index = 0, shard_count = 0;
   // --layout bids: after on_finish, OUTDIR/derivatives/spine/ is rebuilt (bids.hpp).
   bool bids_layout = false;
+  // --cohort-files-only: no study is run; only on_finish (and the BIDS view) under the lock.
+  bool cohort_files_only = false;
 };
 
 // The shard (1..shard_count) a study belongs to, from the SHA-256 of its name: a study

@@ -27,6 +27,7 @@ struct CommonOptions {
   std::string name_map;              // --anonymise-names MAP (empty: real study names)
   std::string shard;                 // --shard K/N (empty: every study)
   std::string layout = "folders";    // folders, or bids: also OUTDIR/derivatives/spine/
+  bool cohort_files_only = false;    // run no study; rebuild the cohort files
 
   void register_cli(CLI::App& app, bool with_inputs = true);
   std::string effective_log_level() const;

@@ -606,7 +606,9 @@ std::vector<FailedStudy> failed_studies(const fs::path& out_dir) {
 BatchSummary run_batch(const std::vector<Study>& all_studies, const BatchOptions& options,
                        const StudyProcessor& process) {
   std::vector<Study> studies;
-  if (options.shard_count > 0) {
+  if (options.cohort_files_only) {
+    // Nothing to run: the cohort files below are rebuilt from what the folder holds.
+  } else if (options.shard_count > 0) {
     for (const auto& s : all_studies)
       if (shard_of(s.name, options.shard_count) == options.shard_index) studies.push_back(s);
   } else {
@@ -646,6 +648,7 @@ BatchSummary run_batch(const std::vector<Study>& all_studies, const BatchOptions
   }
   log::info("{} {} (git {}): {} studies -> {}", options.tool, kVersion, kGitRevision, studies.size(),
             options.output_dir.string());
+  if (options.cohort_files_only) log::info("--cohort-files-only: no study is run, the cohort files are rebuilt");
   if (options.shard_count > 0)
     log::info("shard {}/{}: {} of the {} studies found", options.shard_index, options.shard_count, studies.size(),
               all_studies.size());

@@ -55,6 +55,9 @@ void CommonOptions::register_cli(CLI::App& app, bool with_inputs) {
                    "studies with BIDS names (a BIDS dataset given as input)")
         ->check(CLI::IsMember({"folders", "bids"}))
         ->capture_default_str();
+    app.add_flag("--cohort-files-only", cohort_files_only,
+                 "Run no study: only rebuild the cohort table, report.html, the list files (and with --layout bids the "
+                 "derivatives) from the study folders already in the output folder (the last step of a sharded run)");
   }
 }
 
@@ -76,6 +79,7 @@ BatchOptions CommonOptions::batch_options(const std::string& tool, nlohmann::jso
   o.name_map = name_map;
   if (!shard.empty()) std::tie(o.shard_index, o.shard_count) = parse_shard(shard);
   o.bids_layout = layout == "bids";
+  o.cohort_files_only = cohort_files_only;
   o.config = std::move(config);
   return o;
 }
@@ -84,7 +88,8 @@ nlohmann::json CommonOptions::to_json() const {
   return {{"output", output_dir}, {"log_level", effective_log_level()}, {"threads", threads},
           {"device", device},     {"force", force},                     {"resume", resume},
           {"max_memory", max_memory}, {"anonymise_names", !name_map.empty()},
-          {"shard", shard.empty() ? nlohmann::json(nullptr) : nlohmann::json(shard)}, {"layout", layout}};
+          {"shard", shard.empty() ? nlohmann::json(nullptr) : nlohmann::json(shard)}, {"layout", layout},
+          {"cohort_files_only", cohort_files_only}};
 }
 
 std::string version_line(const std::string& tool) {
