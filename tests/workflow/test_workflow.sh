@@ -51,6 +51,10 @@ snake() {  # snake OUT [snakemake options...]
     > "$work/$(basename "$out").snakemake.log" 2>&1
 }
 check "Snakemake on this machine" snake "$work/local" --cores 2
+ls "$work"/in/*.nii.gz > "$work/list.txt"
+check "Snakemake, one job per study" snakemake -s "$repo/workflow/Snakefile" --directory "$work/snakework-per-study" \
+  --quiet --cores 2 --config command=spine-seg inputs="$work/list.txt" out="$work/per-study" per_study=true bin="$bin" \
+  threads=1 args="${opts[*]}"
 
 SLURM_CONF=$("$repo/tests/workflow/slurm_cluster.sh" start "$work/slurm")
 export SLURM_CONF
@@ -60,7 +64,7 @@ check "Slurm array job" sbatch --wait --array=1-3 -c 1 -o "$work/slurm/array-%A_
   "$repo/workflow/slurm-array.sh" "$bin/spine-seg" "$work/in" "$work/slurm-array" "${opts[@]}"
 
 rows() { grep -c '<tr class="study' "$1/report.html"; }
-for out in local slurm-snake slurm-array; do
+for out in local per-study slurm-snake slurm-array; do
   check "$out: seg.csv equals the one-process table" cmp "$work/single/seg.csv" "$work/$out/seg.csv"
   check "$out: failed.txt equals the one-process list" cmp "$work/single/failed.txt" "$work/$out/failed.txt"
   check "$out: flagged.txt equals the one-process list" cmp "$work/single/flagged.txt" "$work/$out/flagged.txt"
