@@ -60,11 +60,17 @@ std::vector<fs::path> sorted_entries(const fs::path& dir, bool directories) {
   return out;
 }
 
-// A BIDS dataset root: dataset_description.json, or subject folders sub-*.
+// A BIDS dataset root: dataset_description.json, or a subject folder sub-* laid out as
+// BIDS (sub-*/anat or sub-*/ses-*/anat), so that a plain folder of DICOM series that
+// happen to be called sub-01, sub-02 is still a folder of series.
 bool is_bids_root(const fs::path& dir) {
   if (fs::is_regular_file(dir / "dataset_description.json")) return true;
-  for (const auto& d : sorted_entries(dir, true))
-    if (starts_with(d.filename().string(), "sub-")) return true;
+  for (const auto& d : sorted_entries(dir, true)) {
+    if (!starts_with(d.filename().string(), "sub-")) continue;
+    if (fs::is_directory(d / "anat")) return true;
+    for (const auto& ses : sorted_entries(d, true))
+      if (starts_with(ses.filename().string(), "ses-") && fs::is_directory(ses / "anat")) return true;
+  }
   return false;
 }
 

@@ -207,6 +207,7 @@ void write_grades_csv(const fs::path& out_dir) {
     for (const auto& d : j["discs"]) {
       const std::string name = d["name"].get<std::string>();
       for (const auto& fl : d["flags"]) row.flags.push_back(name + ": " + fl.get<std::string>());
+      all_reliable = all_reliable && d["reliable"].get<bool>();
       if (!d.contains("pfirrmann")) continue;  // --discs-only
       std::string flags;
       for (const auto& fl : d["flags"]) flags += (flags.empty() ? "" : "; ") + fl.get<std::string>();
@@ -220,7 +221,6 @@ void write_grades_csv(const fs::path& out_dir) {
       const int g = d["pfirrmann"]["grade"].get<int>();
       ++graded;
       highest = std::max(highest, g);
-      all_reliable = all_reliable && d["reliable"].get<bool>();
       grades += (grades.empty() ? "" : " ") + name + ":" + std::to_string(g);
       for (const auto& f : disc_finding_names())
         if (d["findings"][f]["present"].get<bool>()) findings += (findings.empty() ? "" : ", ") + name + " " + f;
@@ -231,7 +231,8 @@ void write_grades_csv(const fs::path& out_dir) {
     for (const auto& fl : j.value("flags", nlohmann::json::array())) row.flags.push_back(fl.get<std::string>());
     row.cells = {std::to_string(graded), first.empty() ? "" : first + ".." + last, grades, findings,
                  graded ? std::to_string(highest) : "", naming ? "yes" : "no"};
-    row.reliable = all_reliable && graded > 0;
+    // Not reliable when any disc is not, the naming is not anchored, or none was found.
+    row.reliable = all_reliable && !j["discs"].empty();
     row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
     row.files = {"grades.json"};
     report.figures[1].values.push_back(graded);

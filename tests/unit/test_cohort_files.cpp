@@ -191,10 +191,16 @@ TEST_F(CohortFiles, DiscoversTheAnatomicalImagesOfABidsDataset) {
   EXPECT_EQ(names_of(studies), (std::vector<std::string>{"sub-01_T1w", "sub-01_T2w", "sub-02_ses-a_ct",
                                                           "sub-02_ses-b_T2w", "sub-03_T2w"}));
   EXPECT_EQ(studies.back().path, root / "sub-03" / "anat" / "sub-03_T2w");
-  // Subject folders alone (no dataset_description.json) are enough; none usable is an error.
+  // Subject folders with anat/ alone (no dataset_description.json) are enough; none
+  // usable is an error.
   fs::remove_all(root);
   touch_image(root / "sub-09" / "anat" / "sub-09_bold.nii.gz");
   EXPECT_THROW(discover_studies({root.string()}), Error);
+  // DICOM series folders that happen to be called sub-*: a folder of series, not BIDS.
+  fs::remove_all(root);
+  touch_dicom(root / "sub-01" / "IM1");
+  touch_dicom(root / "sub-02" / "IM1");
+  EXPECT_EQ(names_of(discover_studies({root.string()})), (std::vector<std::string>{"sub-01", "sub-02"}));
 }
 
 TEST_F(CohortFiles, NnunetChannelsAndNestedDicomSeries) {
