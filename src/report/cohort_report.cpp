@@ -186,7 +186,9 @@ void write_cohort_report(const fs::path& out_dir, const CohortReport& report) {
     << ". Lists to run again: <a href=\"flagged.txt\">flagged.txt</a>, <a href=\"failed.txt\">failed.txt</a>.</p>\n";
   if (!report.figures.empty()) {
     h << "<div class=\"figures\">\n";
-    for (const auto& f : report.figures) h << histogram_svg(f);
+    for (const auto& f : report.figures)
+      if (std::any_of(f.values.begin(), f.values.end(), [](double v) { return std::isfinite(v); }))
+        h << histogram_svg(f);  // a measure no study has (HU in an MR cohort) is left out
     h << "</div>\n";
   }
   h << "<div class=\"controls\"><label>Filter <input id=\"filter\" type=\"search\" placeholder=\"study, level, flag...\"></label>"
