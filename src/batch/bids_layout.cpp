@@ -2,6 +2,9 @@
 // linked into derivatives/spine/sub-*/[ses-*/]anat/ under BIDS file names.
 #include "spine/bids.hpp"
 
+#include <cctype>
+#include <vector>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 

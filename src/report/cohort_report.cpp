@@ -4,6 +4,7 @@
 #include "spine/cohort_report.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <sstream>
