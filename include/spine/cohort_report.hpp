@@ -18,7 +18,7 @@ struct ReportRow {
   std::vector<std::string> cells;   // one per column; numbers as plain text, empty: none
   std::vector<std::string> flags;
   bool reliable = true;             // false: listed in flagged.txt even without flags
-  std::string picture;              // the overlay, relative to the study folder; empty: none
+  std::string picture;              // the overlay, relative to the study folder; shown when the file is there
   std::vector<std::string> files;   // the study's result files, relative to its folder
 };
 
@@ -41,9 +41,5 @@ struct CohortReport {
 // study's provenance; under --anonymise-names they are withheld and the lists carry the
 // pseudonyms as comments instead.
 void write_cohort_report(const std::filesystem::path& out_dir, const CohortReport& report);
-
-// The path of a study's input as recorded in its provenance, absolute; empty when
-// withheld or unreadable.
-std::string recorded_input(const std::filesystem::path& study_dir);
 
 }  // namespace spine

@@ -22,10 +22,6 @@ void setup(const std::string& tool, const std::string& level);
 // Adds a file sink (always at debug level) writing to `file`.
 void add_file(const std::filesystem::path& file);
 
-// Replacements made in every message from now on, on the terminal and in the log
-// (--anonymise-names: a study's input path and name become its pseudonym). A match must
-// not have a letter or digit on either side, so a short name is not replaced inside
-// other words; longer strings are replaced first. An empty list ends it.
 // The status line on a terminal (the batch's progress bar; empty: none), kept below the
 // log lines: each log line clears it first and draws it again after.
 void set_status(const std::string& line);
@@ -33,6 +29,10 @@ void set_status(const std::string& line);
 // while there is no status line.
 void set_stage(const std::string& stage);
 
+// Replacements made in every message from now on, on the terminal and in the log
+// (--anonymise-names: a study's input path and name become its pseudonym). A match must
+// not have a letter or digit on either side, so a short name is not replaced inside
+// other words; longer strings are replaced first. An empty list ends it.
 void set_redactions(std::vector<std::pair<std::string, std::string>> replacements);
 std::string redact(const std::string& text);
 

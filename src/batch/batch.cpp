@@ -408,8 +408,9 @@ void clean_stale_study(const fs::path& dir, const std::string& study, int& remov
 }
 
 // Every study with leftovers of a dead run, whichever run it belongs to: cleaned when its
-// lock can be had (a live run holding it is still working on it).
-void clean_stale_work(const fs::path& dir) {
+// lock can be had (a live run holding it is still working on it). Returns the studies
+// left as they were because another run held them, to clean once this run holds them.
+std::set<std::string> clean_stale_work(const fs::path& dir) {
   std::set<std::string> studies;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
@@ -420,13 +421,16 @@ void clean_stale_work(const fs::path& dir) {
     }
   }
   int removed = 0, restored = 0;
+  std::set<std::string> held;
   for (const auto& s : studies) {
     StudyLock lock;
     if (lock.try_acquire(study_lock_file(dir, s), nullptr)) clean_stale_study(dir, s, removed, restored);
+    else held.insert(s);
   }
   if (removed + restored > 0)
     log::warn("{}: removed {} work folder(s) left by interrupted runs, restored {} previous output(s)", dir.string(),
               removed, restored);
+  return held;
 }
 
 // Temporary files of cohort files (".cobb.csv.tmp-PID") that a dead run left; called
@@ -639,7 +643,7 @@ BatchSummary run_batch(const std::vector<Study>& all_studies, const BatchOptions
     map_size = map.size();
   }
   const StopSignals signals;
-  clean_stale_work(options.output_dir);
+  const std::set<std::string> held_at_start = clean_stale_work(options.output_dir);
   {
     // Millisecond time and the process ID: two runs never share a log, even when they
     // start in the same second or run side by side.
@@ -694,8 +698,12 @@ BatchSummary run_batch(const std::vector<Study>& all_studies, const BatchOptions
       continue;
     }
     try {
-      int removed = 0, restored = 0;
-      clean_stale_study(options.output_dir, study.name, removed, restored);
+      // Leftovers of a run that held this study at start and may have died since; the
+      // rest were cleaned at start, so no folder scan per study.
+      if (held_at_start.count(study.name)) {
+        int removed = 0, restored = 0;
+        clean_stale_study(options.output_dir, study.name, removed, restored);
+      }
       bool replace = options.force;
       if (fs::exists(final_dir) && !options.force) {
         if (options.resume && study_outputs_complete(final_dir)) {

@@ -197,7 +197,7 @@ void write_cobb_csv(const fs::path& out_dir) {
                  csv_number(round_to(conf, 0.001))};
     for (const auto& fl : j["flags"]) row.flags.push_back(fl.get<std::string>());
     row.reliable = reliable;
-    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
+    row.picture = "overlay.png";
     row.files = {"cobb.json"};
     report.figures[reliable ? 0 : 1].values.push_back(major["angle_deg"].get<double>());
     report.rows.push_back(std::move(row));

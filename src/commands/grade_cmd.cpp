@@ -233,7 +233,7 @@ void write_grades_csv(const fs::path& out_dir) {
                  graded ? std::to_string(highest) : "", naming ? "yes" : "no"};
     // Not reliable when any disc is not, the naming is not anchored, or none was found.
     row.reliable = all_reliable && !j["discs"].empty();
-    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
+    row.picture = "overlay.png";
     row.files = {"grades.json"};
     report.figures[1].values.push_back(graded);
     report.rows.push_back(std::move(row));

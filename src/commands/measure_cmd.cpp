@@ -246,7 +246,7 @@ void write_measurements_csv(const fs::path& out_dir) {
     }
     csv << rows.str();
     row.reliable = row.flags.empty();
-    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
+    row.picture = "overlay.png";
     row.files = {"measurements.json"};
     report.figures[0].values.insert(report.figures[0].values.end(), hu.begin(), hu.end());
     report.rows.push_back(std::move(row));

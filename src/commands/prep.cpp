@@ -131,7 +131,7 @@ void write_prep_cohort(const std::filesystem::path& out_dir) {
       ReportRow row;
       row.study = s;
       row.cells = {format, modality, size, orientation, steps};
-      row.picture = std::filesystem::exists(out_dir / s / "preview.png") ? "preview.png" : "";
+      row.picture = "preview.png";  // 2D inputs only; the report leaves out a picture that is not there
       for (const auto& e : std::filesystem::directory_iterator(out_dir / s))
         if (e.path().filename().string().rfind("image.", 0) == 0) row.files.push_back(e.path().filename().string());
       report.rows.push_back(std::move(row));

@@ -61,7 +61,10 @@ std::string name_range(const nlohmann::json& vertebrae) {
   return first == last ? first : first + ".." + last;
 }
 
-ReportRow report_row(const std::string& study, const nlohmann::json& j, bool with_discs) {
+// The study's row in the report (overlay, counts, names, confidences, flags) and its
+// values in the two figures both commands show.
+void add_report_row(CohortReport& report, const std::string& study, const nlohmann::json& j, bool with_discs,
+                    std::vector<std::string> files) {
   ReportRow row;
   row.study = study;
   const auto& vs = j.at("vertebrae");
@@ -73,7 +76,11 @@ ReportRow report_row(const std::string& study, const nlohmann::json& j, bool wit
   row.cells.push_back(vs.empty() ? "" : csv_number(lowest));
   for (const auto& f : j.at("flags")) row.flags.push_back(f.get<std::string>());
   row.reliable = row.flags.empty();
-  return row;
+  row.picture = "overlay.png";
+  row.files = std::move(files);
+  report.figures[0].values.push_back(vs.size());
+  if (j.contains("naming_confidence")) report.figures[1].values.push_back(j.at("naming_confidence").get<double>());
+  report.rows.push_back(std::move(row));
 }
 
 CohortReport report_frame(const std::string& tool, bool with_discs) {
@@ -102,9 +109,9 @@ void write_seg_cohort(const fs::path& out_dir) {
     const std::string modality = j->at("modality").value("modality", "");
     const std::string study_tail = "," + num(*j, "naming_confidence") + "," + csv_field(joined_flags(*j)) + "\n";
     std::size_t rows = 0;
-    for (const char* kind : {"vertebra", "disc"}) {
-      for (const auto& st : j->value(std::string(kind) == "vertebra" ? "vertebrae" : "discs", nlohmann::json::array())) {
-        const bool vertebra = std::string(kind) == "vertebra";
+    for (const bool vertebra : {true, false}) {
+      const char* kind = vertebra ? "vertebra" : "disc";
+      for (const auto& st : j->value(vertebra ? "vertebrae" : "discs", nlohmann::json::array())) {
         csv << csv_field(s) << ',' << modality << ',' << csv_field(st.at("name").get<std::string>()) << ',' << kind << ','
             << st.at("label").get<int>() << ',' << num(st, "volume_ml") << ',' << intensity_fields(st) << ','
             << (vertebra ? num(st, "confidence") : "") << ','
@@ -118,12 +125,7 @@ void write_seg_cohort(const fs::path& out_dir) {
     // A study where nothing was found keeps a row: its flags say why.
     // (16 empty structure fields between the modality and the study's naming confidence).
     if (rows == 0) csv << csv_field(s) << ',' << modality << std::string(16, ',') << study_tail;
-    ReportRow row = report_row(s, *j, true);
-    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
-    row.files = {"segmentation.json", "labels.nii.gz"};
-    report.figures[0].values.push_back(j->at("vertebrae").size());
-    if (j->contains("naming_confidence")) report.figures[1].values.push_back(j->at("naming_confidence").get<double>());
-    report.rows.push_back(std::move(row));
+    add_report_row(report, s, *j, true, {"segmentation.json", "labels.nii.gz"});
   }
   write_text_file(out_dir / "seg.csv", csv.str());
   write_cohort_report(out_dir, report);
@@ -145,12 +147,7 @@ void write_detect_cohort(const fs::path& out_dir) {
           << (v.value("cut_by_field_of_view", false) ? "true" : "false") << ',' << v.value("bone_beside", "") << ','
           << centroid(v) << study_tail;
     if (j->at("vertebrae").empty()) csv << csv_field(s) << ',' << modality << std::string(8, ',') << study_tail;
-    ReportRow row = report_row(s, *j, false);
-    row.picture = fs::exists(out_dir / s / "overlay.png") ? "overlay.png" : "";
-    row.files = {"vertebrae.json", "vertebrae.mrk.json"};
-    report.figures[0].values.push_back(j->at("vertebrae").size());
-    if (j->contains("naming_confidence")) report.figures[1].values.push_back(j->at("naming_confidence").get<double>());
-    report.rows.push_back(std::move(row));
+    add_report_row(report, s, *j, false, {"vertebrae.json", "vertebrae.mrk.json"});
   }
   write_text_file(out_dir / "detect.csv", csv.str());
   write_cohort_report(out_dir, report);

@@ -81,7 +81,6 @@ std::vector<std::string> spine_seg_model_versions() {
 
 namespace {
 
-
 std::array<double, 3> rounded(const std::array<double, 3>& p) {
   return {round_to(p[0], 0.01), round_to(p[1], 0.01), round_to(p[2], 0.01)};
 }
@@ -104,6 +103,7 @@ nlohmann::json intensity_json(const Statistics& stats, int label, const std::str
           {"iqr", round_to(s.q3 - s.q1, 0.1)}};
 }
 
+// `stats` empty (spine-detect): no intensity entries.
 nlohmann::json vertebrae_json(const SpineSegResult& r, const Statistics& stats) {
   nlohmann::json vs = nlohmann::json::array();
   for (const auto& v : r.vertebrae) {
@@ -112,8 +112,8 @@ nlohmann::json vertebrae_json(const SpineSegResult& r, const Statistics& stats) 
                      {"centroid_lps_mm", rounded(v.centroid_lps_mm)},
                      {"confidence", round_to(v.confidence, 0.001)},
                      {"volume_ml", round_to(v.volume_ml, 0.01)},
-                     {"intensity", intensity_json(stats, v.label, intensity_unit(r))},
                      {"cut_by_field_of_view", v.touches_border}};
+    if (!stats.empty()) j["intensity"] = intensity_json(stats, v.label, intensity_unit(r));
     // CT: whether bone that is not vertebra lies 50-75 mm to its side at its height (the
     // ribs beside thoracic vertebrae, the iliac wings beside L4..S; "unknown" where the
     // field of view or the image does not tell). Where it ends from the top anchors T12.
@@ -342,7 +342,7 @@ BatchSummary run_spine_detect(const DetectCommandConfig& c) {
                                                                              const LoadedImage& in, const SpineSegResult& r) {
     nlohmann::json j{{"study", study.name},
                      {"modality", modality_json(r)},
-                     {"vertebrae", vertebrae_json(r, structure_statistics(in.image, r.labels))},
+                     {"vertebrae", vertebrae_json(r, {})},  // no statistics: spine-seg's table has them
                      {"naming_confidence", round_to(r.naming_confidence, 0.001)},
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},

@@ -160,8 +160,8 @@ std::string list_file(const std::string& what, const std::vector<std::pair<std::
   return s.str();
 }
 
-}  // namespace
-
+// The path of a study's input as recorded in its provenance, absolute; empty when
+// withheld or unreadable.
 std::string recorded_input(const fs::path& study_dir) {
   try {
     std::ifstream in(study_dir / kProvenanceFile);
@@ -174,6 +174,8 @@ std::string recorded_input(const fs::path& study_dir) {
     return "";
   }
 }
+
+}  // namespace
 
 void write_cohort_report(const fs::path& out_dir, const CohortReport& report) {
   const auto failed = failed_studies(out_dir);
@@ -202,7 +204,7 @@ void write_cohort_report(const fs::path& out_dir, const CohortReport& report) {
     h << "<tr class=\"study" << (f ? " flagged" : "") << "\" data-flagged=\"" << (f ? 1 : 0) << "\" data-study=\""
       << html(r.study) << "\">";
     h << "<td>";
-    if (!r.picture.empty()) {
+    if (!r.picture.empty() && fs::exists(out_dir / r.study / r.picture)) {
       const std::string src = url(r.study + "/" + r.picture);
       h << "<a href=\"" << src << "\"><img class=\"thumb\" loading=\"lazy\" src=\"" << src << "\" alt=\"overlay of "
         << html(r.study) << "\"></a>";

@@ -1,5 +1,8 @@
 // Shared helpers of the command tests: executable paths and quick phantom fixtures.
 #pragma once
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "test_util.hpp"
 
 namespace spine::test {
@@ -14,6 +17,33 @@ inline fs::path make_ct_phantom(const TempDir& dir) {
                              q(dir.path()) + " --name ct");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return dir / "ct" / "image.nii.gz";
+}
+
+// `count` copies of one small CT phantom (L4-L5 at 2 mm) as dir/in/s0.nii.gz ...; about
+// a second each through spine-seg. Returns dir/in.
+inline fs::path make_ct_batch(const TempDir& dir, int count = 6) {
+  const fs::path ct = make_ct_phantom(dir);
+  fs::create_directories(dir / "in");
+  for (int i = 0; i < count; ++i) fs::copy_file(ct, dir / "in" / ("s" + std::to_string(i) + ".nii.gz"));
+  return dir / "in";
+}
+
+// Starts a command in the background; returns its PID (output to `log`).
+inline pid_t spawn(const std::string& command, const fs::path& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", ("exec " + command + " > " + q(log) + " 2>&1").c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The exit status of a spawned command (128 + signal when a signal ended it).
+inline int wait_exit(pid_t pid, bool* signalled = nullptr) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (signalled) *signalled = WIFSIGNALED(status);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace spine::test

@@ -2,9 +2,6 @@
 // with the same tables and report as one run; --resume keeps every row; failed studies
 // come back through failed.txt; the tables load in pandas and R; report.html renders in
 // headless Chromium with one row per study and its flag filter working.
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <regex>
 #include <set>
 
@@ -20,17 +17,11 @@ namespace spine {
 namespace {
 
 using test::bin;
+using test::make_ct_batch;
 using test::q;
 using test::run_command;
 using test::TempDir;
 namespace fs = std::filesystem;
-
-fs::path make_ct_inputs(const TempDir& dir, int count) {
-  const fs::path ct = test::make_ct_phantom(dir);
-  fs::create_directories(dir / "in");
-  for (int i = 0; i < count; ++i) fs::copy_file(ct, dir / "in" / ("s" + std::to_string(i) + ".nii.gz"));
-  return dir / "in";
-}
 
 // The studies named in a long-form table's first column.
 std::set<std::string> studies_in(const fs::path& csv) {
@@ -57,24 +48,13 @@ bool have(const char* program) {
 // --force, and no row is lost.
 TEST(Cohort, ShardsAndResumeEndWithTheTableOfOneRun) {
   TempDir dir;
-  const fs::path in = make_ct_inputs(dir, 4);
+  const fs::path in = make_ct_batch(dir, 4);
   const std::string cmd = bin("spine-seg") + " " + q(in) + " --threads 1 -q --no-overlay";
   ASSERT_EQ(run_command(cmd + " -o " + q(dir / "one")).exit_code, 0);
   std::vector<pid_t> pids;
-  for (const char* shard : {"1/2", "2/2"}) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      const std::string c = cmd + " --shard " + shard + " -o " + q(dir / "sharded") + " > /dev/null 2>&1";
-      ::execl("/bin/sh", "sh", "-c", c.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    pids.push_back(pid);
-  }
-  for (pid_t p : pids) {
-    int status = 0;
-    ::waitpid(p, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  }
+  for (const char* shard : {"1/2", "2/2"})
+    pids.push_back(test::spawn(cmd + " --shard " + shard + " -o " + q(dir / "sharded"), "/dev/null"));
+  for (pid_t p : pids) EXPECT_EQ(test::wait_exit(p), 0);
   EXPECT_EQ(test::read_file(dir / "sharded" / "seg.csv"), test::read_file(dir / "one" / "seg.csv"));
   EXPECT_EQ(studies_in(dir / "one" / "seg.csv"), (std::set<std::string>{"s0", "s1", "s2", "s3"}));
   EXPECT_EQ(test::read_file(dir / "sharded" / "flagged.txt"), test::read_file(dir / "one" / "flagged.txt"));
@@ -103,7 +83,7 @@ TEST(Cohort, ShardsAndResumeEndWithTheTableOfOneRun) {
 // failures/; given back as input once the file is repaired, it runs, and leaves the list.
 TEST(Cohort, FailedListTakesTheFailedStudiesBack) {
   TempDir dir;
-  const fs::path in = make_ct_inputs(dir, 1);
+  const fs::path in = make_ct_batch(dir, 1);
   { std::ofstream(in / "broken.nii.gz") << "not an image"; }
   const std::string opts = " --threads 1 -q --no-overlay -o " + q(dir / "out");
   auto r = run_command(bin("spine-detect") + " " + q(in) + opts);
@@ -128,7 +108,7 @@ TEST(Cohort, TablesLoadInPandasAndR) {
   if (run_command("/usr/bin/python3 -c 'import pandas' 2>/dev/null").exit_code != 0 || !have("Rscript"))
     GTEST_SKIP() << "pandas or R missing (scripts/install-deps.sh installs them)";
   TempDir dir;
-  const fs::path in = make_ct_inputs(dir, 2);
+  const fs::path in = make_ct_batch(dir, 2);
   const std::string opts = " --threads 1 -q --no-overlay";
   ASSERT_EQ(run_command(bin("spine-seg") + " " + q(in) + opts + " -o " + q(dir / "seg")).exit_code, 0);
   ASSERT_EQ(run_command(bin("spine-detect") + " " + q(in) + opts + " -o " + q(dir / "detect")).exit_code, 0);

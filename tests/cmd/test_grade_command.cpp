@@ -73,7 +73,9 @@ void check_grades(const nlohmann::json& j, const LabelImage& truth, std::size_t 
     for (const auto& [name, f] : d["findings"].items())
       EXPECT_EQ(f["present"].get<bool>(), f["probability"].get<double>() >= f["threshold"].get<double>()) << name;
     // A flagged disc is never reported reliable.
-    if (!d["flags"].empty()) EXPECT_FALSE(d["reliable"].get<bool>()) << d.dump();
+    if (!d["flags"].empty()) {
+      EXPECT_FALSE(d["reliable"].get<bool>()) << d.dump();
+    }
     // The phantom (T12..L5) labels the discs T12/L1..L4/L5 only; the model may also find a
     // disc at its ends (over T12, or under L5 where the phantom has no labelled disc).
     const int label = d["label"];

@@ -18,35 +18,13 @@ namespace spine {
 namespace {
 
 using test::bin;
+using test::make_ct_batch;
+using test::spawn;
+using test::wait_exit;
 using test::q;
 using test::run_command;
 using test::TempDir;
 namespace fs = std::filesystem;
-
-// Six small CT phantoms (L4-L5 at 2 mm), about a second each through spine-seg.
-fs::path make_ct_batch(const TempDir& dir, int count = 6) {
-  const fs::path ct = test::make_ct_phantom(dir);
-  fs::create_directories(dir / "in");
-  for (int i = 0; i < count; ++i) fs::copy_file(ct, dir / "in" / ("s" + std::to_string(i) + ".nii.gz"));
-  return dir / "in";
-}
-
-// Starts a command in the background; returns its PID (output to `log`).
-pid_t spawn(const std::string& command, const fs::path& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl("/bin/sh", "sh", "-c", ("exec " + command + " > " + q(log) + " 2>&1").c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_exit(pid_t pid, bool* signalled = nullptr) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (signalled) *signalled = WIFSIGNALED(status);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 bool wait_for(const fs::path& p, double seconds) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);

@@ -97,6 +97,7 @@ TEST_F(CohortFiles, ReportEscapesNamesAndListsFlaggedInputs) {
   const std::string evil = "a<script>alert(1)</script> #1";
   fs::create_directories(dir / evil);
   write_text_file(dir / evil / kProvenanceFile, R"({"inputs":[{"path":"/data/in/x.nii.gz"}]})");
+  write_text_file(dir / evil / "overlay.png", "a picture");  // shown only when it is there
   CohortReport r;
   r.tool = "spine-test";
   r.columns = {{"angle", true}};
