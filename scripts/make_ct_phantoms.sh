@@ -3,6 +3,8 @@
 # volumes with a torso (ribs, lungs, organs, sacrum, pelvis) at 1 mm, varying in the
 # covered levels, scoliosis, noise and size; deterministic (seed = index).
 #   scripts/make_ct_phantoms.sh OUTDIR [COUNT]
+# PHANTOM_NOISE=0 renders them without noise (the same anatomy; scripts/seg/pack.py adds
+# the noise back at load time, so a packed training set compresses to a few MB).
 set -euo pipefail
 out=${1:?usage: make_ct_phantoms.sh OUTDIR [COUNT]}
 count=${2:-36}
@@ -14,5 +16,5 @@ for ((i = 0; i < count; i++)); do
   apex=0.$(( 3 + (i * 3) % 5 ))                 # 0.3 .. 0.7
   noise=$(( 1 + i % 3 ))
   "$bin" --kind ct --torso --first "T$first" --last "$last" --scoliosis "$scol" --apex "$apex" \
-    --noise "$noise" --margin 10 --seed "$((1000 + i))" --name "$(printf 'ct-%03d' "$i")" -o "$out" --resume -q
+    --noise "${PHANTOM_NOISE:-$noise}" --margin 10 --seed "$((1000 + i))" --name "$(printf 'ct-%03d' "$i")" -o "$out" --resume -q
 done

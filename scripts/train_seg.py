@@ -336,6 +336,10 @@ def sampling_weights(cases, disc_kind="disc"):
 def initial_weights(path):
     """Weights of a training checkpoint, or of an exported model (TorchScript with its card:
     a leave-one-out fold fine-tunes from the shipped phantom-trained model)."""
+    if path.endswith(".npz"):
+        z = np.load(path)
+        return {k: torch.from_numpy(z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k])
+                for k in z.files if not k.startswith("__")}
     try:
         return torch.jit.load(path).state_dict()
     except RuntimeError:
@@ -369,6 +373,17 @@ def main():
     ap.add_argument("--hold-out", nargs="*", default=[],
                     help="CT: real CT cases (e.g. sub-verse005) left out of training, their masks too "
                          "(a leave-one-out fold)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (training on a lent GPU machine: train_fast)")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes sampling the batches")
+    ap.add_argument("--seconds", type=float, default=0,
+                    help="train_fast: stop after this many seconds of training if --steps is not reached first")
+    ap.add_argument("--pack", help="CT: read the training volumes from this pack (scripts/seg/pack.py) "
+                    "instead of ../shared/data and --phantoms")
+    ap.add_argument("--write-pack", help="CT: write the training volumes (--phantoms, noise-free, see "
+                    "scripts/seg/pack.py; --noisy-phantoms; the real CT and masks) to this pack and stop")
+    ap.add_argument("--noisy-phantoms", help="--write-pack: the phantoms with noise, whose provenance gives the noise")
+    ap.add_argument("--import-weights", help="export: the weights.npz that train_fast wrote (instead of "
+                    "--out's checkpoint)")
     ap.add_argument("--export")
     ap.add_argument("--model-version", default="1.0.0", help="export: the version in the model card")
     ap.add_argument("--earlier-legs", nargs="*", help="export: the commands of the legs before --init's checkpoint")
@@ -394,33 +409,26 @@ def main():
     if args.task == "mr":
         train, val = data.mr_split()
     else:
-        train, val = data.ct_phantom_cases(args.phantoms), []
+        train, val = (data.ct_phantom_cases(args.phantoms) if args.phantoms else []), []
     with open(os.path.join(args.out, "split.json"), "w") as f:
         json.dump({"train": [c[0] for c in train], "validation": [c[0] for c in val]}, f, indent=1)
+    if args.write_pack:
+        from seg import pack
+        pack.write(args.write_pack, train, args.noisy_phantoms, data.verse_ct_cases(), data.mask_only_cases())
+        print(f"{args.write_pack}: {os.path.getsize(args.write_pack) / 1e6:.1f} MB", flush=True)
+        return
+    if args.import_weights:
+        state = import_weights(model, args.import_weights)
     if args.export:
         export(model, state, args, levels, train, val)
         return
     t0 = time.time()
-    cases = [prepare(data.load_case(c, args.task), levels, not args.no_disc_anchors) for c in train]
-    w = sampling_weights(cases)
-    if args.task == "ct" and args.mr_mix > 0:
-        mr_train, mr_val = data.mr_split()
-        mr = [prepare_mr_as_ct(data.load_case(c, "mr"), levels) for c in mr_train]
-        w = np.concatenate([w * (1 - args.mr_mix), sampling_weights(mr, "disc" + MR_AS_CT) * args.mr_mix])
-        cases += mr
-        print(f"{len(mr)} real MRI volumes rendered as CT; MRI validation held out: "
-              f"{[c[0] for c in mr_val]}", flush=True)
-    if args.task == "ct" and (args.real_ct > 0 or args.mask_ct > 0):
-        real, masks = real_shape_cases(args)
-        extra = [prepare_real_shape_ct(data.load_ct_case(c), levels) for c in real + masks]
-        share = np.array([args.real_ct / len(real) if real else 0.0] * len(real)
-                         + [args.mask_ct / len(masks) if masks else 0.0] * len(masks))
-        w = np.concatenate([w * (1 - share.sum()), share])
-        cases += extra
-        print(f"real CT for training: {[c[0] for c in real]}; masks rendered as CT: {[c[0] for c in masks]}; "
-              f"held out: {args.hold_out}", flush=True)
+    cases, w = training_cases(args, levels, train)
     print(f"{len(cases)} training volumes loaded in {time.time() - t0:.0f} s; validation held out: "
           f"{[c[0] for c in val]}", flush=True)
+    if args.device != "cpu" or args.workers or args.seconds:
+        train_fast(model, opt, state, cases, w, args, ckpt_path)
+        return
     chunk = 100
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05,
                                                 last_epoch=state["epoch"] * chunk - 1 if state["epoch"] else -1)
@@ -443,6 +451,167 @@ def main():
         state = checkpoint.save(ckpt_path, model, opt, block_i + 1, state["history"] + [msg])
         print(json.dumps(msg), flush=True)
     export(model, state, args, levels, train, val)
+
+
+def training_cases(args, levels, train):
+    """The prepared training volumes and their sampling weights (summing to 1): from
+    ../shared/data and the phantom folder, or from a pack (scripts/seg/pack.py)."""
+    if args.pack:
+        from seg import pack
+        phantoms, real, masks = pack.read(args.pack, args.seed)
+        cases = [prepare(c, levels) for c in phantoms]
+        real = [c for c in real if c["id"] not in args.hold_out] if args.real_ct > 0 else []
+        masks = [c for c in masks if c["id"][:-len("-mask")] not in args.hold_out] if args.mask_ct > 0 else []
+        w = sampling_weights(cases)
+        return add_real_shape(cases, w, real, masks, args, levels)
+    cases = [prepare(data.load_case(c, args.task), levels, not args.no_disc_anchors) for c in train]
+    w = sampling_weights(cases)
+    if args.task == "ct" and args.mr_mix > 0:
+        mr_train, mr_val = data.mr_split()
+        mr = [prepare_mr_as_ct(data.load_case(c, "mr"), levels) for c in mr_train]
+        w = np.concatenate([w * (1 - args.mr_mix), sampling_weights(mr, "disc" + MR_AS_CT) * args.mr_mix])
+        cases += mr
+        print(f"{len(mr)} real MRI volumes rendered as CT; MRI validation held out: "
+              f"{[c[0] for c in mr_val]}", flush=True)
+    if args.task == "ct" and (args.real_ct > 0 or args.mask_ct > 0):
+        real, masks = real_shape_cases(args)
+        return add_real_shape(cases, w, [data.load_ct_case(c) for c in real],
+                              [data.load_ct_case(c) for c in masks], args, levels)
+    return cases, w
+
+
+def add_real_shape(cases, w, real, masks, args, levels):
+    """Adds the real CT (args.real_ct of the samples) and the masks rendered as CT
+    (args.mask_ct) to the phantoms' cases and weights."""
+    extra = [prepare_real_shape_ct(c, levels) for c in real + masks]
+    share = np.array([args.real_ct / len(real) if real else 0.0] * len(real)
+                     + [args.mask_ct / len(masks) if masks else 0.0] * len(masks))
+    print(f"real CT for training: {[c['id'] for c in real]}; masks rendered as CT: {[c['id'] for c in masks]}; "
+          f"held out: {args.hold_out}", flush=True)
+    return cases + extra, np.concatenate([w * (1 - share.sum()), share])
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Endless training batches, sampled and augmented in DataLoader worker processes
+    (each with its own random stream), so a GPU is not left waiting for one CPU core."""
+
+    def __init__(self, cases, weights, batch, seed, realism):
+        self.cases, self.weights, self.batch, self.seed, self.realism = cases, weights, batch, seed, realism
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, worker])
+        while True:
+            yield sample_batch(self.cases, self.weights, self.batch, rng, realism=self.realism)
+
+
+def one_cycle_lr(f, max_lr, warmup=0.05):
+    """The learning rate at fraction f of the run, shaped as torch's OneCycleLR (cosine
+    warm-up from max/25, cosine annealing to max/25/1e4)."""
+    if f < warmup:
+        lo = max_lr / 25
+        return lo + (max_lr - lo) * (1 - math.cos(math.pi * f / warmup)) / 2
+    lo = max_lr / 25 / 1e4
+    return lo + (max_lr - lo) * (1 + math.cos(math.pi * min(1.0, (f - warmup) / (1 - warmup)))) / 2
+
+
+def train_fast(model, opt, state, cases, w, args, ckpt_path):
+    """Training on a GPU (or with sampling workers): batches from worker processes, and a
+    budget of --steps or --seconds, whichever ends first; the learning-rate schedule
+    follows the fraction of that budget spent. The weights are written as weights.npz
+    (plain arrays: a model trained with a newer torch is exported by this machine's, with
+    --import-weights)."""
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True  # one input size throughout
+    model.to(device)
+    for group in opt.state.values():
+        for k, v in group.items():
+            if torch.is_tensor(v):
+                group[k] = v.to(device)
+    more = {"prefetch_factor": 4} if args.workers else {}
+    loader = torch.utils.data.DataLoader(Batches(cases, w, args.batch, args.seed + state["epoch"], args.ct_realism),
+                                         batch_size=None, num_workers=args.workers,
+                                         pin_memory=device.type == "cuda", **more)
+    model.train()
+    history = state["history"]
+    step, t0, te, tot, tl, n = 0, None, time.time(), 0.0, 0.0, 0
+    for x, st, lv, kinds in loader:
+        if t0 is None:
+            t0 = time.time()  # the budget starts with the first batch (after the workers' start)
+        f = max(step / args.steps, (time.time() - t0) / args.seconds if args.seconds else 0.0)
+        if f >= 1:
+            break
+        for g in opt.param_groups:
+            g["lr"] = one_cycle_lr(f, args.lr)
+        x, st, lv = (t.to(device, non_blocking=True) for t in (x, st, lv))
+        out = model(x)
+        loss, lce = loss_fn(out, st, lv, kinds)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        tot += float(loss); tl += lce; n += 1
+        if step % 100 == 0:
+            history = history + [{"steps": step, "loss": tot / n, "level_ce": tl / n, "seconds": time.time() - te}]
+            print(json.dumps(history[-1]), flush=True)
+            tot = tl = 0.0; n = 0; te = time.time()
+        if step % 2000 == 0:
+            save_weights(model, args, history, step, t0)
+    if n:
+        history = history + [{"steps": step, "loss": tot / n, "level_ce": tl / n, "seconds": time.time() - te}]
+    save_weights(model, args, history, step, t0)
+    print(f"{step} steps in {time.time() - (t0 or time.time()):.0f} s on {args.device}; "
+          f"{os.path.join(args.out, 'weights.npz')} written", flush=True)
+
+
+def save_weights(model, args, history, step, t0):
+    """weights.npz: the weights as plain arrays, the loss history and how they were trained;
+    written atomically (also every 2000 steps, so a run stopped from outside leaves weights)."""
+    trained = {"command": training_command(args), "device": device_name(torch.device(args.device)), "steps": step,
+               "seconds": round(time.time() - (t0 or time.time())), "torch": torch.__version__}
+    path = os.path.join(args.out, "weights.npz")
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+                 __history__=np.frombuffer(json.dumps(history).encode(), np.uint8),
+                 __trained__=np.frombuffer(json.dumps(trained).encode(), np.uint8))
+    os.replace(path + ".tmp", path)
+
+
+def import_weights(model, path):
+    """weights.npz of train_fast into the model; returns the training state for the card."""
+    z = np.load(path)
+    model.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files if not k.startswith("__")})
+    history = json.loads(bytes(z["__history__"]).decode())
+    trained = json.loads(bytes(z["__trained__"]).decode())
+    return {"epoch": math.ceil(trained["steps"] / 100), "history": history, "trained": trained}
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def training_command(args):
+    """The command line of a training run, for the model card."""
+    mr = args.task == "mr"
+    return (f"/usr/bin/python3 scripts/train_seg.py --task {args.task} --out {args.out} "
+            f"--steps {args.steps} --lr {args.lr} --seed {args.seed}"
+            + (f" --batch {args.batch}" if args.batch != 6 else "")
+            + ("" if mr or not args.phantoms else f" --phantoms {args.phantoms}")
+            + (f" --pack {args.pack}" if args.pack else "")
+            + (f" --device {args.device}" if args.device != "cpu" else "")
+            + (f" --workers {args.workers}" if args.workers else "")
+            + (f" --seconds {args.seconds:g}" if args.seconds else "")
+            + (" --ct-realism" if args.ct_realism else "")
+            + (f" --mr-mix {args.mr_mix}" if args.mr_mix else "")
+            + (f" --real-ct {args.real_ct}" if args.real_ct else "")
+            + (f" --mask-ct {args.mask_ct}" if args.mask_ct else "")
+            + (f" --hold-out {' '.join(args.hold_out)}" if args.hold_out else "")
+            + (" --no-disc-anchors" if args.no_disc_anchors else "")
+            + (f" --init {args.init}" if args.init else ""))
 
 
 def real_shape_cases(args):
@@ -487,6 +656,19 @@ LIMITATIONS = {
 }
 
 
+def training_record(state, args):
+    """The card's training entry: this machine's run (steps from the checkpoint), or the
+    run that wrote --import-weights' weights.npz (its own command, device and torch)."""
+    trained = state.get("trained")
+    record = {"steps": state.get("epoch", 0) * 100, "seed": args.seed, "threads": "2 (CPU)",
+              "command": training_command(args)} if not trained else \
+        {"steps": trained["steps"], "seed": args.seed, "device": trained["device"], "seconds": trained["seconds"],
+         "torch": trained["torch"], "command": trained["command"]}
+    record["earlier_legs"] = args.earlier_legs or []
+    record["last_block"] = state["history"][-1] if state.get("history") else {}
+    return record
+
+
 def export(model, state, args, levels, train, val):
     from seg.names import vertebra_name
     mr = args.task == "mr"
@@ -516,19 +698,7 @@ def export(model, state, args, levels, train, val):
                             "training split; its validation volumes held out) rendered as CT by mr_as_ct in "
                             "scripts/train_seg.py" if args.mr_mix else "")
                          + (real_ct_training_data(args) if args.real_ct or args.mask_ct else "; no real CT"),
-        "training": {"steps": state.get("epoch", 0) * 100, "seed": args.seed, "threads": "2 (CPU)",
-                     "command": f"/usr/bin/python3 scripts/train_seg.py --task {args.task} --out {args.out} "
-                                f"--steps {args.steps} --lr {args.lr} --seed {args.seed}"
-                                + ("" if mr else f" --phantoms {args.phantoms}")
-                                + (" --ct-realism" if args.ct_realism else "")
-                                + (f" --mr-mix {args.mr_mix}" if args.mr_mix else "")
-                                + (f" --real-ct {args.real_ct}" if args.real_ct else "")
-                                + (f" --mask-ct {args.mask_ct}" if args.mask_ct else "")
-                                + (f" --hold-out {' '.join(args.hold_out)}" if args.hold_out else "")
-                                + (" --no-disc-anchors" if args.no_disc_anchors else "")
-                                + (f" --init {args.init}" if args.init else ""),
-                     "earlier_legs": args.earlier_legs or [],
-                     "last_block": state["history"][-1] if state.get("history") else {}},
+        "training": training_record(state, args),
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
         "limitations": LIMITATIONS["ct-real" if args.task == "ct" and args.real_ct else args.task],
     }

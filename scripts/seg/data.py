@@ -315,21 +315,36 @@ def resample_to_1mm(vol, spacing, labels=False):
     return out.numpy()
 
 
-def load_ct_case(case):
-    """A real CT (kind ct-real) or a mask to render (ct-synth), at 1 mm in IPR. Float
-    masks (interpolated by the source) are rounded to labels; label pieces far from their
-    vertebra are kept (the source's own small detached pieces are few and tiny)."""
+def read_ct_case_native(case):
+    """A real CT (kind ct-real) or a mask to render (ct-synth) in IPR at the file's own
+    spacing: image in HU (None for a mask without CT), labels rounded (float masks,
+    interpolated by the source). Label pieces far from their vertebra are kept (the
+    source's own small detached pieces are few and tiny)."""
     cid, source, kind, img_path, lab_path = case
     lab, aff = read_nifti(lab_path)
     lab, spacing = to_canonical(np.round(lab).astype(np.int16), aff)
-    lab = resample_to_1mm(lab, spacing, labels=True)
+    img = None
     if img_path is not None:
         img, aff_i = read_nifti(img_path)
         img, _ = to_canonical(img.astype(np.float32), aff_i)
-        img = normalise_ct(resample_to_1mm(img, spacing))
+    return {"id": cid, "source": source, "kind": kind, "image_hu": img, "labels": lab, "spacing": spacing}
+
+
+def ct_case_at_1mm(native):
+    """read_ct_case_native's case at 1 mm, its image normalised (a mask's image is the
+    canvas that ct_from_masks renders per sample)."""
+    lab = resample_to_1mm(native["labels"], native["spacing"], labels=True)
+    if native["image_hu"] is not None:
+        img = normalise_ct(resample_to_1mm(native["image_hu"], native["spacing"]))
     else:
-        img = np.ones(lab.shape, np.float32)  # canvas: rendered per sample (ct_from_masks)
-    return {"id": cid, "source": source, "kind": kind, "image": img, "labels": lab, "spacing": np.ones(3)}
+        img = np.ones(lab.shape, np.float32)
+    return {"id": native["id"], "source": native["source"], "kind": native["kind"], "image": img, "labels": lab,
+            "spacing": np.ones(3)}
+
+
+def load_ct_case(case):
+    """A real CT or a mask to render, at 1 mm in IPR (read_ct_case_native, ct_case_at_1mm)."""
+    return ct_case_at_1mm(read_ct_case_native(case))
 
 
 def structure_codes_from_vertebra_masks(labels, levels, known_outside=False):
