@@ -8,8 +8,9 @@
 #   INIT  the phantom-only model 1.0.0 (git show 5004b3f:models/ct-spine-seg.pt) as float16
 #         arrays: scripts/train_ct_gpu.sh --init-from MODEL.pt INIT.npz
 # Then:  scripts/train_ct_gpu.sh PACK INIT OUTDIR SECONDS [WORKERS_PER_RUN]
-# OUTDIR/<run>/weights.npz comes back; each is exported here with --import-weights
-# (scripts/train_ct_loo.sh's evaluation, scripts/eval_seg_ct_loo.sh, takes OUTDIR as LOODIR).
+# OUTDIR/<run>/weights.npz comes back; here, scripts/train_ct_gpu.sh --export OUTDIR exports
+# each run as OUTDIR/<run>/ct-spine-seg.pt (with this machine's torch), the layout
+# scripts/eval_seg_ct_loo.sh OUTDIR takes.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 py=${PYTHON:-python3}
@@ -19,6 +20,15 @@ import sys, numpy as np, torch
 sd = torch.jit.load(sys.argv[1]).state_dict()
 np.savez(sys.argv[2], **{k: v.numpy().astype(np.float16) if v.is_floating_point() else v.numpy() for k, v in sd.items()})
 PY
+  exit
+fi
+if [ "${1:-}" = --export ]; then
+  for d in "$2"/fold-* "$2"/all; do
+    run=$(basename "$d"); hold=(); [ "$run" = all ] || hold=(--hold-out "${run#fold-}")
+    /usr/bin/python3 "$root/scripts/train_seg.py" --task ct --phantoms "$root/work-data/ct-phantoms" --real-ct 0.4 \
+      --mask-ct 0.3 "${hold[@]}" --out "$d" --import-weights "$d/weights.npz" --export "$d/ct-spine-seg.pt" \
+      --model-version "${MODEL_VERSION:-3.0.0}" > "$d/export.log"
+  done
   exit
 fi
 pack=$(realpath "$1") init=$(realpath "$2") out=$(realpath -m "$3") seconds=$4 workers=${5:-3}

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <iterator>
+#include <map>
 
 #include "spine/log.hpp"
 
@@ -123,6 +125,36 @@ void merge_side_by_side(std::vector<Instance>& instances, double spacing_mm, dou
   }
 }
 
+namespace {
+
+// Calls visit(w) for each of voxel v's 6 face neighbours w inside the box.
+template <class Visit>
+void for_each_face_neighbour(std::size_t v, std::int64_t nx, std::int64_t ny, std::int64_t nz, Visit&& visit) {
+  const std::int64_t x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+                     z = static_cast<std::int64_t>(v / (nx * ny));
+  const std::int64_t nb[6][3] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
+  for (const auto& q : nb)
+    if (q[0] >= 0 && q[1] >= 0 && q[2] >= 0 && q[0] < nx && q[1] < ny && q[2] < nz)
+      visit(static_cast<std::size_t>((q[2] * ny + q[1]) * nx + q[0]));
+}
+
+// Each seed's label taken to the voxels of `inside` nearest to it (6-neighbour
+// breadth-first growth); owner[v] is the label of voxel v, -1 where no seed reached.
+void grow_from_seeds(std::vector<int>& owner, std::vector<std::size_t> frontier, const std::vector<std::uint8_t>& inside,
+                     std::int64_t nx, std::int64_t ny, std::int64_t nz) {
+  std::vector<std::size_t> grown;
+  while (!frontier.empty()) {
+    grown.clear();
+    for (std::size_t v : frontier)
+      for_each_face_neighbour(v, nx, ny, nz, [&](std::size_t w) {
+        if (inside[w] && owner[w] < 0) owner[w] = owner[v], grown.push_back(w);
+      });
+    frontier.swap(grown);
+  }
+}
+
+}  // namespace
+
 std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std::size_t>& voxels, std::int64_t nx,
                                                           std::int64_t ny, std::int64_t nz, int max_radius,
                                                           double max_extent_vox) {
@@ -175,34 +207,183 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
   if (cores.size() < 2) return {};
   // Each core takes back the voxels nearest to it inside the component (breadth first).
   std::vector<int> owner(n, -1);
-  std::vector<std::size_t> frontier, grown;
+  std::vector<std::size_t> frontier;
   for (std::size_t k = 0; k < cores.size(); ++k)
     for (std::size_t v : cores[k]) owner[v] = static_cast<int>(k), frontier.push_back(v);
-  while (!frontier.empty()) {
-    grown.clear();
-    for (std::size_t v : frontier)
-      neighbours(v, [&](std::size_t w) {
-        if (w != n && inside[w] && owner[w] < 0) owner[w] = owner[v], grown.push_back(w);
-      });
-    frontier.swap(grown);
-  }
+  grow_from_seeds(owner, std::move(frontier), inside, nx, ny, nz);
   std::vector<std::vector<std::size_t>> parts(cores.size());
   for (std::size_t v : voxels)
     if (owner[v] >= 0) parts[static_cast<std::size_t>(owner[v])].push_back(v);
   return parts;
 }
 
-std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask, std::int64_t nx, std::int64_t ny,
+
+std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
+                                                     const std::vector<std::vector<std::size_t>>& discs,
+                                                     std::int64_t nx, std::int64_t ny, std::int64_t nz,
+                                                     int seed_depth, std::size_t min_seed_voxels, double same_disc_vox) {
+  if (discs.empty()) return {};
+  const std::size_t n = static_cast<std::size_t>(nx * ny * nz);
+  std::vector<std::uint8_t> inside(n, 0);
+  for (std::size_t v : voxels) inside[v] = 1;
+  struct Cut {
+    double x;  // the disc's centroid head to foot
+    std::vector<std::size_t> above, below;
+    std::vector<std::int64_t> columns;  // z * ny + y of the disc's columns
+  };
+  std::vector<Cut> cuts;
+  for (const auto& disc : discs) {
+    // The disc's extent head to foot in each of its columns (y, z).
+    std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> columns;
+    double cx = 0;
+    for (std::size_t v : disc) {
+      const auto x = static_cast<std::int64_t>(v % nx);
+      const auto [it, fresh] = columns.try_emplace(static_cast<std::int64_t>(v / nx), x, x);
+      if (!fresh) it->second.first = std::min(it->second.first, x), it->second.second = std::max(it->second.second, x);
+      cx += static_cast<double>(x);
+    }
+    Cut cut{cx / static_cast<double>(disc.size()), {}, {}, {}};
+    for (const auto& entry : columns) cut.columns.push_back(entry.first);
+    for (const auto& [column, extent] : columns)
+      for (int d = 1; d <= seed_depth; ++d) {
+        const std::int64_t up = extent.first - d, down = extent.second + d;
+        const auto base = static_cast<std::size_t>(column * nx);
+        if (up >= 0 && inside[base + static_cast<std::size_t>(up)]) cut.above.push_back(base + static_cast<std::size_t>(up));
+        if (down < nx && inside[base + static_cast<std::size_t>(down)])
+          cut.below.push_back(base + static_cast<std::size_t>(down));
+      }
+    if (cut.above.size() >= min_seed_voxels && cut.below.size() >= min_seed_voxels) cuts.push_back(std::move(cut));
+  }
+  if (cuts.empty()) return {};
+  std::sort(cuts.begin(), cuts.end(), [](const Cut& a, const Cut& b) { return a.x < b.x; });
+  // Pieces of one disc (split where the model was unsure) are one cut. Discs one above
+  // the other cover much the same columns; pieces of one disc lie side by side, in columns
+  // of their own, and within a vertebra's height (a tilted L5/S1 disc's front and back
+  // pieces lie 15 mm apart head to foot).
+  const auto same_disc = [&](const Cut& a, const Cut& b) {
+    if (b.x - a.x >= same_disc_vox) return false;
+    std::vector<std::int64_t> common;
+    std::set_intersection(a.columns.begin(), a.columns.end(), b.columns.begin(), b.columns.end(),
+                          std::back_inserter(common));
+    return static_cast<double>(common.size()) < 0.2 * static_cast<double>(std::min(a.columns.size(), b.columns.size()));
+  };
+  std::vector<Cut> merged;
+  for (auto& c : cuts) {
+    if (!merged.empty() && same_disc(merged.back(), c)) {
+      merged.back().above.insert(merged.back().above.end(), c.above.begin(), c.above.end());
+      merged.back().below.insert(merged.back().below.end(), c.below.begin(), c.below.end());
+      merged.back().columns.insert(merged.back().columns.end(), c.columns.begin(), c.columns.end());
+      std::sort(merged.back().columns.begin(), merged.back().columns.end());
+      continue;
+    }
+    merged.push_back(std::move(c));
+  }
+  cuts.swap(merged);
+  std::vector<std::uint8_t> body_column(static_cast<std::size_t>(ny * nz), 0);
+  for (const auto& c : cuts)
+    for (std::int64_t column : c.columns) body_column[static_cast<std::size_t>(column)] = 1;
+  // Above disc k lies vertebra k, below it vertebra k + 1.
+  std::vector<int> owner(n, -1);
+  std::vector<std::size_t> frontier;
+  for (std::size_t k = 0; k < cuts.size(); ++k)
+    for (const auto& [seeds, label] : {std::pair{&cuts[k].above, k}, std::pair{&cuts[k].below, k + 1}})
+      for (std::size_t v : *seeds)
+        if (owner[v] < 0) owner[v] = static_cast<int>(label), frontier.push_back(v);
+  // First within the discs' columns, where the bodies are: each body is taken whole from
+  // its endplates. Then from the whole bodies into the rest: an arch joins its own body
+  // through the pedicles, sooner than it meets the neighbour's body through a facet joint.
+  std::vector<std::uint8_t> in_body(n, 0);
+  for (std::size_t v : voxels) in_body[v] = body_column[v / static_cast<std::size_t>(nx)];
+  grow_from_seeds(owner, frontier, in_body, nx, ny, nz);
+  frontier.clear();
+  for (std::size_t v : voxels)
+    if (owner[v] >= 0) frontier.push_back(v);
+  grow_from_seeds(owner, std::move(frontier), inside, nx, ny, nz);
+  std::vector<std::vector<std::size_t>> parts(cuts.size() + 1);
+  for (std::size_t v : voxels)
+    if (owner[v] >= 0) parts[static_cast<std::size_t>(owner[v])].push_back(v);
+  return parts;
+}
+
+namespace {
+
+// A piece cut off at a disc with fewer faces than this against another candidate
+// touches none (a corner, not a shared surface).
+constexpr std::size_t kMinContactVoxels = 20;
+
+// Candidates still joined across a disc (a partly visible neighbour, the sacrum below
+// L5: not longer than one vertebra, so left whole by the rules before) cut at the disc
+// (split_at_discs). This comes after those rules, not instead of them: where they
+// separate vertebrae, their borders through the arches are better than growth from the
+// endplates. Of a candidate's parts, the largest stays it; another part that touches a
+// second candidate joins that one (the level votes drew the border off the disc), one
+// that touches none is a vertebra of its own.
+void cut_at_discs(std::vector<Instance>& instances, const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx,
+                  std::int64_t ny, std::int64_t nz, const InstanceRules& rules) {
+  if (discs.empty()) return;
+  const double voxel_ml = rules.spacing_mm * rules.spacing_mm * rules.spacing_mm / 1000.0;
+  // Seeds 4 mm deep on either side of a disc; a side needs at least 0.1 ml of them (a
+  // fifth of a thoracic endplate's area, 4 mm deep): less is a stray voxel, not a body.
+  const int seed_depth = std::max(1, static_cast<int>(std::lround(4.0 / rules.spacing_mm)));
+  const auto min_seed_voxels = static_cast<std::size_t>(std::ceil(0.1 / voxel_ml));
+  // Disc pieces in columns of their own are one disc when their centres lie within 25 mm
+  // head to foot (a thoracic or lumbar vertebra and its disc are taller).
+  const double same_disc_vox = 25.0 / rules.spacing_mm;
+  std::vector<int> owner(static_cast<std::size_t>(nx * ny * nz), -1);
+  for (std::size_t i = 0; i < instances.size(); ++i)
+    for (std::size_t v : instances[i].voxels) owner[v] = static_cast<int>(i);
+  std::vector<std::vector<std::size_t>> keep(instances.size()), loose;
+  for (std::size_t i = 0; i < instances.size(); ++i) {
+    auto parts = split_at_discs(instances[i].voxels, discs, nx, ny, nz, seed_depth, min_seed_voxels, same_disc_vox);
+    if (parts.empty()) {  // (pieces of others may have joined it already)
+      keep[i].insert(keep[i].end(), instances[i].voxels.begin(), instances[i].voxels.end());
+      continue;
+    }
+    std::sort(parts.begin(), parts.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+    log::debug("vertebra candidate of {:.1f} ml at {:.0f} cut at {} discs", instances[i].voxels.size() * voxel_ml,
+               instances[i].cx, parts.size() - 1);
+    keep[i].insert(keep[i].end(), parts[0].begin(), parts[0].end());
+    for (std::size_t k = 1; k < parts.size(); ++k) {
+      std::map<int, std::size_t> contacts;
+      for (std::size_t v : parts[k])
+        for_each_face_neighbour(v, nx, ny, nz, [&](std::size_t w) {
+          if (owner[w] >= 0 && owner[w] != static_cast<int>(i)) ++contacts[owner[w]];
+        });
+      const auto best = std::max_element(contacts.begin(), contacts.end(),
+                                         [](const auto& a, const auto& b) { return a.second < b.second; });
+      if (best != contacts.end() && best->second >= kMinContactVoxels) {
+        auto& into = keep[static_cast<std::size_t>(best->first)];
+        into.insert(into.end(), parts[k].begin(), parts[k].end());
+      } else {
+        loose.push_back(std::move(parts[k]));
+      }
+    }
+  }
+  std::vector<Instance> cut;
+  for (auto* list : {&keep, &loose})
+    for (auto& voxels : *list)
+      if (voxels.size() * voxel_ml >= rules.min_vertebra_ml) cut.push_back(make_instance(std::move(voxels), nx, ny, nz));
+  instances.swap(cut);
+}
+
+}  // namespace
+
+std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
+                                         const std::vector<std::uint8_t>& disc_mask, std::int64_t nx, std::int64_t ny,
                                          std::int64_t nz, int n_levels, const std::function<int(std::size_t)>& level_of,
                                          const InstanceRules& rules, std::vector<std::string>& flags) {
   const double voxel_ml = rules.spacing_mm * rules.spacing_mm * rules.spacing_mm / 1000.0;
   // Longer head to foot than a vertebra can be: neighbours joined through a missed disc
   // or touching posterior elements.
   const double max_extent_mm = rules.bodies ? 45.0 : 60.0;
+  std::vector<std::vector<std::size_t>> discs;
+  if (!disc_mask.empty())
+    for (auto& d : component_members(disc_mask, nx, ny, nz))
+      if (d.size() * voxel_ml >= rules.min_disc_ml) discs.push_back(std::move(d));
   std::vector<Instance> instances;
   for (auto& vox : component_members(vmask, nx, ny, nz)) {
     if (vox.size() * voxel_ml < rules.min_vertebra_ml) continue;
-    Instance in = make_instance(vox, nx, ny, nz);
+    Instance in = make_instance(std::move(vox), nx, ny, nz);
     if ((in.x_max - in.x_min + 1) * rules.spacing_mm <= max_extent_mm) {
       instances.push_back(std::move(in));
       continue;
@@ -249,6 +430,7 @@ std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
     if (instances.size() < before)
       log::debug("{} vertebra candidates off the spinal column dropped", before - instances.size());
   }
+  cut_at_discs(instances, discs, nx, ny, nz, rules);
   // Pieces side by side at one head-foot level are one vertebra, split where the model
   // was unsure (a body cut in two or three left to right): vertebrae follow each other
   // head to foot, never side by side. Adjacent vertebrae, even tilted, have centroids a

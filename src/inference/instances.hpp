@@ -60,6 +60,7 @@ struct InstanceRules {
   double min_fraction_of_median = 0.25;
   std::size_t max_count = 26;       // a spine's vertebrae and sacrum
   int max_erosion_voxels = 6;       // split_at_thin_joins: bridges up to about twice this thick are cut
+  double min_disc_ml = 0.3;         // split_at_discs: smaller disc pieces separate nothing
 };
 
 // A component longer than a vertebra cut where it is thin: eroded (6-neighbour) by the
@@ -73,10 +74,30 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
                                                           std::int64_t ny, std::int64_t nz, int max_radius,
                                                           double max_extent_vox);
 
+// A component that holds vertebrae on both sides of a disc, cut at the disc (disc pieces
+// in columns of their own whose centres lie within `same_disc_vox` head to foot are one
+// disc): the
+// component's voxels within `seed_depth` voxels above a disc's upper surface and below its
+// lower surface, in the disc's own columns (y, z), seed two vertebrae (the seeds between
+// two such discs one vertebra); each seed then takes back the component's voxels nearest
+// to it (breadth-first growth inside the component). `discs`: voxel lists of the disc
+// components. A disc counts when both of its sides hold at least `min_seed_voxels`. Empty
+// when no disc does. This separates what the other rules leave joined because it is not
+// longer than a vertebra: a partly visible neighbour at the field of view's edge, or the
+// first sacral segment below L5, joined through the facet joints.
+std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
+                                                     const std::vector<std::vector<std::size_t>>& discs,
+                                                     std::int64_t nx, std::int64_t ny, std::int64_t nz,
+                                                     int seed_depth, std::size_t min_seed_voxels,
+                                                     double same_disc_vox);
+
 // One instance per vertebra from the vertebra mask of a region [nz][ny][nx], sorted head
-// to foot. `level_of` gives a voxel's most likely level class (splitting too-long
-// components). Flags what the caller must report (candidates beyond a spine's count).
-std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask, std::int64_t nx, std::int64_t ny,
+// to foot. `disc_mask` (the disc class over the same region; may be empty) separates
+// vertebrae joined across a disc (split_at_discs). `level_of` gives a voxel's most likely
+// level class (splitting too-long components). Flags what the caller must report
+// (candidates beyond a spine's count).
+std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
+                                         const std::vector<std::uint8_t>& disc_mask, std::int64_t nx, std::int64_t ny,
                                          std::int64_t nz, int n_levels, const std::function<int(std::size_t)>& level_of,
                                          const InstanceRules& rules, std::vector<std::string>& flags);
 

@@ -408,22 +408,23 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     const double voxel_ml = vol.geometry.spacing[0] * vol.geometry.spacing[1] * vol.geometry.spacing[2] / 1000.0;
     const int n_levels = static_cast<int>(sm.levels.size());
 
-    // Vertebra instances: connected components; one longer than a vertebra can be
-    // (neighbours joined through a missed disc or touching posterior elements) is split
-    // by the level model's votes.
-    std::vector<std::uint8_t> vmask(fp.structure.size());
-    for (std::size_t i = 0; i < vmask.size(); ++i) vmask[i] = fp.structure[i] == 1;
+    // Vertebra instances: connected components, cut at the discs between vertebrae they
+    // hold; one still longer than a vertebra can be (neighbours joined through a missed
+    // disc or touching posterior elements) is cut at thin joins, then by the level votes.
+    std::vector<std::uint8_t> vmask(fp.structure.size()), dmask(fp.structure.size());
+    for (std::size_t i = 0; i < vmask.size(); ++i) vmask[i] = fp.structure[i] == 1, dmask[i] = fp.structure[i] == 2;
     InstanceRules rules;
     rules.spacing_mm = vol.geometry.spacing[0];
     rules.bodies = sm.vertebra_part == "body";
     rules.min_vertebra_ml = config.min_vertebra_ml;
     rules.min_fraction_of_median = config.min_fraction_of_median;
     rules.max_count = normal_sequence().size();
+    rules.min_disc_ml = config.min_disc_ml;
     const auto level_of = [&](std::size_t v) {
       const float* p = fp.levels_at(v);
       return static_cast<int>(std::max_element(p, p + n_levels) - p);
     };
-    std::vector<Instance> instances = vertebra_instances(vmask, rx, ry, rz, n_levels, level_of, rules, result.flags);
+    std::vector<Instance> instances = vertebra_instances(vmask, dmask, rx, ry, rz, n_levels, level_of, rules, result.flags);
 
     // Names: the sequence constraint over each instance's mean level probabilities.
     std::vector<std::vector<double>> probs;
@@ -515,8 +516,6 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     }
 
     // Discs: components of the disc class, named after the vertebra above them.
-    std::vector<std::uint8_t> dmask(fp.structure.size());
-    for (std::size_t i = 0; i < dmask.size(); ++i) dmask[i] = fp.structure[i] == 2;
     std::map<int, Instance> discs;  // label -> merged instance
     for (auto& vox : component_members(dmask, rx, ry, rz)) {
       if (instances.empty()) break;

@@ -12,6 +12,7 @@ struct Box {
   std::int64_t nx, ny, nz;
   std::vector<std::uint8_t> mask;
   std::vector<int> level;  // per voxel, the level class a model would vote for
+  std::vector<std::uint8_t> disc;  // the disc class; empty: none
   Box(std::int64_t x, std::int64_t y, std::int64_t z)
       : nx(x), ny(y), nz(z), mask(static_cast<std::size_t>(x * y * z), 0), level(mask.size(), 0) {}
   std::size_t at(std::int64_t x, std::int64_t y, std::int64_t z) const {
@@ -28,7 +29,7 @@ struct Box {
     InstanceRules rules;
     rules.bodies = bodies;
     rules.min_vertebra_ml = 0.5;
-    return vertebra_instances(mask, nx, ny, nz, 4, [&](std::size_t v) { return level[v]; }, rules, flags);
+    return vertebra_instances(mask, disc, nx, ny, nz, 4, [&](std::size_t v) { return level[v]; }, rules, flags);
   }
 };
 
@@ -70,6 +71,34 @@ TEST(Instances, VertebraeJoinedByAThinBridgeAreCutThere) {
   EXPECT_NEAR(in[0].cx, 21.0, 0.5);
   EXPECT_NEAR(in[1].cx, 57.0, 0.5);
   EXPECT_EQ(in[0].voxels.size() + in[1].voxels.size(), 2u * 33 * 20 * 20 + 27);
+}
+
+TEST(Instances, VertebraeJoinedAcrossADiscAreCutAtTheDisc) {
+  // A whole vertebra and the part of its neighbour inside the field of view (or the first
+  // sacral segment), 55 mm together (not longer than a vertebra can be), joined behind the
+  // disc through 6 x 6 mm facet joints, with level votes that cannot tell them apart.
+  Box b(64, 40, 30);
+  b.fill(5, 35, 5, 20, 5, 25, 1);   // body
+  b.fill(5, 35, 20, 34, 10, 20, 1); // arch
+  b.fill(41, 56, 5, 20, 5, 25, 1);  // the neighbour's body
+  b.fill(41, 56, 20, 34, 10, 20, 1);  // and arch
+  b.fill(35, 41, 26, 32, 12, 18, 1);  // facet joints
+  b.disc.assign(b.mask.size(), 0);
+  for (std::int64_t z = 5; z < 25; ++z)
+    for (std::int64_t y = 5; y < 20; ++y)
+      for (std::int64_t x = 36; x < 40; ++x) b.disc[b.at(x, y, z)] = 1;
+  std::vector<std::string> flags;
+  auto in = b.instances(false, flags);
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_EQ(in[0].x_min, 5);
+  EXPECT_LE(in[0].x_max, 40);  // the facet bridge is shared between them, the bodies are not
+  EXPECT_GE(in[1].x_min, 36);
+  EXPECT_EQ(in[1].x_max, 55);
+  EXPECT_EQ(in[0].voxels.size() + in[1].voxels.size(),
+            30u * 15 * 20 + 30 * 14 * 10 + 15 * 15 * 20 + 15 * 14 * 10 + 6 * 6 * 6);
+  // Without the disc it is one vertebra-sized component: one instance.
+  b.disc.clear();
+  EXPECT_EQ(b.instances(false, flags).size(), 1u);
 }
 
 TEST(Instances, PiecesSideBySideAreOneVertebra) {
@@ -118,7 +147,7 @@ TEST(Instances, MoreCandidatesThanASpineHasAreFlagged) {
   rules.min_vertebra_ml = 0.5;
   rules.max_count = 10;
   std::vector<std::string> flags;
-  const auto in = vertebra_instances(b.mask, b.nx, b.ny, b.nz, 4, [](std::size_t) { return 0; }, rules, flags);
+  const auto in = vertebra_instances(b.mask, {}, b.nx, b.ny, b.nz, 4, [](std::size_t) { return 0; }, rules, flags);
   EXPECT_EQ(in.size(), 10u);
   ASSERT_EQ(flags.size(), 1u);
   EXPECT_NE(flags[0].find("more vertebra candidates"), std::string::npos);
