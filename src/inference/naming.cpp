@@ -147,6 +147,16 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
       out.flags.push_back(f.str());
     }
   }
+  // On CT, what fixes the levels is the sacrum and where the ribs end. With neither in
+  // view (a crop of a few lumbar or thoracic vertebrae), the names rest on how the
+  // vertebrae look alone, which on real CT was one level off on such a crop with no other
+  // sign: say so in the result.
+  const bool sacrum_named = std::find(out.labels.begin(), out.labels.end(), static_cast<int>(label::kSacrum)) !=
+                            out.labels.end();
+  if (knows_sacrum && ribs.size() == n && anchor < 0 && !sacrum_named)
+    out.flags.push_back(
+        "vertebra names not anchored: neither the sacrum nor the end of the ribs is in view, so the names rest on "
+        "the vertebrae's appearance alone (check the levels)");
   if (out.offset_probability < 0.6) {
     std::ostringstream f;
     f.precision(2);

@@ -168,6 +168,32 @@ TEST(SequenceNaming, RibsAnchorTheNamesAndAConflictIsFlagged) {
   EXPECT_EQ(none.labels, plain.labels);
 }
 
+TEST(SequenceNaming, NamesWithoutSacrumOrRibsInViewAreFlaggedAsNotAnchored) {
+  using R = RibEvidence;
+  const auto not_anchored = [](const SequenceNaming& s) {
+    bool said = false;
+    for (const auto& f : s.flags) said |= f.find("names not anchored") != std::string::npos;
+    return said;
+  };
+  // Three lumbar vertebrae, no ribs seen, no sacrum: sure votes, still not anchored.
+  std::vector<std::vector<double>> lumbar;
+  for (int l = label::kL2; l <= label::kL2 + 2; ++l) lumbar.push_back(ct_peaked(l, 0.97));
+  const auto crop = name_vertebra_sequence(lumbar, kCtClasses, std::vector<R>(3, R::kNone));
+  EXPECT_EQ(crop.labels, (std::vector<int>{label::kL2, label::kL2 + 1, label::kL2 + 2}));
+  EXPECT_TRUE(not_anchored(crop));
+  // With the sacrum below L5 in view it is anchored.
+  std::vector<std::vector<double>> down = {ct_peaked(label::kL5 - 1, 0.97), ct_peaked(label::kL5, 0.97),
+                                           ct_peaked(label::kSacrum, 0.97)};
+  EXPECT_FALSE(not_anchored(name_vertebra_sequence(down, kCtClasses, std::vector<R>(3, R::kNone))));
+  // Where the ribs end, it is anchored too.
+  std::vector<std::vector<double>> thoracolumbar;
+  for (int l = label::kT11; l <= label::kL2; ++l) thoracolumbar.push_back(ct_peaked(l, 0.97));
+  EXPECT_FALSE(not_anchored(
+      name_vertebra_sequence(thoracolumbar, kCtClasses, {R::kRibs, R::kRibs, R::kNone, R::kNone})));
+  // Without rib evidence at all (MRI: no rib probe), the flag does not apply.
+  EXPECT_FALSE(not_anchored(name_vertebra_sequence(lumbar, kCtClasses)));
+}
+
 TEST(SequenceNaming, EmptyAndTooMany) {
   EXPECT_TRUE(name_vertebra_sequence({}, kMrClasses).labels.empty());
   EXPECT_THROW(name_vertebra_sequence(std::vector<std::vector<double>>(30, peaked(0)), kMrClasses), Error);
