@@ -644,8 +644,9 @@ LIMITATIONS = {
                 "The level votes do not tell the first sacral segment from L5 on real CT (the VerSe masks label no "
                 "sacrum): spine-seg separates them at the L5/S1 disc; where that disc is not found, L5 takes in part "
                 "of the sacrum (its volume then reads large).",
-                "On real CT unlike those crops the names can be one level off without a flag: on a 1.5 mm lumbar "
-                "crop (L2..L4) every name was one level too high, with per-vertebra confidence 0.55..0.64. On the "
+                "On real CT unlike those crops the names can be one level off: on a 1.5 mm lumbar crop (L2..L4) "
+                "every name was one level too high, with per-vertebra confidence 0.55..0.64 and no sign but the "
+                "flag that the names are not anchored (neither sacrum nor the end of the ribs in view). On the "
                 "abdominal example CT (3 mm, full field) T12..L5 were named right. Check the names of vertebrae "
                 "with a confidence below 0.9.",
                 "Not seen in any real CT: the cervical spine and the upper thoracic spine (cervical shapes only "
