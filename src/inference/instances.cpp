@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <iterator>
+#include <limits>
 #include <map>
 
 #include "spine/log.hpp"
@@ -217,7 +217,6 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
   return parts;
 }
 
-
 std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
                                                      const std::vector<std::vector<std::size_t>>& discs,
                                                      std::int64_t nx, std::int64_t ny, std::int64_t nz,
@@ -259,7 +258,7 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
   // Pieces of one disc (split where the model was unsure) are one cut. Discs one above
   // the other cover much the same columns; pieces of one disc lie side by side, in columns
   // of their own, and within a vertebra's height (a tilted L5/S1 disc's front and back
-  // pieces lie 15 mm apart head to foot).
+  // pieces came out 14 mm apart head to foot).
   const auto same_disc = [&](const Cut& a, const Cut& b) {
     if (b.x - a.x >= same_disc_vox) return false;
     std::vector<std::int64_t> common;

@@ -408,9 +408,10 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     const double voxel_ml = vol.geometry.spacing[0] * vol.geometry.spacing[1] * vol.geometry.spacing[2] / 1000.0;
     const int n_levels = static_cast<int>(sm.levels.size());
 
-    // Vertebra instances: connected components, cut at the discs between vertebrae they
-    // hold; one still longer than a vertebra can be (neighbours joined through a missed
-    // disc or touching posterior elements) is cut at thin joins, then by the level votes.
+    // Vertebra instances: connected components; one longer than a vertebra can be
+    // (neighbours joined through a missed disc or touching posterior elements) is cut at
+    // thin joins, then by the level votes; what still holds vertebra on both sides of a
+    // disc is cut at the disc.
     std::vector<std::uint8_t> vmask(fp.structure.size()), dmask(fp.structure.size());
     for (std::size_t i = 0; i < vmask.size(); ++i) vmask[i] = fp.structure[i] == 1, dmask[i] = fp.structure[i] == 2;
     InstanceRules rules;
