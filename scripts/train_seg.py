@@ -427,7 +427,7 @@ def main():
     print(f"{len(cases)} training volumes loaded in {time.time() - t0:.0f} s; validation held out: "
           f"{[c[0] for c in val]}", flush=True)
     if args.device != "cpu" or args.workers or args.seconds:
-        train_fast(model, opt, state, cases, w, args, ckpt_path)
+        train_fast(model, opt, state, cases, w, args)
         return
     chunk = 100
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05,
@@ -517,7 +517,7 @@ def one_cycle_lr(f, max_lr, warmup=0.05):
     return lo + (max_lr - lo) * (1 + math.cos(math.pi * min(1.0, (f - warmup) / (1 - warmup)))) / 2
 
 
-def train_fast(model, opt, state, cases, w, args, ckpt_path):
+def train_fast(model, opt, state, cases, w, args):
     """Training on a GPU (or with sampling workers): batches from worker processes, and a
     budget of --steps or --seconds, whichever ends first; the learning-rate schedule
     follows the fraction of that budget spent. The weights are written as weights.npz
