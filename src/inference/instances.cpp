@@ -217,22 +217,9 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
   return parts;
 }
 
-std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
-                                                     const std::vector<std::vector<std::size_t>>& discs,
-                                                     std::int64_t nx, std::int64_t ny, std::int64_t nz,
-                                                     int seed_depth, std::size_t min_seed_voxels, double same_disc_vox) {
-  if (discs.empty()) return {};
-  const std::size_t n = static_cast<std::size_t>(nx * ny * nz);
-  std::vector<std::uint8_t> inside(n, 0);
-  for (std::size_t v : voxels) inside[v] = 1;
-  struct Cut {
-    double x;  // the disc's centroid head to foot
-    std::vector<std::size_t> above, below;
-    std::vector<std::int64_t> columns;  // z * ny + y of the disc's columns
-  };
-  std::vector<Cut> cuts;
+std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx) {
+  std::vector<DiscColumns> out;
   for (const auto& disc : discs) {
-    // The disc's extent head to foot in each of its columns (y, z).
     std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> columns;
     double cx = 0;
     for (std::size_t v : disc) {
@@ -241,17 +228,56 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
       if (!fresh) it->second.first = std::min(it->second.first, x), it->second.second = std::max(it->second.second, x);
       cx += static_cast<double>(x);
     }
-    Cut cut{cx / static_cast<double>(disc.size()), {}, {}, {}};
-    for (const auto& entry : columns) cut.columns.push_back(entry.first);
-    for (const auto& [column, extent] : columns)
+    out.push_back({cx / static_cast<double>(std::max<std::size_t>(1, disc.size())), {columns.begin(), columns.end()}});
+  }
+  return out;
+}
+
+std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
+                                                     const std::vector<DiscColumns>& discs, std::int64_t nx,
+                                                     std::int64_t ny, std::int64_t nz, int seed_depth,
+                                                     std::size_t min_seed_voxels, double same_disc_vox) {
+  if (discs.empty() || voxels.empty()) return {};
+  // The buffers below cover the voxels' box, not the whole region (this runs per candidate).
+  std::int64_t x0 = nx, x1 = -1, y0 = ny, y1 = -1, z0 = nz, z1 = -1;
+  for (std::size_t v : voxels) {
+    const auto x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+               z = static_cast<std::int64_t>(v / (nx * ny));
+    x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    z0 = std::min(z0, z), z1 = std::max(z1, z);
+  }
+  const std::int64_t bx = x1 - x0 + 1, by = y1 - y0 + 1, bz = z1 - z0 + 1;
+  const auto local = [&](std::size_t v) {
+    const auto x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+               z = static_cast<std::int64_t>(v / (nx * ny));
+    return static_cast<std::size_t>(((z - z0) * by + (y - y0)) * bx + (x - x0));
+  };
+  const auto n = static_cast<std::size_t>(bx * by * bz);
+  std::vector<std::uint8_t> inside(n, 0);
+  for (std::size_t v : voxels) inside[local(v)] = 1;
+  struct Cut {
+    double x;  // the disc's centroid head to foot
+    std::vector<std::size_t> above, below;  // seeds, box offsets
+    std::vector<std::int64_t> columns;      // z * ny + y of the disc's columns, sorted
+  };
+  std::vector<Cut> cuts;
+  for (const auto& disc : discs) {
+    Cut cut{disc.x, {}, {}, {}};
+    for (const auto& [column, extent] : disc.columns) {
+      const std::int64_t y = column % ny, z = column / ny;
+      if (y < y0 || y > y1 || z < z0 || z > z1) continue;
+      const auto row = static_cast<std::size_t>(((z - z0) * by + (y - y0)) * bx);
       for (int d = 1; d <= seed_depth; ++d) {
         const std::int64_t up = extent.first - d, down = extent.second + d;
-        const auto base = static_cast<std::size_t>(column * nx);
-        if (up >= 0 && inside[base + static_cast<std::size_t>(up)]) cut.above.push_back(base + static_cast<std::size_t>(up));
-        if (down < nx && inside[base + static_cast<std::size_t>(down)])
-          cut.below.push_back(base + static_cast<std::size_t>(down));
+        if (up >= x0 && up <= x1 && inside[row + static_cast<std::size_t>(up - x0)])
+          cut.above.push_back(row + static_cast<std::size_t>(up - x0));
+        if (down >= x0 && down <= x1 && inside[row + static_cast<std::size_t>(down - x0)])
+          cut.below.push_back(row + static_cast<std::size_t>(down - x0));
       }
-    if (cut.above.size() >= min_seed_voxels && cut.below.size() >= min_seed_voxels) cuts.push_back(std::move(cut));
+    }
+    if (cut.above.size() < min_seed_voxels || cut.below.size() < min_seed_voxels) continue;
+    for (const auto& entry : disc.columns) cut.columns.push_back(entry.first);
+    cuts.push_back(std::move(cut));
   }
   if (cuts.empty()) return {};
   std::sort(cuts.begin(), cuts.end(), [](const Cut& a, const Cut& b) { return a.x < b.x; });
@@ -278,9 +304,12 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
     merged.push_back(std::move(c));
   }
   cuts.swap(merged);
-  std::vector<std::uint8_t> body_column(static_cast<std::size_t>(ny * nz), 0);
+  std::vector<std::uint8_t> body_column(static_cast<std::size_t>(by * bz), 0);
   for (const auto& c : cuts)
-    for (std::int64_t column : c.columns) body_column[static_cast<std::size_t>(column)] = 1;
+    for (std::int64_t column : c.columns) {
+      const std::int64_t y = column % ny, z = column / ny;
+      if (y >= y0 && y <= y1 && z >= z0 && z <= z1) body_column[static_cast<std::size_t>((z - z0) * by + (y - y0))] = 1;
+    }
   // Above disc k lies vertebra k, below it vertebra k + 1.
   std::vector<int> owner(n, -1);
   std::vector<std::size_t> frontier;
@@ -292,15 +321,15 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
   // its endplates. Then from the whole bodies into the rest: an arch joins its own body
   // through the pedicles, sooner than it meets the neighbour's body through a facet joint.
   std::vector<std::uint8_t> in_body(n, 0);
-  for (std::size_t v : voxels) in_body[v] = body_column[v / static_cast<std::size_t>(nx)];
-  grow_from_seeds(owner, frontier, in_body, nx, ny, nz);
+  for (std::size_t i = 0; i < n; ++i) in_body[i] = inside[i] && body_column[i / static_cast<std::size_t>(bx)];
+  grow_from_seeds(owner, frontier, in_body, bx, by, bz);
   frontier.clear();
   for (std::size_t v : voxels)
-    if (owner[v] >= 0) frontier.push_back(v);
-  grow_from_seeds(owner, std::move(frontier), inside, nx, ny, nz);
+    if (owner[local(v)] >= 0) frontier.push_back(local(v));
+  grow_from_seeds(owner, std::move(frontier), inside, bx, by, bz);
   std::vector<std::vector<std::size_t>> parts(cuts.size() + 1);
   for (std::size_t v : voxels)
-    if (owner[v] >= 0) parts[static_cast<std::size_t>(owner[v])].push_back(v);
+    if (owner[local(v)] >= 0) parts[static_cast<std::size_t>(owner[local(v)])].push_back(v);
   return parts;
 }
 
@@ -317,7 +346,7 @@ constexpr std::size_t kMinContactVoxels = 20;
 // endplates. Of a candidate's parts, the largest stays it; another part that touches a
 // second candidate joins that one (the level votes drew the border off the disc), one
 // that touches none is a vertebra of its own.
-void cut_at_discs(std::vector<Instance>& instances, const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx,
+void cut_at_discs(std::vector<Instance>& instances, const std::vector<DiscColumns>& discs, std::int64_t nx,
                   std::int64_t ny, std::int64_t nz, const InstanceRules& rules) {
   if (discs.empty()) return;
   const double voxel_ml = rules.spacing_mm * rules.spacing_mm * rules.spacing_mm / 1000.0;
@@ -375,10 +404,11 @@ std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
   // Longer head to foot than a vertebra can be: neighbours joined through a missed disc
   // or touching posterior elements.
   const double max_extent_mm = rules.bodies ? 45.0 : 60.0;
-  std::vector<std::vector<std::size_t>> discs;
+  std::vector<std::vector<std::size_t>> disc_voxels;
   if (!disc_mask.empty())
     for (auto& d : component_members(disc_mask, nx, ny, nz))
-      if (d.size() * voxel_ml >= rules.min_disc_ml) discs.push_back(std::move(d));
+      if (d.size() * voxel_ml >= rules.min_disc_ml) disc_voxels.push_back(std::move(d));
+  const std::vector<DiscColumns> discs = disc_columns(disc_voxels, nx);
   std::vector<Instance> instances;
   for (auto& vox : component_members(vmask, nx, ny, nz)) {
     if (vox.size() * voxel_ml < rules.min_vertebra_ml) continue;

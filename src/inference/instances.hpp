@@ -74,21 +74,28 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
                                                           std::int64_t ny, std::int64_t nz, int max_radius,
                                                           double max_extent_vox);
 
+// A disc component's columns: its centroid head to foot (x) and, per column (y, z) it
+// covers (keyed z * ny + y, sorted), its first and last x.
+struct DiscColumns {
+  double x = 0;
+  std::vector<std::pair<std::int64_t, std::pair<std::int64_t, std::int64_t>>> columns;
+};
+std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx);
+
 // Voxels that hold vertebra on both sides of a disc, cut at the disc: the voxels within
 // `seed_depth` voxels above a disc's upper surface and below its lower surface, in the
-// disc's own columns (y, z), seed two vertebrae (the seeds between two such discs seed one
+// disc's own columns, seed two vertebrae (the seeds between two such discs seed one
 // vertebra); the seeds grow first through the discs' columns (the bodies), then into the
-// rest (the arches), breadth first inside the voxels. `discs`: voxel lists of the disc
-// components; pieces in columns of their own whose centres lie within `same_disc_vox`
-// head to foot are one disc. A disc counts when both of its sides hold at least
-// `min_seed_voxels`. Empty when no disc does. This separates what the other rules leave
-// joined because it is not longer than a vertebra: a partly visible neighbour at the field
-// of view's edge, or the first sacral segment below L5, joined through the facet joints.
+// rest (the arches), breadth first inside the voxels. Disc pieces in columns of their own
+// whose centres lie within `same_disc_vox` head to foot are one disc. A disc counts when
+// both of its sides hold at least `min_seed_voxels`. Empty when no disc does. This
+// separates what the other rules leave joined because it is not longer than a vertebra:
+// a partly visible neighbour at the field of view's edge, or the first sacral segment
+// below L5, joined through the facet joints.
 std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
-                                                     const std::vector<std::vector<std::size_t>>& discs,
-                                                     std::int64_t nx, std::int64_t ny, std::int64_t nz,
-                                                     int seed_depth, std::size_t min_seed_voxels,
-                                                     double same_disc_vox);
+                                                     const std::vector<DiscColumns>& discs, std::int64_t nx,
+                                                     std::int64_t ny, std::int64_t nz, int seed_depth,
+                                                     std::size_t min_seed_voxels, double same_disc_vox);
 
 // One instance per vertebra from the vertebra mask of a region [nz][ny][nx], sorted head
 // to foot. `disc_mask` (the disc class over the same region; may be empty) separates
