@@ -53,7 +53,7 @@ def write(path, clean_phantoms, noisy_phantoms, real, masks):
     for i, c in enumerate(clean_phantoms):
         case = data.load_case(c, "ct")  # normalised, cropped to the spine's slices
         prov = json.load(open(os.path.join(noisy_phantoms, c[0], "provenance.json")))
-        noise = float(_find(prov, "noise"))
+        noise = float(prov["config"]["volume"]["noise"])
         m = {"key": f"p{i}", "id": c[0], "source": c[1], "kind": c[2], "noise": noise}
         arrays[f"p{i}_image"], m["image"] = _packed(_quantise_hu(case["image"] * 1000 - 1000))
         arrays[f"p{i}_labels"], m["labels"] = _packed(case["labels"])
@@ -70,20 +70,6 @@ def write(path, clean_phantoms, noisy_phantoms, real, masks):
     with open(path + ".tmp", "wb") as f:
         np.savez(f, **arrays)
     os.replace(path + ".tmp", path)
-
-
-def _find(obj, key):
-    """The first value of `key` anywhere in a JSON object (provenance nests its options)."""
-    if isinstance(obj, dict):
-        if key in obj:
-            return obj[key]
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            found = _find(v, key)
-            if found is not None:
-                return found
-    return None
 
 
 def read(path, seed=0):
