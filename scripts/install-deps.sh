@@ -15,6 +15,9 @@ packages=(
   chromium python3-pandas r-base-core
   # The cohort workflow and its test on a real single-node Slurm cluster.
   snakemake slurm-wlm munge
+  # DICOM SEG output (DCMTK's dcmseg), checked as users' tools see it: dciodvfy from
+  # dicom3tools validates it, pydicom reads it back.
+  libdcmtk-dev dicom3tools python3-pydicom
 )
 
 missing=()

@@ -11,6 +11,7 @@
 
 #include "spine/commands/cobb_cmd.hpp"  // default_model_path
 #include "spine/csv.hpp"
+#include "spine/dicom_seg.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/labels.hpp"
@@ -18,6 +19,7 @@
 #include "spine/preprocess.hpp"
 #include "spine/render.hpp"
 #include "spine/structure_stats.hpp"
+#include "spine/version.hpp"
 
 namespace fs = std::filesystem;
 
@@ -49,10 +51,23 @@ nlohmann::json SpineModelOptions::to_json() const {
 void SegCommandConfig::register_cli(CLI::App& app) {
   common.register_cli(app);
   models.register_cli(app);
+  app.add_option("--output-format", output_format,
+                 "nifti: labels.nii.gz and its colour tables; dicom-seg: also segmentation.dcm, a DICOM Segmentation "
+                 "object with each vertebra's and disc's name, SNOMED CT code and colour, which belongs to the source "
+                 "study and names each frame's source image when the input is a DICOM series")
+      ->check(CLI::IsMember({"nifti", "dicom-seg"}));
+  app.add_flag("--dicom-patient-identity", dicom_patient_identity,
+               "With --output-format dicom-seg: copy the patient's name, ID, birth date and sex and the study's date, "
+               "time, ID and accession number from the source series into the SEG, so that a PACS files it with the "
+               "study. Without it no patient name, ID or date is written: the SEG refers to the study by its UIDs "
+               "and says Patient Identity Removed");
 }
 
 nlohmann::json SegCommandConfig::to_json() const {
-  return {{"common", common.to_json()}, {"models", models.to_json()}};
+  return {{"common", common.to_json()},
+          {"models", models.to_json()},
+          {"output_format", output_format},
+          {"dicom_patient_identity", dicom_patient_identity}};
 }
 
 void DetectCommandConfig::register_cli(CLI::App& app) {
@@ -242,6 +257,30 @@ void write_labels_with_tables(const SpineSegResult& r, const fs::path& work) {
   write_color_tables(std::vector<int>(present.begin(), present.end()), work / "labels");
 }
 
+// segmentation.dcm beside labels.nii.gz; what it holds, for segmentation.json. A study in
+// which nothing was segmented has no SEG (the object needs a segment): null, and its
+// flags say why.
+nlohmann::json write_seg_object(const Study& study, const LoadedImage& in, const SpineSegResult& r, const fs::path& work,
+                                bool patient_identity) {
+  if (r.vertebrae.empty() && r.discs.empty()) return nullptr;
+  DicomSegOptions o;
+  if (in.info.format == "dicom-series") o.source_series = study.path;
+  o.copy_patient_identity = patient_identity;
+  o.series_description = "spine-seg vertebrae and discs (" + r.modality.modality + ")";
+  o.software_version = std::string(kVersion) + " " + kGitRevision;
+  const DicomSegSummary s = write_dicom_seg(r.labels, work / "segmentation.dcm", o);
+  nlohmann::json j{{"file", "segmentation.dcm"},
+                   {"segments", s.segments},
+                   {"frames", s.frames},
+                   {"references_source_series", s.references_source},
+                   {"patient_identity", patient_identity && s.references_source ? "copied from the source series" : "none"}};
+  if (!s.source_problem.empty()) {
+    j["why_no_references"] = s.source_problem;
+    log::warn("{}: the DICOM SEG stands alone (new study and series UIDs): {}", study.name, s.source_problem);
+  }
+  return j;
+}
+
 struct Pipeline {
   SpineSegmenter segmenter;
   const SpineModelOptions& options;
@@ -317,6 +356,8 @@ BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOption
 }  // namespace
 
 BatchSummary run_spine_seg(const SegCommandConfig& c) {
+  if (c.dicom_patient_identity && c.output_format != "dicom-seg")
+    throw usage_error("--dicom-patient-identity needs --output-format dicom-seg");
   return run_spine_batch(c.common, c.models, "spine-seg", c.to_json(), [&](const Study& study, const fs::path& work,
                                                                           const LoadedImage& in, const SpineSegResult& r) {
     write_labels_with_tables(r, work);
@@ -330,6 +371,7 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},
                      {"timing", r.timing}};
+    if (c.output_format == "dicom-seg") j["dicom_seg"] = write_seg_object(study, in, r, work, c.dicom_patient_identity);
     write_text_file(work / "segmentation.json", j.dump(2) + "\n");
     if (c.models.overlay) write_overlay(in.image, r, work / "overlay.png");
     return nlohmann::json{{"modality", r.modality.modality}, {"vertebrae", r.vertebrae.size()},

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cmd_util.hpp"
+#include "dicom_series.hpp"
 #include "spine/io.hpp"
 #include "spine/labels.hpp"
 #include "spine/preprocess.hpp"
@@ -215,6 +216,45 @@ TEST(SpineSegCommand, BadInputsInABatch) {
   EXPECT_EQ(r2.exit_code, 2) << r2.output;
   EXPECT_NE(r2.output.find("--modality mr contradicts the image"), std::string::npos) << r2.output;
   EXPECT_FALSE(fs::exists(dir / "out2" / "good"));
+}
+
+// --output-format dicom-seg on a CT given as a DICOM series: segmentation.dcm belongs to
+// the source study, ties each frame to its source image, rebuilds exactly into
+// labels.nii.gz, passes dciodvfy, and holds the patient's identity only when asked
+// (tests/cmd/check_dicom_seg.py reads it back with pydicom).
+TEST(SpineSegCommand, DicomSegOfADicomSeries) {
+  TempDir dir;
+  const fs::path ph = make_phantom(dir, "--kind ct --torso --first L2 --last L4 --spacing 2 --margin 10 --seed 81", "ct");
+  const test::FakeIdentity who;
+  test::write_ct_series(read_image(ph / "image.nii.gz").image, dir / "series" / "ct", who);
+  const std::string secrets = " '" + who.name + "' " + who.id + " " + who.birth_date + " " + who.study_date + " " +
+                              who.accession + " Secret";
+  const std::string check = "/usr/bin/python3 " + q(fs::path(SPINE_SOURCE_DIR) / "tests" / "cmd" / "check_dicom_seg.py");
+
+  const auto r = run_command(bin("spine-seg") + " " + q(dir / "series" / "ct") +
+                             " --output-format dicom-seg --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string& s : {who.name, who.id, who.birth_date, who.study_date}) EXPECT_EQ(r.output.find(s), std::string::npos) << s;
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "ct" / "segmentation.json"));
+  ASSERT_TRUE(j["dicom_seg"].is_object()) << j.dump();
+  EXPECT_TRUE(j["dicom_seg"]["references_source_series"].get<bool>());
+  EXPECT_EQ(j["dicom_seg"]["segments"].get<std::size_t>(), j["vertebrae"].size() + j["discs"].size());
+  EXPECT_GE(j["vertebrae"].size(), 3u) << j.dump();
+  const auto c = run_command(check + " " + q(dir / "out" / "ct") + " " + q(dir / "series" / "ct") + " none" + secrets);
+  EXPECT_EQ(c.exit_code, 0) << c.output;
+
+  // On request the SEG carries the patient and study identity (and nothing else does).
+  const auto r2 = run_command(bin("spine-seg") + " " + q(dir / "series" / "ct") +
+                              " --output-format dicom-seg --dicom-patient-identity --threads 2 -o " + q(dir / "out2"));
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  const auto c2 = run_command(check + " " + q(dir / "out2" / "ct") + " " + q(dir / "series" / "ct") + " copied" + secrets);
+  EXPECT_EQ(c2.exit_code, 0) << c2.output;
+
+  // Without dicom-seg output the identity flag is a usage error.
+  const auto r3 = run_command(bin("spine-seg") + " " + q(dir / "series" / "ct") + " --dicom-patient-identity -o " +
+                              q(dir / "out3"));
+  EXPECT_EQ(r3.exit_code, 1) << r3.output;
+  EXPECT_NE(r3.output.find("--dicom-patient-identity needs --output-format dicom-seg"), std::string::npos) << r3.output;
 }
 
 }  // namespace

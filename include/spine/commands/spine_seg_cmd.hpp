@@ -30,6 +30,10 @@ struct SpineModelOptions {
 struct SegCommandConfig {
   CommonOptions common;
   SpineModelOptions models;
+  // nifti: labels.nii.gz with its colour tables; dicom-seg: also segmentation.dcm, a DICOM
+  // Segmentation object (referencing the source series when the input was one).
+  std::string output_format = "nifti";
+  bool dicom_patient_identity = false;  // copy patient and study identity into the SEG
   void register_cli(CLI::App& app);
   nlohmann::json to_json() const;
 };

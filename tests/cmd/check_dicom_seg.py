@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""Checks a spine-seg DICOM SEG as a user's own tools would see it: read back by pydicom,
+validated by dicom3tools' dciodvfy, rebuilt voxel by voxel into a label map equal to the
+study's labels.nii.gz, each frame tied to the source image at its position, and patient
+identity present only when asked for.
+
+  check_dicom_seg.py STUDY_DIR SOURCE_SERIES_DIR {none|copied} SECRET...
+
+Prints one line per failed check and exits 1 if any failed, else prints "ok".
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+from lib.nifti import read_nifti  # noqa: E402
+
+study, source_dir, identity = sys.argv[1], sys.argv[2], sys.argv[3]
+secrets = sys.argv[4:]
+failures = []
+
+
+def expect(ok, what):
+    if not ok:
+        failures.append(what)
+
+
+seg_path = os.path.join(study, "segmentation.dcm")
+seg = pydicom.dcmread(seg_path)
+labels, affine = read_nifti(os.path.join(study, "labels.nii.gz"))
+result = json.load(open(os.path.join(study, "segmentation.json")))
+
+# dciodvfy: errors fail; warnings (for example DICOMDIR keys left empty on purpose) do not.
+v = subprocess.run(["dciodvfy", seg_path], capture_output=True, text=True)
+errors = [ln for ln in (v.stdout + v.stderr).splitlines() if ln.startswith("Error")]
+expect(not errors, "dciodvfy: " + " | ".join(errors))
+
+expect(seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4", f"SOP class {seg.SOPClassUID}")
+expect(seg.Modality == "SEG" and seg.SegmentationType == "BINARY", "not a binary SEG")
+
+sources = {}
+for f in glob.glob(os.path.join(source_dir, "*")):
+    s = pydicom.dcmread(f, stop_before_pixels=True)
+    sources[s.SOPInstanceUID] = s
+first = next(iter(sources.values()))
+expect(seg.StudyInstanceUID == first.StudyInstanceUID, "not in the source's study")
+expect(seg.FrameOfReferenceUID == first.FrameOfReferenceUID, "not in the source's frame of reference")
+expect(seg.SeriesInstanceUID != first.SeriesInstanceUID, "reuses the source's series UID")
+ref_series = [r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence]
+expect(ref_series == [first.SeriesInstanceUID], f"referenced series {ref_series}")
+
+# Segments: names and codes, and the label value each stands for (from segmentation.json).
+value_of = {v["name"]: v["label"] for v in result["vertebrae"] + result["discs"]}
+segment_value = {}
+for s in seg.SegmentSequence:
+    expect(s.SegmentLabel in value_of, f"segment {s.SegmentLabel} not in segmentation.json")
+    t = s.SegmentedPropertyTypeCodeSequence[0]
+    expect(t.CodingSchemeDesignator == "SCT", f"{s.SegmentLabel}: scheme {t.CodingSchemeDesignator}")
+    expect(s.SegmentLabel in t.CodeMeaning or t.CodeMeaning in ("Vertebra", "Intervertebral disc", "Sacrum"),
+           f"{s.SegmentLabel}: code meaning {t.CodeMeaning}")
+    expect(len(s.RecommendedDisplayCIELabValue) == 3, f"{s.SegmentLabel}: no colour")
+    segment_value[s.SegmentNumber] = value_of.get(s.SegmentLabel, -1)
+expect(sorted(segment_value.values()) == sorted(value_of.values()), "segments differ from the named structures")
+
+# Rebuild the label map from the frames and compare with labels.nii.gz.
+frames = seg.pixel_array
+if frames.ndim == 2:
+    frames = frames[None]
+expect(frames.shape[0] == seg.NumberOfFrames, "frame count")
+ras_to_index = np.linalg.inv(affine)
+rebuilt = np.zeros(labels.shape, dtype=np.int32)
+for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
+    number = fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+    ipp = [float(x) for x in fg.PlanePositionSequence[0].ImagePositionPatient]
+    ijk = ras_to_index @ np.array([-ipp[0], -ipp[1], ipp[2], 1.0])
+    k = int(round(ijk[2]))
+    expect(abs(ijk[0]) < 1e-3 and abs(ijk[1]) < 1e-3 and abs(ijk[2] - k) < 1e-3, f"frame {i + 1}: position off the grid")
+    src = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+    expect(src in sources, f"frame {i + 1}: source image not in the series")
+    if src in sources:
+        sp = [float(x) for x in sources[src].ImagePositionPatient]
+        expect(max(abs(a - b) for a, b in zip(sp, ipp)) < 1e-3, f"frame {i + 1}: source image at another position")
+    # Frame rows run along the volume's y axis, columns along x.
+    rebuilt[:, :, k][frames[i].T > 0] = segment_value[number]
+mismatch = int(np.count_nonzero(rebuilt != labels))
+expect(mismatch == 0, f"rebuilt label map differs from labels.nii.gz in {mismatch} voxels")
+
+# Identity: in the SEG only on request, never in any other output.
+with open(seg_path, "rb") as f:
+    seg_bytes = f.read()
+if identity == "none":
+    expect(seg.get("PatientIdentityRemoved") == "YES", "Patient Identity Removed is not YES")
+    for s in secrets:
+        expect(s.encode() not in seg_bytes, f"SEG holds {s}")
+else:
+    expect(str(seg.PatientName) == str(first.PatientName), "patient name not copied")
+    expect(seg.PatientID == first.PatientID, "patient ID not copied")
+    expect(seg.StudyDate == first.StudyDate, "study date not copied")
+for path in glob.glob(os.path.join(study, "*")):
+    if os.path.basename(path) == "segmentation.dcm":
+        continue
+    data = open(path, "rb").read()
+    if path.endswith(".gz"):
+        import gzip
+        data = gzip.decompress(data)
+    for s in secrets:
+        expect(s.encode() not in data, f"{os.path.basename(path)} holds {s}")
+
+for f in failures:
+    print(f)
+print("ok" if not failures else f"{len(failures)} checks failed")
+sys.exit(1 if failures else 0)
