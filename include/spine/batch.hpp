@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "spine/error.hpp"
+#include "spine/model.hpp"
 
 namespace spine {
 
@@ -22,10 +23,6 @@ struct Study {
 // Throws an input error for a missing path, an empty directory or duplicate study names.
 std::vector<Study> discover_studies(const std::vector<std::string>& inputs);
 
-struct ModelRecord {
-  std::string name, version, sha256;
-};
-
 struct BatchOptions {
   std::string tool;                     // e.g. "spine-prep"
   std::filesystem::path output_dir;
@@ -33,6 +30,9 @@ struct BatchOptions {
   bool resume = false;                  // skip studies whose outputs are complete
   nlohmann::json config;                // the command's config, recorded in provenance
   std::vector<ModelRecord> models;      // recorded in provenance
+  // When set, asked after each study for the models that study used (a command that loads
+  // a model only when a study needs it); recorded instead of `models`.
+  std::function<std::vector<ModelRecord>()> study_models;
   // --anonymise-names: the name map file (empty: off). Study folders, provenance, tables
   // and messages then carry pseudonyms (pseudonyms.hpp), and provenance no input path.
   std::filesystem::path name_map;

@@ -41,6 +41,11 @@ struct ModelCard {
   nlohmann::json to_json() const { return raw; }
 };
 
+// A model as provenance records it.
+struct ModelRecord {
+  std::string name, version, sha256;
+};
+
 // What a caller needs from a model; empty fields are not checked.
 struct ModelRequirement {
   std::string task;
@@ -83,8 +88,13 @@ class Model {
                     const std::string& device = "cpu") {
     return load(ModelFile{path, ""}, requirement, device);
   }
-  // Reads only the card (cheap enough for --version), after the same checksum check.
+  // Reads only the card from the file's archive (no TorchScript load: milliseconds),
+  // after the same checksum check.
   static ModelCard read_card(const ModelFile& file);
+  // What load() checks before loading (file, checksum, card against the requirement),
+  // without loading: a run can refuse a wrong model at once and load it only when a
+  // study needs it. Returns the model's provenance record.
+  static ModelRecord check(const ModelFile& file, const ModelRequirement& requirement);
   static ModelCard read_card(const std::filesystem::path& path) { return read_card(ModelFile{path, ""}); }
 
   Model(Model&&) noexcept;

@@ -731,7 +731,7 @@ BatchSummary run_batch(const std::vector<Study>& all_studies, const BatchOptions
                             {"inputs", study.path.empty() ? nlohmann::json::array() : nlohmann::json::array({input_record(study.path, anonymise)})},
                             {"started", started}};
         nlohmann::json models = nlohmann::json::array();
-        for (const auto& m : options.models)
+        for (const auto& m : options.study_models ? options.study_models() : options.models)
           models.push_back({{"name", m.name}, {"version", m.version}, {"sha256", m.sha256}});
         prov["models"] = models;
         if (!extra.is_null()) prov["result"] = extra;

@@ -284,6 +284,7 @@ nlohmann::json write_seg_object(const Study& study, const LoadedImage& in, const
 struct Pipeline {
   SpineSegmenter segmenter;
   const SpineModelOptions& options;
+  std::string last_modality;  // of the last study segmented
 
   explicit Pipeline(const SpineModelOptions& o, const std::string& device)
       : segmenter(model_file(o.mr_model, "mr-spine-seg.pt"), model_file(o.ct_model, "ct-spine-seg.pt"), device),
@@ -293,6 +294,7 @@ struct Pipeline {
     LoadedImage in = read_image(study.path);
     try {
       SpineSegResult r = segmenter.segment(in.image, options.modality, in.info.modality, options.seg);
+      last_modality = r.modality.modality;
       for (const auto& f : r.flags) log::warn("{}: {}", study.name, f);
       return {std::move(in), std::move(r)};
     } catch (const Error& e) {
@@ -300,40 +302,37 @@ struct Pipeline {
     }
   }
 
-  // The models actually used, for provenance (those loaded so far).
+  // The model the last study used, for its provenance.
   std::vector<ModelRecord> records() {
-    std::vector<ModelRecord> out;
-    for (const char* m : {"mr", "ct"}) {
-      try {
-        const Model& model = segmenter.model(m);
-        out.push_back({model.card().name, model.card().version, model.sha256()});
-      } catch (const Error&) {
-        // not available: recorded as absent
-      }
-    }
-    return out;
+    if (last_modality.empty()) return {};
+    const Model& model = segmenter.model(last_modality);
+    return {{model.card().name, model.card().version, model.sha256()}};
   }
 };
 
-// Models load before the batch so a missing or wrong model stops the run at once.
-void preload(Pipeline& p, const std::string& modality) {
-  if (modality == "auto") {
-    for (const char* m : {"mr", "ct"}) {
-      try {
-        p.segmenter.model(m);
-      } catch (const Error& e) {
-        log::warn("{} model unavailable: {}", m, e.what());
-      }
+// Before the batch, each model the run may need is checked (file, checksum, card) without
+// loading it, so a missing or wrong model stops the run at once; a model is loaded when
+// the first study that needs it comes (an MR-only run never loads the CT model). With
+// --modality auto a shipped model that is missing only warns: the studies of the other
+// modality can still run; a model the user named must be right.
+void check_models(const SpineModelOptions& o) {
+  const std::vector<std::string> needed = o.modality == "auto" ? std::vector<std::string>{"mr", "ct"}
+                                                               : std::vector<std::string>{o.modality};
+  for (const auto& m : needed) {
+    const std::string& given = m == "ct" ? o.ct_model : o.mr_model;
+    try {
+      Model::check(model_file(given, m + "-spine-seg.pt"), {"spine-seg", {m}, 2});
+    } catch (const Error& e) {
+      if (o.modality != "auto" || !given.empty()) throw;
+      log::warn("{} model unavailable: {}", m, e.what());
     }
-  } else {
-    p.segmenter.model(modality);
   }
 }
 
 using StudyWriter = std::function<nlohmann::json(const Study&, const fs::path& work, const LoadedImage&,
                                                   const SpineSegResult&)>;
 
-// What both commands share: models loaded once before the batch, provenance, and the
+// What both commands share: models checked before the batch and loaded once, provenance, and the
 // pipeline per study; `write` puts the command's outputs into the work folder.
 BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOptions& models, const std::string& tool,
                              const nlohmann::json& config, const StudyWriter& write,
@@ -341,11 +340,11 @@ BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOption
   models.seg.validate();
   const std::string device = resolve_device(common.device);
   const auto studies = discover_studies(common.inputs);
+  check_models(models);
   Pipeline pipeline(models, device);
-  preload(pipeline, models.modality);
   // 15.2 bytes per voxel peak on a 512 x 512 x 600 int16 CT (scripts/bench_memory.py).
   BatchOptions options = common.batch_options(tool, config, 16);
-  options.models = pipeline.records();
+  options.study_models = [&] { return pipeline.records(); };
   options.on_finish = [&] { write_cohort(common.output_dir); };
   return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
     const auto [in, r] = pipeline.run(study);

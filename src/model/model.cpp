@@ -3,6 +3,7 @@
 #include <torch/script.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
+#include <caffe2/serialize/inline_container.h>
 
 #include <itkMultiThreaderBase.h>
 
@@ -121,8 +122,9 @@ namespace {
 
 // Reads the whole file, checks its SHA-256 against the pin (when there is one), and only
 // then hands the same bytes to TorchScript, so that what was checked is what is loaded.
-torch::jit::script::Module load_module(const ModelFile& file, std::string& card_text, const std::string& device,
-                                       std::string& sha256) {
+// The model file's bytes, after the checksum check of a shipped model (TorchScript is
+// code: nothing of a file whose bytes differ from the pin is read).
+std::string read_verified(const ModelFile& file, std::string& sha256) {
   const fs::path& path = file.path;
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) throw model_error(path.string() + ": model file not found");
@@ -139,6 +141,17 @@ torch::jit::script::Module load_module(const ModelFile& file, std::string& card_
     throw model_error(path.string() + ": checksum mismatch (SHA-256 " + sha256.substr(0, 16) + "..., pinned " +
                       file.pinned_sha256.substr(0, 16) + "... at build time): the shipped model was changed or "
                       "damaged, so it is not loaded; reinstall it, or pass your own model with its option");
+  return bytes;
+}
+
+std::string first_line(const c10::Error& e) {
+  std::string msg = e.what_without_backtrace();
+  return msg.substr(0, msg.find('\n'));
+}
+
+torch::jit::script::Module load_module(const ModelFile& file, std::string& card_text, const std::string& device,
+                                       std::string& sha256) {
+  const std::string bytes = read_verified(file, sha256);
   torch::jit::ExtraFilesMap extra{{kCardFile, ""}};
   try {
     std::istringstream stream(bytes);
@@ -146,9 +159,23 @@ torch::jit::script::Module load_module(const ModelFile& file, std::string& card_
     card_text = extra[kCardFile];
     return module;
   } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    msg = msg.substr(0, msg.find('\n'));
-    throw model_error(path.string() + ": not a readable TorchScript model (" + msg + ")");
+    throw model_error(file.path.string() + ": not a readable TorchScript model (" + first_line(e) + ")");
+  }
+}
+
+// The card alone, read from the model's archive (TorchScript keeps extra files as
+// extra/<name>) without deserialising the module: a few milliseconds instead of a load.
+std::string read_card_text(const ModelFile& file, std::string& sha256) {
+  const std::string bytes = read_verified(file, sha256);
+  try {
+    std::istringstream stream(bytes);
+    caffe2::serialize::PyTorchStreamReader reader(&stream);
+    const std::string record = std::string("extra/") + kCardFile;
+    if (!reader.hasRecord(record)) return "";
+    auto [data, size] = reader.getRecord(record);
+    return std::string(static_cast<const char*>(data.get()), size);
+  } catch (const c10::Error& e) {
+    throw model_error(file.path.string() + ": not a readable TorchScript model (" + first_line(e) + ")");
   }
 }
 
@@ -161,6 +188,18 @@ ModelCard parse_card(const fs::path& path, const std::string& text) {
   } catch (const Error& e) {
     throw e.with_context(path.string());
   }
+}
+
+void check_requirement(const fs::path& path, const ModelCard& c, const ModelRequirement& req) {
+  if (!req.task.empty() && c.task != req.task)
+    throw model_error(path.string() + ": model is for task '" + c.task + "', this command needs '" +
+                      req.task + "'");
+  if (!req.modalities.empty() &&
+      std::find(req.modalities.begin(), req.modalities.end(), c.modality) == req.modalities.end())
+    throw model_error(path.string() + ": model is for modality '" + c.modality + "'");
+  if (req.dimension != 0 && c.dimension != req.dimension)
+    throw model_error(path.string() + ": model is " + std::to_string(c.dimension) + "D, this command needs " +
+                      std::to_string(req.dimension) + "D");
 }
 
 }  // namespace
@@ -196,9 +235,15 @@ ModelFile model_file(const std::string& user_path, const std::string& file) {
 }
 
 ModelCard Model::read_card(const ModelFile& file) {
-  std::string text, sha;
-  load_module(file, text, "cpu", sha);
-  return parse_card(file.path, text);
+  std::string sha;
+  return parse_card(file.path, read_card_text(file, sha));
+}
+
+ModelRecord Model::check(const ModelFile& file, const ModelRequirement& requirement) {
+  std::string sha;
+  const ModelCard card = parse_card(file.path, read_card_text(file, sha));
+  check_requirement(file.path, card, requirement);
+  return {card.name, card.version, sha};
 }
 
 Model Model::load(const ModelFile& file, const ModelRequirement& req, const std::string& device) {
@@ -210,16 +255,7 @@ Model Model::load(const ModelFile& file, const ModelRequirement& req, const std:
   impl->card = parse_card(path, text);
   if (file.pinned_sha256.empty())
     log::info("{}: your own model {} {}, SHA-256 {}", path.string(), impl->card.name, impl->card.version, impl->sha256);
-  const ModelCard& c = impl->card;
-  if (!req.task.empty() && c.task != req.task)
-    throw model_error(path.string() + ": model is for task '" + c.task + "', this command needs '" +
-                      req.task + "'");
-  if (!req.modalities.empty() &&
-      std::find(req.modalities.begin(), req.modalities.end(), c.modality) == req.modalities.end())
-    throw model_error(path.string() + ": model is for modality '" + c.modality + "'");
-  if (req.dimension != 0 && c.dimension != req.dimension)
-    throw model_error(path.string() + ": model is " + std::to_string(c.dimension) + "D, this command needs " +
-                      std::to_string(req.dimension) + "D");
+  check_requirement(path, impl->card, req);
   impl->module.eval();
   // Freezing inlines the weights and folds each batch norm into its convolution;
   // optimize_for_inference then runs the convolutions in oneDNN's blocked layout

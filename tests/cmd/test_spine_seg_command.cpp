@@ -176,6 +176,21 @@ TEST(SpineSegCommand, MrPhantomsRunAsMr) {
   const LabelImage labels = read_labels(dir / "out" / "image" / "labels.nii.gz");
   const LabelImage ref = read_labels(dir / "phantoms" / "t2" / "labels.nii.gz");
   EXPECT_TRUE(labels.geometry.same_grid(ref.geometry, 1e-4));
+  // Only the model the study needs is loaded (--modality auto checks both, loads one),
+  // and provenance names the one used.
+  EXPECT_NE(r.output.find("model mr-spine-seg"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("model ct-spine-seg"), std::string::npos) << r.output;
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
+  ASSERT_EQ(prov["models"].size(), 1u) << prov["models"].dump();
+  EXPECT_EQ(prov["models"][0]["name"], "mr-spine-seg");
+
+  // A model the user names must fit, even one the run might not need: refused before any
+  // study runs (here the MR model given as the CT model).
+  const auto bad = run_command(bin("spine-seg") + " " + q(dir / "phantoms" / "t2" / "image.nii.gz") + " --ct-model " +
+                               q(fs::path(SPINE_SOURCE_DIR) / "models" / "mr-spine-seg.pt") + " -o " + q(dir / "out2"));
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("model is for modality 'mr'"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(dir / "out2" / "image"));
 }
 
 // One batch: a 2D image, NaNs, a contradicting --modality, an empty volume and a good
