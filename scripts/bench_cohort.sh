@@ -5,8 +5,10 @@
 #   per-study processes  one spine-seg process per study, 2 threads (what a shell loop does)
 #   1 worker             one process for the whole cohort, 2 threads (models loaded once)
 #   2 workers            two processes at once, --shard 1/2 and 2/2, 1 thread each, one folder
-# and the fixed cost a process pays before its first study (start, model load, cohort
-# files), from a run of one process that runs no study (--cohort-files-only).
+# and the fixed cost of a process that runs no study (--cohort-files-only: start, model
+# checks, cohort files; models are loaded only by a study that needs one). What a
+# long-running worker saves per study (process start and model load) is the difference
+# between the per-study processes and the one worker.
 #   scripts/bench_cohort.sh [COUNT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +52,6 @@ echo "spine-seg over $count MR T2 phantom volumes (SYNTHETIC), $(nproc) cores"
 echo "per-study processes (2 threads each): $(rate "$per_study")"
 echo "1 worker, 2 threads:                   $(rate "$one")"
 echo "2 workers, 1 thread each, one folder:  $(rate "$two")"
-echo "fixed cost of a process (start, model load, cohort files; no study): $fixed s"
+echo "fixed cost of a process that runs no study (start, model checks, cohort files; no model is loaded): $fixed s"
 /usr/bin/python3 -c "print(f'per-study overhead a long-running worker saves: {($per_study - $one) / $count:.2f} s per study')"
 echo "the three tables are identical"
