@@ -80,9 +80,11 @@ ModelFile model_file(const std::string& user_path, const std::string& file);
 
 class Model {
  public:
-  // Loads, checks the card, moves to the device, switches to eval mode.
+  // Loads, checks the card, moves to the device, switches to eval mode, and (optimise)
+  // freezes it for inference (batch norms folded into convolutions, oneDNN layouts);
+  // optimise = false keeps the TorchScript module as saved, for comparisons.
   static Model load(const ModelFile& file, const ModelRequirement& requirement,
-                    const std::string& device = "cpu");
+                    const std::string& device = "cpu", bool optimise = true);
   // The user's own model (no pin).
   static Model load(const std::filesystem::path& path, const ModelRequirement& requirement,
                     const std::string& device = "cpu") {
@@ -104,6 +106,7 @@ class Model {
   const ModelCard& card() const;
   const std::string& sha256() const;
   const std::string& device() const;
+  bool optimised() const;  // frozen and optimised for inference (see load)
   // Runs forward() without gradients. Input [N, C, (Z,) Y, X]; returns the first tensor
   // output (a tuple's first element) as float on the CPU. Throws a model error when the
   // output is empty, of another batch size than the input, not finite, or of another rank

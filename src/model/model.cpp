@@ -111,6 +111,7 @@ struct Model::Impl {
   ModelCard card;
   std::string sha256;
   std::string device;
+  bool optimised = false;
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -246,7 +247,7 @@ ModelRecord Model::check(const ModelFile& file, const ModelRequirement& requirem
   return {card.name, card.version, sha};
 }
 
-Model Model::load(const ModelFile& file, const ModelRequirement& req, const std::string& device) {
+Model Model::load(const ModelFile& file, const ModelRequirement& req, const std::string& device, bool optimise) {
   auto impl = std::make_unique<Impl>();
   std::string text;
   const fs::path& path = file.path;
@@ -263,9 +264,12 @@ Model Model::load(const ModelFile& file, const ModelRequirement& req, const std:
   // about 1.8x faster for the CT U-Net on one 256 x 256 slice, 2 threads (measured
   // from Python with torch.jit.optimize_for_inference, the same pass). A module the
   // passes cannot handle stays as it was: slower, never different.
-  try {
-    impl->module = torch::jit::optimize_for_inference(impl->module);
-  } catch (const c10::Error&) {
+  if (optimise) {
+    try {
+      impl->module = torch::jit::optimize_for_inference(impl->module);
+      impl->optimised = true;
+    } catch (const c10::Error&) {
+    }
   }
   return Model(std::move(impl));
 }
@@ -273,6 +277,7 @@ Model Model::load(const ModelFile& file, const ModelRequirement& req, const std:
 const ModelCard& Model::card() const { return impl_->card; }
 const std::string& Model::sha256() const { return impl_->sha256; }
 const std::string& Model::device() const { return impl_->device; }
+bool Model::optimised() const { return impl_->optimised; }
 
 Tensor Model::forward(const Tensor& input, int output_rank) const {
   torch::NoGradGuard no_grad;

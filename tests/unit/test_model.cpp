@@ -1,4 +1,7 @@
 // The model loader: card parsing and checks, rejection of mismatching or broken models.
+#include <algorithm>
+#include <cmath>
+
 #include "spine/error.hpp"
 #include "spine/model.hpp"
 #include "test_util.hpp"
@@ -79,6 +82,37 @@ TEST(Model, DeviceResolution) {
   EXPECT_THROW(resolve_device("tpu"), Error);
   if (!cuda_available()) {
     EXPECT_THROW(resolve_device("cuda:0"), Error);
+  }
+}
+
+
+// Freezing and optimising for inference (batch norms folded, oneDNN layouts) must not
+// change what a shipped model computes: on a fixed random input of the card's patch size,
+// every output of the optimised module lies within 1e-4 of the saved module's, relative
+// to the output's largest magnitude (float32 reassociation differs by about 1e-6).
+TEST(Model, OptimisedShippedModelsComputeWhatTheSavedOnesDo) {
+  for (const char* file : {"ct-spine-seg.pt", "mr-spine-seg.pt", "xray-spine-finder.pt", "xray-landmarks.pt",
+                           "xray-corners.pt", "mr-disc-grading.pt"}) {
+    const ModelFile mf = shipped_model(file);
+    const Model fast = Model::load(mf, {}, "cpu", true);
+    const Model plain = Model::load(mf, {}, "cpu", false);
+    EXPECT_TRUE(fast.optimised()) << file;
+    EXPECT_FALSE(plain.optimised()) << file;
+    const auto& c = fast.card();
+    ASSERT_EQ(c.patch_size.size(), 2u) << file;
+    const std::int64_t batch = c.task == "mr-disc-grading" ? 5 : 2;  // a series' discs; two slices
+    Tensor in({batch, c.input_channels, c.patch_size[1], c.patch_size[0]});
+    std::uint32_t state = 12345;
+    for (float& v : in.data) v = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) / 16777216.f;
+    const int rank = c.task == "mr-disc-grading" ? 2 : 0;
+    const Tensor a = fast.forward(in, rank), b = plain.forward(in, rank);
+    ASSERT_EQ(a.shape, b.shape) << file;
+    float scale = 0, diff = 0;
+    for (std::size_t i = 0; i < a.data.size(); ++i) {
+      scale = std::max(scale, std::fabs(b.data[i]));
+      diff = std::max(diff, std::fabs(a.data[i] - b.data[i]));
+    }
+    EXPECT_LE(diff, 1e-4f * std::max(1.f, scale)) << file << ": largest difference " << diff << ", scale " << scale;
   }
 }
 
