@@ -267,16 +267,16 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
                       device);
   // Reading, segmentation (when asked) and the label map: 16 bytes per voxel as spine-seg.
   BatchOptions options = c.common.batch_options("spine-measure", c.to_json(), 16);
+  // Segmenting: the models are checked now and loaded when a study needs one; each
+  // study's provenance names the model it used.
+  std::string used_modality;
   if (segmenter) {
-    for (const char* m : {"mr", "ct"}) {
-      try {
-        const Model& model = segmenter->model(m);
-        options.models.push_back({model.card().name, model.card().version, model.sha256()});
-      } catch (const Error& e) {
-        if (c.models.modality == m) throw;
-        log::warn("{} model unavailable: {}", m, e.what());
-      }
-    }
+    check_spine_models(c.models);
+    options.study_models = [&]() -> std::vector<ModelRecord> {
+      if (used_modality.empty()) return {};
+      const Model& model = segmenter->model(used_modality);
+      return {{model.card().name, model.card().version, model.sha256()}};
+    };
   }
   options.on_finish = [&] { write_measurements_csv(c.common.output_dir); };
   return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
@@ -288,7 +288,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
     if (segmenter) {
       SpineSegResult r = segmenter->segment(in.image, c.models.modality, in.info.modality, c.models.seg);
       labels = std::move(r.labels);
-      modality = r.modality.modality;
+      modality = used_modality = r.modality.modality;
       for (const auto& f : r.flags) flags.push_back("segmentation: " + f);
       label_source = "spine-seg";
     } else {

@@ -95,6 +95,25 @@ std::vector<std::string> spine_seg_model_versions() {
   return out;
 }
 
+// Before the batch, each model the run may need is checked (file, checksum, card) without
+// loading it, so a missing or wrong model stops the run at once; a model is loaded when
+// the first study that needs it comes (an MR-only run never loads the CT model). With
+// --modality auto a shipped model that is missing only warns: the studies of the other
+// modality can still run; a model the user named must be right.
+void check_spine_models(const SpineModelOptions& o) {
+  const std::vector<std::string> needed = o.modality == "auto" ? std::vector<std::string>{"mr", "ct"}
+                                                               : std::vector<std::string>{o.modality};
+  for (const auto& m : needed) {
+    const std::string& given = m == "ct" ? o.ct_model : o.mr_model;
+    try {
+      Model::check(model_file(given, m + "-spine-seg.pt"), {"spine-seg", {m}, 2});
+    } catch (const Error& e) {
+      if (o.modality != "auto" || !given.empty()) throw;
+      log::warn("{} model unavailable: {}", m, e.what());
+    }
+  }
+}
+
 namespace {
 
 std::array<double, 3> rounded(const std::array<double, 3>& p) {
@@ -314,25 +333,6 @@ struct Pipeline {
   }
 };
 
-// Before the batch, each model the run may need is checked (file, checksum, card) without
-// loading it, so a missing or wrong model stops the run at once; a model is loaded when
-// the first study that needs it comes (an MR-only run never loads the CT model). With
-// --modality auto a shipped model that is missing only warns: the studies of the other
-// modality can still run; a model the user named must be right.
-void check_models(const SpineModelOptions& o) {
-  const std::vector<std::string> needed = o.modality == "auto" ? std::vector<std::string>{"mr", "ct"}
-                                                               : std::vector<std::string>{o.modality};
-  for (const auto& m : needed) {
-    const std::string& given = m == "ct" ? o.ct_model : o.mr_model;
-    try {
-      Model::check(model_file(given, m + "-spine-seg.pt"), {"spine-seg", {m}, 2});
-    } catch (const Error& e) {
-      if (o.modality != "auto" || !given.empty()) throw;
-      log::warn("{} model unavailable: {}", m, e.what());
-    }
-  }
-}
-
 using StudyWriter = std::function<nlohmann::json(const Study&, const fs::path& work, const LoadedImage&,
                                                   const SpineSegResult&)>;
 
@@ -344,7 +344,7 @@ BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOption
   models.seg.validate();
   const std::string device = resolve_device(common.device);
   const auto studies = discover_studies(common.inputs);
-  check_models(models);
+  check_spine_models(models);
   Pipeline pipeline(models, device);
   // 15.2 bytes per voxel peak on a 512 x 512 x 600 int16 CT (scripts/bench_memory.py).
   BatchOptions options = common.batch_options(tool, config, 16);

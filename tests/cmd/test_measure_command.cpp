@@ -103,5 +103,19 @@ TEST(MeasureCommand, FolderOfLabelMapsAndClearErrors) {
   EXPECT_FALSE(fs::exists(dir / "out2" / "image"));
 }
 
+// Without --labels spine-measure segments first, loading only the model the study needs
+// (a CT here: the MR model is checked, not loaded) and naming it in provenance.
+TEST(MeasureCommand, SegmentsWhenGivenNoLabelsLoadingOneModel) {
+  TempDir dir;
+  const fs::path ct = test::make_ct_phantom(dir);
+  const auto r = run_command(bin("spine-measure") + " " + q(ct) + " --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("model ct-spine-seg"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("model mr-spine-seg"), std::string::npos) << r.output;
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
+  ASSERT_EQ(prov["models"].size(), 1u) << prov["models"].dump();
+  EXPECT_EQ(prov["models"][0]["name"], "ct-spine-seg");
+}
+
 }  // namespace
 }  // namespace spine

@@ -46,6 +46,12 @@ struct DetectCommandConfig {
   nlohmann::json to_json() const;
 };
 
+// Checks, without loading them, the models a run with these options may need (file,
+// pinned checksum, card): a missing or wrong model stops the run before its first study.
+// Under --modality auto a missing shipped model only warns (the other modality's studies
+// can run); a model the user named must fit. The models load when a study needs them.
+void check_spine_models(const SpineModelOptions& options);
+
 BatchSummary run_spine_seg(const SegCommandConfig& config);
 BatchSummary run_spine_detect(const DetectCommandConfig& config);
 
