@@ -93,11 +93,11 @@ class Model {
   // Reads only the card from the file's archive (no TorchScript load: milliseconds),
   // after the same checksum check.
   static ModelCard read_card(const ModelFile& file);
+  static ModelCard read_card(const std::filesystem::path& path) { return read_card(ModelFile{path, ""}); }
   // What load() checks before loading (file, checksum, card against the requirement),
   // without loading: a run can refuse a wrong model at once and load it only when a
   // study needs it. Returns the model's provenance record.
   static ModelRecord check(const ModelFile& file, const ModelRequirement& requirement);
-  static ModelCard read_card(const std::filesystem::path& path) { return read_card(ModelFile{path, ""}); }
 
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;

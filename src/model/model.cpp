@@ -121,10 +121,9 @@ Model::~Model() = default;
 
 namespace {
 
-// Reads the whole file, checks its SHA-256 against the pin (when there is one), and only
-// then hands the same bytes to TorchScript, so that what was checked is what is loaded.
-// The model file's bytes, after the checksum check of a shipped model (TorchScript is
-// code: nothing of a file whose bytes differ from the pin is read).
+// Reads the whole file and checks its SHA-256 against the pin (when there is one); the
+// callers then read only these bytes, so that what was checked is what is used
+// (TorchScript is code: nothing of a file whose bytes differ from the pin is read).
 std::string read_verified(const ModelFile& file, std::string& sha256) {
   const fs::path& path = file.path;
   std::error_code ec;
