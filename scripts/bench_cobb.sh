@@ -28,13 +28,6 @@ for mode in "--no-overlay" ""; do
     sed -n 's/.*summary: .*; \([0-9.]*\) s per study.*/\1/p' |
     xargs -I{} echo "spine-cobb ${mode:-(with overlay)}: {} s per image"
 done
-# Where a film's time goes, from the with-overlay run's cobb.json files (mean per stage).
-/usr/bin/python3 - "$work/cpp" <<'PY'
-import glob, json, sys
-ts = [json.load(open(f)).get("timing", {}) for f in glob.glob(sys.argv[1] + "/*/cobb.json")]
-stages = ["read_s", "spine_finder_s", "landmarks_s", "angles_and_flags_s", "overlay_s"]
-if ts:
-    print("spine-cobb profile (mean of %d films): " % len(ts) +
-          ", ".join(f"{s[:-2].replace('_', ' ')} {sum(t.get(s, 0) for t in ts) / len(ts):.3f} s" for s in stages))
-PY
+# Where a film's time goes (the with-overlay run), mean per stage.
+/usr/bin/python3 scripts/stage_profile.py spine-cobb "$work/cpp/*/cobb.json" read_s spine_finder_s landmarks_s angles_and_flags_s overlay_s
 /usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads"

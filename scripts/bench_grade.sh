@@ -40,12 +40,5 @@ echo "spine-grade on $what, $threads threads"
 run grade
 run discs --discs-only
 echo "ratio grade / discs-only: $(/usr/bin/python3 -c "print(round($per_grade / $per_discs, 3))")"
-# Where a series' time goes, from the grading run's grades.json files (mean per stage).
-/usr/bin/python3 - "$work/out-grade" <<'PY'
-import glob, json, sys
-ts = [json.load(open(f)).get("timing", {}) for f in glob.glob(sys.argv[1] + "/*/grades.json")]
-stages = ["read_s", "segmentation_and_slice_s", "discs_s", "grading_s", "overlay_s"]
-if ts:
-    print("spine-grade profile (mean of %d series): " % len(ts) +
-          ", ".join(f"{s[:-2].replace('_', ' ')} {sum(t.get(s, 0) for t in ts) / len(ts):.3f} s" for s in stages))
-PY
+# Where a series' time goes (the grading run), mean per stage.
+/usr/bin/python3 scripts/stage_profile.py spine-grade "$work/out-grade/*/grades.json" read_s segmentation_and_slice_s discs_s grading_s overlay_s

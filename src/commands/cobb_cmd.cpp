@@ -2,7 +2,6 @@
 // flags when the result cannot be trusted; cobb.json, overlay.png and a cohort CSV.
 #include "spine/commands/cobb_cmd.hpp"
 
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -16,6 +15,7 @@
 #include "spine/log.hpp"
 #include "spine/model.hpp"
 #include "spine/render.hpp"
+#include "spine/stage_timer.hpp"
 
 namespace fs = std::filesystem;
 
@@ -245,16 +245,9 @@ BatchSummary run_cobb(const CobbConfig& c) {
     if (m) options.models.push_back({m->card().name, m->card().version, m->sha256()});
   options.on_finish = [&] { write_cobb_csv(c.common.output_dir); };
   const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {
-    // Seconds per stage, for the profile in docs/performance.md.
-    nlohmann::json timing;
-    auto t = std::chrono::steady_clock::now();
-    const auto lap = [&](const char* stage) {
-      const auto now = std::chrono::steady_clock::now();
-      timing[stage] = std::round(std::chrono::duration<double>(now - t).count() * 1e4) / 1e4;
-      t = now;
-    };
+    StageTimer timer;  // stage times, for cobb.json
     const LoadedImage in = read_image(study.path);
-    lap("read_s");
+    timer.lap("read_s");
     XrayLandmarks lm;
     std::optional<SpineLocation> spine;
     CobbAngles a;
@@ -262,7 +255,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
     try {
       check_radiograph(in.image);
       if (finder) spine = finder->find(in.image);
-      lap("spine_finder_s");
+      timer.lap("spine_finder_s");
       const PixelBox whole{0, 0, static_cast<double>(in.image.nx()), static_cast<double>(in.image.ny())};
       const PixelBox box = spine ? spine->crop : whole;
       const bool cropped = box.x0 > 0 || box.y0 > 0 || box.x1 < whole.x1 || box.y1 < whole.y1;
@@ -270,7 +263,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
       inverted = spine && inverted_polarity(in.image, *spine);
       const FloatImage seen = cropped ? crop_image(in.image, box) : in.image;
       lm = detector.detect(inverted ? invert_grey(seen) : seen);
-      lap("landmarks_s");  // both landmark stages, with the mirrored pass
+      timer.lap("landmarks_s");  // both landmark stages, with the mirrored pass
       // Angles in the frame the landmark stages saw (the AASCE rule compares positions
       // with that frame's height), landmarks reported in the image's pixels.
       a = compute_cobb_angles(lm.points, box.height());
@@ -288,7 +281,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
       }
     }
     flag_curve_reliability(a, c.landmarks.low_confidence, lm);
-    lap("angles_and_flags_s");
+    timer.lap("angles_and_flags_s");
     const bool reliable = lm.flags.empty();
     const std::string grade = grade_curve(a.major.angle_deg, c.grading);
     nlohmann::json points = nlohmann::json::array(), conf = nlohmann::json::array();
@@ -328,8 +321,8 @@ BatchSummary run_cobb(const CobbConfig& c) {
                                       : nlohmann::json(nullptr)},
         {"model_limitations", limitations}};
     if (c.overlay) write_overlay(in.image, lm, a, grade, spine ? &*spine : nullptr, work / "overlay.png");
-    lap("overlay_s");
-    j["timing"] = timing;
+    timer.lap("overlay_s");
+    j["timing"] = timer.json();
     write_text_file(work / "cobb.json", j.dump(2) + "\n");
     for (const auto& f : lm.flags) log::warn("{}: {}", study.name, f);
     return nlohmann::json{{"major_deg", a.major.angle_deg}, {"grade", grade}, {"reliable", reliable},

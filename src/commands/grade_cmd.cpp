@@ -4,7 +4,6 @@
 #include "spine/commands/grade_cmd.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <optional>
@@ -20,6 +19,7 @@
 #include "spine/log.hpp"
 #include "spine/model.hpp"
 #include "spine/render.hpp"
+#include "spine/stage_timer.hpp"
 
 namespace fs = std::filesystem;
 
@@ -268,16 +268,9 @@ BatchSummary run_grade(const GradeConfig& c) {
   if (grade_model) options.models.push_back({grade_model->card().name, grade_model->card().version, grade_model->sha256()});
   options.on_finish = [&] { write_grades_csv(c.common.output_dir); };
   return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
-    // Seconds per stage, for the profile in docs/performance.md.
-    nlohmann::json timing;
-    auto t = std::chrono::steady_clock::now();
-    const auto lap = [&](const char* stage) {
-      const auto now = std::chrono::steady_clock::now();
-      timing[stage] = std::round(std::chrono::duration<double>(now - t).count() * 1e4) / 1e4;
-      t = now;
-    };
+    StageTimer timer;  // stage times, for grades.json
     LoadedImage in = read_image(study.path);
-    lap("read_s");
+    timer.lap("read_s");
     GradingSlice slice;
     std::vector<DiscLocation> discs;
     std::vector<DiscGrades> grades;
@@ -291,14 +284,14 @@ BatchSummary run_grade(const GradeConfig& c) {
       if (planar && (in.image.nx() * in.image.geometry.spacing[0] < 80 || in.image.ny() * in.image.geometry.spacing[1] < 80))
         throw input_error("covers under 80 mm: too small for a lumbar spine (check --spacing)");
       slice = grading_slice(in.image, segmenter, c.seg, in.info.modality);
-      lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
+      timer.lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
       discs = locate_discs(slice);
-      lap("discs_s");
+      timer.lap("discs_s");
       if (discs.empty())
         throw input_error("no disc between two named vertebral bodies found: not a sagittal lumbar MRI, or the slice "
                           "misses the vertebral bodies");
       if (grader) grades = grader->grade(slice.image, discs);
-      lap("grading_s");
+      timer.lap("grading_s");
     } catch (const Error& e) {
       throw e.with_context(study.path.string());
     }
@@ -349,8 +342,8 @@ BatchSummary run_grade(const GradeConfig& c) {
     else
       j["grading_model"] = nullptr;
     if (c.overlay) write_overlay(slice, discs, grades, flags, work / "overlay.png");
-    lap("overlay_s");
-    j["timing"] = timing;
+    timer.lap("overlay_s");
+    j["timing"] = timer.json();
     write_text_file(work / "grades.json", j.dump(2) + "\n");
     if (c.write_patches) {
       const Tensor p = disc_patches(slice.image, discs, spec);
