@@ -9,6 +9,7 @@ identity present only when asked for.
 Prints one line per failed check and exits 1 if any failed, else prints "ok".
 """
 import glob
+import gzip
 import json
 import os
 import subprocess
@@ -106,7 +107,6 @@ for path in glob.glob(os.path.join(study, "*")):
         continue
     data = open(path, "rb").read()
     if path.endswith(".gz"):
-        import gzip
         data = gzip.decompress(data)
     for s in secrets:
         expect(s.encode() not in data, f"{os.path.basename(path)} holds {s}")
