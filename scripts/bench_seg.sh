@@ -63,14 +63,14 @@ run "mri whole-volume" "$mri" --no-coarse
 run "ct coarse-to-fine" "$ct"
 run "ct whole-volume" "$ct" --no-coarse
 # Where a coarse-to-fine run's time goes, from its segmentation.json; the rest of the
-# process's time is start-up, model loading and the cohort files.
+# process's time is start-up, the model checks and the cohort files.
 for name in "mri coarse-to-fine" "ct coarse-to-fine"; do
   json=$(ls -d "$work/out-$name"/*/ 2>/dev/null | head -1)segmentation.json
   [ -f "$json" ] || continue
   /usr/bin/python3 - "$name" "$json" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[2]))["timing"]
-stages = [("read", "read_s"), ("prepare (orient, resample, normalise)", "prepare_s"), ("coarse pass", "coarse_s"),
+stages = [("read", "read_s"), ("model load", "model_load_s"), ("prepare (orient, resample, normalise)", "prepare_s"), ("coarse pass", "coarse_s"),
           ("fine pass", "fine_s"), ("instances and names", "postprocess_s"), ("back to the input grid", "restore_grid_s"),
           ("write outputs", "write_s")]
 print(f"{sys.argv[1]} profile: " + ", ".join(f"{n} {t.get(k, 0):.2f} s" for n, k in stages))

@@ -251,7 +251,12 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   SpineSegResult result;
   result.modality = decide_modality(image, requested_modality, dicom_modality);
   log::info("modality {} ({})", result.modality.modality, result.modality.reason);
+  // The first study of a modality loads its model; that time is the run's, not this
+  // study's preparation, so it is recorded on its own.
+  const auto t_model = std::chrono::steady_clock::now();
+  const bool loads_model = !impl_->models.count(result.modality.modality);
   const SliceModel sm = describe(impl_->get(result.modality.modality));
+  if (loads_model) result.timing["model_load_s"] = seconds_since(t_model);
   result.vertebra_part = sm.vertebra_part;
   result.model_limitations = sm.model->card().limitations;
   if (impl_->limitations_shown.insert(result.modality.modality).second)
@@ -271,7 +276,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       at_model_spacing ? native_grid : grid_with_spacing(native_grid, {model_spacing, model_spacing, model_spacing});
   const auto nx = static_cast<std::int64_t>(model_grid.size[0]), ny = static_cast<std::int64_t>(model_grid.size[1]),
              nz = static_cast<std::int64_t>(model_grid.size[2]);
-  result.timing["prepare_s"] = seconds_since(t_start);
+  result.timing["prepare_s"] = seconds_since(t_start) - result.timing.value("model_load_s", 0.0);
 
   // Coarse pass: every few millimetres laterally, at a coarser in-plane resolution.
   // `box` is the region of the model grid around the spine that the fine pass covers.

@@ -493,7 +493,7 @@ void gzip_file(const fs::path& from, const fs::path& to, int level) {
 // writer ignores any level asked for); 1..9 has ITK write the plain .nii and zlib
 // compress it at that level.
 template <class ItkImagePointer>
-void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int gzip_level = 0) {
+void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int gzip_level = 0, int itk_level = 0) {
   using ItkImage = typename ItkImagePointer::ObjectType;
   const fs::path tmp = temporary_sibling(path);
   const bool own_gzip = gzip_level > 0 && full_extension(path) == ".nii.gz";
@@ -504,6 +504,7 @@ void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int 
     writer->SetFileName(plain.string());
     writer->SetInput(img);
     writer->SetUseCompression(true);
+    if (itk_level > 0) writer->SetCompressionLevel(itk_level);
     writer->Update();
     if (own_gzip) {
       gzip_file(plain, tmp, gzip_level);
@@ -580,7 +581,9 @@ void write_png(const RgbImage& picture, const fs::path& path) {
   for (std::size_t i = 0; i < picture.width * picture.height; ++i) {
     buf[i].Set(picture.rgb[3 * i], picture.rgb[3 * i + 1], picture.rgb[3 * i + 2]);
   }
-  write_itk_atomically(img, path);
+  // zlib's fastest level: pictures are for a person to look at, and on a radiograph's
+  // overlay it writes in a third of the default level's time for a slightly larger file.
+  write_itk_atomically(img, path, 0, 1);
 }
 
 void write_text_file(const fs::path& path, const std::string& text) {
