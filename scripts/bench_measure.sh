@@ -3,7 +3,9 @@
 # a CT torso phantom (SYNTHETIC) segmented by spine-seg, then measured with spine-seg's
 # labels; prints the segmentation's wall time, spine-measure's own measure_s (from
 # measurements.json, the measurements alone) and the whole spine-measure process
-# (reading, measuring, overlay, writing), side by side.
+# (reading, measuring, overlay, writing), side by side, then where spine-measure's time
+# goes (the stages in measurements.json; the rest of the process is start-up, the
+# provenance's hashes and the cohort files).
 #   scripts/bench_measure.sh [THREADS] [FIRST] [LAST] [SPACING]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,3 +28,5 @@ print(f"CT torso phantom {sys.argv[5]}..{sys.argv[6]} at {sys.argv[7]} mm (SYNTH
       f"({100 * m['timing']['measure_s'] / (t1 - t0):.1f} % of the segmentation), whole spine-measure process "
       f"{t2 - t1:.1f} s; {len(m['vertebrae'])} vertebrae measured")
 PY
+/usr/bin/python3 "$root/scripts/stage_profile.py" spine-measure "$work/m/*/measurements.json" \
+  read_s labels_s measure_s tables_s overlay_s

@@ -1,0 +1,45 @@
+// The executables' allocators (src/core/huge_pages.cpp): large buffers and tensors come
+// 2 MiB-aligned (the precondition for the kernel to back them with huge pages), small
+// ones as before, and memory from either is usable and released.
+#include <gtest/gtest.h>
+
+#include <c10/core/CPUAllocator.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+bool on_huge_page_boundary(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % (std::uintptr_t{2} << 20) == 0; }
+
+TEST(HugePages, LargeBuffersStartOnAHugePage) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer owns operator new";
+#endif
+  for (int round = 0; round < 3; ++round) {  // fresh and reused memory alike
+    std::vector<float> volume(std::size_t{3} << 20, 1.5f);  // 12 MiB
+    EXPECT_TRUE(on_huge_page_boundary(volume.data()));
+    volume.back() = 2.5f;
+    EXPECT_EQ(volume.front() + volume.back(), 4.0f);
+  }
+  // Small allocations are not rounded up to huge pages.
+  std::vector<int> small(100, 7);
+  auto* bytes = new char[1 << 20];
+  EXPECT_FALSE(on_huge_page_boundary(small.data()) && on_huge_page_boundary(bytes));
+  delete[] bytes;
+}
+
+TEST(HugePages, TensorsUseTheHugePageAllocator) {
+  c10::Allocator* cpu = c10::GetCPUAllocator();
+  ASSERT_NE(cpu, c10::GetDefaultCPUAllocator()) << "LibTorch's default allocator is still in use";
+  c10::DataPtr big = cpu->allocate(std::size_t{16} << 20);
+  ASSERT_NE(big.get(), nullptr);
+  EXPECT_TRUE(on_huge_page_boundary(big.get()));
+  static_cast<float*>(big.get())[(std::size_t{4} << 20) - 1] = 1.0f;  // the last float is writable
+  c10::DataPtr small = cpu->allocate(1000);
+  ASSERT_NE(small.get(), nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.get()) % 64, 0u);  // LibTorch's alignment kept
+  EXPECT_EQ(cpu->allocate(0).get(), nullptr);
+}
+
+}  // namespace
