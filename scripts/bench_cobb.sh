@@ -2,7 +2,7 @@
 # End-to-end seconds per radiograph on this machine: spine-cobb (C++, models loaded once)
 # side by side with the same models driven from Python (eager PyTorch), same images,
 # same thread count. Uses the AASCE validation images when ../shared/data is present,
-# otherwise synthetic phantom radiographs. Usage: scripts/bench_cobb.sh [N] [THREADS]
+# otherwise synthetic phantom radiographs. Usage: scripts/bench_cobb.sh [N] [THREADS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-20}
@@ -23,11 +23,31 @@ else
   ls "$work"/ph/*/image.png > "$work/list.txt"
   echo "images: $n synthetic phantom radiographs"
 fi
-for mode in "--no-overlay" ""; do
-  build/bin/spine-cobb "$work/list.txt" -o "$work/cpp$mode" --threads "$threads" $mode 2>&1 |
-    sed -n 's/.*summary: .*; \([0-9.]*\) s per study.*/\1/p' |
-    xargs -I{} echo "spine-cobb ${mode:-(with overlay)}: {} s per image"
-done
-# Where a film's time goes (the with-overlay run), mean per stage.
+# The machine is shared and its speed drifts by tens of per cent within minutes, so the
+# C++ runs and the Python run alternate, ROUNDS times, and the medians are compared.
+rounds=${3:-3}
+for r in $(seq "$rounds"); do
+  for mode in "--no-overlay" ""; do
+    rm -rf "$work/cpp$mode"
+    build/bin/spine-cobb "$work/list.txt" -o "$work/cpp$mode" --threads "$threads" $mode 2>&1 |
+      sed -n 's/.*summary: .*; \([0-9.]*\) s per study.*/\1/p' |
+      xargs -I{} echo "round $r spine-cobb ${mode:-(with overlay)}: {} s per image"
+  done
+  rm -rf "$work/py"
+  /usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads" | sed "s/^/round $r /"
+done | tee "$work/rounds.txt"
+# Where a film's time goes (the last with-overlay run), mean per stage.
 /usr/bin/python3 scripts/stage_profile.py spine-cobb "$work/cpp/*/cobb.json" read_s spine_finder_s landmarks_s angles_and_flags_s overlay_s
-/usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads"
+/usr/bin/python3 - "$work/rounds.txt" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"round \d+ (.*): ([0-9.]+) s per image", line)
+    if m:
+        runs.setdefault(m.group(1), []).append(float(m.group(2)))
+med = {k: statistics.median(v) for k, v in runs.items()}
+py = med.get("python eager")
+for k, v in med.items():
+    ratio = f", {py / v:.2f}x the Python eager median" if py and k != "python eager" else ""
+    print(f"median of {len(runs[k])}: {k} {v:.3f} s per image{ratio}")
+PY

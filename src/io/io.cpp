@@ -10,11 +10,13 @@
 #include <itkRGBPixel.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <png.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -493,7 +495,7 @@ void gzip_file(const fs::path& from, const fs::path& to, int level) {
 // writer ignores any level asked for); 1..9 has ITK write the plain .nii and zlib
 // compress it at that level.
 template <class ItkImagePointer>
-void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int gzip_level = 0, int itk_level = 0) {
+void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int gzip_level = 0) {
   using ItkImage = typename ItkImagePointer::ObjectType;
   const fs::path tmp = temporary_sibling(path);
   const bool own_gzip = gzip_level > 0 && full_extension(path) == ".nii.gz";
@@ -504,7 +506,6 @@ void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int 
     writer->SetFileName(plain.string());
     writer->SetInput(img);
     writer->SetUseCompression(true);
-    if (itk_level > 0) writer->SetCompressionLevel(itk_level);
     writer->Update();
     if (own_gzip) {
       gzip_file(plain, tmp, gzip_level);
@@ -568,22 +569,60 @@ void write_labels(const LabelImage& labels, const fs::path& path) {
   write_typed<std::int16_t>(labels, path, [](std::int16_t v) { return v; }, 1);
 }
 
-void write_png(const RgbImage& picture, const fs::path& path) {
-  using Pixel = itk::RGBPixel<unsigned char>;
-  using ItkImage = itk::Image<Pixel, 2>;
-  auto img = ItkImage::New();
-  ItkImage::RegionType region;
-  region.SetSize(0, picture.width);
-  region.SetSize(1, picture.height);
-  img->SetRegions(region);
-  img->Allocate();
-  Pixel* buf = img->GetBufferPointer();
-  for (std::size_t i = 0; i < picture.width * picture.height; ++i) {
-    buf[i].Set(picture.rgb[3 * i], picture.rgb[3 * i + 1], picture.rgb[3 * i + 2]);
+namespace {
+
+extern "C" void png_write_fail(png_structp png, png_const_charp msg) {
+  std::snprintf(static_cast<char*>(png_get_error_ptr(png)), 256, "%s", msg);
+  png_longjmp(png, 1);
+}
+
+extern "C" void png_write_ignore_warning(png_structp, png_const_charp) {}
+
+// 0 when the picture is written; else the problem in `err` (256 bytes). libpng reports
+// errors by longjmp, so nothing here has a destructor.
+int encode_png(std::FILE* file, const std::uint8_t* rgb, std::uint32_t width, std::uint32_t height, char* err) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, err, png_write_fail, png_write_ignore_warning);
+  if (!png) return std::snprintf(err, 256, "out of memory"), 1;
+  png_infop info = png_create_info_struct(png);
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return 1;
   }
-  // zlib's fastest level: pictures are for a person to look at, and on a radiograph's
-  // overlay it writes in a third of the default level's time for a slightly larger file.
-  write_itk_atomically(img, path, 0, 1);
+  png_init_io(png, file);
+  png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  // One row filter and zlib's fastest level: ITK's writer (libpng's defaults: five
+  // filters tried on every row, harder compression) took 46 ms of a radiograph overlay's
+  // 65 ms; this takes about 18 ms, for files about a fifth larger.
+  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
+  png_set_compression_level(png, 1);
+  png_write_info(png, info);
+  for (std::uint32_t y = 0; y < height; ++y)
+    png_write_row(png, const_cast<png_bytep>(rgb + static_cast<std::size_t>(y) * width * 3));
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return 0;
+}
+
+}  // namespace
+
+void write_png(const RgbImage& picture, const fs::path& path) {
+  if (picture.width == 0 || picture.height == 0 || picture.rgb.size() != picture.width * picture.height * 3 ||
+      picture.width > (1u << 20) || picture.height > (1u << 20))
+    throw internal_error(path.string() + ": picture has no pixels or a wrong size");
+  const fs::path tmp = temporary_sibling(path);
+  char err[256] = "";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw input_error(path.string() + ": cannot write image (" + std::strerror(errno) + ")");
+  const int failed = encode_png(f, picture.rgb.data(), static_cast<std::uint32_t>(picture.width),
+                                static_cast<std::uint32_t>(picture.height), err);
+  const bool closed = std::fclose(f) == 0;
+  std::error_code ec;
+  if (failed || !closed) {
+    fs::remove(tmp, ec);
+    throw input_error(path.string() + ": cannot write image (" + (failed ? std::string(err) : "write failed") + ")");
+  }
+  fs::rename(tmp, path);
 }
 
 void write_text_file(const fs::path& path, const std::string& text) {

@@ -6,8 +6,10 @@
 
 #include <itkGDCMImageIO.h>
 #include <itkImage.h>
+#include <itkImageFileReader.h>
 #include <itkImageFileWriter.h>
 #include <itkMetaDataObject.h>
+#include <itkRGBPixel.h>
 
 #include "spine/error.hpp"
 #include "spine/io.hpp"
@@ -87,6 +89,32 @@ TEST(ImageIO, PngRoundTripIs2D) {
   EXPECT_EQ(back.image.nx(), 9u);
   EXPECT_EQ(back.image.ny(), 4u);
   EXPECT_EQ(back.image.voxels, img.voxels);
+}
+
+// Pictures (overlays) are written by libpng directly: every pixel must read back exactly
+// in another reader (ITK's), and a file that cannot be written leaves nothing behind.
+TEST(ImageIO, PicturesReadBackPixelForPixel) {
+  TempDir dir;
+  RgbImage pic;
+  pic.width = 37, pic.height = 21;
+  for (std::size_t i = 0; i < pic.width * pic.height * 3; ++i) pic.rgb.push_back(static_cast<std::uint8_t>((i * 7919) % 251));
+  write_png(pic, dir / "p.png");
+  using Rgb = itk::Image<itk::RGBPixel<unsigned char>, 2>;
+  auto reader = itk::ImageFileReader<Rgb>::New();
+  reader->SetFileName((dir / "p.png").string());
+  reader->Update();
+  const auto size = reader->GetOutput()->GetLargestPossibleRegion().GetSize();
+  ASSERT_EQ(size[0], pic.width);
+  ASSERT_EQ(size[1], pic.height);
+  const auto* px = reader->GetOutput()->GetBufferPointer();
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < pic.width * pic.height; ++i)
+    for (int c = 0; c < 3; ++c) differ += px[i][c] != pic.rgb[3 * i + c];
+  EXPECT_EQ(differ, 0u);
+  EXPECT_THROW(write_png(pic, dir / "no-such-folder" / "p.png"), Error);
+  pic.rgb.pop_back();
+  EXPECT_THROW(write_png(pic, dir / "bad.png"), Error);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 1);  // p.png only
 }
 
 TEST(ImageIO, Int16StorageRoundsAndClamps) {
