@@ -256,7 +256,8 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   const auto t_model = std::chrono::steady_clock::now();
   const bool loads_model = !impl_->models.count(result.modality.modality);
   const SliceModel sm = describe(impl_->get(result.modality.modality));
-  if (loads_model) result.timing["model_load_s"] = seconds_since(t_model);
+  const double model_load_s = loads_model ? seconds_since(t_model) : 0.0;
+  if (loads_model) result.timing["model_load_s"] = model_load_s;
   result.vertebra_part = sm.vertebra_part;
   result.model_limitations = sm.model->card().limitations;
   if (impl_->limitations_shown.insert(result.modality.modality).second)
@@ -276,7 +277,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       at_model_spacing ? native_grid : grid_with_spacing(native_grid, {model_spacing, model_spacing, model_spacing});
   const auto nx = static_cast<std::int64_t>(model_grid.size[0]), ny = static_cast<std::int64_t>(model_grid.size[1]),
              nz = static_cast<std::int64_t>(model_grid.size[2]);
-  result.timing["prepare_s"] = seconds_since(t_start) - result.timing.value("model_load_s", 0.0);
+  result.timing["prepare_s"] = seconds_since(t_start) - model_load_s;
 
   // Coarse pass: every few millimetres laterally, at a coarser in-plane resolution.
   // `box` is the region of the model grid around the spine that the fine pass covers.
