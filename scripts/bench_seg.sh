@@ -17,29 +17,8 @@ if [ ! -f "$mri" ]; then
   build/bin/spine-phantom --kind mr-t2 --first T12 --last L5 --spacing 1 --bias-field -q -o "$work/ph" --name mr
   mri=$work/ph/mr/image.nii.gz
 fi
-build/bin/spine-phantom --kind ct --torso --first T11 --last L5 --spacing 0.8 --margin 60 --seed 5 -q -o "$work/ph" --name ct
-build/bin/spine-prep "$work/ph/ct/image.nii.gz" --resample 0.8 0.8 1.0 --pixel int16 -q -o "$work/prep"
 ct=$work/ct512.nii.gz
-/usr/bin/python3 - "$work/prep/image/image.nii.gz" "$work/ph/ct/labels.nii.gz" "$ct" <<'PY'
-import sys
-import numpy as np
-sys.path.insert(0, "scripts")
-from lib.nifti import read_nifti, write_nifti
-img, aff = read_nifti(sys.argv[1])
-lab, laff = read_nifti(sys.argv[2])
-size = (512, 512, 300)
-zs = np.nonzero(((lab > 0) & (lab < 30)).any(axis=(0, 1)))[0]
-centre_mm = (zs.min() + zs.max()) / 2 * laff[2, 2] + laff[2, 3]   # spine's head-foot centre
-start = [(img.shape[0] - size[0]) // 2, (img.shape[1] - size[1]) // 2,
-         int(np.clip(round((centre_mm - aff[2, 3]) / aff[2, 2]) - size[2] // 2, 0, img.shape[2] - size[2]))]
-out = np.full(size, -1000, img.dtype)                                  # air where the phantom ends
-src = [slice(max(s, 0), min(s + n, m)) for s, n, m in zip(start, size, img.shape)]
-dst = [slice(max(-s, 0), max(-s, 0) + (b.stop - b.start)) for s, b in zip(start, src)]
-out[tuple(dst)] = img[tuple(src)]
-shifted = aff.copy()
-shifted[:3, 3] = aff[:3, :3] @ np.array(start, dtype=float) + aff[:3, 3]
-write_nifti(sys.argv[3], out, shifted)
-PY
+scripts/make_bench_ct.sh "$ct"
 size() { /usr/bin/python3 -c "
 import sys; sys.path.insert(0, 'scripts')
 from lib.nifti import read_nifti

@@ -21,6 +21,8 @@
 // - the replaceable global operator new (a standard C++ mechanism), for our and ITK's
 //   buffers. Both are released by free(), so the default operator delete is right.
 // Where the kernel's THP mode is "never", the advice is ignored and nothing else changes.
+// SPINE_HUGE_PAGES=0 in the environment turns both off (ordinary pages, as before), for
+// the side-by-side benchmark (scripts/bench_huge_pages.sh) and for whoever needs it.
 //
 // Linked into the executables (and the unit tests), not into the library: replacing
 // the allocators is the program's decision. Under AddressSanitizer operator new is left
@@ -40,10 +42,16 @@ constexpr std::size_t kHugePage = std::size_t{2} << 20;
 constexpr std::size_t kHugeThreshold = std::size_t{8} << 20;
 constexpr std::size_t kTensorAlignment = 64;  // LibTorch's own (c10's gAlignment)
 
+bool huge_pages_enabled() {
+  const char* v = std::getenv("SPINE_HUGE_PAGES");  // getenv does not allocate
+  return !(v && v[0] == '0' && v[1] == '\0');
+}
+
 // nullptr when the memory is not there.
 void* allocate(std::size_t size, std::size_t small_alignment) {
+  static const bool enabled = huge_pages_enabled();
   void* p = nullptr;
-  if (size >= kHugeThreshold) {
+  if (size >= kHugeThreshold && enabled) {
     if (posix_memalign(&p, kHugePage, size) != 0) return nullptr;
     // Advice only: a refusal (THP off, an old kernel) leaves ordinary pages.
     (void)madvise(p, (size + 4095) & ~std::size_t{4095}, MADV_HUGEPAGE);
@@ -69,7 +77,7 @@ class HugePageTensorAllocator final : public c10::Allocator {
 HugePageTensorAllocator tensor_allocator;
 // Priority 1 wins over LibTorch's default CPU allocator (priority 0), which its own
 // static initialisation registered before this executable's.
-const bool tensor_allocator_registered = (c10::SetCPUAllocator(&tensor_allocator, 1), true);
+const bool tensor_allocator_registered = huge_pages_enabled() && (c10::SetCPUAllocator(&tensor_allocator, 1), true);
 
 }  // namespace
 

@@ -6,9 +6,16 @@
 #include <c10/core/CPUAllocator.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace {
+
+bool switched_off() {
+  const char* v = std::getenv("SPINE_HUGE_PAGES");
+  return v && std::string(v) == "0";
+}
 
 bool on_huge_page_boundary(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % (std::uintptr_t{2} << 20) == 0; }
 
@@ -16,6 +23,7 @@ TEST(HugePages, LargeBuffersStartOnAHugePage) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "AddressSanitizer owns operator new";
 #endif
+  if (switched_off()) GTEST_SKIP() << "SPINE_HUGE_PAGES=0";
   for (int round = 0; round < 3; ++round) {  // fresh and reused memory alike
     std::vector<float> volume(std::size_t{3} << 20, 1.5f);  // 12 MiB
     EXPECT_TRUE(on_huge_page_boundary(volume.data()));
@@ -30,6 +38,7 @@ TEST(HugePages, LargeBuffersStartOnAHugePage) {
 }
 
 TEST(HugePages, TensorsUseTheHugePageAllocator) {
+  if (switched_off()) GTEST_SKIP() << "SPINE_HUGE_PAGES=0";
   c10::Allocator* cpu = c10::GetCPUAllocator();
   ASSERT_NE(cpu, c10::GetDefaultCPUAllocator()) << "LibTorch's default allocator is still in use";
   c10::DataPtr big = cpu->allocate(std::size_t{16} << 20);
