@@ -18,6 +18,12 @@ import os
 import sys
 import time
 
+# Before torch is imported: the script starts again on huge pages (scripts/lib/huge_pages.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from huge_pages import restart_with_huge_pages  # noqa: E402
+
+restart_with_huge_pages()
+
 import numpy as np
 import torch
 
