@@ -4,15 +4,15 @@
 // virtual machines like the project's a fault costs several microseconds. A 512 x 512 x
 // 300 CT in floats is 77,000 pages, and a run allocates such volumes several times
 // (reading, resampling, normalising, labels, the input grid again). Asking the kernel for
-// 2 MiB pages on these buffers makes that 512 times fewer faults: spine-measure on a CT
-// torso phantom went from 6.2 s to 3.5-3.9 s (scripts/bench_measure.sh, docs/performance.md),
-// the same gain as glibc's own `glibc.malloc.hugetlb=1` tunable, which a program cannot
-// set for itself once it runs.
+// 2 MiB pages on these buffers makes that 512 times fewer faults. It is what glibc's own
+// `glibc.malloc.hugetlb=1` tunable does, which a program cannot set for itself once it
+// runs.
 //
 // The networks' activations matter most: LibTorch allocates and frees each layer's
 // output at every forward pass (tens of MB for a U-Net on a slice pair), and with 4 KiB
-// pages the CT fine pass spent more time in page faults than in convolutions (13.9 s
-// against 5.3 s with huge pages, same volume).
+// pages the CT U-Net's forward pass ran at 20 % of the machine's convolution throughput,
+// at 52 % with huge pages. Side by side (scripts/bench_huge_pages.sh, docs/performance.md):
+// spine-seg on a 512 x 512 x 300 CT 1.57x faster, spine-measure 2.1x.
 //
 // How: allocations of at least kHugeThreshold bytes are handed out 2 MiB-aligned, with
 // madvise(MADV_HUGEPAGE) on them; smaller ones go to malloc as before. Two entry points:

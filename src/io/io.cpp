@@ -7,7 +7,6 @@
 #include <itkImageFileWriter.h>
 #include <itkImageIOFactory.h>
 #include <itkImageSeriesReader.h>
-#include <itkRGBPixel.h>
 
 #include <algorithm>
 #include <cerrno>
