@@ -23,11 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-# Before torch is imported: the script starts again on huge pages (scripts/lib/huge_pages.py).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from huge_pages import restart_with_huge_pages  # noqa: E402
+# Before torch is imported: run as a script, it starts again on huge pages
+# (scripts/lib/huge_pages.py); imported by another script, it leaves that one alone.
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    from huge_pages import restart_with_huge_pages
 
-restart_with_huge_pages()
+    restart_with_huge_pages()
 
 import numpy as np
 import torch
