@@ -12,7 +12,8 @@
 // output at every forward pass (tens of MB for a U-Net on a slice pair), and with 4 KiB
 // pages the CT U-Net's forward pass ran at 20 % of the machine's convolution throughput,
 // at 52 % with huge pages. Side by side (scripts/bench_huge_pages.sh, docs/performance.md):
-// spine-seg on a 512 x 512 x 300 CT 1.57x faster, spine-measure 2.1x.
+// spine-seg on a 512 x 512 x 300 CT 1.54x faster, spine-measure 2.07x (with the heap
+// kept, below).
 //
 // How: allocations of at least kHugeThreshold bytes are handed out 2 MiB-aligned, with
 // madvise(MADV_HUGEPAGE) on them; smaller ones go to malloc as before. Two entry points:
