@@ -3,10 +3,10 @@
 On the project's virtual machine, faulting in 4 KiB pages for every batch's tensors cost
 about as much as the arithmetic: 6 steps of the CT U-Net (batch 16) took 114 s with
 ordinary pages and 60 s with glibc's `glibc.malloc.hugetlb=1` tunable, same losses.
-glibc reads the tunable only when a process starts, so a training script run as a
-script calls `restart_with_huge_pages()` first thing, before torch is imported: it starts
-the script again (same interpreter, same arguments) with the tunable set, once. The results do not
-change: only where the memory comes from. SPINE_HUGE_PAGES=0 leaves it alone."""
+glibc reads the tunable only when a process starts, so a training script run as a script
+calls `restart_with_huge_pages()` first thing, before torch is imported: it starts the
+script again (same interpreter, same arguments) with the tunable set, once. The results
+do not change, only where the memory comes from. SPINE_HUGE_PAGES=0 leaves it alone."""
 import os
 import sys
 
