@@ -68,7 +68,9 @@ struct RgbImage {
 };
 void write_png(const RgbImage& picture, const std::filesystem::path& path);
 
-// Writes text atomically (temporary file, then rename).
-void write_text_file(const std::filesystem::path& path, const std::string& text);
+// Writes text atomically (temporary file, then rename). With owner_only the file is
+// readable by its owner alone (mode 0600) from before its first byte is written, for
+// files that name patients (the pseudonym map).
+void write_text_file(const std::filesystem::path& path, const std::string& text, bool owner_only = false);
 
 }  // namespace spine

@@ -98,9 +98,7 @@ void NameMap::save() {
   std::ostringstream out;
   out << kHeader << "\n";
   for (const auto& [code, name] : by_pseudonym_) out << code << ',' << csv_field(name) << '\n';
-  std::error_code ec;
-  write_text_file(file_, out.str());
-  fs::permissions(file_, fs::perms::owner_read | fs::perms::owner_write, ec);
+  write_text_file(file_, out.str(), /*owner_only=*/true);
   changed_ = false;
 }
 

@@ -624,11 +624,22 @@ void write_png(const RgbImage& picture, const fs::path& path) {
   fs::rename(tmp, path);
 }
 
-void write_text_file(const fs::path& path, const std::string& text) {
+void write_text_file(const fs::path& path, const std::string& text, bool owner_only) {
   const fs::path tmp =
       path.parent_path() / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()));
   {
     std::ofstream out(tmp, std::ios::binary);
+    if (owner_only && out) {
+      // Restricted while still empty: at no moment can another user read the content.
+      std::error_code ec;
+      fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write, ec);
+      if (ec) {
+        const std::string why = ec.message();
+        out.close();
+        fs::remove(tmp, ec);
+        throw input_error(path.string() + ": cannot restrict the file to its owner (" + why + ")");
+      }
+    }
     out << text;
     out.flush();
     if (!out) {

@@ -203,6 +203,8 @@ TEST_F(Batch, AnonymisedNamesNeverReachOutputsOrLogs) {
   // The map links back; a second run reuses the same pseudonyms (so --resume works).
   const std::string map = read_all(opt.name_map);
   EXPECT_NE(map.find("PAT0042"), std::string::npos);
+  // It names patients: nobody but its owner may read it.
+  EXPECT_EQ(fs::status(opt.name_map).permissions() & (fs::perms::group_all | fs::perms::others_all), fs::perms::none);
   opt.resume = true;
   const auto again = run_batch(studies, opt, process);
   for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(again.results[i].study, summary.results[i].study);

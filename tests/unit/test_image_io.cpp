@@ -4,6 +4,8 @@
 #include <cmath>
 #include <fstream>
 
+#include <sys/stat.h>
+
 #include <itkGDCMImageIO.h>
 #include <itkImage.h>
 #include <itkImageFileReader.h>
@@ -115,6 +117,22 @@ TEST(ImageIO, PicturesReadBackPixelForPixel) {
   pic.rgb.pop_back();
   EXPECT_THROW(write_png(pic, dir / "bad.png"), Error);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 1);  // p.png only
+}
+
+TEST(ImageIO, OwnerOnlyTextFilesAreNotReadableByOthers) {
+  TempDir dir;
+  const mode_t old_mask = ::umask(022);  // the usual default: others could read a plain file
+  write_text_file(dir / "plain.txt", "a\n");
+  write_text_file(dir / "private.txt", "b\n", /*owner_only=*/true);
+  ::umask(old_mask);
+  const auto others = std::filesystem::perms::group_all | std::filesystem::perms::others_all;
+  EXPECT_NE(std::filesystem::status(dir / "plain.txt").permissions() & others, std::filesystem::perms::none);
+  EXPECT_EQ(std::filesystem::status(dir / "private.txt").permissions() & others, std::filesystem::perms::none);
+  std::ifstream in(dir / "private.txt");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "b");
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 2);  // no temporary left
 }
 
 TEST(ImageIO, Int16StorageRoundsAndClamps) {
