@@ -718,6 +718,13 @@ DeclaredImage check_nrrd(const fs::path& path) {
 // Decoded with libpng / libjpeg directly: their error paths longjmp back here, where ITK
 // would abort. Only plain data lives between setjmp and longjmp.
 
+extern "C" void png_fail(png_structp png, png_const_charp msg) {
+  std::snprintf(static_cast<char*>(png_get_error_ptr(png)), 256, "%s", msg);
+  png_longjmp(png, 1);
+}
+
+extern "C" void png_ignore_warning(png_structp, png_const_charp) {}
+
 namespace {
 
 std::vector<unsigned char> read_all(const fs::path& path) {
@@ -741,13 +748,6 @@ extern "C" void png_read_memory(png_structp png, png_bytep out, png_size_t n) {
   std::memcpy(out, s->data + s->pos, n);
   s->pos += n;
 }
-
-extern "C" void png_fail(png_structp png, png_const_charp msg) {
-  std::snprintf(static_cast<char*>(png_get_error_ptr(png)), 256, "%s", msg);
-  png_longjmp(png, 1);
-}
-
-extern "C" void png_ignore_warning(png_structp, png_const_charp) {}
 
 // 0 when the whole picture decodes; else the problem in `err` (256 bytes).
 int decode_png(const unsigned char* data, std::size_t size, std::uint64_t max_pixels, char* err,

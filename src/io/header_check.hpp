@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <png.h>
+
 namespace spine::detail {
 
 // What a header declares, for the memory budget.
@@ -51,6 +53,10 @@ DeclaredImage check_nrrd(const std::filesystem::path& path);
 // declared size checked against `max_pixels` first.
 DeclaredImage check_png(const std::filesystem::path& path, std::uint64_t max_pixels);
 DeclaredImage check_jpeg(const std::filesystem::path& path, std::uint64_t max_pixels);
+// libpng's handlers for reading and writing: the message into the error pointer (256
+// bytes), then longjmp back to the caller's setjmp; warnings ignored.
+extern "C" void png_fail(png_structp png, png_const_charp msg);
+extern "C" void png_ignore_warning(png_structp, png_const_charp);
 
 // What the DICOM header walk found (top-level elements only).
 struct DicomFacts {

@@ -570,17 +570,10 @@ void write_labels(const LabelImage& labels, const fs::path& path) {
 
 namespace {
 
-extern "C" void png_write_fail(png_structp png, png_const_charp msg) {
-  std::snprintf(static_cast<char*>(png_get_error_ptr(png)), 256, "%s", msg);
-  png_longjmp(png, 1);
-}
-
-extern "C" void png_write_ignore_warning(png_structp, png_const_charp) {}
-
 // 0 when the picture is written; else the problem in `err` (256 bytes). libpng reports
 // errors by longjmp, so nothing here has a destructor.
 int encode_png(std::FILE* file, const std::uint8_t* rgb, std::uint32_t width, std::uint32_t height, char* err) {
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, err, png_write_fail, png_write_ignore_warning);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, err, detail::png_fail, detail::png_ignore_warning);
   if (!png) return std::snprintf(err, 256, "out of memory"), 1;
   png_infop info = png_create_info_struct(png);
   if (!info || setjmp(png_jmpbuf(png))) {
