@@ -81,6 +81,11 @@ struct Reorientation {
   }
 };
 Reorientation reorientation(const Geometry& geometry, const std::string& code);
+// resample_image_to(reorient(image, code), target) without the reoriented copy: `as` is
+// reorientation(image.geometry, code). Same values, bit for bit; a whole CT is not copied
+// when only the region around its spine is needed.
+FloatImage resample_image_to(const FloatImage& image, const Reorientation& as, const Geometry& target,
+                             float fill = 0.f);
 
 // --- Intensity normalisation ----------------------------------------------------------
 // Subtracts the mean and divides by the standard deviation, over mask voxels when given.

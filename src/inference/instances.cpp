@@ -41,6 +41,50 @@ std::vector<int> connected_components(const std::vector<std::uint8_t>& mask, std
   return comp;
 }
 
+namespace {
+
+// Whether every value is a whole number in [0, limit): voxel indices, as the callers pass.
+bool small_whole_numbers(const std::vector<std::vector<double>>& rows, double limit) {
+  for (const auto& r : rows)
+    for (double v : r)
+      if (!(v >= 0 && v < limit) || v != std::floor(v)) return false;
+  return true;
+}
+
+// For each row r, the median (the element at n/2 of the sorted values, as
+// ColumnModel::median) of the rows within +-w of it, from a sliding histogram: each value
+// enters and leaves the window once, instead of every window being gathered and
+// partitioned anew (a CT's vertebra voxels are about a million points).
+std::vector<double> sliding_medians(const std::vector<std::vector<double>>& rows, std::ptrdiff_t w, std::size_t bins) {
+  const auto n_rows = static_cast<std::ptrdiff_t>(rows.size());
+  std::vector<std::size_t> count(bins, 0);
+  std::size_t total = 0;
+  auto enter = [&](std::ptrdiff_t q) {
+    if (q < 0 || q >= n_rows) return;
+    for (double v : rows[static_cast<std::size_t>(q)]) ++count[static_cast<std::size_t>(v)];
+    total += rows[static_cast<std::size_t>(q)].size();
+  };
+  auto leave = [&](std::ptrdiff_t q) {
+    if (q < 0 || q >= n_rows) return;
+    for (double v : rows[static_cast<std::size_t>(q)]) --count[static_cast<std::size_t>(v)];
+    total -= rows[static_cast<std::size_t>(q)].size();
+  };
+  for (std::ptrdiff_t q = 0; q < std::min(w, n_rows); ++q) enter(q);
+  std::vector<double> out(rows.size(), 0);
+  for (std::ptrdiff_t r = 0; r < n_rows; ++r) {
+    enter(r + w);
+    leave(r - w - 1);
+    if (total == 0) continue;
+    const std::size_t rank = total / 2;
+    std::size_t seen = 0, b = 0;
+    while (seen + count[b] <= rank) seen += count[b++];
+    out[static_cast<std::size_t>(r)] = static_cast<double>(b);
+  }
+  return out;
+}
+
+}  // namespace
+
 ColumnModel::ColumnModel(const std::vector<std::array<double, 3>>& points, double spacing_mm, double half_window_mm)
   : spacing_(spacing_mm) {
   if (points.empty()) return;
@@ -54,16 +98,32 @@ ColumnModel::ColumnModel(const std::vector<std::array<double, 3>>& points, doubl
     zs[static_cast<std::size_t>(p[0] - x0_)].push_back(p[2]);
   }
   const auto w = static_cast<std::ptrdiff_t>(std::ceil(half_window_mm / spacing_mm));
-  median_y_.assign(rows, 0), median_z_.assign(rows, 0);
-  std::vector<double> wy, wz;
-  for (std::ptrdiff_t r = 0; r < static_cast<std::ptrdiff_t>(rows); ++r) {
-    wy.clear(), wz.clear();
-    for (std::ptrdiff_t q = std::max<std::ptrdiff_t>(0, r - w); q <= std::min<std::ptrdiff_t>(rows - 1, r + w); ++q) {
-      wy.insert(wy.end(), ys[q].begin(), ys[q].end());
-      wz.insert(wz.end(), zs[q].begin(), zs[q].end());
+  constexpr double kHistogramLimit = 1 << 16;
+  if (small_whole_numbers(ys, kHistogramLimit) && small_whole_numbers(zs, kHistogramLimit)) {
+    double top = 0;
+    for (const auto& p : points) top = std::max({top, p[1], p[2]});
+    const auto bins = static_cast<std::size_t>(top) + 1;
+    median_y_ = sliding_medians(ys, w, bins);
+    median_z_ = sliding_medians(zs, w, bins);
+  } else {
+    median_y_.assign(rows, 0), median_z_.assign(rows, 0);
+    std::vector<double> wy, wz;
+    for (std::ptrdiff_t r = 0; r < static_cast<std::ptrdiff_t>(rows); ++r) {
+      wy.clear(), wz.clear();
+      for (std::ptrdiff_t q = std::max<std::ptrdiff_t>(0, r - w); q <= std::min<std::ptrdiff_t>(rows - 1, r + w); ++q) {
+        wy.insert(wy.end(), ys[q].begin(), ys[q].end());
+        wz.insert(wz.end(), zs[q].begin(), zs[q].end());
+      }
+      median_y_[r] = median(wy), median_z_[r] = median(wz);
     }
-    median_y_[r] = median(wy), median_z_[r] = median(wz);
-    if (wz.empty()) continue;
+  }
+  // The lateral extent over the rows with points within the window.
+  std::vector<std::size_t> prefix(rows + 1, 0);
+  for (std::size_t r = 0; r < rows; ++r) prefix[r + 1] = prefix[r] + zs[r].size();
+  for (std::ptrdiff_t r = 0; r < static_cast<std::ptrdiff_t>(rows); ++r) {
+    const auto lo = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, r - w));
+    const auto hi = static_cast<std::size_t>(std::min<std::ptrdiff_t>(rows - 1, r + w)) + 1;
+    if (prefix[hi] == prefix[lo]) continue;
     const bool first = lateral_extent_.first > lateral_extent_.second;
     lateral_extent_.first = first ? median_z_[r] : std::min(lateral_extent_.first, median_z_[r]);
     lateral_extent_.second = first ? median_z_[r] : std::max(lateral_extent_.second, median_z_[r]);

@@ -6,13 +6,16 @@
 #include <cmath>
 
 #include "spine/log.hpp"
+#include "spine/preprocess.hpp"
 
 namespace spine {
 
 std::vector<RibEvidence> rib_evidence(const FloatImage& hu, const std::vector<RibProbe>& candidates,
                                       const std::function<bool(const std::array<double, 3>&)>& is_vertebra,
                                       const RibRules& rules) {
-  const Geometry& g = hu.geometry;
+  // Read along the canonical axes through a view: a whole CT is not copied for this.
+  const Reorientation canonical = reorientation(hu.geometry, "IPR");
+  const Geometry& g = canonical.geometry;
   std::vector<RibEvidence> out;
   // Samples on a 1 mm lattice in the canonical axes around each candidate; each stands for
   // 1 mm^3 of tissue.
@@ -35,8 +38,8 @@ std::vector<RibEvidence> rib_evidence(const FloatImage& hu, const std::vector<Ri
                 jj >= static_cast<long>(g.size[1]) || kk >= static_cast<long>(g.size[2]))
               continue;
             ++inside[side];
-            if (hu.at(static_cast<std::size_t>(ii), static_cast<std::size_t>(jj), static_cast<std::size_t>(kk)) <
-                rules.bone_hu)
+            if (hu.voxels[canonical.offset(static_cast<std::size_t>(ii), static_cast<std::size_t>(jj),
+                                           static_cast<std::size_t>(kk))] < rules.bone_hu)
               continue;
             if (is_vertebra(g.index_to_lps(i, j, k))) continue;
             bone_ml[side] += kStep * kStep * kStep / 1000.0;

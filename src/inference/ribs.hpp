@@ -31,8 +31,8 @@ struct RibRules {
   double none_ml = 0.03;         // at most this on every visible side counts as none
 };
 
-// `hu`: the CT in canonical orientation (IPR: x inferior, y posterior, z patient right),
-// in HU. `is_vertebra(lps)`: whether the segmentation put a vertebra there (bone the model
+// `hu`: the CT in HU, in any orientation; it is sampled along the canonical axes (IPR:
+// x inferior, y posterior, z patient right). `is_vertebra(lps)`: whether the segmentation put a vertebra there (bone the model
 // took as vertebra is not a rib). A side more than half outside the image is not seen.
 std::vector<RibEvidence> rib_evidence(const FloatImage& hu, const std::vector<RibProbe>& candidates,
                                       const std::function<bool(const std::array<double, 3>&)>& is_vertebra,

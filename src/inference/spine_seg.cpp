@@ -265,8 +265,10 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
 
   // Canonical orientation, model spacing, model normalisation.
   const std::string input_code = orientation_code(g_in);
-  FloatImage canon_native = reorient(image, kCanonical);
-  const Geometry native_grid = canon_native.geometry;
+  // The input read along the canonical axes through a view, not a copy: with the coarse
+  // pass only the region around the spine is ever resampled from it.
+  const Reorientation canon = reorientation(g_in, kCanonical);
+  const Geometry native_grid = canon.geometry;
   const double model_spacing = 1.0;
   const bool at_model_spacing = std::abs(native_grid.spacing[0] - model_spacing) < 1e-3 &&
                                 std::abs(native_grid.spacing[1] - model_spacing) < 1e-3 &&
@@ -295,7 +297,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     const double cs = config.coarse_spacing_mm;
     // Straight from the input's voxels to the coarse grid (the coarse grid of the model
     // grid, as before), normalised with what the coarse volume's intensities say.
-    FloatImage coarse = resample_image_to(canon_native, grid_with_spacing(model_grid, {cs, cs, cs}));
+    FloatImage coarse = resample_image_to(image, canon, grid_with_spacing(model_grid, {cs, cs, cs}));
     norm = make_normaliser(coarse, sm.normalisation);
     norm->apply(coarse);
     Region cr{0, static_cast<std::int64_t>(coarse.nx()), 0, static_cast<std::int64_t>(coarse.ny()), {}};
@@ -380,15 +382,12 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     Geometry sub = model_grid;
     sub.size = {static_cast<std::size_t>(box.nx()), static_cast<std::size_t>(box.ny()), static_cast<std::size_t>(z1 - z0)};
     sub.origin = model_grid.index_to_lps(static_cast<double>(box.x0), static_cast<double>(box.y0), static_cast<double>(z0));
-    vol = resample_image_to(canon_native, sub);
+    vol = resample_image_to(image, canon, sub);
     norm->apply(vol);
     fine = {0, box.nx(), 0, box.ny(), {}};
     for (std::int64_t z : box.zs) fine.zs.push_back(z - z0);
   } else {
-    // The CT in HU stays for the rib check.
-    vol = !at_model_spacing ? resample_image_to(canon_native, model_grid)
-          : result.modality.modality == "ct" ? canon_native
-                                             : std::move(canon_native);
+    vol = at_model_spacing ? reorient(image, kCanonical) : resample_image_to(image, canon, model_grid);
     make_normaliser(vol, sm.normalisation).apply(vol);
     fine = box;
   }
@@ -468,7 +467,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
         if (x < 0 || y < 0 || z < 0 || x >= rx || y >= ry || z >= rz) return false;
         return fp.structure[static_cast<std::size_t>((z * ry + y) * rx + x)] == 1;
       };
-      ribs = rib_evidence(canon_native, probes, is_vertebra);
+      ribs = rib_evidence(image, probes, is_vertebra);
       std::string seen;
       for (const auto e : ribs) seen += e == RibEvidence::kRibs ? " ribs" : e == RibEvidence::kNone ? " none" : " ?";
       log::debug("ribs per vertebra candidate, head to foot:{}", seen);
@@ -559,13 +558,12 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     result.timing["postprocess_s"] = seconds_since(t2);
   }
 
-  // Back to the input's grid: its own resolution in canonical orientation, then its own
-  // orientation (lossless).
+  // Back to the input's grid: on the input's own grid already, a lossless reorientation;
+  // else straight onto it (the voting resample visits only where the labels can reach,
+  // with no canonical copy of the whole grid on the way).
   const auto t3 = std::chrono::steady_clock::now();
-  LabelImage canon_native_labels = canon_labels.geometry.same_grid(native_grid, 1e-4)
-                                       ? std::move(canon_labels)
-                                       : resample_labels_to(canon_labels, native_grid);
-  result.labels = reorient(canon_native_labels, input_code);
+  result.labels = canon_labels.geometry.same_grid(native_grid, 1e-4) ? reorient(canon_labels, input_code)
+                                                                     : resample_labels_to(canon_labels, g_in);
   result.labels.geometry = g_in;  // identical up to rounding; keep the input's exactly
   result.timing["restore_grid_s"] = seconds_since(t3);
   result.timing["total_s"] = seconds_since(t_start);

@@ -55,9 +55,10 @@ struct IndexMap {
   }
 };
 
-// Calls f(offset, weight) for the (up to) 8 neighbours of a continuous index.
-template <class F>
-bool for_each_neighbour(const Geometry& g, const std::array<double, 3>& p, F&& f) {
+// Calls f(offset(x, y, z), weight) for the (up to) 8 neighbours (x, y, z) of a continuous
+// index into a grid g.
+template <class Offset, class F>
+bool for_each_neighbour(const Geometry& g, const std::array<double, 3>& p, const Offset& offset, F&& f) {
   std::array<std::int64_t, 3> base{};
   std::array<double, 3> frac{};
   for (int a = 0; a < 3; ++a) {
@@ -80,12 +81,19 @@ bool for_each_neighbour(const Geometry& g, const std::array<double, 3>& p, F&& f
         const double wx = dx ? frac[0] : 1 - frac[0];
         if (wx == 0) continue;
         const std::size_t x = std::min<std::size_t>(base[0] + dx, g.size[0] - 1);
-        f((z * g.size[1] + y) * g.size[0] + x, wx * wy * wz);
+        f(offset(x, y, z), wx * wy * wz);
       }
     }
   }
   return true;
 }
+
+// Offsets of a plain x-fastest voxel array.
+struct PlainOffset {
+  std::size_t nx, ny;
+  explicit PlainOffset(const Geometry& g) : nx(g.size[0]), ny(g.size[1]) {}
+  std::size_t operator()(std::size_t x, std::size_t y, std::size_t z) const { return (z * ny + y) * nx + x; }
+};
 
 // Runs fn(k) for k in [k0, k1) on ITK's worker threads (as many as --threads set): the
 // slices of a resampled grid are independent, and putting a 512 x 512 x 300 CT's labels
@@ -99,20 +107,37 @@ void for_each_slice(std::size_t k0, std::size_t k1, const std::function<void(std
 
 }  // namespace
 
-FloatImage resample_image_to(const FloatImage& image, const Geometry& target, float fill) {
+namespace {
+
+// Linear resampling of voxels laid out as `offset` says, on grid g, onto `target`.
+template <class Offset>
+FloatImage resample_linear(const std::vector<float>& voxels, const Geometry& g, const Offset& offset,
+                           const Geometry& target, float fill) {
   FloatImage out(target, fill);
-  const IndexMap map(target, image.geometry);
-  const auto& g = image.geometry;
+  const IndexMap map(target, g);
   for_each_slice(0, target.size[2], [&](std::size_t k) {
     for (std::size_t j = 0; j < target.size[1]; ++j)
       for (std::size_t i = 0; i < target.size[0]; ++i) {
         double acc = 0;
-        const bool inside = for_each_neighbour(
-            g, map(i, j, k), [&](std::size_t off, double w) { acc += w * image.voxels[off]; });
+        const bool inside =
+            for_each_neighbour(g, map(i, j, k), offset, [&](std::size_t off, double w) { acc += w * voxels[off]; });
         if (inside) out.at(i, j, k) = static_cast<float>(acc);
       }
   });
   return out;
+}
+
+}  // namespace
+
+FloatImage resample_image_to(const FloatImage& image, const Geometry& target, float fill) {
+  return resample_linear(image.voxels, image.geometry, PlainOffset(image.geometry), target, fill);
+}
+
+FloatImage resample_image_to(const FloatImage& image, const Reorientation& as, const Geometry& target, float fill) {
+  if (as.geometry.voxel_count() != image.voxels.size())
+    throw internal_error("resample: the reorientation is not of this image");
+  const auto offset = [&as](std::size_t x, std::size_t y, std::size_t z) { return as.offset(x, y, z); };
+  return resample_linear(image.voxels, as.geometry, offset, target, fill);
 }
 
 namespace {
@@ -165,12 +190,13 @@ LabelImage resample_labels_to(const LabelImage& labels, const Geometry& target) 
   const auto box = target_box(target, g, src_lo, src_hi);
   const auto& b0 = box.first;
   const auto& b1 = box.second;
+  const PlainOffset offset(g);
   for_each_slice(b0[2], b1[2], [&](std::size_t k) {
     std::array<std::pair<std::int16_t, double>, 8> votes{};
     for (std::size_t j = b0[1]; j < b1[1]; ++j)
       for (std::size_t i = b0[0]; i < b1[0]; ++i) {
         int n = 0;
-        for_each_neighbour(g, map(i, j, k), [&](std::size_t off, double w) {
+        for_each_neighbour(g, map(i, j, k), offset, [&](std::size_t off, double w) {
           const std::int16_t v = labels.voxels[off];
           for (int q = 0; q < n; ++q) {
             if (votes[q].first == v) {

@@ -4,6 +4,7 @@
 
 #include "inference/instances.hpp"
 #include "inference/ribs.hpp"
+#include "spine/preprocess.hpp"
 
 namespace spine {
 namespace {
@@ -129,6 +130,37 @@ TEST(ColumnModel, LateralExtentFollowsTheMediansNotStrayPoints) {
   EXPECT_GT(elo, ehi);  // empty
 }
 
+// Voxel indices take the sliding-histogram path, other values the gather-and-partition
+// one: both must give the same column.
+TEST(ColumnModel, VoxelIndicesGiveTheSameColumnAsFractionalPositions) {
+  std::vector<std::array<double, 3>> whole, shifted;
+  std::uint32_t state = 12345;
+  auto next = [&state](std::uint32_t n) {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<double>((state >> 8) % n);
+  };
+  for (int i = 0; i < 4000; ++i) {
+    const double x = next(120), y = 30 + next(40), z = 60 + next(25) + (next(50) == 0 ? 200 : 0);
+    whole.push_back({x, y, z});
+    shifted.push_back({x, y + 0.25, z + 0.25});  // same order, not whole numbers
+  }
+  const ColumnModel a(whole, 1.0, 7.0), b(shifted, 1.0, 7.0);
+  EXPECT_EQ(a.lateral_extent().first + 0.25, b.lateral_extent().first);
+  EXPECT_EQ(a.lateral_extent().second + 0.25, b.lateral_extent().second);
+  std::size_t differ = 0, near = 0;
+  for (double x = 0; x < 120; x += 1)
+    for (double y = 20; y < 80; y += 2)
+      for (double z = 40; z < 120; z += 2) {
+        // Thresholds between the grids' positions, so that a shift of the medians by
+        // exactly the quarter voxel leaves every answer the same.
+        const bool in_a = a.near({x, y, z}, 6.1, 9.1), in_b = b.near({x, y + 0.25, z + 0.25}, 6.1, 9.1);
+        differ += in_a != in_b;
+        near += in_a;
+      }
+  EXPECT_EQ(differ, 0u);
+  EXPECT_GT(near, 1000u);
+}
+
 TEST(Instances, SmallFragmentsAndCandidatesOffTheColumnAreDropped) {
   Box b(120, 30, 100);
   for (int i = 0; i < 4; ++i) b.fill(5 + 28 * i, 27 + 28 * i, 5, 25, 40, 60, i);
@@ -176,6 +208,9 @@ TEST(Ribs, BoneBesideAVertebraAtItsHeightIsARib) {
   fill(20, 28, 38, 46, 100, 150, 700.f);  // right rib
   fill(20, 28, 38, 46, 10, 60, 700.f);    // left rib
   EXPECT_EQ(rib_evidence(ct, probe, in_vertebra).front(), RibEvidence::kRibs);
+  // The CT is read along the canonical axes whatever its own orientation.
+  EXPECT_EQ(rib_evidence(reorient(ct, "LPS"), probe, in_vertebra).front(), RibEvidence::kRibs);
+  EXPECT_EQ(rib_evidence(reorient(ct, "ASL"), probe, in_vertebra).front(), RibEvidence::kRibs);
   // Bone the segmentation calls vertebra is not a rib.
   EXPECT_EQ(rib_evidence(ct, probe, [](const std::array<double, 3>&) { return true; }).front(), RibEvidence::kNone);
   // A field of view that ends beside the vertebra shows nothing either way.
