@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include <itkGDCMImageIO.h>
 #include <itkImage.h>
@@ -64,7 +65,7 @@ TEST(ImageIO, LabelsAreWrittenAsIntegers) {
   const LabelImage back = read_labels(dir / "l.nii.gz");
   EXPECT_EQ(back.voxels, labels.voxels);
   expect_same_geometry(labels.geometry, back.geometry);
-  // Compressed by zlib after ITK wrote the plain .nii: a gzip file, and no temporary left.
+  // Compressed by zlib behind ITK's header: a gzip file, and no temporary left.
   std::ifstream in(dir / "l.nii.gz", std::ios::binary);
   unsigned char magic[2] = {0, 0};
   in.read(reinterpret_cast<char*>(magic), 2);
@@ -72,6 +73,40 @@ TEST(ImageIO, LabelsAreWrittenAsIntegers) {
   int files = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
   EXPECT_EQ(files, 1);
+}
+
+// A 3D .nii.gz label map is compressed straight from memory behind a header ITK wrote
+// for a 2 x 2 x 2 map: after decompression it must be the very bytes ITK writes for the
+// whole map (plain .nii), whatever the orientation and size.
+TEST(ImageIO, LabelMapsAreTheBytesItkWrites) {
+  TempDir dir;
+  const FloatImage base = test::oblique_test_image(37, 34, 33);
+  for (const std::string code : {"LPS", "IPR", "RAS"}) {
+    const Geometry g = reorient(base, code).geometry;
+    LabelImage labels(g, 0);
+    for (std::size_t i = 0; i < labels.voxels.size(); i += 7) labels.voxels[i] = static_cast<std::int16_t>(i % 300 - 20);
+    write_labels(labels, dir / "ours.nii.gz");
+    write_labels(labels, dir / "itk.nii");  // not .nii.gz: ITK writes the whole file
+    auto slurp = [](const std::filesystem::path& p) {
+      std::ifstream in(p, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    std::string ours;
+    gzFile gz = gzopen((dir / "ours.nii.gz").c_str(), "rb");
+    ASSERT_NE(gz, nullptr);
+    char buf[65536];
+    for (int n; (n = gzread(gz, buf, sizeof buf)) > 0;) ours.append(buf, static_cast<std::size_t>(n));
+    gzclose(gz);
+    const std::string itk = slurp(dir / "itk.nii");
+    EXPECT_EQ(itk.size(), 352 + labels.voxels.size() * 2) << code;
+    EXPECT_TRUE(ours == itk) << code;
+    const LabelImage back = read_labels(dir / "ours.nii.gz");
+    EXPECT_EQ(back.voxels, labels.voxels) << code;
+    expect_same_geometry(labels.geometry, back.geometry);
+  }
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  EXPECT_EQ(files, 2);  // no header probe left behind
 }
 
 TEST(ImageIO, ReadLabelsRejectsFractionalValues) {
