@@ -143,28 +143,67 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   if (keep_levels) out.level_row.assign(out.structure.size(), -1);
   SlidingWindowConfig sw;
   sw.patch = {sm.patch[0], sm.patch[1], 1};
+  bool one_window = false;
   if (whole_slices) {
     // The network is fully convolutional: a region up to 512 x 512 runs as one window
     // (rounded up to a multiple of 32), with none of the overlap a tiling recomputes.
     auto round_up = [](std::int64_t v) { return (v + 31) / 32 * 32; };
-    if (nx <= 512 && ny <= 512) sw.patch = {std::max<std::int64_t>(64, round_up(nx)), std::max<std::int64_t>(64, round_up(ny)), 1};
+    if (nx <= 512 && ny <= 512) {
+      sw.patch = {std::max<std::int64_t>(64, round_up(nx)), std::max<std::int64_t>(64, round_up(ny)), 1};
+      one_window = true;
+    }
   }
   sw.overlap = overlap;
   sw.batch_size = 2;
   const PatchPredictor predict = [&](const Tensor& batch) { return sm.model->forward(batch); };
   const std::int64_t plane = nx * ny;
-  const auto run = [&](std::size_t zi) {
+  // The 2.5D input of slice zi (the slice and its neighbours `offset` away) into a
+  // [3, py, px] block whose region starts at (x_at, y_at); the rest stays as it is.
+  const auto fill_input = [&](std::size_t zi, float* block, std::int64_t px, std::int64_t py, std::int64_t x_at,
+                              std::int64_t y_at) {
     const std::int64_t z = r.zs[zi];
-    Tensor input({3, ny, nx});
     for (int c = 0; c < 3; ++c) {
       const std::int64_t zz = std::clamp<std::int64_t>(z + (c - 1) * offset, 0, nz_vol - 1);
       for (std::int64_t y = 0; y < ny; ++y) {
         const float* src = &vol.voxels[vol.offset(static_cast<std::size_t>(r.x0), static_cast<std::size_t>(r.y0 + y),
                                                   static_cast<std::size_t>(zz))];
-        std::copy(src, src + nx, input.data.begin() + (c * ny + y) * nx);
+        std::copy(src, src + nx, block + (c * py + y + y_at) * px + x_at);
       }
     }
-    return sliding_window_inference(input, 2, sw, predict).data;
+  };
+  // Logits [channels, ny, nx] of each slice in `zis`. Whole slices go through the network
+  // two at a time: on 2 cores a batch of two 320 x 224 slices takes about 30 ms a slice
+  // against 47 ms one by one (the CT model, from Python and torch 1.13 alike), and the
+  // plain tiling already sends its windows in pairs. The region sits in its window as
+  // the sliding window centres it, zeros around.
+  const auto run = [&](const std::vector<std::size_t>& zis) {
+    std::vector<std::vector<float>> out;
+    if (!one_window) {
+      for (std::size_t zi : zis) {
+        Tensor input({3, ny, nx});
+        fill_input(zi, input.data.data(), nx, ny, 0, 0);
+        out.push_back(sliding_window_inference(input, 2, sw, predict).data);
+      }
+      return out;
+    }
+    const std::int64_t px = sw.patch[0], py = sw.patch[1];
+    const std::int64_t x_at = (px - nx) / 2, y_at = (py - ny) / 2;
+    Tensor batch({static_cast<std::int64_t>(zis.size()), 3, py, px}, 0.f);
+    for (std::size_t b = 0; b < zis.size(); ++b) fill_input(zis[b], batch.data.data() + b * 3 * py * px, px, py, x_at, y_at);
+    const Tensor pred = predict(batch);
+    if (pred.shape.size() != 4 || pred.shape[0] != batch.shape[0] || pred.shape[2] != py || pred.shape[3] != px)
+      throw model_error("model output is not the size of its input slices (not fully convolutional?)");
+    const std::int64_t channels = pred.shape[1];
+    for (std::size_t b = 0; b < zis.size(); ++b) {
+      std::vector<float> logits(static_cast<std::size_t>(channels * plane));
+      for (std::int64_t c = 0; c < channels; ++c)
+        for (std::int64_t y = 0; y < ny; ++y) {
+          const float* src = pred.data.data() + ((static_cast<std::int64_t>(b) * channels + c) * py + y + y_at) * px + x_at;
+          std::copy(src, src + nx, logits.begin() + (c * ny + y) * nx);
+        }
+      out.push_back(std::move(logits));
+    }
+    return out;
   };
   const auto emit = [&](std::size_t zi, const std::vector<float>& logits) {
     for (std::int64_t p = 0; p < plane; ++p) {
@@ -188,18 +227,31 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   // between take logits interpolated linearly from the two on either side.
   const std::size_t n = r.zs.size();
   if (n == 0) return out;
-  std::vector<float> prev, between;
-  for (std::size_t i = 0, prev_i = 0;; prev_i = i, i = std::min(i + stride, n - 1)) {
-    std::vector<float> cur = run(i);
-    for (std::size_t j = prev_i + 1; j < i; ++j) {
-      const float w = static_cast<float>(j - prev_i) / static_cast<float>(i - prev_i);
-      between.resize(cur.size());
-      for (std::size_t k = 0; k < cur.size(); ++k) between[k] = (1 - w) * prev[k] + w * cur[k];
-      emit(j, between);
-    }
-    emit(i, cur);
+  std::vector<std::size_t> model_slices;
+  for (std::size_t i = 0;; i = std::min(i + stride, n - 1)) {
+    model_slices.push_back(i);
     if (i + 1 == n) break;
-    prev.swap(cur);
+  }
+  constexpr std::size_t kSlicesPerPass = 2;
+  std::vector<float> prev, between;
+  std::size_t prev_i = 0;
+  for (std::size_t b = 0; b < model_slices.size(); b += kSlicesPerPass) {
+    const std::vector<std::size_t> group(model_slices.begin() + static_cast<std::ptrdiff_t>(b),
+                                         model_slices.begin() + static_cast<std::ptrdiff_t>(std::min(b + kSlicesPerPass, model_slices.size())));
+    std::vector<std::vector<float>> logits = run(group);
+    for (std::size_t g = 0; g < group.size(); ++g) {
+      const std::size_t i = group[g];
+      std::vector<float>& cur = logits[g];
+      for (std::size_t j = prev_i + 1; j < i; ++j) {
+        const float w = static_cast<float>(j - prev_i) / static_cast<float>(i - prev_i);
+        between.resize(cur.size());
+        for (std::size_t k = 0; k < cur.size(); ++k) between[k] = (1 - w) * prev[k] + w * cur[k];
+        emit(j, between);
+      }
+      emit(i, cur);
+      prev.swap(cur);
+      prev_i = i;
+    }
   }
   return out;
 }
