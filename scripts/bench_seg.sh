@@ -6,10 +6,13 @@
 #    ribs, organs, sacrum and pelvis), padded with air or cropped head to foot around the
 #    spine to exactly that size
 # Each run is one process (load, inference, writing outputs included); peak memory is
-# the process's maximum resident set size. Usage: scripts/bench_seg.sh [THREADS]
+# the process's maximum resident set size. Usage: scripts/bench_seg.sh [THREADS] [ROUNDS]
+# With ROUNDS > 1 the four runs are repeated in turn and the medians compared: on a shared
+# virtual machine one run of each can be 20 % off in either direction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
+rounds=${2:-1}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mri=../shared/data/mri-lumbar-vertebrae/vb3-01_image.nii.gz
@@ -28,19 +31,33 @@ echo "CT:  torso phantom $(size "$ct") voxels, 0.8 x 0.8 x 1 mm"
 run() {  # name input options...
   local name=$1 input=$2; shift 2
   if ! timeout "${BENCH_LIMIT_S:-900}" /usr/bin/time -f "%e %M" -o "$work/time" build/bin/spine-seg "$input" \
-      -o "$work/out-$name" --threads "$threads" -q "$@"; then
-    printf '%-28s did not finish within %s s\n' "$name" "${BENCH_LIMIT_S:-900}"; return 0
+      -o "$work/out-$name" --threads "$threads" -q --force "$@"; then
+    printf '%-28s failed, or did not finish within %s s\n' "$name" "${BENCH_LIMIT_S:-900}"; return 0
   fi
   read -r secs kb < "$work/time"
   printf '%-28s %7.1f s  %7.0f MiB peak\n' "$name" "$secs" "$((kb / 1024))"
+  echo "$secs $kb" >> "$work/runs-${name// /_}"
 }
 # One untimed run first: the first spine-seg process after the set-up pays for loading
 # libtorch from disk (measured: 18-49 s instead of 4-5 s), which is not the method's cost.
 build/bin/spine-seg "$mri" -o "$work/warm-up" --threads "$threads" -q > /dev/null 2>&1 || true
-run "mri coarse-to-fine" "$mri"
-run "mri whole-volume" "$mri" --no-coarse
-run "ct coarse-to-fine" "$ct"
-run "ct whole-volume" "$ct" --no-coarse
+for ((round = 1; round <= rounds; round++)); do
+  [ "$rounds" -gt 1 ] && echo "round $round of $rounds"
+  run "mri coarse-to-fine" "$mri"
+  run "mri whole-volume" "$mri" --no-coarse
+  run "ct coarse-to-fine" "$ct"
+  run "ct whole-volume" "$ct" --no-coarse
+done
+if [ "$rounds" -gt 1 ]; then
+  for name in "mri coarse-to-fine" "mri whole-volume" "ct coarse-to-fine" "ct whole-volume"; do
+    f="$work/runs-${name// /_}"
+    [ -f "$f" ] || continue
+    printf '%-28s median %7.1f s  %7.0f MiB peak (%s runs)\n' "$name" \
+      "$(cut -d' ' -f1 "$f" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')" \
+      "$(cut -d' ' -f2 "$f" | sort -g | awk '{v[NR]=$1} END {print ((NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2) / 1024}')" \
+      "$(wc -l < "$f")"
+  done
+fi
 # Where a coarse-to-fine run's time goes, from its segmentation.json; the rest of the
 # process's time is start-up, the model checks and the cohort files.
 for name in "mri coarse-to-fine" "ct coarse-to-fine"; do
