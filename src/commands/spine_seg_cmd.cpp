@@ -279,12 +279,15 @@ void write_labels_with_tables(const SpineSegResult& r, const fs::path& work) {
 
 // segmentation.dcm beside labels.nii.gz; what it holds, for segmentation.json. A study in
 // which nothing was segmented has no SEG (the object needs a segment): null, and its
-// flags say why.
+// flags say why. Under --anonymise-names the SEG stands alone even for a DICOM series:
+// the source's study, series and instance UIDs would tie the pseudonymised output back
+// to the patient's study in the hospital's archive.
 nlohmann::json write_seg_object(const Study& study, const LoadedImage& in, const SpineSegResult& r, const fs::path& work,
-                                bool patient_identity) {
+                                bool patient_identity, bool anonymised) {
   if (r.vertebrae.empty() && r.discs.empty()) return nullptr;
   DicomSegOptions o;
-  if (in.info.format == "dicom-series") o.source_series = study.path;
+  const bool from_series = in.info.format == "dicom-series";
+  if (from_series && !anonymised) o.source_series = study.path;
   o.copy_patient_identity = patient_identity;
   o.series_description = "spine-seg vertebrae and discs (" + r.modality.modality + ")";
   o.software_version = std::string(kVersion) + " " + kGitRevision;
@@ -294,7 +297,9 @@ nlohmann::json write_seg_object(const Study& study, const LoadedImage& in, const
                    {"frames", s.frames},
                    {"references_source_series", s.references_source},
                    {"patient_identity", patient_identity && s.references_source ? "copied from the source series" : "none"}};
-  if (!s.source_problem.empty()) {
+  if (from_series && anonymised) {
+    j["why_no_references"] = "--anonymise-names: the source series' UIDs would identify the patient's study";
+  } else if (!s.source_problem.empty()) {
     j["why_no_references"] = s.source_problem;
     log::warn("{}: the DICOM SEG stands alone (new study and series UIDs): {}", study.name, s.source_problem);
   }
@@ -361,6 +366,8 @@ BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOption
 BatchSummary run_spine_seg(const SegCommandConfig& c) {
   if (c.dicom_patient_identity && c.output_format != "dicom-seg")
     throw usage_error("--dicom-patient-identity needs --output-format dicom-seg");
+  if (c.dicom_patient_identity && !c.common.name_map.empty())
+    throw usage_error("--dicom-patient-identity contradicts --anonymise-names");
   return run_spine_batch(c.common, c.models, "spine-seg", c.to_json(), [&](const Study& study, const fs::path& work,
                                                                           const LoadedImage& in, const SpineSegResult& r) {
     const auto t_write = std::chrono::steady_clock::now();
@@ -376,7 +383,7 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},
                      {"timing", r.timing}};
-    if (c.output_format == "dicom-seg") j["dicom_seg"] = write_seg_object(study, in, r, work, c.dicom_patient_identity);
+    if (c.output_format == "dicom-seg") j["dicom_seg"] = write_seg_object(study, in, r, work, c.dicom_patient_identity, !c.common.name_map.empty());
     // Labels, colour tables, statistics, overlay and SEG; the JSON itself is not timed.
     j["timing"]["write_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_write).count();
     write_text_file(work / "segmentation.json", j.dump(2) + "\n");

@@ -4,7 +4,10 @@ validated by dicom3tools' dciodvfy, rebuilt voxel by voxel into a label map equa
 study's labels.nii.gz, each frame tied to the source image at its position, and patient
 identity present only when asked for.
 
-  check_dicom_seg.py STUDY_DIR SOURCE_SERIES_DIR {none|copied} SECRET...
+  check_dicom_seg.py STUDY_DIR SOURCE_SERIES_DIR {none|copied|anonymised} SECRET...
+
+none: tied to the source series, no identity; copied: tied to it, identity copied;
+anonymised (--anonymise-names): stands alone, no UID of the source anywhere in it.
 
 Prints one line per failed check and exits 1 if any failed, else prints "ok".
 """
@@ -49,11 +52,22 @@ for f in glob.glob(os.path.join(source_dir, "*")):
     s = pydicom.dcmread(f, stop_before_pixels=True)
     sources[s.SOPInstanceUID] = s
 first = next(iter(sources.values()))
-expect(seg.StudyInstanceUID == first.StudyInstanceUID, "not in the source's study")
-expect(seg.FrameOfReferenceUID == first.FrameOfReferenceUID, "not in the source's frame of reference")
+linked = identity != "anonymised"
 expect(seg.SeriesInstanceUID != first.SeriesInstanceUID, "reuses the source's series UID")
-ref_series = [r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence]
-expect(ref_series == [first.SeriesInstanceUID], f"referenced series {ref_series}")
+if linked:
+    expect(seg.StudyInstanceUID == first.StudyInstanceUID, "not in the source's study")
+    expect(seg.FrameOfReferenceUID == first.FrameOfReferenceUID, "not in the source's frame of reference")
+    ref_series = [r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence]
+    expect(ref_series == [first.SeriesInstanceUID], f"referenced series {ref_series}")
+else:
+    with open(seg_path, "rb") as f:
+        raw = f.read()
+    uids = {first.StudyInstanceUID, first.SeriesInstanceUID, first.FrameOfReferenceUID} | set(sources)
+    leaked = sorted(u for u in uids if u and u.encode() in raw)
+    expect(not leaked, f"the SEG holds {len(leaked)} of the source's UIDs")
+    expect(not seg.get("ReferencedSeriesSequence"), "references the source series")
+    expect(result["dicom_seg"]["references_source_series"] is False, "segmentation.json says it references the source")
+    expect("--anonymise-names" in result["dicom_seg"].get("why_no_references", ""), "segmentation.json does not say why")
 
 # Segments: names and codes, and the label value each stands for (from segmentation.json).
 value_of = {v["name"]: v["label"] for v in result["vertebrae"] + result["discs"]}
@@ -81,6 +95,10 @@ for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
     ijk = ras_to_index @ np.array([-ipp[0], -ipp[1], ipp[2], 1.0])
     k = int(round(ijk[2]))
     expect(abs(ijk[0]) < 1e-3 and abs(ijk[1]) < 1e-3 and abs(ijk[2] - k) < 1e-3, f"frame {i + 1}: position off the grid")
+    if not linked:
+        expect(not fg.get("DerivationImageSequence"), f"frame {i + 1}: names a source image")
+        rebuilt[:, :, k][frames[i].T > 0] = segment_value[number]
+        continue
     src = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
     expect(src in sources, f"frame {i + 1}: source image not in the series")
     if src in sources:
@@ -94,7 +112,7 @@ expect(mismatch == 0, f"rebuilt label map differs from labels.nii.gz in {mismatc
 # Identity: in the SEG only on request, never in any other output.
 with open(seg_path, "rb") as f:
     seg_bytes = f.read()
-if identity == "none":
+if identity in ("none", "anonymised"):
     expect(seg.get("PatientIdentityRemoved") == "YES", "Patient Identity Removed is not YES")
     for s in secrets:
         expect(s.encode() not in seg_bytes, f"SEG holds {s}")

@@ -265,6 +265,23 @@ TEST(SpineSegCommand, DicomSegOfADicomSeries) {
   const auto c2 = run_command(check + " " + q(dir / "out2" / "ct") + " " + q(dir / "series" / "ct") + " copied" + secrets);
   EXPECT_EQ(c2.exit_code, 0) << c2.output;
 
+  // Under --anonymise-names the SEG stands alone: none of the source's UIDs, which would
+  // tie the pseudonymised output to the patient's study; identity copying contradicts it.
+  const auto r4 = run_command(bin("spine-seg") + " " + q(dir / "series" / "ct") + " --output-format dicom-seg --anonymise-names " +
+                              q(dir / "names.csv") + " --threads 2 -o " + q(dir / "out4"));
+  ASSERT_EQ(r4.exit_code, 0) << r4.output;
+  fs::path pseudonymised;
+  for (const auto& e : fs::directory_iterator(dir / "out4"))
+    if (e.is_directory() && e.path().filename().string().rfind("anon-", 0) == 0) pseudonymised = e.path();
+  ASSERT_FALSE(pseudonymised.empty()) << r4.output;
+  const auto c4 = run_command(check + " " + q(pseudonymised) + " " + q(dir / "series" / "ct") + " anonymised" + secrets);
+  EXPECT_EQ(c4.exit_code, 0) << c4.output;
+  const auto r5 = run_command(bin("spine-seg") + " " + q(dir / "series" / "ct") + " --output-format dicom-seg --anonymise-names " +
+                              q(dir / "names.csv") + " --dicom-patient-identity -o " + q(dir / "out5"));
+  EXPECT_EQ(r5.exit_code, 1) << r5.output;
+  EXPECT_NE(r5.output.find("--dicom-patient-identity contradicts --anonymise-names"), std::string::npos) << r5.output;
+  EXPECT_FALSE(fs::exists(dir / "out5"));
+
   // Without dicom-seg output the identity flag is a usage error.
   const auto r3 = run_command(bin("spine-seg") + " " + q(dir / "series" / "ct") + " --dicom-patient-identity -o " +
                               q(dir / "out3"));
