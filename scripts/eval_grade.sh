@@ -5,6 +5,9 @@
 # scripts/eval_grade.py scores grades.json against gradings.csv (overall, per sequence,
 # per scanner group).
 #   scripts/eval_grade.sh [OUTDIR] [extra spine-grade options...]
+# SUBSET=training runs it on the training patients instead: the grading model learned
+# from them, so its grades there mean nothing, but the disc finding and naming (spine-seg's
+# MR model, which never saw SPIDER) can be studied there without touching validation.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 data="$root/../shared/data/mri-spider-gradings"
@@ -13,13 +16,14 @@ shift || true
 [ -d "$data" ] || { echo "eval_grade: $data not found"; exit 2; }
 mkdir -p "$out"
 /usr/bin/python3 "$root/scripts/grade/spider_to_mha.py" "$data" "$out/mha"
-/usr/bin/python3 - "$data" "$out" <<'PY'
+subset=${SUBSET:-validation}
+/usr/bin/python3 - "$data" "$out" "$subset" <<'PY'
 import csv, sys
-rows = [r for r in csv.DictReader(open(sys.argv[1] + "/series.csv")) if r["subset"] == "validation"]
+rows = [r for r in csv.DictReader(open(sys.argv[1] + "/series.csv")) if r["subset"] == sys.argv[3]]
 with open(sys.argv[2] + "/inputs.txt", "w") as f:
     for r in rows:
         f.write(f"{sys.argv[2]}/mha/{r['series']}.mha\n")
-print(f"{len(rows)} validation series")
+print(f"{len(rows)} {sys.argv[3]} series")
 PY
 "$root/build/bin/spine-grade" "$out/inputs.txt" -o "$out/grades" --threads 2 --force -q "$@" || true
-/usr/bin/python3 "$root/scripts/eval_grade.py" "$out/grades" --data "$data" --subset validation --json "$out/metrics.json"
+/usr/bin/python3 "$root/scripts/eval_grade.py" "$out/grades" --data "$data" --subset "$subset" --json "$out/metrics.json"
