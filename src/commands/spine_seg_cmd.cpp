@@ -383,7 +383,8 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},
                      {"timing", r.timing}};
-    if (c.output_format == "dicom-seg") j["dicom_seg"] = write_seg_object(study, in, r, work, c.dicom_patient_identity, !c.common.name_map.empty());
+    if (c.output_format == "dicom-seg")
+      j["dicom_seg"] = write_seg_object(study, in, r, work, c.dicom_patient_identity, !c.common.name_map.empty());
     // Labels, colour tables, statistics, overlay and SEG; the JSON itself is not timed.
     j["timing"]["write_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_write).count();
     write_text_file(work / "segmentation.json", j.dump(2) + "\n");

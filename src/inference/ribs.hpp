@@ -32,8 +32,9 @@ struct RibRules {
 };
 
 // `hu`: the CT in HU, in any orientation; it is sampled along the canonical axes (IPR:
-// x inferior, y posterior, z patient right). `is_vertebra(lps)`: whether the segmentation put a vertebra there (bone the model
-// took as vertebra is not a rib). A side more than half outside the image is not seen.
+// x inferior, y posterior, z patient right). `is_vertebra(lps)`: whether the segmentation
+// put a vertebra there (bone the model took as vertebra is not a rib). A side more than
+// half outside the image is not seen.
 std::vector<RibEvidence> rib_evidence(const FloatImage& hu, const std::vector<RibProbe>& candidates,
                                       const std::function<bool(const std::array<double, 3>&)>& is_vertebra,
                                       const RibRules& rules = {});
