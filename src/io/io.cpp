@@ -572,7 +572,12 @@ std::string nifti_label_header(const LabelImage& labels, const fs::path& path) {
   Geometry g = labels.geometry;
   g.size = {2, 2, 2};
   const fs::path probe = temporary_sibling(path.parent_path() / ".header.nii");
-  write_typed<std::int16_t>(LabelImage(g, 0), probe, [](std::int16_t v) { return v; });
+  try {
+    write_typed<std::int16_t>(LabelImage(g, 0), probe, [](std::int16_t v) { return v; });
+  } catch (const Error&) {
+    // The message names the output, not the probe the user never asked for.
+    throw input_error(path.string() + ": cannot write image (cannot write in " + path.parent_path().string() + ")");
+  }
   std::string h(kHeader, '\0');
   {
     std::ifstream in(probe, std::ios::binary);

@@ -109,6 +109,19 @@ TEST(ImageIO, LabelMapsAreTheBytesItkWrites) {
   EXPECT_EQ(files, 2);  // no header probe left behind
 }
 
+TEST(ImageIO, LabelMapIntoAMissingFolderNamesTheOutput) {
+  TempDir dir;
+  const LabelImage labels(test::oblique_test_image().geometry, 3);
+  const auto out = dir / "missing" / "labels.nii.gz";
+  try {
+    write_labels(labels, out);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(out.string() + ": cannot write image", 0), 0u) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "missing"));
+}
+
 TEST(ImageIO, ReadLabelsRejectsFractionalValues) {
   TempDir dir;
   write_image(test::oblique_test_image(), dir / "f.nii.gz");  // has .5 values
