@@ -878,8 +878,9 @@ DeclaredImage check_jpeg(const fs::path& path, std::uint64_t max_pixels) {
 
 namespace {
 
+// Explicit VR little endian (1.2.840.10008.1.2.1) and the compressed syntaxes built on it
+// are what is left when a transfer syntax is none of these.
 const char* kImplicitLE = "1.2.840.10008.1.2";
-const char* kExplicitLE = "1.2.840.10008.1.2.1";
 const char* kExplicitBE = "1.2.840.10008.1.2.2";
 const char* kDeflatedLE = "1.2.840.10008.1.2.1.99";
 
