@@ -48,14 +48,15 @@ for ((round = 1; round <= rounds; round++)); do
   run "ct coarse-to-fine" "$ct"
   run "ct whole-volume" "$ct" --no-coarse
 done
+median() {  # FILE COLUMN: the median of that column
+  cut -d' ' -f"$2" "$1" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
 if [ "$rounds" -gt 1 ]; then
   for name in "mri coarse-to-fine" "mri whole-volume" "ct coarse-to-fine" "ct whole-volume"; do
     f="$work/runs-${name// /_}"
     [ -f "$f" ] || continue
-    printf '%-28s median %7.1f s  %7.0f MiB peak (%s runs)\n' "$name" \
-      "$(cut -d' ' -f1 "$f" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')" \
-      "$(cut -d' ' -f2 "$f" | sort -g | awk '{v[NR]=$1} END {print ((NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2) / 1024}')" \
-      "$(wc -l < "$f")"
+    printf '%-28s median %7.1f s  %7.0f MiB peak (%s runs)\n' "$name" "$(median "$f" 1)" \
+      "$(awk -v kb="$(median "$f" 2)" 'BEGIN {print kb / 1024}')" "$(wc -l < "$f")"
   done
 fi
 # Where a coarse-to-fine run's time goes, from its segmentation.json; the rest of the

@@ -471,64 +471,35 @@ fs::path temporary_sibling(const fs::path& path) {
   return path.parent_path() / ("." + stem + ".tmp-" + std::to_string(::getpid()) + ext);
 }
 
-// Compresses `from` into the gzip file `to` at zlib's `level`.
-void gzip_file(const fs::path& from, const fs::path& to, int level) {
-  std::ifstream in(from, std::ios::binary);
-  gzFile gz = gzopen(to.string().c_str(), ("wb" + std::to_string(level)).c_str());
-  if (!in || !gz) {
-    if (gz) gzclose(gz);
-    throw input_error(to.string() + ": cannot write image (cannot open for compression)");
-  }
-  gzbuffer(gz, 1 << 18);
-  std::vector<char> buf(1 << 20);
-  bool ok = true;
-  while (ok && in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto n = static_cast<unsigned>(in.gcount());
-    ok = n == 0 || gzwrite(gz, buf.data(), n) == static_cast<int>(n);
-  }
-  if (gzclose(gz) != Z_OK || !ok || in.bad()) throw input_error(to.string() + ": cannot write image (compression failed)");
-}
-
-// gzip_level: 0 lets ITK compress .nii.gz as it does (zlib's default level; its NIfTI
-// writer ignores any level asked for); 1..9 has ITK write the plain .nii and zlib
-// compress it at that level.
+// ITK compresses .nii.gz at zlib's default level (its NIfTI writer ignores any level asked
+// for); label maps are compressed at the fastest level by write_labels instead.
 template <class ItkImagePointer>
-void write_itk_atomically(const ItkImagePointer& img, const fs::path& path, int gzip_level = 0) {
+void write_itk_atomically(const ItkImagePointer& img, const fs::path& path) {
   using ItkImage = typename ItkImagePointer::ObjectType;
   const fs::path tmp = temporary_sibling(path);
-  const bool own_gzip = gzip_level > 0 && full_extension(path) == ".nii.gz";
-  const fs::path plain = own_gzip ? fs::path(tmp).replace_extension() : tmp;  // without the ".gz"
   std::error_code ec;
   try {
     auto writer = itk::ImageFileWriter<ItkImage>::New();
-    writer->SetFileName(plain.string());
+    writer->SetFileName(tmp.string());
     writer->SetInput(img);
     writer->SetUseCompression(true);
     writer->Update();
-    if (own_gzip) {
-      gzip_file(plain, tmp, gzip_level);
-      fs::remove(plain);
-    }
     fs::rename(tmp, path);
   } catch (const itk::ExceptionObject& e) {
-    fs::remove(tmp, ec), fs::remove(plain, ec);
+    fs::remove(tmp, ec);
     throw input_error(path.string() + ": cannot write image (" + short_itk_message(e) + ")");
   } catch (const fs::filesystem_error& e) {
-    fs::remove(tmp, ec), fs::remove(plain, ec);
+    fs::remove(tmp, ec);
     throw input_error(path.string() + ": cannot write image (" + e.code().message() + ")");
-  } catch (const Error&) {
-    fs::remove(tmp, ec), fs::remove(plain, ec);
-    throw;
   }
 }
 
 template <class TPixel, class TIn, class Convert>
-void write_typed(const Image<TIn>& image, const fs::path& path, Convert convert, int gzip_level = 0) {
+void write_typed(const Image<TIn>& image, const fs::path& path, Convert convert) {
   if (image.geometry.dimension == 2) {
-    write_itk_atomically(detail::to_itk<TPixel, 2>(image, convert), path, gzip_level);
+    write_itk_atomically(detail::to_itk<TPixel, 2>(image, convert), path);
   } else {
-    write_itk_atomically(detail::to_itk<TPixel, 3>(image, convert), path, gzip_level);
+    write_itk_atomically(detail::to_itk<TPixel, 3>(image, convert), path);
   }
 }
 
@@ -564,13 +535,14 @@ void write_image(const FloatImage& image, const fs::path& path, StoredPixel stor
 namespace {
 
 // The 352 bytes a single-file NIfTI-1 of `labels` starts with (header and the empty
-// extension flag), as ITK writes them: ITK writes a 2 x 2 x 2 label map of the same
-// spacing, direction and origin, and the sizes are put in. No other header field depends
-// on the size (ImageIO.LabelMapsAreTheBytesItkWrites compares whole files).
+// extension flag), as ITK writes them: ITK writes a label map of 2 voxels along each axis
+// with the same spacing, direction and origin, and the sizes are put in. No other header
+// field depends on the size (ImageIO.LabelMapsAreTheBytesItkWrites compares whole files).
 std::string nifti_label_header(const LabelImage& labels, const fs::path& path) {
   constexpr std::size_t kHeader = 352;
+  const int dims = labels.geometry.dimension;
   Geometry g = labels.geometry;
-  g.size = {2, 2, 2};
+  for (int a = 0; a < dims; ++a) g.size[a] = 2;
   const fs::path probe = temporary_sibling(path.parent_path() / ".header.nii");
   try {
     write_typed<std::int16_t>(LabelImage(g, 0), probe, [](std::int16_t v) { return v; });
@@ -586,12 +558,13 @@ std::string nifti_label_header(const LabelImage& labels, const fs::path& path) {
   }
   std::error_code ec;
   fs::remove(probe, ec);
-  std::int16_t dim[4];
+  std::int16_t dim[4] = {0, 0, 0, 0};
   float vox_offset = 0;
   if (!h.empty()) std::memcpy(dim, &h[40], sizeof dim), std::memcpy(&vox_offset, &h[108], sizeof vox_offset);
-  if (h.empty() || dim[0] != 3 || dim[1] != 2 || dim[2] != 2 || dim[3] != 2 || vox_offset != kHeader)
-    throw internal_error(path.string() + ": ITK's NIfTI header is not laid out as expected");
-  for (int a = 0; a < 3; ++a) dim[a + 1] = static_cast<std::int16_t>(labels.geometry.size[a]);
+  bool as_expected = !h.empty() && dim[0] == dims && vox_offset == kHeader;
+  for (int a = 1; a <= dims; ++a) as_expected = as_expected && dim[a] == 2;
+  if (!as_expected) throw internal_error(path.string() + ": ITK's NIfTI header is not laid out as expected");
+  for (int a = 0; a < dims; ++a) dim[a + 1] = static_cast<std::int16_t>(labels.geometry.size[a]);
   std::memcpy(&h[40], dim, sizeof dim);
   return h;
 }
@@ -599,16 +572,14 @@ std::string nifti_label_header(const LabelImage& labels, const fs::path& path) {
 }  // namespace
 
 void write_labels(const LabelImage& labels, const fs::path& path) {
-  // zlib's fastest level: a 512 x 512 x 300 CT's labels (mostly zeros) compress in 0.36 s
-  // instead of 1.4 s at the default level (zlib from Python on the same bytes), to 0.86 MB
-  // instead of 0.23 MB; writing them took 0.5 s instead of 1.2 s.
   const auto& size = labels.geometry.size;
-  const bool fits = labels.geometry.dimension == 3 && full_extension(path) == ".nii.gz" &&
-                    std::max({size[0], size[1], size[2]}) <= 32767;
-  if (!fits) return write_typed<std::int16_t>(labels, path, [](std::int16_t v) { return v; }, 1);
-  // A 3D .nii.gz: the voxels are compressed straight from memory behind ITK's header,
-  // instead of ITK writing the whole uncompressed file (300 MB for a 512 x 512 x 600 CT)
-  // for zlib to read back; on the project's virtual machine that file alone took 0.3 s.
+  const bool fits = full_extension(path) == ".nii.gz" && std::max({size[0], size[1], size[2]}) <= 32767;
+  if (!fits) return write_typed<std::int16_t>(labels, path, [](std::int16_t v) { return v; });
+  // .nii.gz: the voxels are compressed straight from memory behind ITK's header, at zlib's
+  // fastest level. ITK would compress at the default level (a 512 x 512 x 300 CT's labels,
+  // mostly zeros: 1.4 s against 0.36 s, from Python on the same bytes), and writing the
+  // plain file for zlib to read back cost up to 0.27 s for that CT on the project's
+  // machine (when its 157 MB of page cache came fresh).
   const std::string header = nifti_label_header(labels, path);
   const fs::path tmp = temporary_sibling(path);
   gzFile gz = gzopen(tmp.string().c_str(), "wb1");

@@ -75,14 +75,17 @@ TEST(ImageIO, LabelsAreWrittenAsIntegers) {
   EXPECT_EQ(files, 1);
 }
 
-// A 3D .nii.gz label map is compressed straight from memory behind a header ITK wrote
-// for a 2 x 2 x 2 map: after decompression it must be the very bytes ITK writes for the
-// whole map (plain .nii), whatever the orientation and size.
+// A .nii.gz label map is compressed straight from memory behind a header ITK wrote for a
+// map of 2 voxels along each axis: after decompression it must be the very bytes ITK
+// writes for the whole map (plain .nii), whatever the orientation, size and dimension.
 TEST(ImageIO, LabelMapsAreTheBytesItkWrites) {
   TempDir dir;
   const FloatImage base = test::oblique_test_image(37, 34, 33);
-  for (const std::string code : {"LPS", "IPR", "RAS"}) {
-    const Geometry g = reorient(base, code).geometry;
+  Geometry flat = make_geometry_2d(41, 29, {0.6, 0.9});
+  flat.origin = {3.5, -7.25, 0};
+  std::vector<std::pair<std::string, Geometry>> grids{{"2D", flat}};
+  for (const std::string code : {"LPS", "IPR", "RAS"}) grids.emplace_back(code, reorient(base, code).geometry);
+  for (const auto& [code, g] : grids) {
     LabelImage labels(g, 0);
     for (std::size_t i = 0; i < labels.voxels.size(); i += 7) labels.voxels[i] = static_cast<std::int16_t>(i % 300 - 20);
     write_labels(labels, dir / "ours.nii.gz");
