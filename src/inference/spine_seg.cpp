@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -108,6 +110,29 @@ Normaliser make_normaliser(const FloatImage& v, const nlohmann::json& n) {
   return out;
 }
 
+// The fine pass runs each sagittal slice as one window whose sides are rounded up to a
+// multiple of 32 (the network halves the resolution five times), and the rounding is
+// paid for in zeros: a 194-voxel side costs 224. So a side of the box becomes a multiple
+// of 32 where it can: the one below where that still holds `inner` (the box with the
+// smallest margin allowed), else the one above, filled with the image around the box (the
+// same cost, more real context than zeros). Sides beyond one window (512) are tiled and
+// stay as they are.
+std::pair<std::int64_t, std::int64_t> fit_to_windows(std::pair<std::int64_t, std::int64_t> box,
+                                                     std::pair<std::int64_t, std::int64_t> inner, std::int64_t n) {
+  constexpr std::int64_t kMultiple = 32;
+  const std::int64_t size = box.second - box.first;
+  if (size % kMultiple == 0 || size > 512) return box;
+  const std::int64_t below = size / kMultiple * kMultiple, above = below + kMultiple;
+  if (below > 0 && below >= inner.second - inner.first) {
+    const std::int64_t a = std::clamp(box.first + (size - below) / 2, inner.second - below, inner.first);
+    return {a, a + below};
+  }
+  if (above > 512) return box;
+  if (above >= n) return {0, n};  // the whole axis, in the window the box needed anyway
+  const std::int64_t a = std::clamp<std::int64_t>(box.first - (above - size) / 2, 0, n - above);
+  return {a, a + above};
+}
+
 // Per-voxel prediction of a set of sagittal slices: structure class and, for vertebra and
 // disc voxels, the level probabilities.
 struct SlicePrediction {
@@ -117,6 +142,8 @@ struct SlicePrediction {
   std::vector<std::int32_t> level_row;     // per region voxel: its row, or -1
   std::vector<float> level_table;
   int n_levels = 0;
+  std::size_t slices_run = 0;             // slices the model ran on (the rest interpolated or left out)
+  std::size_t first_slice = 0, end_slice = 0;  // the slices predicted: [first, end) of the region's
   const float* levels_at(std::size_t voxel) const {
     return &level_table[static_cast<std::size_t>(level_row[voxel]) * static_cast<std::size_t>(n_levels)];
   }
@@ -131,8 +158,20 @@ struct Region {
   std::int64_t ny() const { return y1 - y0; }
 };
 
+// Where the fine pass starts and where it may stop: from slice `start` of the region
+// outwards to both sides, each side ending once two model slices in a row hold less than
+// 1 % of the vertebra and disc voxels of the fullest slice so far (and at the region's
+// ends in any case). Without it every slice of the region is run.
+struct Outward {
+  std::size_t start = 0;
+  double stop_fraction = 0.01;
+  std::size_t stop_after = 2;
+  std::size_t min_spine_voxels = 100;  // no side stops before a slice held this many
+};
+
 SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const SliceModel& sm, double overlap,
-                               bool keep_levels, bool whole_slices, std::size_t stride = 1) {
+                               bool keep_levels, bool whole_slices, std::size_t stride = 1,
+                               const std::optional<Outward>& outward = std::nullopt) {
   const std::int64_t nx = r.nx(), ny = r.ny();
   const std::int64_t offset = std::max<std::int64_t>(1, std::lround(sm.slice_offset_mm / vol.geometry.spacing[2]));
   const std::int64_t nz_vol = static_cast<std::int64_t>(vol.nz());
@@ -225,37 +264,72 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
       for (int l = 0; l < n_levels; ++l) probs[l] /= sum;
     }
   };
-  // With a stride, the model runs on every stride-th slice (and the last); the slices
-  // between take logits interpolated linearly from the two on either side.
+  // With a stride, the model runs on every stride-th slice (counted from the start slice)
+  // and on the region's two end slices; the slices between take logits interpolated
+  // linearly from the two model slices on either side.
   const std::size_t n = r.zs.size();
   if (n == 0) return out;
-  std::vector<std::size_t> model_slices;
-  for (std::size_t i = 0;; i = std::min(i + stride, n - 1)) {
-    model_slices.push_back(i);
+  const std::size_t start = outward ? std::min(outward->start, n - 1) : 0;
+  std::vector<std::size_t> right, left;  // model slices from the start outwards
+  for (std::size_t i = start;; i = std::min(i + stride, n - 1)) {
+    right.push_back(i);
     if (i + 1 == n) break;
   }
-  constexpr std::size_t kSlicesPerPass = 2;
-  std::vector<float> prev, between;
-  std::size_t prev_i = 0;
-  for (std::size_t b = 0; b < model_slices.size(); b += kSlicesPerPass) {
-    const auto first = model_slices.begin() + static_cast<std::ptrdiff_t>(b);
-    const std::vector<std::size_t> group(first, first + static_cast<std::ptrdiff_t>(
-                                                            std::min(kSlicesPerPass, model_slices.size() - b)));
-    std::vector<std::vector<float>> logits = run(group);
-    for (std::size_t g = 0; g < group.size(); ++g) {
-      const std::size_t i = group[g];
-      std::vector<float>& cur = logits[g];
-      for (std::size_t j = prev_i + 1; j < i; ++j) {
-        const float w = static_cast<float>(j - prev_i) / static_cast<float>(i - prev_i);
-        between.resize(cur.size());
-        for (std::size_t k = 0; k < cur.size(); ++k) between[k] = (1 - w) * prev[k] + w * cur[k];
-        emit(j, between);
-      }
-      emit(i, cur);
-      prev.swap(cur);
-      prev_i = i;
-    }
+  for (std::size_t i = start; i > 0;) {
+    i = i >= stride ? i - stride : 0;
+    left.push_back(i);
   }
+  // Vertebra and disc voxels of an emitted slice, for the outward stop.
+  const auto spine_voxels = [&](std::size_t zi) {
+    const auto first = out.structure.begin() + static_cast<std::ptrdiff_t>(zi * static_cast<std::size_t>(plane));
+    return static_cast<std::size_t>(plane - std::count(first, first + plane, std::uint8_t{0}));
+  };
+  std::size_t fullest = 0;
+  out.first_slice = start, out.end_slice = start;
+  constexpr std::size_t kSlicesPerPass = 2;
+  std::vector<float> start_logits;  // the start slice's, where the left side begins
+  // One side: model slices in `order`, each emitted with the slices between it and the
+  // previous one; `prev_i`/`prev` hold the model slice the side starts from, if any.
+  const auto run_side = [&](const std::vector<std::size_t>& order, std::optional<std::size_t> prev_i,
+                            std::vector<float> prev) {
+    std::size_t small_run = 0;
+    std::vector<float> between;
+    for (std::size_t b = 0; b < order.size(); b += kSlicesPerPass) {
+      const auto first = order.begin() + static_cast<std::ptrdiff_t>(b);
+      const std::vector<std::size_t> group(first, first + static_cast<std::ptrdiff_t>(
+                                                              std::min(kSlicesPerPass, order.size() - b)));
+      std::vector<std::vector<float>> logits = run(group);
+      out.slices_run += group.size();
+      for (std::size_t g = 0; g < group.size(); ++g) {
+        const std::size_t i = group[g];
+        out.first_slice = std::min(out.first_slice, i);
+        out.end_slice = std::max(out.end_slice, i + 1);
+        std::vector<float>& cur = logits[g];
+        if (prev_i) {
+          const std::size_t lo = std::min(*prev_i, i), hi = std::max(*prev_i, i);
+          for (std::size_t j = lo + 1; j < hi; ++j) {
+            const float w = (static_cast<float>(j) - static_cast<float>(*prev_i)) /
+                            (static_cast<float>(i) - static_cast<float>(*prev_i));
+            between.resize(cur.size());
+            for (std::size_t k = 0; k < cur.size(); ++k) between[k] = (1 - w) * prev[k] + w * cur[k];
+            emit(j, between);
+          }
+        }
+        emit(i, cur);
+        if (i == start) start_logits = cur;
+        prev.swap(cur);
+        prev_i = i;
+        if (!outward) continue;
+        const std::size_t count = spine_voxels(i);
+        fullest = std::max(fullest, count);
+        const bool small = static_cast<double>(count) < outward->stop_fraction * static_cast<double>(fullest);
+        small_run = small ? small_run + 1 : 0;
+        if (fullest >= outward->min_spine_voxels && small_run >= outward->stop_after) return;
+      }
+    }
+  };
+  run_side(right, std::nullopt, {});
+  if (!left.empty()) run_side(left, start, start_logits);
   return out;
 }
 
@@ -265,16 +339,63 @@ struct SpineSegmenter::Impl {
   ModelFile mr_path, ct_path;
   std::string device;
   std::map<std::string, std::unique_ptr<Model>> models;
+  std::map<std::string, std::future<std::unique_ptr<Model>>> loading;  // prefetch()'s, not yet collected
+  std::thread loader;  // prefetch()'s; joined before the models it fills go
   std::set<std::string> limitations_shown;  // modalities whose model's limitations were logged (once per run)
+
+  const ModelFile& path_of(const std::string& modality) const { return modality == "ct" ? ct_path : mr_path; }
+  static std::unique_ptr<Model> load(const ModelFile& path, const std::string& modality, const std::string& device) {
+    return std::make_unique<Model>(Model::load(path, {"spine-seg", {modality}, 2}, device));
+  }
 
   const Model& get(const std::string& modality) {
     auto it = models.find(modality);
     if (it != models.end()) return *it->second;
-    const auto& path = modality == "ct" ? ct_path : mr_path;
+    const auto& path = path_of(modality);
     if (path.path.empty()) throw usage_error("no " + modality + " model given");
-    auto m = std::make_unique<Model>(Model::load(path, {"spine-seg", {modality}, 2}, device));
+    std::unique_ptr<Model> m;
+    if (auto f = loading.find(modality); f != loading.end()) {
+      auto started = std::move(f->second);
+      loading.erase(f);
+      m = started.get();  // rethrows what the load threw
+    } else {
+      m = load(path, modality, device);
+    }
     log::info("model {} {} on {}", m->card().name, m->card().version, device);
     return *models.emplace(modality, std::move(m)).first->second;
+  }
+
+  void prefetch() {
+    std::vector<std::string> todo;
+    for (const std::string modality : {"mr", "ct"})
+      if (!models.count(modality) && !loading.count(modality) && !path_of(modality).path.empty()) todo.push_back(modality);
+    if (todo.empty()) return;
+    // One thread, the MR model first: an MR study is read in a moment and needs its model
+    // at once, while a CT's reading (half a second for 512 x 512 x 300) covers both loads
+    // on the core the reading leaves free.
+    auto first = std::make_shared<std::promise<std::unique_ptr<Model>>>();
+    loading.emplace(todo[0], first->get_future());
+    std::shared_ptr<std::promise<std::unique_ptr<Model>>> second;
+    if (todo.size() > 1) {
+      second = std::make_shared<std::promise<std::unique_ptr<Model>>>();
+      loading.emplace(todo[1], second->get_future());
+    }
+    if (loader.joinable()) loader.join();
+    loader = std::thread([todo, first, second, this_device = device, paths = std::vector<ModelFile>{
+                     path_of(todo[0]), todo.size() > 1 ? path_of(todo[1]) : ModelFile{}}] {
+      const auto one = [&](std::promise<std::unique_ptr<Model>>& p, std::size_t k) {
+        try {
+          p.set_value(load(paths[k], todo[k], this_device));
+        } catch (...) {
+          p.set_exception(std::current_exception());
+        }
+      };
+      one(*first, 0);
+      if (second) one(*second, 1);
+    });
+  }
+  ~Impl() {
+    if (loader.joinable()) loader.join();
   }
 };
 
@@ -288,6 +409,7 @@ SpineSegmenter::~SpineSegmenter() = default;
 SpineSegmenter::SpineSegmenter(SpineSegmenter&&) noexcept = default;
 
 const Model& SpineSegmenter::model(const std::string& modality) { return impl_->get(modality); }
+void SpineSegmenter::prefetch() { impl_->prefetch(); }
 
 SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::string& requested_modality,
                                        const std::string& dicom_modality, const SpineSegConfig& config) {
@@ -340,6 +462,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   // `box` is the region of the model grid around the spine that the fine pass covers.
   Region box{0, nx, 0, ny, {}};
   bool found = true;
+  std::optional<std::size_t> fine_start;  // where the fine pass starts, in box.zs
   // A volume that is already a crop around the spine (the usual lumbar MRI) has nothing
   // for the coarse pass to cut away: every slice is spine-sized and fits one window.
   const bool spine_sized = nz * model_spacing <= 160 && nx * model_spacing <= 400 && ny * model_spacing <= 250;
@@ -411,11 +534,18 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
         const auto b = static_cast<std::int64_t>(std::ceil((c_hi + 1) * cs + margin));
         return std::pair<std::int64_t, std::int64_t>{std::clamp<std::int64_t>(a, 0, n), std::clamp<std::int64_t>(b, 0, n)};
       };
-      const auto [x0, x1] = to_fine(lo[0], hi[0], m, nx);
-      const auto [y0, y1] = to_fine(lo[1], hi[1], m, ny);
+      // In plane the margin may give up to 5 mm a side to fit the box to the windows.
+      const double inner_m = std::max(0.0, m - 5);
+      const auto [x0, x1] = fit_to_windows(to_fine(lo[0], hi[0], m, nx), to_fine(lo[0], hi[0], inner_m, nx), nx);
+      const auto [y0, y1] = fit_to_windows(to_fine(lo[1], hi[1], m, ny), to_fine(lo[1], hi[1], inner_m, ny), ny);
       const auto [z0, z1] = to_fine(lo[2], hi[2], m / 2 + half_step, nz);
       box = {x0, x1, y0, y1, {}};
       for (std::int64_t z = z0; z < z1; ++z) box.zs.push_back(z);
+      // The fine pass starts at the column's lateral centre and works outwards.
+      const auto [c_lo, c_hi] = column.lateral_extent();
+      const double centre = c_lo <= c_hi ? ((c_lo + c_hi) / 2 + 0.5) * cs : (lo[2] + hi[2] + 1) / 2 * cs;
+      if (z1 > z0)
+        fine_start = static_cast<std::size_t>(std::clamp<std::int64_t>(std::lround(centre) - z0, 0, z1 - z0 - 1));
     }
     result.timing["coarse_s"] = seconds_since(t0);
     result.timing["coarse_slices"] = coarse_slices;
@@ -456,11 +586,15 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     log::set_stage(fmt::format("fine pass ({} slices)", fine.zs.size()));
     const auto t1 = std::chrono::steady_clock::now();
     // Without the coarse pass: the plain baseline, the card's patch tiled with half overlap.
+    std::optional<Outward> outward;
+    if (fine_start) outward = Outward{*fine_start};
     const SlicePrediction fp =
         predict_slices(vol, fine, sm, config.coarse_to_fine ? 0.25 : 0.5, true, whole_slice_windows,
-                       config.coarse_to_fine ? static_cast<std::size_t>(config.fine_slice_stride) : 1);
+                       config.coarse_to_fine ? static_cast<std::size_t>(config.fine_slice_stride) : 1, outward);
     result.timing["fine_s"] = seconds_since(t1);
     result.timing["fine_region_voxels"] = {fine.nx(), fine.ny(), static_cast<std::int64_t>(fine.zs.size())};
+    result.timing["fine_slices_predicted"] = fp.end_slice - fp.first_slice;
+    result.timing["fine_slices_run"] = fp.slices_run;
     result.timing["volume_voxels"] = {nx, ny, nz};
     log::set_stage("vertebra instances and names");
     const auto t2 = std::chrono::steady_clock::now();

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <thread>
 #include <png.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -571,6 +572,53 @@ std::string nifti_label_header(const LabelImage& labels, const fs::path& path) {
 
 }  // namespace
 
+namespace {
+
+// One raw deflate stream of `pieces` in order, at zlib's fastest level: finished when
+// `last`, else ended by a sync flush (byte-aligned, not final), so that another stream can
+// follow it. Also returns the CRC-32 of the pieces' bytes.
+struct DeflatedPart {
+  std::vector<unsigned char> bytes;
+  uLong crc = 0;
+  bool ok = false;
+};
+
+DeflatedPart deflate_part(const std::vector<std::pair<const unsigned char*, std::size_t>>& pieces, bool last) {
+  DeflatedPart out;
+  out.crc = crc32(0L, Z_NULL, 0);
+  z_stream zs{};
+  if (deflateInit2(&zs, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return out;
+  std::vector<unsigned char> buf(std::size_t{1} << 18);
+  const auto drain = [&](int flush) {
+    int rc = Z_OK;
+    do {
+      zs.next_out = buf.data();
+      zs.avail_out = static_cast<uInt>(buf.size());
+      rc = deflate(&zs, flush);
+      if (rc == Z_STREAM_ERROR) return false;
+      out.bytes.insert(out.bytes.end(), buf.data(), buf.data() + (buf.size() - zs.avail_out));
+    } while (zs.avail_out == 0);
+    return flush != Z_FINISH || rc == Z_STREAM_END;
+  };
+  bool ok = true;
+  for (const auto& [data, size] : pieces) {
+    for (std::size_t at = 0; ok && at < size;) {
+      const auto n = static_cast<uInt>(std::min<std::size_t>(size - at, std::size_t{1} << 24));
+      zs.next_in = const_cast<unsigned char*>(data + at);  // zlib's API is not const
+      zs.avail_in = n;
+      out.crc = crc32(out.crc, data + at, n);
+      ok = drain(Z_NO_FLUSH) && zs.avail_in == 0;
+      at += n;
+    }
+  }
+  ok = ok && drain(last ? Z_FINISH : Z_SYNC_FLUSH);
+  deflateEnd(&zs);
+  out.ok = ok;
+  return out;
+}
+
+}  // namespace
+
 void write_labels(const LabelImage& labels, const fs::path& path) {
   const auto& size = labels.geometry.size;
   const bool fits = full_extension(path) == ".nii.gz" && std::max({size[0], size[1], size[2]}) <= 32767;
@@ -579,24 +627,47 @@ void write_labels(const LabelImage& labels, const fs::path& path) {
   // fastest level. ITK would compress at the default level (a 512 x 512 x 300 CT's labels,
   // mostly zeros: 1.4 s against 0.36 s, from Python on the same bytes), and writing the
   // plain file for zlib to read back cost up to 0.27 s for that CT on the project's
-  // machine (when its 157 MB of page cache came fresh).
+  // machine (when its 157 MB of page cache came fresh). The two halves are compressed at
+  // once on two threads into one gzip member (the first half's stream ends in a sync
+  // flush, the second's finishes it; the CRC is combined), as pigz does: for that CT,
+  // 0.28 s became about half on 2 cores.
   const std::string header = nifti_label_header(labels, path);
-  const fs::path tmp = temporary_sibling(path);
-  gzFile gz = gzopen(tmp.string().c_str(), "wb1");
-  if (!gz) throw input_error(path.string() + ": cannot write image (cannot open for compression)");
-  gzbuffer(gz, 1 << 18);
-  bool ok = gzwrite(gz, header.data(), static_cast<unsigned>(header.size())) == static_cast<int>(header.size());
-  const char* bytes = reinterpret_cast<const char*>(labels.voxels.data());
+  const auto* head = reinterpret_cast<const unsigned char*>(header.data());
+  const auto* voxels = reinterpret_cast<const unsigned char*>(labels.voxels.data());
   const std::size_t total = labels.voxels.size() * sizeof(std::int16_t);
-  constexpr std::size_t kChunk = std::size_t{1} << 24;
-  for (std::size_t at = 0; ok && at < total; at += kChunk) {
-    const auto n = static_cast<unsigned>(std::min(kChunk, total - at));
-    ok = gzwrite(gz, bytes + at, n) == static_cast<int>(n);
+  const std::size_t half = total >= (std::size_t{1} << 16) ? total / 2 : 0;  // small maps: one stream
+  DeflatedPart first, second;
+  {
+    std::thread other;
+    if (half > 0) other = std::thread([&] { first = deflate_part({{head, header.size()}, {voxels, half}}, false); });
+    second = half > 0 ? deflate_part({{voxels + half, total - half}}, true)
+                      : deflate_part({{head, header.size()}, {voxels, total}}, true);
+    if (other.joinable()) other.join();
   }
+  if (half == 0) first.ok = true;
+  const std::size_t first_size = half > 0 ? header.size() + half : 0;
+  const std::size_t second_size = half > 0 ? total - half : header.size() + total;
+  const uLong crc = half > 0 ? crc32_combine(first.crc, second.crc, static_cast<z_off_t>(second_size)) : second.crc;
+  if (!first.ok || !second.ok) throw input_error(path.string() + ": cannot write image (compression failed)");
+  const std::uint32_t length = static_cast<std::uint32_t>(first_size + second_size);  // modulo 2^32, as gzip has it
+  const unsigned char gzip_header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 3};  // deflate, no name, fastest, Unix
+  unsigned char trailer[8];
+  for (int b = 0; b < 4; ++b) {
+    trailer[b] = static_cast<unsigned char>((crc >> (8 * b)) & 0xff);
+    trailer[4 + b] = static_cast<unsigned char>((length >> (8 * b)) & 0xff);
+  }
+  const fs::path tmp = temporary_sibling(path);
+  std::FILE* f = std::fopen(tmp.string().c_str(), "wb");
+  if (!f) throw input_error(path.string() + ": cannot write image (" + std::strerror(errno) + ")");
+  bool ok = std::fwrite(gzip_header, 1, sizeof gzip_header, f) == sizeof gzip_header;
+  ok = ok && std::fwrite(first.bytes.data(), 1, first.bytes.size(), f) == first.bytes.size();
+  ok = ok && std::fwrite(second.bytes.data(), 1, second.bytes.size(), f) == second.bytes.size();
+  ok = ok && std::fwrite(trailer, 1, sizeof trailer, f) == sizeof trailer;
+  ok = (std::fclose(f) == 0) && ok;
   std::error_code ec;
-  if (gzclose(gz) != Z_OK || !ok) {
+  if (!ok) {
     fs::remove(tmp, ec);
-    throw input_error(path.string() + ": cannot write image (compression failed)");
+    throw input_error(path.string() + ": cannot write image (writing failed)");
   }
   fs::rename(tmp, path, ec);
   if (ec) {
