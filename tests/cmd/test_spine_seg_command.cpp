@@ -95,6 +95,16 @@ TEST(SpineSegCommand, CtPhantomSegmentedAndNamed) {
     }
   }
   EXPECT_GE(judged, 4) << j["vertebrae"].dump();
+  // The fine pass starts at the column and stops past the spine: fewer sagittal slices
+  // than its box holds (the box has a lateral margin and the coarse pass's stray hits),
+  // with the Dice and names above. In plane the box fits the network's 32-voxel steps, or
+  // is the whole axis.
+  const auto& t = j["timing"];
+  EXPECT_LT(t["fine_slices_predicted"].get<int>(), t["fine_region_voxels"][2].get<int>()) << t.dump();
+  for (int a = 0; a < 2; ++a) {
+    const int side = t["fine_region_voxels"][a], whole = t["volume_voxels"][a];
+    EXPECT_TRUE(side % 32 == 0 || side == whole) << t.dump();
+  }
   // The model card's limitations come with every result, and in the log once.
   ASSERT_TRUE(j["model_limitations"].is_array());
   EXPECT_FALSE(j["model_limitations"].empty());
