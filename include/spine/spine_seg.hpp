@@ -94,12 +94,6 @@ class SpineSegmenter {
   // The model for a modality, loading it when needed (for provenance and --version).
   const Model& model(const std::string& modality);
 
-  // Starts loading the models not yet loaded, each in a thread of its own, so that the
-  // loading overlaps with reading the first study (which of the two it needs is known
-  // only from its image); segment() and model() wait for the one they use. A model that
-  // fails to load in the background fails when it is used, as it would have loaded then.
-  void prefetch();
-
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -316,7 +316,6 @@ struct Pipeline {
         options(o) {}
 
   std::pair<LoadedImage, SpineSegResult> run(const Study& study) {
-    segmenter.prefetch();  // the models load while the first study is read
     const auto t0 = std::chrono::steady_clock::now();
     LoadedImage in = read_image(study.path);
     const double read_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

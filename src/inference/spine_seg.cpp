@@ -6,14 +6,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <future>
 #include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include <fmt/format.h>
 
@@ -339,63 +337,16 @@ struct SpineSegmenter::Impl {
   ModelFile mr_path, ct_path;
   std::string device;
   std::map<std::string, std::unique_ptr<Model>> models;
-  std::map<std::string, std::future<std::unique_ptr<Model>>> loading;  // prefetch()'s, not yet collected
-  std::thread loader;  // prefetch()'s; joined before the models it fills go
   std::set<std::string> limitations_shown;  // modalities whose model's limitations were logged (once per run)
-
-  const ModelFile& path_of(const std::string& modality) const { return modality == "ct" ? ct_path : mr_path; }
-  static std::unique_ptr<Model> load(const ModelFile& path, const std::string& modality, const std::string& device) {
-    return std::make_unique<Model>(Model::load(path, {"spine-seg", {modality}, 2}, device));
-  }
 
   const Model& get(const std::string& modality) {
     auto it = models.find(modality);
     if (it != models.end()) return *it->second;
-    const auto& path = path_of(modality);
+    const auto& path = modality == "ct" ? ct_path : mr_path;
     if (path.path.empty()) throw usage_error("no " + modality + " model given");
-    std::unique_ptr<Model> m;
-    if (auto f = loading.find(modality); f != loading.end()) {
-      auto started = std::move(f->second);
-      loading.erase(f);
-      m = started.get();  // rethrows what the load threw
-    } else {
-      m = load(path, modality, device);
-    }
+    auto m = std::make_unique<Model>(Model::load(path, {"spine-seg", {modality}, 2}, device));
     log::info("model {} {} on {}", m->card().name, m->card().version, device);
     return *models.emplace(modality, std::move(m)).first->second;
-  }
-
-  void prefetch() {
-    std::vector<std::string> todo;
-    for (const std::string modality : {"mr", "ct"})
-      if (!models.count(modality) && !loading.count(modality) && !path_of(modality).path.empty()) todo.push_back(modality);
-    if (todo.empty()) return;
-    // One thread, the MR model first: an MR study is read in a moment and needs its model
-    // at once, while a CT's reading (half a second for 512 x 512 x 300) covers both loads
-    // on the core the reading leaves free.
-    auto first = std::make_shared<std::promise<std::unique_ptr<Model>>>();
-    loading.emplace(todo[0], first->get_future());
-    std::shared_ptr<std::promise<std::unique_ptr<Model>>> second;
-    if (todo.size() > 1) {
-      second = std::make_shared<std::promise<std::unique_ptr<Model>>>();
-      loading.emplace(todo[1], second->get_future());
-    }
-    if (loader.joinable()) loader.join();
-    loader = std::thread([todo, first, second, this_device = device, paths = std::vector<ModelFile>{
-                     path_of(todo[0]), todo.size() > 1 ? path_of(todo[1]) : ModelFile{}}] {
-      const auto one = [&](std::promise<std::unique_ptr<Model>>& p, std::size_t k) {
-        try {
-          p.set_value(load(paths[k], todo[k], this_device));
-        } catch (...) {
-          p.set_exception(std::current_exception());
-        }
-      };
-      one(*first, 0);
-      if (second) one(*second, 1);
-    });
-  }
-  ~Impl() {
-    if (loader.joinable()) loader.join();
   }
 };
 
@@ -409,7 +360,6 @@ SpineSegmenter::~SpineSegmenter() = default;
 SpineSegmenter::SpineSegmenter(SpineSegmenter&&) noexcept = default;
 
 const Model& SpineSegmenter::model(const std::string& modality) { return impl_->get(modality); }
-void SpineSegmenter::prefetch() { impl_->prefetch(); }
 
 SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::string& requested_modality,
                                        const std::string& dicom_modality, const SpineSegConfig& config) {
