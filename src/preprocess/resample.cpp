@@ -115,14 +115,25 @@ FloatImage resample_linear(const std::vector<float>& voxels, const Geometry& g, 
                            const Geometry& target, float fill) {
   FloatImage out(target, fill);
   const IndexMap map(target, g);
-  for_each_slice(0, target.size[2], [&](std::size_t k) {
-    for (std::size_t j = 0; j < target.size[1]; ++j)
-      for (std::size_t i = 0; i < target.size[0]; ++i) {
-        double acc = 0;
-        const bool inside =
-            for_each_neighbour(g, map(i, j, k), offset, [&](std::size_t off, double w) { acc += w * voxels[off]; });
-        if (inside) out.at(i, j, k) = static_cast<float>(acc);
-      }
+  // In blocks of 8 x 8 x 8 target voxels: the source voxels a block reads then stay in
+  // the cache whatever the two grids' orientations. Row by row, the target's fastest axis
+  // can run along the source's slowest (a CT in LPS resampled onto the canonical IPR
+  // grid), and every sample then missed the cache: 0.4 s for the 2 mm coarse grid of a
+  // 512 x 512 x 300 CT. The values are the same; only the order differs.
+  constexpr std::size_t kBlock = 8;
+  const std::size_t nx = target.size[0], ny = target.size[1], nz = target.size[2];
+  for_each_slice(0, (nz + kBlock - 1) / kBlock, [&](std::size_t kb) {
+    const std::size_t k0 = kb * kBlock, k1 = std::min(k0 + kBlock, nz);
+    for (std::size_t j0 = 0; j0 < ny; j0 += kBlock)
+      for (std::size_t i0 = 0; i0 < nx; i0 += kBlock)
+        for (std::size_t k = k0; k < k1; ++k)
+          for (std::size_t j = j0; j < std::min(j0 + kBlock, ny); ++j)
+            for (std::size_t i = i0; i < std::min(i0 + kBlock, nx); ++i) {
+              double acc = 0;
+              const bool inside = for_each_neighbour(g, map(i, j, k), offset,
+                                                     [&](std::size_t off, double w) { acc += w * voxels[off]; });
+              if (inside) out.at(i, j, k) = static_cast<float>(acc);
+            }
   });
   return out;
 }
