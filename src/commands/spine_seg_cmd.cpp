@@ -351,7 +351,7 @@ BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOption
   const auto studies = discover_studies(common.inputs);
   check_spine_models(models);
   Pipeline pipeline(models, device);
-  // 15.2 bytes per voxel peak on a 512 x 512 x 600 int16 CT (scripts/bench_memory.py).
+  // 15.3 bytes per voxel peak on a 512 x 512 x 600 int16 CT (scripts/bench_memory.py, 2026-12-05).
   BatchOptions options = common.batch_options(tool, config, 16);
   options.study_models = [&] { return pipeline.records(); };
   options.on_finish = [&] { write_cohort(common.output_dir); };
