@@ -118,8 +118,9 @@ FloatImage resample_linear(const std::vector<float>& voxels, const Geometry& g, 
   // In blocks of 8 x 8 x 8 target voxels: the source voxels a block reads then stay in
   // the cache whatever the two grids' orientations. Row by row, the target's fastest axis
   // can run along the source's slowest (a CT in LPS resampled onto the canonical IPR
-  // grid), and every sample then missed the cache: 0.4 s for the 2 mm coarse grid of a
-  // 512 x 512 x 300 CT. The values are the same; only the order differs.
+  // grid), and every sample then missed the cache: the 2 mm coarse grid of a 512 x 512 x
+  // 300 CT took 0.21 s that way, 0.14 s in blocks. The values are the same; only the
+  // order differs.
   constexpr std::size_t kBlock = 8;
   const std::size_t nx = target.size[0], ny = target.size[1], nz = target.size[2];
   for_each_slice(0, (nz + kBlock - 1) / kBlock, [&](std::size_t kb) {
