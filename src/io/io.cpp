@@ -659,9 +659,11 @@ void write_labels(const LabelImage& labels, const fs::path& path) {
   const fs::path tmp = temporary_sibling(path);
   std::FILE* f = std::fopen(tmp.string().c_str(), "wb");
   if (!f) throw input_error(path.string() + ": cannot write image (" + std::strerror(errno) + ")");
+  const auto put = [f](const std::vector<unsigned char>& b) {  // fwrite must not see data() of an empty vector
+    return b.empty() || std::fwrite(b.data(), 1, b.size(), f) == b.size();
+  };
   bool ok = std::fwrite(gzip_header, 1, sizeof gzip_header, f) == sizeof gzip_header;
-  ok = ok && std::fwrite(first.bytes.data(), 1, first.bytes.size(), f) == first.bytes.size();
-  ok = ok && std::fwrite(second.bytes.data(), 1, second.bytes.size(), f) == second.bytes.size();
+  ok = ok && put(first.bytes) && put(second.bytes);
   ok = ok && std::fwrite(trailer, 1, sizeof trailer, f) == sizeof trailer;
   ok = (std::fclose(f) == 0) && ok;
   std::error_code ec;
