@@ -108,8 +108,12 @@ Normaliser make_normaliser(const FloatImage& v, const nlohmann::json& n) {
   return out;
 }
 
+// Whole-slice windows: a region up to kMaxWindow on a side runs as one window, its sides
+// rounded up to a multiple of kWindowStep (the network halves the resolution five times).
+constexpr std::int64_t kWindowStep = 32, kMaxWindow = 512;
+
 // The fine pass runs each sagittal slice as one window whose sides are rounded up to a
-// multiple of 32 (the network halves the resolution five times), and the rounding is
+// multiple of kWindowStep, and the rounding is
 // paid for in zeros: a 194-voxel side costs 224. So a side of the box becomes a multiple
 // of 32 where it can: the one below where that still holds `inner` (the box with the
 // smallest margin allowed), else the one above, filled with the image around the box (the
@@ -117,15 +121,13 @@ Normaliser make_normaliser(const FloatImage& v, const nlohmann::json& n) {
 // stay as they are.
 std::pair<std::int64_t, std::int64_t> fit_to_windows(std::pair<std::int64_t, std::int64_t> box,
                                                      std::pair<std::int64_t, std::int64_t> inner, std::int64_t n) {
-  constexpr std::int64_t kMultiple = 32;
   const std::int64_t size = box.second - box.first;
-  if (size % kMultiple == 0 || size > 512) return box;
-  const std::int64_t below = size / kMultiple * kMultiple, above = below + kMultiple;
+  if (size % kWindowStep == 0 || size > kMaxWindow) return box;
+  const std::int64_t below = size / kWindowStep * kWindowStep, above = below + kWindowStep;
   if (below > 0 && below >= inner.second - inner.first) {
     const std::int64_t a = std::clamp(box.first + (size - below) / 2, inner.second - below, inner.first);
     return {a, a + below};
   }
-  if (above > 512) return box;
   if (above >= n) return {0, n};  // the whole axis, in the window the box needed anyway
   const std::int64_t a = std::clamp<std::int64_t>(box.first - (above - size) / 2, 0, n - above);
   return {a, a + above};
@@ -184,8 +186,8 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   if (whole_slices) {
     // The network is fully convolutional: a region up to 512 x 512 runs as one window
     // (rounded up to a multiple of 32), with none of the overlap a tiling recomputes.
-    auto round_up = [](std::int64_t v) { return (v + 31) / 32 * 32; };
-    if (nx <= 512 && ny <= 512) {
+    auto round_up = [](std::int64_t v) { return (v + kWindowStep - 1) / kWindowStep * kWindowStep; };
+    if (nx <= kMaxWindow && ny <= kMaxWindow) {
       sw.patch = {std::max<std::int64_t>(64, round_up(nx)), std::max<std::int64_t>(64, round_up(ny)), 1};
       one_window = true;
     }
@@ -492,10 +494,12 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       box = {x0, x1, y0, y1, {}};
       for (std::int64_t z = z0; z < z1; ++z) box.zs.push_back(z);
       // The fine pass starts at the column's lateral centre and works outwards.
+      // (A spine found has hits near the column, so the column has an extent.)
       const auto [c_lo, c_hi] = column.lateral_extent();
-      const double centre = c_lo <= c_hi ? ((c_lo + c_hi) / 2 + 0.5) * cs : (lo[2] + hi[2] + 1) / 2 * cs;
-      if (z1 > z0)
+      if (c_lo <= c_hi && z1 > z0) {
+        const double centre = ((c_lo + c_hi) / 2 + 0.5) * cs;
         fine_start = static_cast<std::size_t>(std::clamp<std::int64_t>(std::lround(centre) - z0, 0, z1 - z0 - 1));
+      }
     }
     result.timing["coarse_s"] = seconds_since(t0);
     result.timing["coarse_slices"] = coarse_slices;

@@ -570,10 +570,6 @@ std::string nifti_label_header(const LabelImage& labels, const fs::path& path) {
   return h;
 }
 
-}  // namespace
-
-namespace {
-
 // One raw deflate stream of `pieces` in order, at zlib's fastest level: finished when
 // `last`, else ended by a sync flush (byte-aligned, not final), so that another stream can
 // follow it. Also returns the CRC-32 of the pieces' bytes.
@@ -635,21 +631,21 @@ void write_labels(const LabelImage& labels, const fs::path& path) {
   const auto* head = reinterpret_cast<const unsigned char*>(header.data());
   const auto* voxels = reinterpret_cast<const unsigned char*>(labels.voxels.data());
   const std::size_t total = labels.voxels.size() * sizeof(std::int16_t);
-  const std::size_t half = total >= (std::size_t{1} << 16) ? total / 2 : 0;  // small maps: one stream
+  // A small map is not worth a thread: its first part is the header alone.
+  const bool two_threads = total >= (std::size_t{1} << 16);
+  const std::size_t half = two_threads ? total / 2 : 0;
   DeflatedPart first, second;
+  const auto compress_first = [&] { first = deflate_part({{head, header.size()}, {voxels, half}}, false); };
   {
     std::thread other;
-    if (half > 0) other = std::thread([&] { first = deflate_part({{head, header.size()}, {voxels, half}}, false); });
-    second = half > 0 ? deflate_part({{voxels + half, total - half}}, true)
-                      : deflate_part({{head, header.size()}, {voxels, total}}, true);
+    if (two_threads) other = std::thread(compress_first);
+    else compress_first();
+    second = deflate_part({{voxels + half, total - half}}, true);
     if (other.joinable()) other.join();
   }
-  if (half == 0) first.ok = true;
-  const std::size_t first_size = half > 0 ? header.size() + half : 0;
-  const std::size_t second_size = half > 0 ? total - half : header.size() + total;
-  const uLong crc = half > 0 ? crc32_combine(first.crc, second.crc, static_cast<z_off_t>(second_size)) : second.crc;
   if (!first.ok || !second.ok) throw input_error(path.string() + ": cannot write image (compression failed)");
-  const std::uint32_t length = static_cast<std::uint32_t>(first_size + second_size);  // modulo 2^32, as gzip has it
+  const uLong crc = crc32_combine(first.crc, second.crc, static_cast<z_off_t>(total - half));
+  const auto length = static_cast<std::uint32_t>(header.size() + total);  // modulo 2^32, as gzip has it
   const unsigned char gzip_header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 3};  // deflate, no name, fastest, Unix
   unsigned char trailer[8];
   for (int b = 0; b < 4; ++b) {
@@ -659,11 +655,10 @@ void write_labels(const LabelImage& labels, const fs::path& path) {
   const fs::path tmp = temporary_sibling(path);
   std::FILE* f = std::fopen(tmp.string().c_str(), "wb");
   if (!f) throw input_error(path.string() + ": cannot write image (" + std::strerror(errno) + ")");
-  const auto put = [f](const std::vector<unsigned char>& b) {  // fwrite must not see data() of an empty vector
-    return b.empty() || std::fwrite(b.data(), 1, b.size(), f) == b.size();
-  };
+  // Neither part is empty: the first ends in a sync flush, the second in the final block.
   bool ok = std::fwrite(gzip_header, 1, sizeof gzip_header, f) == sizeof gzip_header;
-  ok = ok && put(first.bytes) && put(second.bytes);
+  ok = ok && std::fwrite(first.bytes.data(), 1, first.bytes.size(), f) == first.bytes.size();
+  ok = ok && std::fwrite(second.bytes.data(), 1, second.bytes.size(), f) == second.bytes.size();
   ok = ok && std::fwrite(trailer, 1, sizeof trailer, f) == sizeof trailer;
   ok = (std::fclose(f) == 0) && ok;
   std::error_code ec;
