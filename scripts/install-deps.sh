@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build git pkg-config clang libclang-rt-14-dev
   libinsighttoolkit5-dev
-  libtorch-dev
+  libtorch-dev libzip-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
   libopencv-imgproc-dev libopencv-imgcodecs-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libssl-dev
   python3-torch python3-numpy python3-pil

@@ -3,6 +3,8 @@
   pointwise2d.pt / pointwise3d.pt  fully convolutional 1x1 models with a valid card
   wrong_task.pt                    the same 2D model whose card names another task
   no_card.pt                       a model without model_card.json
+  card_only.pt                     a zip archive laid out as a model, with a valid card but no
+                                   TorchScript code or weights
   nan_landmarks.pt                 an 'xray-ap-landmarks' model whose output is all NaN
   empty_landmarks.pt               an 'xray-ap-landmarks' model whose output is empty
 Usage: /usr/bin/python3 scripts/make_test_models.py OUTDIR
@@ -10,6 +12,7 @@ Usage: /usr/bin/python3 scripts/make_test_models.py OUTDIR
 import json
 import os
 import sys
+import zipfile
 
 import torch
 
@@ -145,6 +148,8 @@ def main():
     m = torch.jit.script(Pointwise(2).eval())
     save_with_card(m, card(2, task="another-task"), os.path.join(out, "wrong_task.pt"))
     torch.jit.save(m, os.path.join(out, "no_card.pt"))
+    with zipfile.ZipFile(os.path.join(out, "card_only.pt"), "w") as z:
+        z.writestr("card_only/extra/model_card.json", json.dumps(card(2)))
     for empty, name in ((False, "nan_landmarks.pt"), (True, "empty_landmarks.pt")):
         c = card(2, task="xray-ap-landmarks")
         c.update(name=name[:-3], modality="xray", classes=[], patch_size=[256, 512])

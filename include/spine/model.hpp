@@ -1,6 +1,7 @@
 // TorchScript model runtime: a model file carries its card (model_card.json, stored as an
 // extra file inside the .pt); the loader checks the card against what the caller needs.
-// Torch stays behind a pimpl; this header has no torch types.
+// LibTorch itself is a plug-in the library loads when a model is first needed
+// (src/model/torch_plugin.hpp); this header has no torch types.
 #pragma once
 #include <filesystem>
 #include <memory>
@@ -60,6 +61,11 @@ bool cuda_available();
 
 // Sets the thread count of torch and ITK (0 = number of cores).
 void set_thread_count(int threads);
+
+// Starts loading LibTorch (0.6-0.8 s) on another thread, for a command that will load a
+// model once it has read its first input: the two then overlap. Model::load waits for
+// the load; without this call it loads LibTorch itself.
+void start_loading_model_runtime();
 
 // A model file and, for the models shipped with spine, the SHA-256 pinned at build time
 // (models/SHA256SUMS): a file whose bytes differ is refused before TorchScript reads it.

@@ -272,6 +272,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
   std::string used_modality;
   if (segmenter) {
     check_spine_models(c.models);
+    start_loading_model_runtime();  // while the first study is read
     options.study_models = [&]() -> std::vector<ModelRecord> {
       if (used_modality.empty()) return {};
       const Model& model = segmenter->model(used_modality);

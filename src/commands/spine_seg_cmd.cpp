@@ -350,6 +350,9 @@ BatchSummary run_spine_batch(const CommonOptions& common, const SpineModelOption
   const std::string device = resolve_device(common.device);
   const auto studies = discover_studies(common.inputs);
   check_spine_models(models);
+  // LibTorch loads while the first study is read; its model is loaded when the study's
+  // modality is known.
+  start_loading_model_runtime();
   Pipeline pipeline(models, device);
   // 15.3 bytes per voxel peak on a 512 x 512 x 600 int16 CT (scripts/bench_memory.py, 2026-12-05).
   BatchOptions options = common.batch_options(tool, config, 16);

@@ -15,13 +15,16 @@
 // spine-seg on a 512 x 512 x 300 CT 1.54x faster, spine-measure 2.07x (with the heap
 // kept, below).
 //
-// How: allocations of at least kHugeThreshold bytes are handed out 2 MiB-aligned, with
-// madvise(MADV_HUGEPAGE) on them; smaller ones go to malloc as before. Two entry points:
-// - LibTorch's CPU allocator, replaced through c10's allocator registry (at a higher
-//   priority than the default one), for every tensor;
+// How: allocations of at least huge::kHugeThreshold bytes are handed out 2 MiB-aligned,
+// with madvise(MADV_HUGEPAGE) on them; smaller ones go to malloc as before
+// (src/core/huge_alloc.hpp). Two entry points:
 // - the replaceable global operator new (a standard C++ mechanism), for our and ITK's
-//   buffers. Both are released by free(), so the default operator delete is right.
-// Where the kernel's THP mode is "never", the advice is ignored and nothing else changes.
+//   buffers, here;
+// - LibTorch's CPU allocator, for every tensor: the LibTorch plug-in registers the same
+//   allocation in c10's allocator registry when it is loaded, because this executable
+//   asked for it (request_huge_page_tensors below).
+// Both are released by free(), so the default operator delete is right. Where the
+// kernel's THP mode is "never", the advice is ignored and nothing else changes.
 // SPINE_HUGE_PAGES=0 in the environment turns both off (ordinary pages, as before), for
 // the side-by-side benchmark (scripts/bench_huge_pages.sh) and for whoever needs it.
 //
@@ -29,54 +32,13 @@
 // the allocators is the program's decision. Under AddressSanitizer operator new is left
 // alone, since the sanitizer must own it to check the heap.
 #include <malloc.h>
-#include <sys/mman.h>
 
-#include <c10/core/CPUAllocator.h>
-
-#include <cstdlib>
 #include <new>
 
+#include "core/huge_alloc.hpp"
+#include "model/torch_plugin.hpp"
+
 namespace {
-
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
-// Below this a buffer would waste more than a quarter of its last huge page on average;
-// volumes, label maps and a U-Net's activations are larger.
-constexpr std::size_t kHugeThreshold = std::size_t{8} << 20;
-constexpr std::size_t kTensorAlignment = 64;  // LibTorch's own (c10's gAlignment)
-
-bool huge_pages_enabled() {
-  const char* v = std::getenv("SPINE_HUGE_PAGES");  // getenv does not allocate
-  return !(v && v[0] == '0' && v[1] == '\0');
-}
-
-// nullptr when the memory is not there.
-void* allocate(std::size_t size, std::size_t small_alignment) {
-  static const bool enabled = huge_pages_enabled();
-  void* p = nullptr;
-  if (size >= kHugeThreshold && enabled) {
-    if (posix_memalign(&p, kHugePage, size) != 0) return nullptr;
-    // Advice only: a refusal (THP off, an old kernel) leaves ordinary pages.
-    (void)madvise(p, (size + 4095) & ~std::size_t{4095}, MADV_HUGEPAGE);
-    return p;
-  }
-  if (small_alignment == 0) return std::malloc(size == 0 ? 1 : size);
-  return posix_memalign(&p, small_alignment, size == 0 ? 1 : size) == 0 ? p : nullptr;
-}
-
-void release(void* p) { std::free(p); }
-
-class HugePageTensorAllocator final : public c10::Allocator {
- public:
-  c10::DataPtr allocate(std::size_t n) const override {
-    if (n == 0) return {nullptr, nullptr, &release, c10::Device(c10::DeviceType::CPU)};
-    void* p = ::allocate(n, kTensorAlignment);
-    if (!p) throw std::bad_alloc();
-    return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
-  }
-  c10::DeleterFnPtr raw_deleter() const override { return &release; }
-};
-
-HugePageTensorAllocator tensor_allocator;
 
 // Freed memory stays in the process for the next allocation: glibc by default hands a
 // freed block of more than 128 KiB..32 MiB back to the kernel (munmap, or trimming the
@@ -85,17 +47,16 @@ HugePageTensorAllocator tensor_allocator;
 // the most glibc allows; the heap trimmed only above 1 GiB free) made spine-cobb 0.17 s
 // per film against 0.23-0.28 s. The peak stays what the run needs; what is not returned
 // early is returned at exit.
-const bool heap_kept = huge_pages_enabled() && mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
+const bool heap_kept = spine::huge::enabled_by_environment() && mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
                        mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
-// Priority 1 wins over LibTorch's default CPU allocator (priority 0), which its own
-// static initialisation registered before this executable's.
-const bool tensor_allocator_registered = huge_pages_enabled() && (c10::SetCPUAllocator(&tensor_allocator, 1), true);
+const bool tensors_requested =
+    spine::huge::enabled_by_environment() && (spine::detail::request_huge_page_tensors(), true);
 
 }  // namespace
 
 #if !defined(__SANITIZE_ADDRESS__)
 void* operator new(std::size_t size) {
-  if (void* p = allocate(size, 0)) return p;
+  if (void* p = spine::huge::allocate(size, 0)) return p;
   throw std::bad_alloc();
 }
 void* operator new[](std::size_t size) { return operator new(size); }

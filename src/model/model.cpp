@@ -1,13 +1,12 @@
-// TorchScript model loading and inference behind a pimpl; the only translation unit
-// besides the device helpers that includes torch headers.
-#include <torch/script.h>
-#include <torch/cuda.h>
-#include <torch/utils.h>
-#include <caffe2/serialize/inline_container.h>
+// Model files, their cards and checks, and the Model class. LibTorch itself is behind the
+// plug-in boundary (torch_plugin.hpp): this file reads a model's card with libzip and
+// hands the checked bytes to the plug-in.
+#include <zip.h>
 
 #include <itkMultiThreaderBase.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -18,10 +17,7 @@
 #include "spine/log.hpp"
 #include "spine/model.hpp"
 #include "spine/model_hashes.hpp"
-
-// Torch's headers define glog-style CHECK/LOG macros that clash with other code.
-#undef CHECK
-#undef LOG
+#include "model/torch_plugin.hpp"
 
 namespace fs = std::filesystem;
 
@@ -76,7 +72,13 @@ ModelCard ModelCard::from_json(const nlohmann::json& j) {
   return c;
 }
 
-bool cuda_available() { return torch::cuda::is_available(); }
+bool cuda_available() {
+#ifdef SPINE_TORCH_CUDA
+  return detail::torch_runtime().cuda_device_count() > 0;
+#else
+  return false;  // this build's LibTorch has no CUDA: known without loading it
+#endif
+}
 
 std::string resolve_device(const std::string& spec) {
   if (spec == "cpu") return "cpu";
@@ -93,7 +95,7 @@ std::string resolve_device(const std::string& spec) {
         throw usage_error("--device must be auto, cpu, cuda or cuda:N");
       }
     }
-    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count()))
+    if (index < 0 || index >= detail::torch_runtime().cuda_device_count())
       throw usage_error("--device " + spec + ": no such CUDA device");
     return "cuda:" + std::to_string(index);
   }
@@ -102,12 +104,12 @@ std::string resolve_device(const std::string& spec) {
 
 void set_thread_count(int threads) {
   const int n = threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
-  torch::set_num_threads(n);
+  detail::set_torch_threads(n);
   itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(static_cast<itk::ThreadIdType>(n));
 }
 
 struct Model::Impl {
-  torch::jit::script::Module module;
+  std::unique_ptr<detail::TorchModule> module;
   ModelCard card;
   std::string sha256;
   std::string device;
@@ -147,54 +149,44 @@ std::string read_verified(const ModelFile& file, std::string& sha256) {
   return bytes;
 }
 
-// The verified bytes as LibTorch's archive reader sees a file, without another copy
-// (an istringstream would copy them).
-class BytesAdapter : public caffe2::serialize::ReadAdapterInterface {
- public:
-  explicit BytesAdapter(const std::string& bytes) : bytes_(bytes) {}
-  size_t size() const override { return bytes_.size(); }
-  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
-    if (pos >= bytes_.size()) return 0;
-    n = std::min<size_t>(n, bytes_.size() - pos);
-    std::memcpy(buf, bytes_.data() + pos, n);
-    return n;
+// The card, read from the model's archive without deserialising the module. A TorchScript
+// file is a zip archive whose entries all lie in one folder (named after the model), and
+// torch.jit.save's extra files are <folder>/extra/<name>. Empty when there is no card.
+std::string read_card_text(const fs::path& path, const std::string& bytes) {
+  const auto unreadable = [&](const std::string& why) {
+    return model_error(path.string() + ": not a readable TorchScript model (" + why + ")");
+  };
+  zip_error_t error;
+  zip_error_init(&error);
+  zip_source_t* source = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);
+  zip_t* archive = source ? zip_open_from_source(source, ZIP_RDONLY, &error) : nullptr;
+  if (!archive) {
+    if (source) zip_source_free(source);
+    const std::string why = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    throw unreadable(why);
   }
-
- private:
-  const std::string& bytes_;
-};
-
-std::string first_line(const c10::Error& e) {
-  std::string msg = e.what_without_backtrace();
-  return msg.substr(0, msg.find('\n'));
-}
-
-torch::jit::script::Module load_module(const ModelFile& file, std::string& card_text, const std::string& device,
-                                       std::string& sha256) {
-  const std::string bytes = read_verified(file, sha256);
-  torch::jit::ExtraFilesMap extra{{kCardFile, ""}};
-  try {
-    auto module = torch::jit::load(std::make_shared<BytesAdapter>(bytes), torch::Device(device), extra);
-    card_text = extra[kCardFile];
-    return module;
-  } catch (const c10::Error& e) {
-    throw model_error(file.path.string() + ": not a readable TorchScript model (" + first_line(e) + ")");
-  }
-}
-
-// The card alone, read from the model's archive (TorchScript keeps extra files as
-// extra/<name>) without deserialising the module: a few milliseconds instead of a load.
-std::string read_card_text(const ModelFile& file, std::string& sha256) {
-  const std::string bytes = read_verified(file, sha256);
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BytesAdapter>(bytes));
-    const std::string record = std::string("extra/") + kCardFile;
-    if (!reader.hasRecord(record)) return "";
-    auto [data, size] = reader.getRecord(record);
-    return std::string(static_cast<const char*>(data.get()), size);
-  } catch (const c10::Error& e) {
-    throw model_error(file.path.string() + ": not a readable TorchScript model (" + first_line(e) + ")");
-  }
+  zip_error_fini(&error);
+  std::unique_ptr<zip_t, void (*)(zip_t*)> closer(archive, [](zip_t* a) { zip_discard(a); });
+  const char* first = zip_get_num_entries(archive, 0) > 0 ? zip_get_name(archive, 0, ZIP_FL_ENC_RAW) : nullptr;
+  const char* slash = first ? std::strchr(first, '/') : nullptr;
+  if (!slash) throw unreadable("no archive folder");
+  const std::string record = std::string(first, slash) + "/extra/" + kCardFile;
+  const zip_int64_t index = zip_name_locate(archive, record.c_str(), ZIP_FL_ENC_RAW);
+  if (index < 0) return "";
+  zip_stat_t stat;
+  zip_stat_init(&stat);
+  constexpr zip_uint64_t kMaxCard = 1 << 20;  // a card is a few KB
+  if (zip_stat_index(archive, static_cast<zip_uint64_t>(index), 0, &stat) != 0 || !(stat.valid & ZIP_STAT_SIZE))
+    throw unreadable("its card's entry is damaged");
+  if (stat.size > kMaxCard) throw unreadable("its card is over 1 MB");
+  zip_file_t* file = zip_fopen_index(archive, static_cast<zip_uint64_t>(index), 0);
+  if (!file) throw unreadable(std::string("its card cannot be read: ") + zip_strerror(archive));
+  std::string text(static_cast<std::size_t>(stat.size), '\0');
+  const zip_int64_t got = text.empty() ? 0 : zip_fread(file, text.data(), stat.size);
+  zip_fclose(file);
+  if (got != static_cast<zip_int64_t>(stat.size)) throw unreadable("its card's entry is damaged");
+  return text;
 }
 
 ModelCard parse_card(const fs::path& path, const std::string& text) {
@@ -254,40 +246,34 @@ ModelFile model_file(const std::string& user_path, const std::string& file) {
 
 ModelCard Model::read_card(const ModelFile& file) {
   std::string sha;
-  return parse_card(file.path, read_card_text(file, sha));
+  return parse_card(file.path, read_card_text(file.path, read_verified(file, sha)));
 }
 
 ModelRecord Model::check(const ModelFile& file, const ModelRequirement& requirement) {
   std::string sha;
-  const ModelCard card = parse_card(file.path, read_card_text(file, sha));
+  const ModelCard card = parse_card(file.path, read_card_text(file.path, read_verified(file, sha)));
   check_requirement(file.path, card, requirement);
   return {card.name, card.version, sha};
 }
 
 Model Model::load(const ModelFile& file, const ModelRequirement& req, const std::string& device, bool optimise) {
   auto impl = std::make_unique<Impl>();
-  std::string text;
   const fs::path& path = file.path;
   impl->device = device;
-  impl->module = load_module(file, text, device, impl->sha256);
-  impl->card = parse_card(path, text);
+  const std::string bytes = read_verified(file, impl->sha256);
+  // The card first: a model for another task is refused before its TorchScript (code) is
+  // deserialised.
+  impl->card = parse_card(path, read_card_text(path, bytes));
   if (file.pinned_sha256.empty())
     log::info("{}: your own model {} {}, SHA-256 {}", path.string(), impl->card.name, impl->card.version, impl->sha256);
   check_requirement(path, impl->card, req);
-  impl->module.eval();
-  // Freezing inlines the weights and folds each batch norm into its convolution;
-  // optimize_for_inference then runs the convolutions in oneDNN's blocked layout
-  // without converting between layouts at every layer. Same outputs to ~1e-5, and
-  // about 1.8x faster for the CT U-Net on one 256 x 256 slice, 2 threads (measured
-  // from Python with torch.jit.optimize_for_inference, the same pass). A module the
-  // passes cannot handle stays as it was: slower, never different.
-  if (optimise) {
-    try {
-      impl->module = torch::jit::optimize_for_inference(impl->module);
-      impl->optimised = true;
-    } catch (const c10::Error&) {
-    }
+  detail::TorchRuntime& torch = detail::torch_runtime();
+  try {
+    impl->module = torch.load(bytes, device, optimise);
+  } catch (const std::exception& e) {
+    throw model_error(path.string() + ": not a readable TorchScript model (" + e.what() + ")");
   }
+  impl->optimised = impl->module->optimised();
   return Model(std::move(impl));
 }
 
@@ -297,32 +283,27 @@ const std::string& Model::device() const { return impl_->device; }
 bool Model::optimised() const { return impl_->optimised; }
 
 Tensor Model::forward(const Tensor& input, int output_rank) const {
-  torch::NoGradGuard no_grad;
+  Tensor out;
   try {
-    auto in = torch::from_blob(const_cast<float*>(input.data.data()), input.shape, torch::kFloat32)
-                  .to(torch::Device(impl_->device));
-    torch::jit::IValue result = impl_->module.forward({in});
-    if (result.isTuple()) result = result.toTuple()->elements().at(0);
-    if (!result.isTensor()) throw model_error("model output is not a tensor");
-    auto out = result.toTensor().to(torch::kCPU, torch::kFloat32).contiguous();
-    // Decoders index into the output by its shape: an empty, mis-shaped or non-finite
-    // output must stop here rather than divide by zero or write NaN into results.
-    if (out.numel() == 0) throw model_error(impl_->card.name + ": model output is empty");
-    const auto rank = output_rank > 0 ? static_cast<std::int64_t>(output_rank) : in.dim();
-    if (out.dim() != rank || out.size(0) != in.size(0))
-      throw model_error(impl_->card.name + ": model output has rank " + std::to_string(out.dim()) + " and batch " +
-                        std::to_string(out.size(0)) + " for an input of rank " + std::to_string(in.dim()) +
-                        " and batch " + std::to_string(in.size(0)) + " (expected rank " + std::to_string(rank) + ")");
-    if (!torch::isfinite(out).all().item<bool>())
-      throw model_error(impl_->card.name + ": model output contains NaN or infinite values (damaged weights?)");
-    Tensor t;
-    t.shape.assign(out.sizes().begin(), out.sizes().end());
-    t.data.assign(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
-    return t;
-  } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    throw model_error(impl_->card.name + ": inference failed (" + msg.substr(0, msg.find('\n')) + ")");
+    out = impl_->module->forward(input);
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw model_error(impl_->card.name + ": inference failed (" + e.what() + ")");
   }
+  // Decoders index into the output by its shape: an empty, mis-shaped or non-finite
+  // output must stop here rather than divide by zero or write NaN into results.
+  if (out.data.empty()) throw model_error(impl_->card.name + ": model output is empty");
+  const auto rank = output_rank > 0 ? static_cast<std::size_t>(output_rank) : input.shape.size();
+  const std::int64_t batch = input.shape.empty() ? 0 : input.shape[0];
+  const std::int64_t out_batch = out.shape.empty() ? 0 : out.shape[0];
+  if (out.shape.size() != rank || out_batch != batch)
+    throw model_error(impl_->card.name + ": model output has rank " + std::to_string(out.shape.size()) + " and batch " +
+                      std::to_string(out_batch) + " for an input of rank " + std::to_string(input.shape.size()) +
+                      " and batch " + std::to_string(batch) + " (expected rank " + std::to_string(rank) + ")");
+  if (!std::all_of(out.data.begin(), out.data.end(), [](float v) { return std::isfinite(v); }))
+    throw model_error(impl_->card.name + ": model output contains NaN or infinite values (damaged weights?)");
+  return out;
 }
 
 }  // namespace spine

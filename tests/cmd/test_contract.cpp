@@ -104,6 +104,24 @@ TEST(PrepContract, OptionWithoutEffectWarns) {
   EXPECT_NE(r.output.find("no effect without --clahe"), std::string::npos) << r.output;
 }
 
+// LibTorch is a plug-in beside the executables (build/lib/libspine_torch.so): an
+// executable copied without it stops before its first study with one line naming what is
+// missing, instead of failing every study of the batch.
+TEST(SegContract, MissingLibTorchPlugInStopsBeforeTheFirstStudy) {
+  TempDir dir;
+  const fs::path image = test::make_ct_phantom(dir);
+  fs::create_directories(dir / "alone" / "bin");
+  fs::copy_file(bin("spine-seg"), dir / "alone" / "bin" / "spine-seg");
+  const auto r = run_command("SPINE_MODELS_DIR=" + q(fs::path(SPINE_SOURCE_DIR) / "models") + " " +
+                             q(dir / "alone" / "bin" / "spine-seg") + " " + q(image) + " -o " + q(dir / "out"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("LibTorch plug-in libspine_torch.so is missing"), std::string::npos) << r.output;
+  // Stopped before the batch: no study folder, no failure record, no cohort table.
+  EXPECT_TRUE(!fs::exists(dir / "out") || fs::is_empty(dir / "out")) << r.output;
+  // --help needs no LibTorch.
+  EXPECT_EQ(run_command(q(dir / "alone" / "bin" / "spine-seg") + " --help").exit_code, 0);
+}
+
 TEST(PhantomContract, BadSegmentIsUsageError) {
   TempDir dir;
   const auto r = run_command(bin("spine-phantom") + " --first L5 --last L1 -o " + q(dir.path()));

@@ -1,9 +1,8 @@
-// The executables' allocators (src/core/huge_pages.cpp): large buffers and tensors come
-// 2 MiB-aligned (the precondition for the kernel to back them with huge pages), small
-// ones as before, and memory from either is usable and released.
+// The executables' allocators (src/core/huge_pages.cpp): large buffers come 2 MiB-aligned
+// (the precondition for the kernel to back them with huge pages), small ones as before,
+// and the memory is usable and released. LibTorch's tensors: test_torch_allocator.cpp.
 #include <gtest/gtest.h>
 
-#include <c10/core/CPUAllocator.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -35,20 +34,6 @@ TEST(HugePages, LargeBuffersStartOnAHugePage) {
   auto* bytes = new char[1 << 20];
   EXPECT_FALSE(on_huge_page_boundary(small.data()) && on_huge_page_boundary(bytes));
   delete[] bytes;
-}
-
-TEST(HugePages, TensorsUseTheHugePageAllocator) {
-  if (switched_off()) GTEST_SKIP() << "SPINE_HUGE_PAGES=0";
-  c10::Allocator* cpu = c10::GetCPUAllocator();
-  ASSERT_NE(cpu, c10::GetDefaultCPUAllocator()) << "LibTorch's default allocator is still in use";
-  c10::DataPtr big = cpu->allocate(std::size_t{16} << 20);
-  ASSERT_NE(big.get(), nullptr);
-  EXPECT_TRUE(on_huge_page_boundary(big.get()));
-  static_cast<float*>(big.get())[(std::size_t{4} << 20) - 1] = 1.0f;  // the last float is writable
-  c10::DataPtr small = cpu->allocate(1000);
-  ASSERT_NE(small.get(), nullptr);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.get()) % 64, 0u);  // LibTorch's alignment kept
-  EXPECT_EQ(cpu->allocate(0).get(), nullptr);
 }
 
 }  // namespace

@@ -1,6 +1,11 @@
 // The model loader: card parsing and checks, rejection of mismatching or broken models.
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "spine/error.hpp"
 #include "spine/model.hpp"
@@ -48,6 +53,61 @@ TEST(Model, RejectsUnreadableFile) {
   { std::ofstream(dir / "bad.pt") << "not a zip archive"; }
   EXPECT_THROW(Model::load(dir / "bad.pt", {}), Error);
   EXPECT_THROW(Model::load(dir / "missing.pt", {}), Error);
+}
+
+// A model file cut short (a download or copy interrupted) is refused with an error,
+// whether only its card is read or the whole model is loaded.
+TEST(Model, RejectsTruncatedFile) {
+  test::TempDir dir;
+  std::ifstream in(test::test_models() / "pointwise2d.pt", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 1000u);
+  { std::ofstream(dir / "cut.pt", std::ios::binary) << bytes.substr(0, bytes.size() * 6 / 10); }
+  for (const bool whole : {false, true}) {
+    try {
+      if (whole) Model::load(dir / "cut.pt", {});
+      else Model::read_card(dir / "cut.pt");
+      FAIL() << "truncated model accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not a readable TorchScript model"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// The card is read without LibTorch: a zip archive with a valid card but no TorchScript
+// passes the card checks, and LibTorch (the plug-in) refuses it when it is loaded.
+TEST(Model, CardIsReadWithoutLibTorchAndTheModelWithIt) {
+  const auto file = test::test_models() / "card_only.pt";
+  EXPECT_EQ(Model::read_card(file).name, "test-pointwise-2d");
+  EXPECT_NO_THROW(Model::check({file, ""}, {"test-pointwise", {"any"}, 2}));
+  try {
+    Model::load(file, {"test-pointwise", {"any"}, 2});
+    FAIL() << "a card without a model was loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a readable TorchScript model ("), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line: " << e.what();
+  }
+}
+
+// LibTorch is a plug-in loaded when a model is first needed: reading cards does not load
+// it, loading a model does, and a load started in the background is waited for.
+TEST(Model, LibTorchIsLoadedOnlyForAModel) {
+  std::error_code ec;
+  const auto plugin = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / ".." / "lib" / "libspine_torch.so";
+  const auto loaded = [&] {
+    void* h = dlopen(plugin.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    if (h) dlclose(h);  // drops only the reference RTLD_NOLOAD took
+    return h != nullptr;
+  };
+  // ctest runs each test in its own process; the whole binary at once loads it earlier.
+  if (loaded()) GTEST_SKIP() << "an earlier test in this process loaded the plug-in";
+  Model::read_card(test::test_models() / "pointwise2d.pt");
+  EXPECT_FALSE(loaded());
+  start_loading_model_runtime();
+  start_loading_model_runtime();  // a second call changes nothing
+  const Model m = Model::load(test::test_models() / "pointwise2d.pt", {"test-pointwise", {"any"}, 2}, "cpu");
+  EXPECT_TRUE(loaded());
+  EXPECT_EQ(m.forward(Tensor({1, 1, 4, 4}, 0.5f)).shape, (std::vector<std::int64_t>{1, 3, 4, 4}));
 }
 
 TEST(Model, CardValidation) {
