@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "model/torch_plugin.hpp"
 #include "spine/error.hpp"
 #include "spine/model.hpp"
 
@@ -46,6 +47,11 @@ int main(int argc, char** argv) {
   const int threads = std::stoi(argv[1]), repeats = std::stoi(argv[2]);
   const std::string ref_dir = argv[3];
   spine::set_thread_count(threads);
+  // The reference convolutions below call LibTorch directly; they run as the models do:
+  // once the plug-in is loaded (the models' LibTorch, with its huge-page tensor allocator),
+  // and with the same thread count on this thread.
+  spine::detail::torch_runtime();
+  torch::set_num_threads(threads);
   torch::NoGradGuard no_grad;
 
   // The reference: 3x3 convolutions of a few widths and sizes (REFDIR/conv_C_H_W.pt,
