@@ -270,6 +270,8 @@ Model Model::load(const ModelFile& file, const ModelRequirement& req, const std:
   detail::TorchRuntime& torch = detail::torch_runtime();
   try {
     impl->module = torch.load(bytes, device, optimise);
+  } catch (const std::bad_alloc&) {
+    throw;
   } catch (const std::exception& e) {
     throw model_error(path.string() + ": not a readable TorchScript model (" + e.what() + ")");
   }
