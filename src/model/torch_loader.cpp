@@ -57,7 +57,10 @@ TorchRuntime* load_plugin(const std::string& path) {
   // RTLD_NOW: every symbol resolved here, on the loading thread, not later on the first
   // forward pass. RTLD_LOCAL: LibTorch's symbols stay out of the executable's namespace.
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) throw model_error("cannot load LibTorch through " + path + ": " + dlerror());
+  if (!handle) {
+    const char* why = dlerror();
+    throw model_error("cannot load LibTorch through " + path + ": " + (why ? why : "no reason given"));
+  }
   auto entry = reinterpret_cast<TorchPluginEntry>(dlsym(handle, kTorchPluginEntry));
   if (!entry) throw model_error(path + ": not this build's LibTorch plug-in (it has no " + kTorchPluginEntry + ")");
   TorchRuntime* runtime = entry();
