@@ -7,6 +7,9 @@
 #         (CLEAN: PHANTOM_NOISE=0 scripts/make_ct_phantoms.sh CLEAN 24; NOISY: the same without it)
 #   INIT  the phantom-only model 1.0.0 (git show 5004b3f:models/ct-spine-seg.pt) as float16
 #         arrays: scripts/train_ct_gpu.sh --init-from MODEL.pt INIT.npz
+# Both in one command (about 15 min of CPU; work-data/ does not outlive a session, so a
+# session lent a GPU makes them first): scripts/train_ct_gpu.sh --prepare DIR
+# writes DIR/ct-pack.npz and DIR/ct-1.0.0-fp16.npz (DIR/phantoms-* are the phantoms).
 # Then:  scripts/train_ct_gpu.sh PACK INIT OUTDIR SECONDS [WORKERS_PER_RUN]
 # OUTDIR/<run>/weights.npz comes back; here, scripts/train_ct_gpu.sh --export OUTDIR exports
 # each run as OUTDIR/<run>/ct-spine-seg.pt (with this machine's torch), the layout
@@ -20,6 +23,18 @@ import sys, numpy as np, torch
 sd = torch.jit.load(sys.argv[1]).state_dict()
 np.savez(sys.argv[2], **{k: v.numpy().astype(np.float16) if v.is_floating_point() else v.numpy() for k, v in sd.items()})
 PY
+  exit
+fi
+if [ "${1:-}" = --prepare ]; then
+  dir=$(realpath -m "${2:?usage: train_ct_gpu.sh --prepare DIR}")
+  mkdir -p "$dir"
+  PHANTOM_NOISE=0 "$root/scripts/make_ct_phantoms.sh" "$dir/phantoms-clean" 24
+  "$root/scripts/make_ct_phantoms.sh" "$dir/phantoms-noisy" 24
+  /usr/bin/python3 "$root/scripts/train_seg.py" --task ct --phantoms "$dir/phantoms-clean" \
+    --noisy-phantoms "$dir/phantoms-noisy" --write-pack "$dir/ct-pack.npz" --out "$dir/pack-log"
+  git -C "$root" show 5004b3f:models/ct-spine-seg.pt > "$dir/ct-1.0.0.pt"
+  "$0" --init-from "$dir/ct-1.0.0.pt" "$dir/ct-1.0.0-fp16.npz"
+  ls -l "$dir/ct-pack.npz" "$dir/ct-1.0.0-fp16.npz"
   exit
 fi
 if [ "${1:-}" = --export ]; then
