@@ -3,7 +3,6 @@
 // and the memory is usable and released. LibTorch's tensors: test_torch_allocator.cpp.
 #include <gtest/gtest.h>
 
-
 #include <cstdint>
 #include <cstdlib>
 #include <string>
