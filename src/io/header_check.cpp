@@ -13,9 +13,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "spine/error.hpp"
 
@@ -393,6 +395,38 @@ std::uint64_t decode_chunk(const unsigned char* in, std::size_t n, bool swapped,
 
 using Decoder = std::uint64_t (*)(const unsigned char*, std::size_t, bool, bool, double, double, float*);
 
+// One chunk of stored integer values to 16-bit labels; returns how many do not fit.
+template <class T>
+std::uint64_t decode_label_chunk(const unsigned char* in, std::size_t n, bool swapped, std::int16_t* out) {
+  std::uint64_t bad = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const T v = load_value<T>(in + i * sizeof(T), swapped);
+    constexpr std::int64_t lo = std::numeric_limits<std::int16_t>::min(), hi = std::numeric_limits<std::int16_t>::max();
+    if constexpr (std::is_signed_v<T>)
+      bad += static_cast<std::int64_t>(v) < lo || static_cast<std::int64_t>(v) > hi;
+    else
+      bad += static_cast<std::uint64_t>(v) > static_cast<std::uint64_t>(hi);
+    out[i] = static_cast<std::int16_t>(v);
+  }
+  return bad;
+}
+
+using LabelDecoder = std::uint64_t (*)(const unsigned char*, std::size_t, bool, std::int16_t*);
+
+LabelDecoder label_decoder_for(int datatype) {
+  switch (datatype) {
+    case 2: return decode_label_chunk<std::uint8_t>;
+    case 4: return decode_label_chunk<std::int16_t>;
+    case 8: return decode_label_chunk<std::int32_t>;
+    case 256: return decode_label_chunk<std::int8_t>;
+    case 512: return decode_label_chunk<std::uint16_t>;
+    case 768: return decode_label_chunk<std::uint32_t>;
+    case 1024: return decode_label_chunk<std::int64_t>;
+    case 1280: return decode_label_chunk<std::uint64_t>;
+    default: return nullptr;  // float voxels: through the float path, which checks for fractions
+  }
+}
+
 Decoder decoder_for(int datatype) {
   switch (datatype) {
     case 2: return decode_chunk<std::uint8_t>;
@@ -411,18 +445,22 @@ Decoder decoder_for(int datatype) {
 
 }  // namespace
 
-void read_nifti_voxels(const fs::path& path, const NiftiLayout& layout, float* out, std::uint64_t count) {
-  const Decoder decode = decoder_for(layout.datatype);
-  if (!decode || layout.components != 1 || layout.data_end - layout.vox_offset != count * layout.value_bytes)
+namespace {
+
+// The voxels of a single-component NIfTI, decoded chunk by chunk by decode(chunk, values,
+// offset of the first value), which returns how many values it found bad; checks the
+// length and the gzip stream on the way. Returns the bad values' count.
+template <class DecodeChunk>
+std::uint64_t read_nifti_chunks(const fs::path& path, const NiftiLayout& layout, std::uint64_t count,
+                                DecodeChunk decode) {
+  if (layout.components != 1 || layout.data_end - layout.vox_offset != count * layout.value_bytes)
     throw internal_error(path.string() + ": NIfTI voxels read with a layout that does not fit");
-  // The standard: scaling applies when scl_slope is non-zero (and is not the identity).
-  const bool rescale = std::isfinite(layout.slope) && layout.slope != 0 && !(layout.slope == 1 && layout.inter == 0);
   gzFile gz = gzopen(path.string().c_str(), "rb");  // reads plain files as they are
   if (!gz) fail(path, "cannot open");
   gzbuffer(gz, 1 << 18);
   const std::size_t chunk_values = (std::size_t{1} << 20) / layout.value_bytes;
   std::vector<unsigned char> buf(chunk_values * layout.value_bytes);
-  std::uint64_t at = 0, done = 0, nonfinite = 0;
+  std::uint64_t at = 0, done = 0, bad = 0;
   int n = 0;
   // The header and any extensions before vox_offset.
   while (at < layout.vox_offset &&
@@ -435,7 +473,7 @@ void read_nifti_voxels(const fs::path& path, const NiftiLayout& layout, float* o
     if (n <= 0) break;
     at += static_cast<std::uint64_t>(n);
     const std::size_t values = static_cast<std::size_t>(n) / layout.value_bytes;
-    nonfinite += decode(buf.data(), values, layout.swapped, rescale, layout.slope, layout.inter, out + done);
+    bad += decode(buf.data(), values, done);
     done += values;
     if (static_cast<std::size_t>(n) < want * layout.value_bytes) break;
   }
@@ -448,8 +486,37 @@ void read_nifti_voxels(const fs::path& path, const NiftiLayout& layout, float* o
   if (n < 0 || (err != Z_OK && err != Z_STREAM_END)) fail(path, "corrupt gzip stream (truncated file?)");
   if (done < count)
     fail(path, "file is truncated (" + std::to_string(at) + " of " + std::to_string(layout.data_end) + " bytes)");
+  return bad;
+}
+
+}  // namespace
+
+void read_nifti_voxels(const fs::path& path, const NiftiLayout& layout, float* out, std::uint64_t count) {
+  const Decoder decode = decoder_for(layout.datatype);
+  if (!decode) throw internal_error(path.string() + ": NIfTI voxels read with a layout that does not fit");
+  // The standard: scaling applies when scl_slope is non-zero (and is not the identity).
+  const bool rescale = std::isfinite(layout.slope) && layout.slope != 0 && !(layout.slope == 1 && layout.inter == 0);
+  const std::uint64_t nonfinite =
+      read_nifti_chunks(path, layout, count, [&](const unsigned char* chunk, std::size_t values, std::uint64_t at) {
+        return decode(chunk, values, layout.swapped, rescale, layout.slope, layout.inter, out + at);
+      });
   if (nonfinite > 0)
     fail(path, std::to_string(nonfinite) + " of " + std::to_string(count) + " voxels are NaN or infinite");
+}
+
+bool nifti_labels_readable(const NiftiLayout& layout) {
+  const bool rescale = std::isfinite(layout.slope) && layout.slope != 0 && !(layout.slope == 1 && layout.inter == 0);
+  return layout.components == 1 && !rescale && label_decoder_for(layout.datatype) != nullptr;
+}
+
+std::uint64_t read_nifti_labels(const fs::path& path, const NiftiLayout& layout, std::int16_t* out,
+                                std::uint64_t count) {
+  const LabelDecoder decode = label_decoder_for(layout.datatype);
+  if (!decode || !nifti_labels_readable(layout))
+    throw internal_error(path.string() + ": NIfTI labels read with a layout that does not fit");
+  return read_nifti_chunks(path, layout, count, [&](const unsigned char* chunk, std::size_t values, std::uint64_t at) {
+    return decode(chunk, values, layout.swapped, out + at);
+  });
 }
 
 // ------------------------------------------------------------------------------ MetaImage

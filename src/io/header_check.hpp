@@ -47,6 +47,14 @@ void check_nifti_data(const std::filesystem::path& path, const NiftiLayout& layo
 // one chunk of buffer: ITK's reader would hold the stored values and a float image of its
 // own besides the caller's, 10 bytes per int16 voxel against 4 here.
 void read_nifti_voxels(const std::filesystem::path& path, const NiftiLayout& layout, float* out, std::uint64_t count);
+// Whether read_nifti_labels can read this layout: one component of an integer type, and no
+// scaling (a scaled value may be fractional: the float path checks that).
+bool nifti_labels_readable(const NiftiLayout& layout);
+// The `count` voxels of such a NIfTI straight into 16-bit labels, checking what
+// read_nifti_voxels checks; returns how many values do not fit 16 bits (the caller refuses
+// the map). 2 bytes per voxel instead of the float image's 4 and the copy's 2.
+std::uint64_t read_nifti_labels(const std::filesystem::path& path, const NiftiLayout& layout, std::int16_t* out,
+                                std::uint64_t count);
 DeclaredImage check_meta(const std::filesystem::path& path);
 DeclaredImage check_nrrd(const std::filesystem::path& path);
 // Decodes the whole picture (libpng / libjpeg) under their error handlers, with the

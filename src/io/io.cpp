@@ -367,36 +367,56 @@ bool is_dicom_series_dir(const fs::path& dir) {
   return false;
 }
 
-LoadedImage read_image(const fs::path& path) {
-  // status() rather than exists(): a symlink loop or an unreadable folder is an input
-  // problem to report, not an exception to escape.
+namespace {
+
+// status() rather than exists(): a symlink loop or an unreadable folder is an input
+// problem to report, not an exception to escape.
+fs::file_status input_status(const fs::path& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (ec && ec != std::errc::no_such_file_or_directory)
     throw input_error(path.string() + ": cannot open (" + ec.message() + ")");
   if (!fs::exists(st)) throw input_error(path.string() + ": no such file or directory");
+  return st;
+}
+
+// An image file whose structure (our checks) and header (ITK's) have been read.
+struct CheckedFile {
+  std::string format;
+  detail::NiftiLayout nifti;
+  itk::ImageIOBase::Pointer io;
+};
+
+CheckedFile check_file(const fs::path& path, const fs::file_status& st) {
+  if (!fs::is_regular_file(st)) throw input_error(path.string() + ": not a regular file (a device, FIFO or socket)");
+  if (fs::file_size(path) == 0) throw input_error(path.string() + ": file is empty");
+  CheckedFile f;
+  f.format = format_of_extension(full_extension(path));
+  if (f.format == "unknown") f.format = sniff_format(path);
+  const detail::DeclaredImage declared = check_structure(path, f.format, &f.nifti);
+  // Every way of reading needs at least the float image: refused before ITK allocates
+  // anything; the exact figure for the way taken is checked once the header is read.
+  check_budget(path, declared.voxels, read_bytes(declared.voxels, declared.bytes_per_value, ReadPath::kNiftiDirect));
+  f.io = itk::ImageIOFactory::CreateImageIO(path.string().c_str(), itk::CommonEnums::IOFileMode::ReadMode);
+  if (!f.io || std::string(f.io->GetNameOfClass()) != itk_io_class(f.format))
+    throw input_error(path.string() + ": not a readable " + f.format + " file");
+  f.io->SetFileName(path.string());
+  f.io->ReadImageInformation();
+  return f;
+}
+
+}  // namespace
+
+LoadedImage read_image(const fs::path& path) {
+  const fs::file_status st = input_status(path);
   try {
     LoadedImage out;
     if (fs::is_directory(st)) {
       out = read_dicom_series(path);
       check_finite_geometry(out.image.geometry, path);
     } else {
-      if (!fs::is_regular_file(st))
-        throw input_error(path.string() + ": not a regular file (a device, FIFO or socket)");
-      if (fs::file_size(path) == 0) throw input_error(path.string() + ": file is empty");
-      std::string format = format_of_extension(full_extension(path));
-      if (format == "unknown") format = sniff_format(path);
-      detail::NiftiLayout nifti;
-      const detail::DeclaredImage declared = check_structure(path, format, &nifti);
-      // Every way of reading needs at least the float image: refused before ITK allocates
-      // anything; the exact figure for the way taken is checked once the header is read.
-      check_budget(path, declared.voxels, read_bytes(declared.voxels, declared.bytes_per_value, ReadPath::kNiftiDirect));
-      auto io = itk::ImageIOFactory::CreateImageIO(path.string().c_str(), itk::CommonEnums::IOFileMode::ReadMode);
-      if (!io || std::string(io->GetNameOfClass()) != itk_io_class(format))
-        throw input_error(path.string() + ": not a readable " + format + " file");
-      io->SetFileName(path.string());
-      io->ReadImageInformation();
-      out = read_checked(path, io.GetPointer(), format == "nifti" ? &nifti : nullptr);
+      CheckedFile f = check_file(path, st);
+      out = read_checked(path, f.io.GetPointer(), f.format == "nifti" ? &f.nifti : nullptr);
     }
     // NaN or infinite voxels would pass through every stage and come out as numbers.
     const auto bad = static_cast<std::size_t>(std::count_if(out.image.voxels.begin(), out.image.voxels.end(),
@@ -449,6 +469,31 @@ std::uint64_t parse_memory_size(const std::string& text) {
 }
 
 LabelImage read_labels(const fs::path& path) {
+  // A 3D NIfTI of integers (the usual label map) straight into 16-bit labels, without the
+  // float image the general path reads first (on a 512 x 512 x 300 map: 2 bytes per voxel
+  // instead of 6 at the peak).
+  const fs::file_status st = input_status(path);
+  if (fs::is_regular_file(st) && format_of_extension(full_extension(path)) == "nifti") {
+    try {
+      CheckedFile f = check_file(path, st);
+      unsigned dims = f.io->GetNumberOfDimensions();
+      while (dims > 2 && f.io->GetDimensions(dims - 1) == 1) --dims;
+      const std::uint64_t values = f.io->GetImageSizeInComponents();
+      if (dims == 3 && f.io->GetNumberOfComponents() == 1 && detail::nifti_labels_readable(f.nifti) &&
+          f.nifti.data_end - f.nifti.vox_offset == values * f.nifti.value_bytes) {
+        check_budget(path, values, values * 2 + std::min<std::uint64_t>(values * f.nifti.value_bytes, 1 << 20));
+        LabelImage labels(geometry_of_io(f.io.GetPointer()));
+        check_finite_geometry(labels.geometry, path);
+        if (detail::read_nifti_labels(path, f.nifti, labels.voxels.data(), values) > 0)
+          throw input_error(path.string() + ": not a label map (non-integer or out-of-range value)");
+        return labels;
+      }
+    } catch (const itk::ExceptionObject& e) {
+      throw input_error(path.string() + ": cannot read image (" + short_itk_message(e) + ")");
+    } catch (const fs::filesystem_error& e) {
+      throw input_error(path.string() + ": cannot read (" + e.code().message() + ")");
+    }
+  }
   const LoadedImage loaded = read_image(path);
   LabelImage labels(loaded.image.geometry);
   for (std::size_t i = 0; i < labels.voxels.size(); ++i) {

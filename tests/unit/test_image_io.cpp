@@ -125,6 +125,38 @@ TEST(ImageIO, LabelMapIntoAMissingFolderNamesTheOutput) {
   EXPECT_FALSE(std::filesystem::exists(dir / "missing"));
 }
 
+// Integer label maps are decoded straight into 16-bit labels (no float image first); maps
+// stored otherwise (floats, 2D) take the general path. Both give the same labels.
+TEST(ImageIO, LabelMapsOfEveryStoredTypeReadTheSame) {
+  TempDir dir;
+  FloatImage values = test::oblique_test_image();
+  for (std::size_t i = 0; i < values.voxels.size(); ++i) values.voxels[i] = static_cast<float>(i % 7 == 0 ? i % 250 : 0);
+  for (const auto stored : {StoredPixel::kUInt8, StoredPixel::kInt16, StoredPixel::kFloat32}) {
+    write_image(values, dir / "m.nii.gz", stored);
+    const LabelImage back = read_labels(dir / "m.nii.gz");
+    ASSERT_EQ(back.voxels.size(), values.voxels.size());
+    for (std::size_t i = 0; i < values.voxels.size(); ++i)
+      ASSERT_EQ(back.voxels[i], static_cast<std::int16_t>(values.voxels[i])) << static_cast<int>(stored) << " at " << i;
+    expect_same_geometry(values.geometry, back.geometry);
+  }
+}
+
+// A label map cut short is an error naming the file, on the direct path as on the other.
+TEST(ImageIO, TruncatedLabelMapIsAnError) {
+  TempDir dir;
+  LabelImage labels(test::oblique_test_image().geometry, 0);
+  for (std::size_t i = 0; i < labels.voxels.size(); i += 3) labels.voxels[i] = 5;
+  write_labels(labels, dir / "l.nii");  // plain: cut at a known byte
+  const auto size = std::filesystem::file_size(dir / "l.nii");
+  std::filesystem::resize_file(dir / "l.nii", size - 100);
+  try {
+    read_labels(dir / "l.nii");
+    ADD_FAILURE() << "a truncated label map was read";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind((dir / "l.nii").string() + ":", 0), 0u) << e.what();
+  }
+}
+
 TEST(ImageIO, ReadLabelsRejectsFractionalValues) {
   TempDir dir;
   write_image(test::oblique_test_image(), dir / "f.nii.gz");  // has .5 values
