@@ -443,10 +443,6 @@ Decoder decoder_for(int datatype) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 // The voxels of a single-component NIfTI, decoded chunk by chunk by decode(chunk, values,
 // offset of the first value), which returns how many values it found bad; checks the
 // length and the gzip stream on the way. Returns the bad values' count.
@@ -489,13 +485,17 @@ std::uint64_t read_nifti_chunks(const fs::path& path, const NiftiLayout& layout,
   return bad;
 }
 
+// The standard: scaling applies when scl_slope is non-zero (and is not the identity).
+bool rescales(const NiftiLayout& layout) {
+  return std::isfinite(layout.slope) && layout.slope != 0 && !(layout.slope == 1 && layout.inter == 0);
+}
+
 }  // namespace
 
 void read_nifti_voxels(const fs::path& path, const NiftiLayout& layout, float* out, std::uint64_t count) {
   const Decoder decode = decoder_for(layout.datatype);
   if (!decode) throw internal_error(path.string() + ": NIfTI voxels read with a layout that does not fit");
-  // The standard: scaling applies when scl_slope is non-zero (and is not the identity).
-  const bool rescale = std::isfinite(layout.slope) && layout.slope != 0 && !(layout.slope == 1 && layout.inter == 0);
+  const bool rescale = rescales(layout);
   const std::uint64_t nonfinite =
       read_nifti_chunks(path, layout, count, [&](const unsigned char* chunk, std::size_t values, std::uint64_t at) {
         return decode(chunk, values, layout.swapped, rescale, layout.slope, layout.inter, out + at);
@@ -505,8 +505,7 @@ void read_nifti_voxels(const fs::path& path, const NiftiLayout& layout, float* o
 }
 
 bool nifti_labels_readable(const NiftiLayout& layout) {
-  const bool rescale = std::isfinite(layout.slope) && layout.slope != 0 && !(layout.slope == 1 && layout.inter == 0);
-  return layout.components == 1 && !rescale && label_decoder_for(layout.datatype) != nullptr;
+  return layout.components == 1 && !rescales(layout) && label_decoder_for(layout.datatype) != nullptr;
 }
 
 std::uint64_t read_nifti_labels(const fs::path& path, const NiftiLayout& layout, std::int16_t* out,

@@ -287,6 +287,27 @@ const char* itk_io_class(const std::string& format) {
   return "GDCMImageIO";
 }
 
+// 2 or 3: trailing axes of length 1 (a 2D NIfTI stored as 3D, a single-frame DICOM) are
+// dropped; anything else is refused.
+unsigned image_dimension(const fs::path& path, const itk::ImageIOBase* io) {
+  unsigned dims = io->GetNumberOfDimensions();
+  while (dims > 2 && io->GetDimensions(dims - 1) == 1) --dims;
+  if (dims > 3) {
+    throw input_error(path.string() + ": " + std::to_string(dims) +
+                      "-dimensional image; only 2D and 3D images are supported");
+  }
+  if (dims < 2) throw input_error(path.string() + ": 1-dimensional image");
+  return dims;
+}
+
+// Whether a NIfTI's voxels can be decoded straight from the file (detail::read_nifti_voxels
+// and read_nifti_labels): one component, and the data exactly as long as ITK's header says.
+bool nifti_voxels_direct(const itk::ImageIOBase* io, const detail::NiftiLayout* nifti) {
+  return nifti && nifti->components == 1 &&
+         nifti->data_end - nifti->vox_offset ==
+             static_cast<std::uint64_t>(io->GetImageSizeInComponents()) * nifti->value_bytes;
+}
+
 // The image behind an ImageIO whose information is read (the voxels, their type and the
 // dimensions checked). A NIfTI's checked layout lets its voxels be decoded directly.
 LoadedImage read_checked(const fs::path& path, itk::ImageIOBase* io, const detail::NiftiLayout* nifti) {
@@ -303,24 +324,14 @@ LoadedImage read_checked(const fs::path& path, itk::ImageIOBase* io, const detai
     }
     out.info.components = static_cast<int>(io->GetNumberOfComponents());
     out.info.pixel_type = pixel_type_name(io->GetComponentType());
-    unsigned dims = io->GetNumberOfDimensions();
-    // Trailing axes of length 1 (a 2D NIfTI stored as 3D, a single-frame DICOM) are dropped.
-    while (dims > 2 && io->GetDimensions(dims - 1) == 1) --dims;
-    if (dims > 3) {
-      throw input_error(path.string() + ": " + std::to_string(dims) +
-                        "-dimensional image; only 2D and 3D images are supported");
-    }
-    if (dims < 2) throw input_error(path.string() + ": 1-dimensional image");
+    const unsigned dims = image_dimension(path, io);
     out.info.file_dimension = static_cast<int>(dims);
     const std::uint64_t values = io->GetImageSizeInComponents();
     // 2D images (pictures, single slices) and colour keep ITK's reader: they are small,
     // and it owns the luminance conversion and the 2D direction rules.
     ReadPath how = ReadPath::kItkReader;
-    if (dims == 3 && io->GetNumberOfComponents() == 1) {
-      how = nifti && nifti->components == 1 && nifti->data_end - nifti->vox_offset == values * nifti->value_bytes
-                ? ReadPath::kNiftiDirect
-                : ReadPath::kImageIo;
-    }
+    if (dims == 3 && io->GetNumberOfComponents() == 1)
+      how = nifti_voxels_direct(io, nifti) ? ReadPath::kNiftiDirect : ReadPath::kImageIo;
     check_budget(path, values, read_bytes(values, static_cast<unsigned>(io->GetComponentSize()), how));
     if (how == ReadPath::kItkReader) {
       if (nifti) detail::check_nifti_data(path, *nifti);
@@ -380,6 +391,15 @@ fs::file_status input_status(const fs::path& path) {
   return st;
 }
 
+// NaN or infinite voxels would pass through every stage and come out as numbers.
+void check_all_finite(const FloatImage& image, const fs::path& path) {
+  const auto bad = static_cast<std::size_t>(
+      std::count_if(image.voxels.begin(), image.voxels.end(), [](float v) { return !std::isfinite(v); }));
+  if (bad > 0)
+    throw input_error(path.string() + ": " + std::to_string(bad) + " of " + std::to_string(image.voxels.size()) +
+                      " voxels are NaN or infinite");
+}
+
 // An image file whose structure (our checks) and header (ITK's) have been read.
 struct CheckedFile {
   std::string format;
@@ -418,12 +438,7 @@ LoadedImage read_image(const fs::path& path) {
       CheckedFile f = check_file(path, st);
       out = read_checked(path, f.io.GetPointer(), f.format == "nifti" ? &f.nifti : nullptr);
     }
-    // NaN or infinite voxels would pass through every stage and come out as numbers.
-    const auto bad = static_cast<std::size_t>(std::count_if(out.image.voxels.begin(), out.image.voxels.end(),
-                                                            [](float v) { return !std::isfinite(v); }));
-    if (bad > 0)
-      throw input_error(path.string() + ": " + std::to_string(bad) + " of " + std::to_string(out.image.voxels.size()) +
-                        " voxels are NaN or infinite");
+    check_all_finite(out.image, path);
     return out;
   } catch (const itk::ExceptionObject& e) {
     throw input_error(path.string() + ": cannot read image (" + short_itk_message(e) + ")");
@@ -469,32 +484,35 @@ std::uint64_t parse_memory_size(const std::string& text) {
 }
 
 LabelImage read_labels(const fs::path& path) {
-  // A 3D NIfTI of integers (the usual label map) straight into 16-bit labels, without the
-  // float image the general path reads first (on a 512 x 512 x 300 map: 2 bytes per voxel
-  // instead of 6 at the peak).
   const fs::file_status st = input_status(path);
-  if (fs::is_regular_file(st) && format_of_extension(full_extension(path)) == "nifti") {
+  LoadedImage loaded;
+  if (fs::is_directory(st)) {
+    loaded = read_image(path);
+  } else {
     try {
       CheckedFile f = check_file(path, st);
-      unsigned dims = f.io->GetNumberOfDimensions();
-      while (dims > 2 && f.io->GetDimensions(dims - 1) == 1) --dims;
-      const std::uint64_t values = f.io->GetImageSizeInComponents();
-      if (dims == 3 && f.io->GetNumberOfComponents() == 1 && detail::nifti_labels_readable(f.nifti) &&
-          f.nifti.data_end - f.nifti.vox_offset == values * f.nifti.value_bytes) {
-        check_budget(path, values, values * 2 + std::min<std::uint64_t>(values * f.nifti.value_bytes, 1 << 20));
+      const detail::NiftiLayout* nifti = f.format == "nifti" ? &f.nifti : nullptr;
+      // A 3D NIfTI of integers (the usual label map) straight into 16-bit labels, without
+      // the float image the general path reads first (on a 512 x 512 x 300 map: 2 bytes
+      // per voxel instead of 6 at the peak).
+      if (image_dimension(path, f.io) == 3 && f.io->GetNumberOfComponents() == 1 &&
+          nifti_voxels_direct(f.io, nifti) && detail::nifti_labels_readable(*nifti)) {
+        const std::uint64_t values = f.io->GetImageSizeInComponents();
+        check_budget(path, values, values * 2 + std::min<std::uint64_t>(values * nifti->value_bytes, 1 << 20));
         LabelImage labels(geometry_of_io(f.io.GetPointer()));
         check_finite_geometry(labels.geometry, path);
-        if (detail::read_nifti_labels(path, f.nifti, labels.voxels.data(), values) > 0)
+        if (detail::read_nifti_labels(path, *nifti, labels.voxels.data(), values) > 0)
           throw input_error(path.string() + ": not a label map (non-integer or out-of-range value)");
         return labels;
       }
+      loaded = read_checked(path, f.io.GetPointer(), nifti);  // the file checked once, not again
+      check_all_finite(loaded.image, path);
     } catch (const itk::ExceptionObject& e) {
       throw input_error(path.string() + ": cannot read image (" + short_itk_message(e) + ")");
     } catch (const fs::filesystem_error& e) {
       throw input_error(path.string() + ": cannot read (" + e.code().message() + ")");
     }
   }
-  const LoadedImage loaded = read_image(path);
   LabelImage labels(loaded.image.geometry);
   for (std::size_t i = 0; i < labels.voxels.size(); ++i) {
     const float v = loaded.image.voxels[i];
