@@ -187,6 +187,56 @@ void merge_side_by_side(std::vector<Instance>& instances, double spacing_mm, dou
 
 namespace {
 
+// The box around a candidate's voxels. The per-candidate buffers below cover it, not the
+// whole region: a CT's region holds about 9 million voxels, a vertebra's box a few hundred
+// thousand, and the splits run per candidate (the level-vote split once per level). Box
+// offsets keep the region's order (z, then y, then x), so components found in the box
+// come out in the order, and with the voxels in the order, the whole region gives.
+struct VoxelBox {
+  std::int64_t nx = 0, ny = 0;                // the region's
+  std::int64_t x0 = 0, y0 = 0, z0 = 0;        // the box's first voxel
+  std::int64_t bx = 0, by = 0, bz = 0;        // the box's size
+
+  VoxelBox(const std::vector<std::size_t>& voxels, std::int64_t region_nx, std::int64_t region_ny,
+           std::int64_t region_nz)
+    : nx(region_nx), ny(region_ny) {
+    std::int64_t x1 = -1, y1 = -1, z1 = -1;
+    x0 = region_nx, y0 = region_ny, z0 = region_nz;
+    for (std::size_t v : voxels) {
+      const auto x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+                 z = static_cast<std::int64_t>(v / (nx * ny));
+      x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+      z0 = std::min(z0, z), z1 = std::max(z1, z);
+    }
+    if (voxels.empty()) x0 = y0 = z0 = 0;
+    bx = x1 - x0 + 1, by = y1 - y0 + 1, bz = z1 - z0 + 1;
+  }
+  std::size_t size() const { return static_cast<std::size_t>(bx * by * bz); }
+  std::size_t local(std::size_t v) const {
+    const auto x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
+               z = static_cast<std::int64_t>(v / (nx * ny));
+    return static_cast<std::size_t>(((z - z0) * by + (y - y0)) * bx + (x - x0));
+  }
+  std::size_t global(std::size_t l) const {
+    const auto x = static_cast<std::int64_t>(l) % bx, y = (static_cast<std::int64_t>(l) / bx) % by,
+               z = static_cast<std::int64_t>(l) / (bx * by);
+    return static_cast<std::size_t>(((z + z0) * ny + (y + y0)) * nx + (x + x0));
+  }
+  // A mask of the box with the given voxels set.
+  std::vector<std::uint8_t> mask(const std::vector<std::size_t>& voxels) const {
+    std::vector<std::uint8_t> m(size(), 0);
+    for (std::size_t v : voxels) m[local(v)] = 1;
+    return m;
+  }
+  // Components of a mask of the box, as voxels of the region.
+  std::vector<std::vector<std::size_t>> components(const std::vector<std::uint8_t>& m) const {
+    auto members = component_members(m, bx, by, bz);
+    for (auto& c : members)
+      for (std::size_t& v : c) v = global(v);
+    return members;
+  }
+};
+
 // Calls visit(w) for each of voxel v's 6 face neighbours w inside the box.
 template <class Visit>
 void for_each_face_neighbour(std::size_t v, std::int64_t nx, std::int64_t ny, std::int64_t nz, Visit&& visit) {
@@ -218,27 +268,31 @@ void grow_from_seeds(std::vector<int>& owner, std::vector<std::size_t> frontier,
 std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std::size_t>& voxels, std::int64_t nx,
                                                           std::int64_t ny, std::int64_t nz, int max_radius,
                                                           double max_extent_vox) {
-  const std::size_t n = static_cast<std::size_t>(nx * ny * nz);
-  std::vector<std::uint8_t> inside(n, 0);
-  for (std::size_t v : voxels) inside[v] = 1;
+  if (voxels.empty()) return {};
+  const VoxelBox box(voxels, nx, ny, nz);
+  const std::size_t n = box.size();
+  const std::vector<std::uint8_t> inside = box.mask(voxels);
+  std::vector<std::size_t> local(voxels.size());
+  for (std::size_t i = 0; i < voxels.size(); ++i) local[i] = box.local(voxels[i]);
   std::vector<std::uint8_t> core = inside, next;
+  // Outside the box is outside the component: n stands for it.
   const auto neighbours = [&](std::size_t v, auto&& visit) {
-    const std::int64_t x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
-                       z = static_cast<std::int64_t>(v / (nx * ny));
+    const std::int64_t x = static_cast<std::int64_t>(v) % box.bx, y = (static_cast<std::int64_t>(v) / box.bx) % box.by,
+                       z = static_cast<std::int64_t>(v) / (box.bx * box.by);
     const std::int64_t nb[6][3] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
     for (const auto& q : nb) {
-      const bool out = q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= nx || q[1] >= ny || q[2] >= nz;
-      visit(out ? n : static_cast<std::size_t>((q[2] * ny + q[1]) * nx + q[0]));
+      const bool out = q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= box.bx || q[1] >= box.by || q[2] >= box.bz;
+      visit(out ? n : static_cast<std::size_t>((q[2] * box.by + q[1]) * box.bx + q[0]));
     }
   };
   // The smallest erosion that leaves two or more cores, each vertebra-sized once grown
   // back by the radius: a bridge is cut before a vertebra's own thinner parts, and bodies
   // (20 mm and more) keep a core. When no radius gets there (vertebrae joined through a
   // disc taken for bone), the radius that leaves the most cores.
-  std::vector<std::vector<std::size_t>> cores, most;
+  std::vector<std::vector<std::size_t>> cores, most;  // box offsets
   for (int r = 1; r <= max_radius; ++r) {
     next = core;
-    for (std::size_t v : voxels) {
+    for (std::size_t v : local) {
       if (!core[v]) continue;
       neighbours(v, [&](std::size_t w) {
         if (w == n || !core[w]) next[v] = 0;
@@ -246,7 +300,7 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
     }
     core.swap(next);
     if (r < 2) continue;
-    cores = component_members(core, nx, ny, nz);
+    cores = component_members(core, box.bx, box.by, box.bz);
     std::size_t largest = 0;
     for (const auto& c : cores) largest = std::max(largest, c.size());
     // Pieces of one vertebra's arch (a spinous process cut off at its lamina) are small
@@ -255,8 +309,10 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
                 cores.end());
     bool vertebra_sized = cores.size() >= 2;
     for (const auto& c : cores) {
-      std::int64_t lo = nx, hi = -1;
-      for (std::size_t v : c) lo = std::min<std::int64_t>(lo, v % nx), hi = std::max<std::int64_t>(hi, v % nx);
+      std::int64_t lo = box.bx, hi = -1;
+      for (std::size_t v : c)
+        lo = std::min<std::int64_t>(lo, static_cast<std::int64_t>(v) % box.bx),
+        hi = std::max<std::int64_t>(hi, static_cast<std::int64_t>(v) % box.bx);
       vertebra_sized = vertebra_sized && static_cast<double>(hi - lo + 1 + 2 * r) <= max_extent_vox;
     }
     if (vertebra_sized) break;
@@ -270,10 +326,10 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
   std::vector<std::size_t> frontier;
   for (std::size_t k = 0; k < cores.size(); ++k)
     for (std::size_t v : cores[k]) owner[v] = static_cast<int>(k), frontier.push_back(v);
-  grow_from_seeds(owner, std::move(frontier), inside, nx, ny, nz);
+  grow_from_seeds(owner, std::move(frontier), inside, box.bx, box.by, box.bz);
   std::vector<std::vector<std::size_t>> parts(cores.size());
-  for (std::size_t v : voxels)
-    if (owner[v] >= 0) parts[static_cast<std::size_t>(owner[v])].push_back(v);
+  for (std::size_t i = 0; i < voxels.size(); ++i)
+    if (owner[local[i]] >= 0) parts[static_cast<std::size_t>(owner[local[i]])].push_back(voxels[i]);
   return parts;
 }
 
@@ -298,23 +354,12 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
                                                      std::int64_t ny, std::int64_t nz, int seed_depth,
                                                      std::size_t min_seed_voxels, double same_disc_vox) {
   if (discs.empty() || voxels.empty()) return {};
-  // The buffers below cover the voxels' box, not the whole region (this runs per candidate).
-  std::int64_t x0 = nx, x1 = -1, y0 = ny, y1 = -1, z0 = nz, z1 = -1;
-  for (std::size_t v : voxels) {
-    const auto x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
-               z = static_cast<std::int64_t>(v / (nx * ny));
-    x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
-    z0 = std::min(z0, z), z1 = std::max(z1, z);
-  }
-  const std::int64_t bx = x1 - x0 + 1, by = y1 - y0 + 1, bz = z1 - z0 + 1;
-  const auto local = [&](std::size_t v) {
-    const auto x = static_cast<std::int64_t>(v % nx), y = static_cast<std::int64_t>((v / nx) % ny),
-               z = static_cast<std::int64_t>(v / (nx * ny));
-    return static_cast<std::size_t>(((z - z0) * by + (y - y0)) * bx + (x - x0));
-  };
-  const auto n = static_cast<std::size_t>(bx * by * bz);
-  std::vector<std::uint8_t> inside(n, 0);
-  for (std::size_t v : voxels) inside[local(v)] = 1;
+  const VoxelBox box(voxels, nx, ny, nz);
+  const std::int64_t x0 = box.x0, y0 = box.y0, z0 = box.z0, bx = box.bx, by = box.by, bz = box.bz;
+  const std::int64_t x1 = x0 + bx - 1, y1 = y0 + by - 1, z1 = z0 + bz - 1;
+  const auto local = [&](std::size_t v) { return box.local(v); };
+  const std::size_t n = box.size();
+  const std::vector<std::uint8_t> inside = box.mask(voxels);
   struct Cut {
     double x;  // the disc's centroid head to foot
     std::vector<std::size_t> above, below;  // seeds, box offsets
@@ -492,13 +537,16 @@ std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
         continue;
       }
       log::debug("part of {:.1f} ml at {:.0f} still too long: split by the level votes", p.voxels.size() * voxel_ml, p.cx);
+      const VoxelBox box(p.voxels, nx, ny, nz);
+      std::vector<int> level(p.voxels.size());
+      for (std::size_t i = 0; i < p.voxels.size(); ++i) level[i] = level_of(p.voxels[i]);
+      std::vector<std::uint8_t> sub(box.size());
       for (int l = 0; l < n_levels; ++l) {
-        std::vector<std::uint8_t> sub(vmask.size(), 0);
-        bool any = false;
-        for (std::size_t v : p.voxels)
-          if (level_of(v) == l) sub[v] = 1, any = true;
-        if (!any) continue;
-        for (auto& piece : component_members(sub, nx, ny, nz))
+        if (std::find(level.begin(), level.end(), l) == level.end()) continue;
+        std::fill(sub.begin(), sub.end(), std::uint8_t{0});
+        for (std::size_t i = 0; i < p.voxels.size(); ++i)
+          if (level[i] == l) sub[box.local(p.voxels[i])] = 1;
+        for (auto& piece : box.components(sub))
           if (piece.size() * voxel_ml >= rules.min_vertebra_ml)
             instances.push_back(make_instance(std::move(piece), nx, ny, nz));
       }
