@@ -28,11 +28,18 @@ from lib.nifti import read_nifti
 a, aff = read_nifti('$1'); print('x'.join(map(str, a.shape)))"; }
 echo "MRI: $mri ($(size "$mri"))"
 echo "CT:  torso phantom $(size "$ct") voxels, 0.8 x 0.8 x 1 mm"
+# BENCH_BASELINE=EXE adds the same four runs of another spine-seg executable (one built
+# from an earlier commit, beside build/bin so that it finds the same plug-in and models) in
+# each round, so that two versions are compared side by side on the machine's same stretch.
+exes=("build/bin/spine-seg")
+[ -n "${BENCH_BASELINE:-}" ] && exes+=("$BENCH_BASELINE")
 run() {  # name input options...
   local name=$1 input=$2; shift 2
-  if ! timeout "${BENCH_LIMIT_S:-900}" /usr/bin/time -f "%e %M" -o "$work/time" build/bin/spine-seg "$input" \
-      -o "$work/out-$name" --threads "$threads" -q --force "$@"; then
-    printf '%-28s failed, or did not finish within %s s\n' "$name" "${BENCH_LIMIT_S:-900}"; return 0
+  # stderr to a file: the models' limitations are logged even with -q; shown on failure.
+  if ! timeout "${BENCH_LIMIT_S:-900}" /usr/bin/time -f "%e %M" -o "$work/time" "$exe" "$input" \
+      -o "$work/out-$name" --threads "$threads" -q --force "$@" 2> "$work/stderr"; then
+    printf '%-28s failed, or did not finish within %s s\n' "$name" "${BENCH_LIMIT_S:-900}"
+    tail -3 "$work/stderr"; return 0
   fi
   read -r secs kb < "$work/time"
   printf '%-28s %7.1f s  %7.0f MiB peak\n' "$name" "$secs" "$((kb / 1024))"
@@ -43,22 +50,32 @@ run() {  # name input options...
 build/bin/spine-seg "$mri" -o "$work/warm-up" --threads "$threads" -q > /dev/null 2>&1 || true
 for ((round = 1; round <= rounds; round++)); do
   [ "$rounds" -gt 1 ] && echo "round $round of $rounds"
-  run "mri coarse-to-fine" "$mri"
-  run "mri whole-volume" "$mri" --no-coarse
-  run "ct coarse-to-fine" "$ct"
-  run "ct whole-volume" "$ct" --no-coarse
+  for exe in "${exes[@]}"; do
+    tag=""
+    [ "$exe" != "${exes[0]}" ] && tag=" (baseline)"
+    run "mri coarse-to-fine$tag" "$mri"
+    run "mri whole-volume$tag" "$mri" --no-coarse
+    run "ct coarse-to-fine$tag" "$ct"
+    run "ct whole-volume$tag" "$ct" --no-coarse
+  done
 done
 median() {  # FILE COLUMN: the median of that column
   cut -d' ' -f"$2" "$1" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
 }
-if [ "$rounds" -gt 1 ]; then
-  for name in "mri coarse-to-fine" "mri whole-volume" "ct coarse-to-fine" "ct whole-volume"; do
-    f="$work/runs-${name// /_}"
-    [ -f "$f" ] || continue
-    printf '%-28s median %7.1f s  %7.0f MiB peak (%s runs)\n' "$name" "$(median "$f" 1)" \
-      "$(awk -v kb="$(median "$f" 2)" 'BEGIN {print kb / 1024}')" "$(wc -l < "$f")"
-  done
-fi
+for tag in "" " (baseline)"; do
+  [ -f "$work/runs-ct_coarse-to-fine${tag// /_}" ] || continue
+  if [ "$rounds" -gt 1 ]; then
+    for name in "mri coarse-to-fine" "mri whole-volume" "ct coarse-to-fine" "ct whole-volume"; do
+      f="$work/runs-${name// /_}${tag// /_}"
+      [ -f "$f" ] || continue
+      printf '%-39s median %7.1f s  %7.0f MiB peak (%s runs)\n' "$name$tag" "$(median "$f" 1)" \
+        "$(awk -v kb="$(median "$f" 2)" 'BEGIN {print kb / 1024}')" "$(wc -l < "$f")"
+    done
+  fi
+  c="$work/runs-ct_coarse-to-fine${tag// /_}" w="$work/runs-ct_whole-volume${tag// /_}"
+  [ -f "$w" ] && printf 'ct: coarse to fine %.1fx faster than the whole-volume window%s (medians)\n' \
+    "$(awk -v a="$(median "$w" 1)" -v b="$(median "$c" 1)" 'BEGIN {print a / b}')" "$tag"
+done
 # Where a coarse-to-fine run's time goes, from its segmentation.json; the rest of the
 # process's time is start-up, the model checks and the cohort files.
 for name in "mri coarse-to-fine" "ct coarse-to-fine"; do
