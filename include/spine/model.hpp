@@ -104,9 +104,6 @@ class Model {
   // without loading: a run can refuse a wrong model at once and load it only when a
   // study needs it. Returns the model's provenance record.
   static ModelRecord check(const ModelFile& file, const ModelRequirement& requirement);
-  // The same checks, returning the card: a caller can prepare its input from the card
-  // while the model loads on another thread.
-  static ModelCard checked_card(const ModelFile& file, const ModelRequirement& requirement);
 
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;

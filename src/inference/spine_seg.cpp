@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <future>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -67,10 +66,10 @@ struct SliceModel {
   nlohmann::json normalisation;
 };
 
-// What the pipeline needs to know of a model, from its card (the model itself is set
-// once it has loaded).
-SliceModel describe(const ModelCard& card) {
+SliceModel describe(const Model& m) {
   SliceModel s;
+  s.model = &m;
+  const auto& card = m.card();
   for (const auto& c : card.classes) s.levels.push_back(c.label);
   const auto& raw = card.raw;
   if (raw.contains("slice_offsets_mm")) s.slice_offset_mm = raw["slice_offsets_mm"].back().get<double>();
@@ -351,44 +350,14 @@ struct SpineSegmenter::Impl {
   ModelFile mr_path, ct_path;
   std::string device;
   std::map<std::string, std::unique_ptr<Model>> models;
-  // Models loading on another thread: deserialising, freezing and optimising one takes
-  // 0.15-0.25 s of one core, after LibTorch itself has loaded; meanwhile the study's
-  // first steps (reorienting, the coarse grid) run on this one.
-  std::map<std::string, std::future<std::unique_ptr<Model>>> loading;
   std::set<std::string> limitations_shown;  // modalities whose model's limitations were logged (once per run)
-
-  const ModelFile& file(const std::string& modality) const {
-    const auto& path = modality == "ct" ? ct_path : mr_path;
-    if (path.path.empty()) throw usage_error("no " + modality + " model given");
-    return path;
-  }
-  static ModelRequirement requirement(const std::string& modality) { return {"spine-seg", {modality}, 2}; }
-
-  // The modality's model card; when the model is not loaded yet, after the checks its
-  // load makes (a wrong or damaged file is refused here, at once), and with its load
-  // started on another thread.
-  ModelCard card(const std::string& modality) {
-    if (auto it = models.find(modality); it != models.end()) return it->second->card();
-    const ModelFile& path = file(modality);
-    ModelCard card = Model::checked_card(path, requirement(modality));
-    if (!loading.count(modality))
-      loading.emplace(modality, std::async(std::launch::async, [path, modality, device = device] {
-                        return std::make_unique<Model>(Model::load(path, requirement(modality), device));
-                      }));
-    return card;
-  }
 
   const Model& get(const std::string& modality) {
     auto it = models.find(modality);
     if (it != models.end()) return *it->second;
-    std::unique_ptr<Model> m;
-    if (auto l = loading.find(modality); l != loading.end()) {
-      auto pending = std::move(l->second);
-      loading.erase(l);
-      m = pending.get();  // the load's error, if any, is thrown here
-    } else {
-      m = std::make_unique<Model>(Model::load(file(modality), requirement(modality), device));
-    }
+    const auto& path = modality == "ct" ? ct_path : mr_path;
+    if (path.path.empty()) throw usage_error("no " + modality + " model given");
+    auto m = std::make_unique<Model>(Model::load(path, {"spine-seg", {modality}, 2}, device));
     log::info("model {} {} on {}", m->card().name, m->card().version, device);
     return *models.emplace(modality, std::move(m)).first->second;
   }
@@ -422,29 +391,17 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   SpineSegResult result;
   result.modality = decide_modality(image, requested_modality, dicom_modality);
   log::info("modality {} ({})", result.modality.modality, result.modality.reason);
-  // The first study of a modality loads its model, on another thread while the volume is
-  // prepared from what the card says. The time this study then waits for it is the run's,
-  // not the study's, so it is recorded on its own (model_load_s) and left out of the stage
-  // it falls in.
+  // The first study of a modality loads its model; that time is the run's, not this
+  // study's preparation, so it is recorded on its own.
+  const auto t_model = std::chrono::steady_clock::now();
   const bool loads_model = !impl_->models.count(result.modality.modality);
-  const auto t_card = std::chrono::steady_clock::now();
-  const ModelCard card = impl_->card(result.modality.modality);
-  double model_load_s = loads_model ? seconds_since(t_card) : 0.0;
-  SliceModel sm = describe(card);
-  const auto wait_for_model = [&] {
-    if (sm.model) return 0.0;
-    const auto t = std::chrono::steady_clock::now();
-    sm.model = &impl_->get(result.modality.modality);
-    const double waited = loads_model ? seconds_since(t) : 0.0;
-    model_load_s += waited;
-    if (loads_model) result.timing["model_load_s"] = model_load_s;
-    return waited;
-  };
+  const SliceModel sm = describe(impl_->get(result.modality.modality));
+  const double model_load_s = loads_model ? seconds_since(t_model) : 0.0;
   if (loads_model) result.timing["model_load_s"] = model_load_s;
   result.vertebra_part = sm.vertebra_part;
-  result.model_limitations = card.limitations;
+  result.model_limitations = sm.model->card().limitations;
   if (impl_->limitations_shown.insert(result.modality.modality).second)
-    for (const auto& l : result.model_limitations) log::warn("{} {}: {}", card.name, card.version, l);
+    for (const auto& l : result.model_limitations) log::warn("{} {}: {}", sm.model->card().name, sm.model->card().version, l);
 
   // Canonical orientation, model spacing, model normalisation.
   const std::string input_code = orientation_code(g_in);
@@ -512,7 +469,6 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     // than two steps) every slice in between is run.
     std::vector<std::int64_t> first, between;
     for (std::int64_t z = step / 2, k = 0; z < ncz; z += step, ++k) (k % 2 == 0 ? first : between).push_back(z);
-    const double waited = wait_for_model();
     predict_coarse(first);
     const auto [lat_lo, lat_hi] = ColumnModel(points, cs, 40.0).lateral_extent();
     if (lat_lo <= lat_hi) {
@@ -556,7 +512,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
         fine_start = static_cast<std::size_t>(std::clamp<std::int64_t>(std::lround(centre) - z0, 0, z1 - z0 - 1));
       }
     }
-    result.timing["coarse_s"] = seconds_since(t0) - waited;
+    result.timing["coarse_s"] = seconds_since(t0);
     result.timing["coarse_slices"] = coarse_slices;
   } else {
     for (std::int64_t z = 0; z < nz; ++z) box.zs.push_back(z);
@@ -593,7 +549,6 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     result.flags.push_back("no spine found in the volume");
   } else {
     log::set_stage(fmt::format("fine pass ({} slices)", fine.zs.size()));
-    wait_for_model();
     const auto t1 = std::chrono::steady_clock::now();
     // Without the coarse pass: the plain baseline, the card's patch tiled with half overlap.
     std::optional<Outward> outward;

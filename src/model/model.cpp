@@ -256,13 +256,6 @@ ModelRecord Model::check(const ModelFile& file, const ModelRequirement& requirem
   return {card.name, card.version, sha};
 }
 
-ModelCard Model::checked_card(const ModelFile& file, const ModelRequirement& requirement) {
-  std::string sha;
-  ModelCard card = parse_card(file.path, read_card_text(file.path, read_verified(file, sha)));
-  check_requirement(file.path, card, requirement);
-  return card;
-}
-
 Model Model::load(const ModelFile& file, const ModelRequirement& req, const std::string& device, bool optimise) {
   auto impl = std::make_unique<Impl>();
   const fs::path& path = file.path;
