@@ -2,6 +2,8 @@
 // from a vertebra mask, on small boxes [nz][ny][nx] with x head to foot at 1 mm.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "inference/instances.hpp"
 #include "inference/ribs.hpp"
 #include "spine/preprocess.hpp"
@@ -56,6 +58,31 @@ TEST(Instances, TooLongComponentIsSplitByTheLevelVotes) {
   EXPECT_NEAR(in[1].cx, 42.0, 0.5);
   // As a whole vertebra (up to 60 mm), the same component is one instance.
   EXPECT_EQ(b.instances(false, flags).size(), 1u);
+}
+
+TEST(Instances, SplitsAtTheRegionsEdgeGiveTheRegionsVoxelsInOrder) {
+  // The splits work in the candidate's box, not the whole region: a candidate touching
+  // the region's edges, beside a speck elsewhere, must come back as the region's voxels,
+  // each piece in ascending order and together exactly the candidate's.
+  Box b(70, 30, 30);
+  b.fill(3, 28, 0, 20, 10, 30, 1);  // off the region's first voxel head to foot, at its other edges
+  b.fill(28, 53, 0, 20, 10, 30, 2);
+  b.fill(62, 66, 26, 30, 0, 3, 3);  // 48 voxels: too small for a vertebra, dropped
+  std::vector<std::string> flags;
+  const auto in = b.instances(true, flags);
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_NEAR(in[0].cx, 15.0, 0.5);
+  EXPECT_NEAR(in[1].cx, 40.0, 0.5);
+  std::vector<std::size_t> all;
+  for (const auto& i : in) {
+    EXPECT_TRUE(std::is_sorted(i.voxels.begin(), i.voxels.end()));
+    for (std::size_t v : i.voxels) {
+      EXPECT_EQ(b.mask[v], 1);
+      EXPECT_EQ(b.level[v], i.cx < 28 ? 1 : 2);
+    }
+    all.insert(all.end(), i.voxels.begin(), i.voxels.end());
+  }
+  EXPECT_EQ(all.size(), 2u * 25 * 20 * 20);
 }
 
 TEST(Instances, VertebraeJoinedByAThinBridgeAreCutThere) {
