@@ -49,8 +49,13 @@ PATCH = {"width_px": 96, "height_px": 64, "spacing_mm": 0.7, "posterior_shift_mm
 class DiscGrader(nn.Module):
     """Input [discs, 1, 64, 96]: one series' discs, top to bottom. Output [discs, 12]."""
 
-    def __init__(self, width=24, hidden=32):
+    def __init__(self, width=24, hidden=32, patch_norm=False):
         super().__init__()
+        # patch_norm: each patch scaled by its own 1st..99th percentiles first, so that a
+        # disc's signal is read against its own neighbourhood (the canal's fluid, the
+        # bodies beside it) rather than the whole slice, whose percentiles move with the
+        # field of view, the coil's shading and the scanner.
+        self.patch_norm = patch_norm
         c = [width, 2 * width, 3 * width, 4 * width]
 
         def stage(a, b):
@@ -62,14 +67,23 @@ class DiscGrader(nn.Module):
         self.context = nn.LSTM(c[3], hidden, batch_first=True, bidirectional=True)
         self.head = nn.Linear(c[3] + 2 * hidden, 5 + len(FINDINGS))
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.patch_norm:
+            return x
+        flat = x.reshape(x.shape[0], -1)
+        lo = torch.quantile(flat, 0.01, dim=1, keepdim=True)
+        hi = torch.quantile(flat, 0.99, dim=1, keepdim=True)
+        flat = ((flat - lo) / (hi - lo).clamp(min=1e-3)).clamp(-0.5, 1.5)
+        return flat.reshape(x.shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.encoder(x)
+        f = self.encoder(self.normalise(x))
         ctx, _ = self.context(f.unsqueeze(0))
         return self.head(torch.cat([f, ctx.squeeze(0)], dim=1))
 
     def forward_series(self, patches, lengths):
         """Training: several series at once; patches of all of them concatenated."""
-        f = self.encoder(patches)
+        f = self.encoder(self.normalise(patches))
         seqs = list(torch.split(f, lengths))
         padded = nn.utils.rnn.pad_sequence(seqs, batch_first=True)
         packed = nn.utils.rnn.pack_padded_sequence(padded, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
@@ -214,7 +228,7 @@ def train_one(seed, args, train, tune, pos_weight, out_dir):
     random.seed(seed)
     np.random.seed(seed)
     os.makedirs(out_dir, exist_ok=True)
-    model = DiscGrader()
+    model = DiscGrader(patch_norm=args.patch_norm)
     best_file = os.path.join(out_dir, "best.pt")
     if args.reuse and os.path.exists(best_file) and os.path.exists(os.path.join(out_dir, "history.json")):
         model.load_state_dict(torch.load(best_file))
@@ -267,6 +281,8 @@ def main():
     ap.add_argument("--seeds", default="0", help="comma-separated; more than one: the exported model averages them")
     ap.add_argument("--reuse", action="store_true", help="reuse OUT/seedN/best.pt of a finished earlier run")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--patch-norm", action="store_true",
+                    help="scale each disc's patch by its own 1st..99th percentiles inside the model")
     ap.add_argument("--export")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
