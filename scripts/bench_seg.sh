@@ -73,8 +73,13 @@ for tag in "" " (baseline)"; do
     done
   fi
   c="$work/runs-ct_coarse-to-fine${tag// /_}" w="$work/runs-ct_whole-volume${tag// /_}"
-  [ -f "$w" ] && printf 'ct: coarse to fine %.1fx faster than the whole-volume window%s (medians)\n' \
+  [ -f "$w" ] || continue
+  printf 'ct: coarse to fine %.1fx faster than the whole-volume window%s (medians)\n' \
     "$(awk -v a="$(median "$w" 1)" -v b="$(median "$c" 1)" 'BEGIN {print a / b}')" "$tag"
+  # The same ratio round by round: both runs of a round meet the same stretch of the
+  # machine, whose speed drifts between rounds.
+  paste -d' ' "$w" "$c" | awk '{printf "%.1f\n", $1 / $3}' > "$work/ratios"
+  printf '    per round: %s; median %.1fx\n' "$(paste -sd' ' "$work/ratios" | sed 's/ /x, /g')x" "$(median "$work/ratios" 1)"
 done
 # Where a coarse-to-fine run's time goes, from its segmentation.json; the rest of the
 # process's time is start-up, the model checks and the cohort files.
