@@ -357,7 +357,6 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
   const VoxelBox box(voxels, nx, ny, nz);
   const std::int64_t x0 = box.x0, y0 = box.y0, z0 = box.z0, bx = box.bx, by = box.by, bz = box.bz;
   const std::int64_t x1 = x0 + bx - 1, y1 = y0 + by - 1, z1 = z0 + bz - 1;
-  const auto local = [&](std::size_t v) { return box.local(v); };
   const std::size_t n = box.size();
   const std::vector<std::uint8_t> inside = box.mask(voxels);
   struct Cut {
@@ -430,11 +429,11 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
   grow_from_seeds(owner, frontier, in_body, bx, by, bz);
   frontier.clear();
   for (std::size_t v : voxels)
-    if (owner[local(v)] >= 0) frontier.push_back(local(v));
+    if (owner[box.local(v)] >= 0) frontier.push_back(box.local(v));
   grow_from_seeds(owner, std::move(frontier), inside, bx, by, bz);
   std::vector<std::vector<std::size_t>> parts(cuts.size() + 1);
   for (std::size_t v : voxels)
-    if (owner[local(v)] >= 0) parts[static_cast<std::size_t>(owner[local(v)])].push_back(v);
+    if (owner[box.local(v)] >= 0) parts[static_cast<std::size_t>(owner[box.local(v)])].push_back(v);
   return parts;
 }
 

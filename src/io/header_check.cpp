@@ -413,34 +413,35 @@ std::uint64_t decode_label_chunk(const unsigned char* in, std::size_t n, bool sw
 
 using LabelDecoder = std::uint64_t (*)(const unsigned char*, std::size_t, bool, std::int16_t*);
 
-LabelDecoder label_decoder_for(int datatype) {
+// f(T{}) for the C++ type T stored under a NIfTI datatype code; `none` for codes without one.
+template <class R, class F>
+R with_stored_type(int datatype, R none, F&& f) {
   switch (datatype) {
-    case 2: return decode_label_chunk<std::uint8_t>;
-    case 4: return decode_label_chunk<std::int16_t>;
-    case 8: return decode_label_chunk<std::int32_t>;
-    case 256: return decode_label_chunk<std::int8_t>;
-    case 512: return decode_label_chunk<std::uint16_t>;
-    case 768: return decode_label_chunk<std::uint32_t>;
-    case 1024: return decode_label_chunk<std::int64_t>;
-    case 1280: return decode_label_chunk<std::uint64_t>;
-    default: return nullptr;  // float voxels: through the float path, which checks for fractions
+    case 2: return f(std::uint8_t{});
+    case 4: return f(std::int16_t{});
+    case 8: return f(std::int32_t{});
+    case 16: return f(float{});
+    case 64: return f(double{});
+    case 256: return f(std::int8_t{});
+    case 512: return f(std::uint16_t{});
+    case 768: return f(std::uint32_t{});
+    case 1024: return f(std::int64_t{});
+    case 1280: return f(std::uint64_t{});
+    default: return none;
   }
 }
 
+// Float voxels have none: they go through the float path, which checks for fractions.
+LabelDecoder label_decoder_for(int datatype) {
+  return with_stored_type<LabelDecoder>(datatype, nullptr, [](auto v) -> LabelDecoder {
+    using T = decltype(v);
+    if constexpr (std::is_integral_v<T>) return decode_label_chunk<T>;
+    else return nullptr;
+  });
+}
+
 Decoder decoder_for(int datatype) {
-  switch (datatype) {
-    case 2: return decode_chunk<std::uint8_t>;
-    case 4: return decode_chunk<std::int16_t>;
-    case 8: return decode_chunk<std::int32_t>;
-    case 16: return decode_chunk<float>;
-    case 64: return decode_chunk<double>;
-    case 256: return decode_chunk<std::int8_t>;
-    case 512: return decode_chunk<std::uint16_t>;
-    case 768: return decode_chunk<std::uint32_t>;
-    case 1024: return decode_chunk<std::int64_t>;
-    case 1280: return decode_chunk<std::uint64_t>;
-    default: return nullptr;
-  }
+  return with_stored_type<Decoder>(datatype, nullptr, [](auto v) -> Decoder { return decode_chunk<decltype(v)>; });
 }
 
 // The voxels of a single-component NIfTI, decoded chunk by chunk by decode(chunk, values,

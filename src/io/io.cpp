@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <thread>
 #include <png.h>
 #include <unistd.h>
@@ -425,11 +426,23 @@ CheckedFile check_file(const fs::path& path, const fs::file_status& st) {
   return f;
 }
 
+// ITK's and the file system's exceptions from reading `path`, as input errors naming it.
+template <class Read>
+auto with_read_errors(const fs::path& path, Read&& read) {
+  try {
+    return read();
+  } catch (const itk::ExceptionObject& e) {
+    throw input_error(path.string() + ": cannot read image (" + short_itk_message(e) + ")");
+  } catch (const fs::filesystem_error& e) {
+    throw input_error(path.string() + ": cannot read (" + e.code().message() + ")");
+  }
+}
+
 }  // namespace
 
 LoadedImage read_image(const fs::path& path) {
   const fs::file_status st = input_status(path);
-  try {
+  return with_read_errors(path, [&] {
     LoadedImage out;
     if (fs::is_directory(st)) {
       out = read_dicom_series(path);
@@ -440,11 +453,7 @@ LoadedImage read_image(const fs::path& path) {
     }
     check_all_finite(out.image, path);
     return out;
-  } catch (const itk::ExceptionObject& e) {
-    throw input_error(path.string() + ": cannot read image (" + short_itk_message(e) + ")");
-  } catch (const fs::filesystem_error& e) {
-    throw input_error(path.string() + ": cannot read (" + e.code().message() + ")");
-  }
+  });
 }
 
 namespace {
@@ -485,11 +494,14 @@ std::uint64_t parse_memory_size(const std::string& text) {
 
 LabelImage read_labels(const fs::path& path) {
   const fs::file_status st = input_status(path);
+  const auto not_a_label_map = [&] {
+    return input_error(path.string() + ": not a label map (non-integer or out-of-range value)");
+  };
   LoadedImage loaded;
   if (fs::is_directory(st)) {
     loaded = read_image(path);
   } else {
-    try {
+    std::optional<LabelImage> direct = with_read_errors(path, [&]() -> std::optional<LabelImage> {
       CheckedFile f = check_file(path, st);
       const detail::NiftiLayout* nifti = f.format == "nifti" ? &f.nifti : nullptr;
       // A 3D NIfTI of integers (the usual label map) straight into 16-bit labels, without
@@ -501,25 +513,21 @@ LabelImage read_labels(const fs::path& path) {
         check_budget(path, values, values * 2 + std::min<std::uint64_t>(values * nifti->value_bytes, 1 << 20));
         LabelImage labels(geometry_of_io(f.io.GetPointer()));
         check_finite_geometry(labels.geometry, path);
-        if (detail::read_nifti_labels(path, *nifti, labels.voxels.data(), values) > 0)
-          throw input_error(path.string() + ": not a label map (non-integer or out-of-range value)");
+        if (detail::read_nifti_labels(path, *nifti, labels.voxels.data(), values) > 0) throw not_a_label_map();
         return labels;
       }
       loaded = read_checked(path, f.io.GetPointer(), nifti);  // the file checked once, not again
       check_all_finite(loaded.image, path);
-    } catch (const itk::ExceptionObject& e) {
-      throw input_error(path.string() + ": cannot read image (" + short_itk_message(e) + ")");
-    } catch (const fs::filesystem_error& e) {
-      throw input_error(path.string() + ": cannot read (" + e.code().message() + ")");
-    }
+      return std::nullopt;
+    });
+    if (direct) return std::move(*direct);
   }
   LabelImage labels(loaded.image.geometry);
   for (std::size_t i = 0; i < labels.voxels.size(); ++i) {
     const float v = loaded.image.voxels[i];
     if (v != std::round(v) || v < std::numeric_limits<std::int16_t>::min() ||
-        v > std::numeric_limits<std::int16_t>::max()) {
-      throw input_error(path.string() + ": not a label map (non-integer or out-of-range value)");
-    }
+        v > std::numeric_limits<std::int16_t>::max())
+      throw not_a_label_map();
     labels.voxels[i] = static_cast<std::int16_t>(v);
   }
   return labels;
