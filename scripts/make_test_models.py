@@ -126,6 +126,16 @@ def write_xray_contract_fixture(out):
     refined[4 * 3 + 2] = pts[4 * 3 + 2]
     refined.astype("<f8").tofile(os.path.join(out, "xray_corner_refined.f64"))
 
+    # Level anchor crops at four points of the working image (one near its edge, where the
+    # crop runs off it), with their chain spacings (working pixels): x, y, spacing.
+    from cobb import anchors
+    apts = np.array([[256.0, 300.0, 30.0], [40.5, 980.0, 55.0], [300.25, 512.75, 3.0], [256.0, 100.0, 200.0]])
+    apts.astype("<f8").tofile(os.path.join(out, "xray_anchor_points.f64"))
+    ac = torch.tensor(apts, dtype=torch.float32)
+    acoords = anchors.crop_coords(ac[:, :2], anchors.scale_from_spacing(ac[:, 2]))
+    acrops = fine.sample_crops(working.expand(4, 1, -1, -1), acoords)
+    acrops.numpy().astype("<f4").tofile(os.path.join(out, "xray_anchor_crops.f32"))
+
     # The spine finder's letterbox input of the same image.
     import train_spine_finder
     x, _, _, _ = train_spine_finder.letterbox(img.astype(np.float32))

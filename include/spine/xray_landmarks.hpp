@@ -4,6 +4,7 @@
 // it at full working resolution (models/xray-corners.pt); per-vertebra and per-landmark
 // confidence.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "spine/image.hpp"
 #include "spine/model.hpp"
 #include "spine/tensor.hpp"
+#include "spine/xray_level_anchors.hpp"
 
 namespace spine {
 
@@ -18,6 +20,17 @@ namespace spine {
 // centres and no antialiasing to 1024 x 512 (H x W), 2 x 2 average pooling to 512 x 256,
 // z-score over the image. Returns [1, 1, 512, 256].
 Tensor xray_model_input(const FloatImage& radiograph);
+
+// The working image both stages sample from: the radiograph resized as above to 1024 x 512
+// (row-major, H x W), before pooling.
+std::vector<float> xray_working_image(const FloatImage& radiograph);
+
+// What the level anchors read at the chain's ends (see xray_level_anchors.hpp).
+struct XrayLevelReading {
+  std::string top, bottom;           // the first stage's T1 and L5 in the anchors' reading
+  double top_posterior = 0, bottom_posterior = 0;
+  std::string change;                // what the re-count changed; empty when the chain was kept
+};
 
 struct XrayLandmarks {
   std::vector<Point2> points;           // 68, input image pixels, AASCE order
@@ -32,6 +45,8 @@ struct XrayLandmarks {
   // Vertebrae whose centre the sequence constraint took from a weaker heatmap peak than
   // the strongest (information, not a flag: it is common and usually right).
   std::vector<std::string> sequence_adjusted;
+  // Set when the level anchors ran.
+  std::optional<XrayLevelReading> levels;
 };
 
 struct XrayLandmarkOptions {
@@ -78,13 +93,16 @@ void check_radiograph(const FloatImage& radiograph);
 class XrayLandmarkDetector {
  public:
   // corner_model: the second stage, or null to keep the first stage's corners.
-  XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options = {}, const Model* corner_model = nullptr);
+  // anchor_model: the level anchors (re-count the chain at its ends), or null.
+  XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options = {}, const Model* corner_model = nullptr,
+                       const Model* anchor_model = nullptr);
   // Throws an input error for images check_radiograph refuses.
   XrayLandmarks detect(const FloatImage& radiograph) const;
 
  private:
   const Model& model_;
   const Model* corner_model_;
+  std::optional<XrayLevelAnchors> anchors_;
   XrayLandmarkOptions options_;
   int corner_stride_ = 2;
   int stride_ = 4;

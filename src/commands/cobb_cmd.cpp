@@ -29,6 +29,10 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "(default: models/xray-corners.pt)");
   app.add_flag("!--no-corner-refinement", refine_corners,
                "Keep the first stage's corners (skip the second stage)");
+  app.add_option("--anchor-model", anchor_model,
+                 "Level anchors: read which vertebrae lie at the chain's ends (the neck above T1, the sacrum "
+                 "below L5) and re-count a chain counted one level off (default: models/xray-level-anchors.pt)");
+  app.add_flag("!--no-level-anchors", level_anchors, "Keep the first stage's count of the vertebrae");
   app.add_option("--finder-model", finder_model,
                  "Spine finder: locates T1..L5, the column and hardware in a film of any framing "
                  "(default: models/xray-spine-finder.pt)");
@@ -51,6 +55,7 @@ std::vector<std::string> CobbConfig::validate() const {
     throw usage_error("grading thresholds must satisfy --mild < --moderate < --severe");
   std::vector<std::string> warnings;
   if (!refine_corners && !corner_model.empty()) warnings.push_back("--corner-model is not used with --no-corner-refinement");
+  if (!level_anchors && !anchor_model.empty()) warnings.push_back("--anchor-model is not used with --no-level-anchors");
   if (!find_spine && !finder_model.empty()) warnings.push_back("--finder-model is not used with --no-spine-finder");
   return warnings;
 }
@@ -60,6 +65,8 @@ nlohmann::json CobbConfig::to_json() const {
           {"model", model},
           {"corner_model", corner_model},
           {"refine_corners", refine_corners},
+          {"anchor_model", anchor_model},
+          {"level_anchors", level_anchors},
           {"finder_model", finder_model},
           {"find_spine", find_spine},
           {"grading_deg", {grading.mild_deg, grading.moderate_deg, grading.severe_deg}},
@@ -158,7 +165,7 @@ void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAng
 void write_cobb_csv(const fs::path& out_dir) {
   std::ostringstream csv;
   csv << "study,reliable,pt_deg,mt_deg,tl_deg,major_deg,upper_end,lower_end,apex,convex_side,grade,mean_confidence,"
-         "flags\n";
+         "levels_recounted,flags\n";
   CohortReport report;
   report.tool = "spine-cobb";
   report.columns = {{"major angle (deg)", true}, {"grade"}, {"major curve"}, {"PT (deg)", true}, {"MT (deg)", true},
@@ -182,12 +189,15 @@ void write_cobb_csv(const fs::path& out_dir) {
     const bool reliable = j.value("reliable", false);
     const auto deg = [&](const nlohmann::json& v) { return csv_number(round_to(v.get<double>(), 0.1)); };
     const auto& major = j["major"];
+    // Empty when the level anchors did not run.
+    const auto levels = j.value("levels", nlohmann::json(nullptr));
+    const std::string recounted = levels.is_object() ? (levels.value("recounted", false) ? "true" : "false") : "";
     csv << csv_field(s) << ',' << (reliable ? "true" : "false") << ',' << deg(j["angles_deg"]["pt"]) << ','
         << deg(j["angles_deg"]["mt"]) << ',' << deg(j["angles_deg"]["tl"]) << ',' << deg(major["angle_deg"]) << ','
         << major["upper_end"].get<std::string>() << ',' << major["lower_end"].get<std::string>() << ','
         << major["apex"].get<std::string>() << ',' << major["convex_side"].get<std::string>() << ','
-        << csv_field(j["grade"].get<std::string>()) << ',' << csv_number(round_to(conf, 0.001)) << ','
-        << csv_field(flags) << '\n';
+        << csv_field(j["grade"].get<std::string>()) << ',' << csv_number(round_to(conf, 0.001)) << ',' << recounted
+        << ',' << csv_field(flags) << '\n';
     ReportRow row;
     row.study = s;
     row.cells = {deg(major["angle_deg"]),
@@ -219,18 +229,26 @@ BatchSummary run_cobb(const CobbConfig& c) {
         Model::load(model_file(c.corner_model, "xray-corners.pt"), {"xray-ap-corners", {"xray"}, 2}, device));
     log::info("corner model {} {} on {}", corner_model->card().name, corner_model->card().version, device);
   }
+  std::optional<Model> anchor_model;
+  if (c.level_anchors) {
+    anchor_model.emplace(Model::load(model_file(c.anchor_model, "xray-level-anchors.pt"),
+                                     {"xray-ap-level-anchors", {"xray"}, 2}, device));
+    log::info("level anchors {} {} on {}", anchor_model->card().name, anchor_model->card().version, device);
+  }
   std::optional<Model> finder_model;
   if (c.find_spine) {
     finder_model.emplace(
         Model::load(model_file(c.finder_model, "xray-spine-finder.pt"), {"xray-spine-finder", {"xray"}, 2}, device));
     log::info("spine finder {} {} on {}", finder_model->card().name, finder_model->card().version, device);
   }
-  const XrayLandmarkDetector detector(model, c.landmarks, corner_model ? &*corner_model : nullptr);
+  const XrayLandmarkDetector detector(model, c.landmarks, corner_model ? &*corner_model : nullptr,
+                                      anchor_model ? &*anchor_model : nullptr);
   std::optional<XraySpineFinder> finder;
   if (finder_model) finder.emplace(*finder_model, c.finder);
   // The models' known failure modes: logged once, and written with every result.
   std::vector<std::string> limitations;
   for (const Model* m : std::initializer_list<const Model*>{&model, corner_model ? &*corner_model : nullptr,
+                                                            anchor_model ? &*anchor_model : nullptr,
                                                             finder_model ? &*finder_model : nullptr}) {
     if (!m) continue;
     for (const auto& l : m->card().limitations) {
@@ -241,7 +259,8 @@ BatchSummary run_cobb(const CobbConfig& c) {
 
   BatchOptions options = c.common.batch_options("spine-cobb", c.to_json());
   options.models = {{model.card().name, model.card().version, model.sha256()}};
-  for (const Model* m : {corner_model ? &*corner_model : nullptr, finder_model ? &*finder_model : nullptr})
+  for (const Model* m : {corner_model ? &*corner_model : nullptr, anchor_model ? &*anchor_model : nullptr,
+                         finder_model ? &*finder_model : nullptr})
     if (m) options.models.push_back({m->card().name, m->card().version, m->sha256()});
   options.on_finish = [&] { write_cobb_csv(c.common.output_dir); };
   const BatchSummary summary = run_batch(studies, options, [&](const Study& study, const fs::path& work) {
@@ -307,6 +326,15 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"flags", lm.flags},
         {"sequence_adjusted", lm.sequence_adjusted},
         {"corners_unrefined", lm.corners_unrefined},
+        // The level anchors' reading of the chain's ends (null when they did not run):
+        // what the first stage's T1 and L5 are, with the posterior, and what was re-counted.
+        {"levels", lm.levels ? nlohmann::json{{"top_vertebra_is", lm.levels->top},
+                                              {"top_posterior", std::round(lm.levels->top_posterior * 1000) / 1000},
+                                              {"lowest_vertebra_is", lm.levels->bottom},
+                                              {"lowest_posterior", std::round(lm.levels->bottom_posterior * 1000) / 1000},
+                                              {"recounted", !lm.levels->change.empty()},
+                                              {"change", lm.levels->change}}
+                             : nlohmann::json(nullptr)},
         {"spine_finder", spine ? nlohmann::json{{"t1_top_px", {spine->t1_top.x, spine->t1_top.y}},
                                                 {"l5_bottom_px", {spine->l5_bottom.x, spine->l5_bottom.y}},
                                                 {"t1_confidence", spine->t1_confidence},
@@ -318,6 +346,9 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"model", {{"name", model.card().name}, {"version", model.card().version}}},
         {"corner_model", corner_model ? nlohmann::json{{"name", corner_model->card().name},
                                                       {"version", corner_model->card().version}}
+                                      : nlohmann::json(nullptr)},
+        {"anchor_model", anchor_model ? nlohmann::json{{"name", anchor_model->card().name},
+                                                      {"version", anchor_model->card().version}}
                                       : nlohmann::json(nullptr)},
         {"model_limitations", limitations}};
     if (c.overlay) write_overlay(in.image, lm, a, grade, spine ? &*spine : nullptr, work / "overlay.png");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "spine/error.hpp"
 #include "heatmap.hpp"
@@ -19,6 +20,36 @@ Point2 refine_peak(const float* heat, int h, int w, int best) {
       sw += wt, sx += wt * x, sy += wt * y;
     }
   return {sw > 1e-6 ? sx / sw : cx, sw > 1e-6 ? sy / sw : cy};
+}
+
+float bilinear_zero_padded(const float* plane, int h, int w, double x, double y) {
+  const int x0 = static_cast<int>(std::floor(x)), y0 = static_cast<int>(std::floor(y));
+  const double fx = x - x0, fy = y - y0;
+  double acc = 0;
+  for (int dy = 0; dy < 2; ++dy)
+    for (int dx = 0; dx < 2; ++dx) {
+      const int xi = x0 + dx, yi = y0 + dy;
+      if (xi < 0 || yi < 0 || xi >= w || yi >= h) continue;
+      acc += (dx ? fx : 1 - fx) * (dy ? fy : 1 - fy) * plane[static_cast<std::size_t>(yi) * w + xi];
+    }
+  return static_cast<float>(acc);
+}
+
+void zscore(float* data, std::size_t n) {
+  double sum = 0, sq = 0;
+  for (std::size_t i = 0; i < n; ++i) sum += data[i];
+  const double mean = sum / n;
+  for (std::size_t i = 0; i < n; ++i) sq += (data[i] - mean) * (data[i] - mean);
+  const double sd = std::max(std::sqrt(sq / n), 1e-6);
+  for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<float>((data[i] - mean) / sd);
+}
+
+Tensor mirrored(const Tensor& t) {
+  Tensor out = t;
+  const std::int64_t w = t.shape[3], rows = t.numel() / w;
+  for (std::int64_t r = 0; r < rows; ++r)
+    std::reverse_copy(t.data.begin() + r * w, t.data.begin() + (r + 1) * w, out.data.begin() + r * w);
+  return out;
 }
 
 namespace {
@@ -63,19 +94,6 @@ std::vector<float> resize_bilinear(const FloatImage& img, int out_h, int out_w) 
     }
   }
   return out;
-}
-
-float bilinear_zero_padded(const float* plane, int h, int w, double x, double y) {
-  const int x0 = static_cast<int>(std::floor(x)), y0 = static_cast<int>(std::floor(y));
-  const double fx = x - x0, fy = y - y0;
-  double acc = 0;
-  for (int dy = 0; dy < 2; ++dy)
-    for (int dx = 0; dx < 2; ++dx) {
-      const int xi = x0 + dx, yi = y0 + dy;
-      if (xi < 0 || yi < 0 || xi >= w || yi >= h) continue;
-      acc += (dx ? fx : 1 - fx) * (dy ? fy : 1 - fy) * plane[static_cast<std::size_t>(yi) * w + xi];
-    }
-  return static_cast<float>(acc);
 }
 
 struct HeatmapPeaks {
@@ -171,24 +189,6 @@ HeatmapPeaks heatmap_peaks(const Tensor& out, bool sequence_constraint) {
   return r;
 }
 
-void zscore(float* data, std::size_t n) {
-  double sum = 0, sq = 0;
-  for (std::size_t i = 0; i < n; ++i) sum += data[i];
-  const double mean = sum / n;
-  for (std::size_t i = 0; i < n; ++i) sq += (data[i] - mean) * (data[i] - mean);
-  const double sd = std::max(std::sqrt(sq / n), 1e-6);
-  for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<float>((data[i] - mean) / sd);
-}
-
-// [1, C, h, w] mirrored left-right.
-Tensor mirrored(const Tensor& t) {
-  Tensor out = t;
-  const std::int64_t w = t.shape[3], rows = t.numel() / w;
-  for (std::int64_t r = 0; r < rows; ++r)
-    std::reverse_copy(t.data.begin() + r * w, t.data.begin() + (r + 1) * w, out.data.begin() + r * w);
-  return out;
-}
-
 // Averages `output` with the prediction for the mirrored image, mapped back: heatmaps are
 // mirrored; corner offsets are mirrored, left and right corners swap (TL<->TR, BL<->BR)
 // and their x components change sign.
@@ -269,6 +269,8 @@ void average_corners_with_mirror(Tensor& output, const Tensor& mirror_output) {
 
 }  // namespace
 
+std::vector<float> xray_working_image(const FloatImage& radiograph) { return resize_bilinear(radiograph, kCacheH, kCacheW); }
+
 Tensor xray_model_input(const FloatImage& radiograph) {
   return model_input_from_working(resize_bilinear(radiograph, kCacheH, kCacheW));
 }
@@ -305,14 +307,19 @@ void apply_corner_heatmaps(const Tensor& out, const XrayCornerCrops& crops, std:
     }
 }
 
-XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::size_t height, int stride,
-                                    double offset_scale, const XrayLandmarkOptions& opt) {
+namespace {
+
+void check_landmark_output(const Tensor& out) {
   if (out.shape.size() != 4 || out.shape[0] != 1 || out.shape[1] != kVertebrae + 8)
     throw model_error("landmark model output must be [1, 25, h, w]");
+}
+
+// Corners from the offsets at the chosen centres, and the plausibility flags.
+XrayLandmarks decode_at(const Tensor& out, const HeatmapPeaks& hp, std::size_t width, std::size_t height, int stride,
+                        double offset_scale, const XrayLandmarkOptions& opt) {
   const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
   const std::size_t plane = static_cast<std::size_t>(h) * w;
   XrayLandmarks res;
-  const HeatmapPeaks hp = heatmap_peaks(out, opt.sequence_constraint);
   const std::vector<Point2>& centres = hp.centres;
   for (int v = 0; v < kVertebrae; ++v) {
     const double rx = centres[v].x, ry = centres[v].y;
@@ -368,8 +375,48 @@ XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::s
   return res;
 }
 
-XrayLandmarkDetector::XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options, const Model* corner_model)
+// First-stage output pixels <-> working-image pixels: the output is at `stride` of the
+// model input, which is the working image pooled 2 x 2 (half-pixel centres throughout).
+Point2 output_to_working(Point2 p, int stride) { return {(p.x + 0.5) * 2 * stride - 0.5, (p.y + 0.5) * 2 * stride - 0.5}; }
+Point2 working_to_output(Point2 p, int stride) { return {(p.x + 0.5) / (2 * stride) - 0.5, (p.y + 0.5) / (2 * stride) - 0.5}; }
+
+// The chain after the level anchors' re-count. A vertebra the re-count placed has as its
+// confidence the strongest of the 17 heatmaps at its centre (that some vertebra is there),
+// at most the anchors' posterior, and counts as moved off its heatmap's maximum.
+HeatmapPeaks recounted(const HeatmapPeaks& hp, const LevelRecount& rc, const Tensor& out, int stride) {
+  const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
+  const std::size_t plane = static_cast<std::size_t>(h) * w;
+  HeatmapPeaks r;
+  for (int v = 0; v < kVertebrae; ++v) {
+    const Point2 c = working_to_output(rc.centres[v], stride);
+    r.centres.push_back(c);
+    const int s = rc.source[v];
+    if (s >= 0) {
+      r.peaks.push_back(hp.peaks[s]);
+      if (std::find(hp.replaced.begin(), hp.replaced.end(), s) != hp.replaced.end()) r.replaced.push_back(v);
+      continue;
+    }
+    double best = 0;
+    for (int k = 0; k < kVertebrae; ++k)
+      best = std::max(best, double(bilinear_zero_padded(out.data.data() + k * plane, h, w, c.x, c.y)));
+    r.peaks.push_back(std::min(best, std::min(rc.top_posterior, rc.bottom_posterior)));
+    r.replaced.push_back(v);
+  }
+  return r;
+}
+
+}  // namespace
+
+XrayLandmarks decode_xray_landmarks(const Tensor& out, std::size_t width, std::size_t height, int stride,
+                                    double offset_scale, const XrayLandmarkOptions& opt) {
+  check_landmark_output(out);
+  return decode_at(out, heatmap_peaks(out, opt.sequence_constraint), width, height, stride, offset_scale, opt);
+}
+
+XrayLandmarkDetector::XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options, const Model* corner_model,
+                                           const Model* anchor_model)
     : model_(model), corner_model_(corner_model), options_(options) {
+  if (anchor_model) anchors_.emplace(*anchor_model);
   if (corner_model_) {
     const auto& p = corner_model_->card().patch_size;
     if (p.size() != 2 || p[0] != kCropW || p[1] != kCropH)
@@ -431,7 +478,21 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
   const Tensor input = model_input_from_working(working);
   Tensor output = model_.forward(input);
   if (options_.flip_averaging) average_with_mirror(output, model_.forward(mirrored(input)));
-  XrayLandmarks lm = decode_xray_landmarks(output, img.nx(), img.ny(), stride_, offset_scale_, options_);
+  check_landmark_output(output);
+  HeatmapPeaks hp = heatmap_peaks(output, options_.sequence_constraint);
+  std::optional<LevelRecount> rc;
+  if (anchors_) {
+    std::vector<Point2> chain;
+    for (const Point2& c : hp.centres) chain.push_back(output_to_working(c, stride_));
+    rc = anchors_->recount(working, chain, options_.flip_averaging);
+    if (!rc->change.empty()) hp = recounted(hp, *rc, output, stride_);
+  }
+  XrayLandmarks lm = decode_at(output, hp, img.nx(), img.ny(), stride_, offset_scale_, options_);
+  if (rc) {
+    lm.levels = XrayLevelReading{rc->top_reading, rc->bottom_reading, rc->top_posterior, rc->bottom_posterior,
+                                 rc->change};
+    lm.flags.insert(lm.flags.end(), rc->flags.begin(), rc->flags.end());
+  }
   if (corner_model_) {
     const XrayCornerCrops crops = corner_crops_from_working(working, lm.points, img.nx(), img.ny());
     Tensor heat = corner_model_->forward(crops.crops);

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <regex>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -64,8 +65,20 @@ TEST(CobbCommand, PhantomRadiographOutputs) {
   ASSERT_TRUE(j["spine_finder"].is_object());
   EXPECT_EQ(j["spine_finder"]["crop_px"].size(), 4u);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
-  EXPECT_EQ(prov["models"].size(), 3u);  // both landmark stages and the spine finder
+  EXPECT_EQ(prov["models"].size(), 4u);  // both landmark stages, the level anchors and the spine finder
   EXPECT_EQ(j["corner_model"]["name"], "xray-ap-corners");
+  EXPECT_EQ(j["anchor_model"]["name"], "xray-ap-level-anchors");
+  // The level anchors' reading of the chain's ends, and whether it was re-counted (also
+  // the CSV's levels_recounted column).
+  ASSERT_TRUE(j["levels"].is_object());
+  const std::set<std::string> tops{"C7", "T1", "T2"}, bottoms{"L4", "L5", "S1"};
+  EXPECT_TRUE(tops.count(j["levels"]["top_vertebra_is"].get<std::string>()));
+  EXPECT_TRUE(bottoms.count(j["levels"]["lowest_vertebra_is"].get<std::string>()));
+  EXPECT_GE(j["levels"]["top_posterior"].get<double>(), 1.0 / 3);
+  EXPECT_LE(j["levels"]["top_posterior"].get<double>(), 1.0);
+  EXPECT_EQ(j["levels"]["recounted"].get<bool>(), !j["levels"]["change"].get<std::string>().empty());
+  EXPECT_NE(csv.find("mean_confidence,levels_recounted,flags\n"), std::string::npos) << csv;
+  EXPECT_TRUE(std::regex_search(csv, std::regex(",(spinal curve|mild|moderate|severe),[0-9.]+,(true|false),"))) << csv;
   for (const auto& c : j["confidence"]) {
     EXPECT_GE(c.get<double>(), 0.0);
     EXPECT_LE(c.get<double>(), 1.0);
@@ -92,7 +105,25 @@ TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
                                        two["landmarks_px"][k][1].get<double>() - one["landmarks_px"][k][1].get<double>()));
   EXPECT_GT(moved, 0.5);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "provenance.json"));
-  EXPECT_EQ(prov["models"].size(), 2u);  // first stage and spine finder
+  EXPECT_EQ(prov["models"].size(), 3u);  // first stage, level anchors and spine finder
+}
+
+// Without the level anchors the first stage's count stands: no reading in cobb.json, an
+// empty levels_recounted cell, one model fewer.
+TEST(CobbCommand, NoLevelAnchorsKeepsTheFirstStagesCount) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  const auto r = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --no-level-anchors -o " +
+                             q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "cobb.json"));
+  EXPECT_TRUE(j["levels"].is_null());
+  EXPECT_TRUE(j["anchor_model"].is_null());
+  const std::string csv = test::read_file(dir / "out" / "cobb.csv");
+  // The grade, mean_confidence, then the empty levels_recounted cell before the flags.
+  EXPECT_TRUE(std::regex_search(csv, std::regex(",(spinal curve|mild|moderate|severe),[0-9.]+,,"))) << csv;
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
+  EXPECT_EQ(prov["models"].size(), 3u);  // both landmark stages and the spine finder
 }
 
 // Bad studies in a batch are each reported with their reason; the good one goes through;
@@ -151,7 +182,7 @@ TEST(CobbCommand, NoiseIsFlaggedUnreliable) {
   const auto k = nlohmann::json::parse(test::read_file(dir / "plain" / "noise" / "cobb.json"));
   EXPECT_TRUE(k["spine_finder"].is_null());
   const auto prov = nlohmann::json::parse(test::read_file(dir / "plain" / "noise" / "provenance.json"));
-  EXPECT_EQ(prov["models"].size(), 2u);
+  EXPECT_EQ(prov["models"].size(), 3u);
 }
 
 // An image over 100 megapixels is refused with a clear reason rather than run.

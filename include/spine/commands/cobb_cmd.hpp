@@ -21,6 +21,8 @@ struct CobbConfig {
   std::string model;                // empty: the default model (see default_model_path)
   std::string corner_model;         // second stage; empty: the default (models/xray-corners.pt)
   bool refine_corners = true;       // run the second stage
+  std::string anchor_model;         // level anchors; empty: the default (models/xray-level-anchors.pt)
+  bool level_anchors = true;        // re-count the chain from what lies at its ends
   std::string finder_model;         // spine finder; empty: the default (models/xray-spine-finder.pt)
   bool find_spine = true;           // crop the film around the spine found before the landmark stages
   CobbGrading grading;
