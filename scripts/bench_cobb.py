@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""The same three models as spine-cobb, driven from Python (eager PyTorch): decode the
+"""The same four models as spine-cobb, driven from Python (eager PyTorch): decode the
 image, the spine finder on its letterbox (T1 / L5 peaks, crop when the spine fills less
 than the image), resize, pool, z-score, first stage on the image and its mirror (flip
-averaging), decode, 17 vertebra crops, second stage on them and their mirrors, decode,
+averaging), decode, the level anchors' six crops at the chain's ends and their mirrors
+(the re-count itself, arithmetic on 17 points, is left out), 17 vertebra crops, second
+stage on them and their mirrors, decode,
 AASCE angles, cobb.json per image. The sequence constraint is left out (it costs
 well under a millisecond in C++). Prints the mean seconds per image; loading the model
 is not counted, as in spine-cobb.
@@ -15,7 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cobb import data, fine, preprocess  # noqa: E402
+from cobb import anchors, data, fine, preprocess  # noqa: E402
 from cobb.angles import aasce_angles  # noqa: E402
 from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
 import train_spine_finder as finder_lib  # noqa: E402
@@ -40,6 +42,9 @@ def main():
     corner_model = fine.CornerNet()
     corner_model.load_state_dict(torch.jit.load("models/xray-corners.pt").state_dict())
     corner_model.eval()
+    anchor_model = anchors.AnchorNet()
+    anchor_model.load_state_dict(torch.jit.load("models/xray-level-anchors.pt").state_dict())
+    anchor_model.eval()
     finder = finder_lib.FinderNet()
     finder.load_state_dict(torch.jit.load("models/xray-spine-finder.pt").state_dict())
     finder.eval()
@@ -65,6 +70,13 @@ def main():
             x = preprocess.cache_to_input(working)[:, None]
             _, corners, peak = decode(flip_average(model, x))
             first = (corners[0] + 0.5) * preprocess.STRIDE * 2 - 0.5  # output -> input -> working px
+            c = first.mean(dim=1)
+            top_sp, bottom_sp = (c[1:4] - c[:3]).norm(dim=1).mean(), (c[14:] - c[13:16]).norm(dim=1).mean()
+            ends = torch.stack([c[0] + 0.9 * (c[0] - c[1]), c[0], c[1], c[15], c[16], c[16] + (c[16] - c[15])])
+            spacing = torch.stack([top_sp] * 3 + [bottom_sp] * 3)
+            crops = fine.sample_crops(working[None].expand(6, 1, -1, -1),
+                                      anchors.crop_coords(ends, anchors.scale_from_spacing(spacing)))
+            _ = (anchor_model(crops) + anchor_model(crops.flip(-1))) / 2
             refined, _ = fine.refine_corners(corner_model, working[None].expand(N_VERT, 1, -1, -1), first,
                                              flip_average=True)
         pts = preprocess.from_cache_coords(refined.reshape(68, 2).numpy(), w, h)

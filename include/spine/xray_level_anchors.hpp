@@ -46,11 +46,12 @@ struct LevelRecount {
 
 // Re-counts a top-to-bottom chain of 17 centres from the evidence at its two ends. An end
 // moves only when its most probable reading has a posterior >= min_posterior. When the
-// decided ends leave one vertebra too few between them, one is inserted in the chain's
-// widest gap, provided that gap is at least 1.5 times a linear trend of the gaps (vertebrae
-// grow down the spine; a skipped vertebra leaves about twice the trend); one too many drops
-// the inner point whose two gaps add up to at most 1.5 times the trend. Otherwise, and when
-// the ends disagree by two vertebrae, the chain is kept and the doubt flagged. A reading
+// decided ends leave vertebrae missing between them (at most two, as each end is off by at
+// most one), each is inserted in turn midway in the chain's widest gap, provided that gap
+// is at least 1.5 times what a straight line through the other gaps predicts there
+// (vertebrae grow down the spine; a skipped vertebra leaves about twice); one too many
+// drops, in turn, the inner point whose two gaps add up to at most 1.5 times the trend.
+// Where no such gap or point is found the chain is kept and the doubt flagged. A reading
 // short of min_posterior keeps its end, unflagged (the reading is in the result).
 LevelRecount recount_chain(const std::vector<Point2>& centres, const ChainEndEvidence& top,
                            const ChainEndEvidence& bottom, double min_posterior = 0.8);

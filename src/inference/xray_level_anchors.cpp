@@ -111,47 +111,51 @@ LevelRecount recount_chain(const std::vector<Point2>& c, const ChainEndEvidence&
   // On the AASCE validation films such doubts were as often about chains counted right as
   // about chains counted wrong (models/xray-level-anchors.md).
   if (t == 0 && h == 0) return r;
-  const int count = kCobbVertebrae + h - t;  // chain points from the true T1 to the true L5
-  if (std::abs(count - kCobbVertebrae) > 1) return uncertain(r, "one insertion or removal cannot reconcile them");
+  // Chain points from the true T1 to the true L5: 15..19, as each end is off by at most one.
+  const int count = kCobbVertebrae + h - t;
   r.top_shift = t, r.bottom_shift = h;
   // The chain with one extrapolated point at each end (indices -1 and 17).
   std::vector<Point2> g{lerp(c[0], c[1], -kAboveT1)};
   g.insert(g.end(), c.begin(), c.end());
   g.push_back(lerp(c[16], c[15], -kBelowL5));
   std::vector<Point2> pts(g.begin() + 1 + t, g.begin() + 1 + 16 + h + 1);
+  constexpr int kInserted = -2;  // marks a vertebra inserted below, until the names are final
   std::vector<int> src;
   for (int i = t; i <= 16 + h; ++i) src.push_back(i >= 0 && i < kCobbVertebrae ? i : -1);
   std::vector<std::string> what;
   if (t != 0) what.push_back("the chain's T1 was " + r.top_reading);
   if (h != 0) what.push_back("its L5 was " + r.bottom_reading);
-  if (count != kCobbVertebrae) {
-    // The ends say a vertebra is missing from (or one too many in) the chain; the chain's
-    // own spacing must show where: a skipped vertebra leaves a gap about twice the trend,
-    // a spurious point two gaps that add up to about one. Midway (1.5) is the bar; without
-    // it the chain is kept and the count flagged.
+  // The ends say vertebrae are missing from (or too many in) the chain; the chain's own
+  // spacing must show where, one at a time: a skipped vertebra leaves a gap about twice the
+  // trend, a spurious point two gaps that add up to about one. Midway (1.5) is the bar;
+  // without it the chain is kept as it was and the count flagged.
+  while (static_cast<int>(pts.size()) < kCobbVertebrae) {
     const std::vector<double> ratio = gap_ratios(pts);
-    if (count < kCobbVertebrae) {
-      // The widest gap, between pts[i] and pts[i + 1], held the skipped vertebra.
-      const auto i = static_cast<std::size_t>(std::max_element(ratio.begin(), ratio.end()) - ratio.begin());
-      if (ratio[i] < kSkipRatio) return uncertain(r, "no gap in the chain wide enough for the vertebra they miss");
-      pts.insert(pts.begin() + i + 1, lerp(pts[i], pts[i + 1], 0.5));
-      src.insert(src.begin() + i + 1, -1);
-      what.push_back("a vertebra the first stage skipped was placed between " + cobb_vertebra_name(static_cast<int>(i)) +
-                     " and " + cobb_vertebra_name(static_cast<int>(i) + 2));
-    } else {
-      // The inner point whose two gaps are narrowest together is the one too many.
-      std::size_t drop = 1;
-      for (std::size_t i = 1; i + 1 < pts.size(); ++i)
-        if (ratio[i - 1] + ratio[i] < ratio[drop - 1] + ratio[drop]) drop = i;
-      if (ratio[drop - 1] + ratio[drop] > kSkipRatio)
-        return uncertain(r, "no point in the chain close enough to its neighbours to be the one too many");
-      pts.erase(pts.begin() + drop);
-      src.erase(src.begin() + drop);
-      what.push_back("a point the first stage counted as a vertebra between " +
-                     cobb_vertebra_name(static_cast<int>(drop) - 1) + " and " + cobb_vertebra_name(static_cast<int>(drop)) +
-                     " was dropped");
-    }
+    // The widest gap, between pts[i] and pts[i + 1], held the skipped vertebra.
+    const auto i = static_cast<std::size_t>(std::max_element(ratio.begin(), ratio.end()) - ratio.begin());
+    if (ratio[i] < kSkipRatio) return uncertain(r, "no gap in the chain wide enough for a vertebra they miss");
+    pts.insert(pts.begin() + i + 1, lerp(pts[i], pts[i + 1], 0.5));
+    src.insert(src.begin() + i + 1, kInserted);
   }
+  while (static_cast<int>(pts.size()) > kCobbVertebrae) {
+    const std::vector<double> ratio = gap_ratios(pts);
+    // The inner point whose two gaps are narrowest together is one too many.
+    std::size_t drop = 1;
+    for (std::size_t i = 1; i + 1 < pts.size(); ++i)
+      if (ratio[i - 1] + ratio[i] < ratio[drop - 1] + ratio[drop]) drop = i;
+    if (ratio[drop - 1] + ratio[drop] > kSkipRatio)
+      return uncertain(r, "no point in the chain close enough to its neighbours to be one too many");
+    if (src[drop] >= 0) what.push_back("the point the first stage called " + cobb_vertebra_name(src[drop]) + " was dropped");
+    pts.erase(pts.begin() + drop);
+    src.erase(src.begin() + drop);
+  }
+  for (int v = 0; v < kCobbVertebrae; ++v)
+    if (src[v] == kInserted) {
+      src[v] = -1;
+      what.push_back("a vertebra the first stage skipped was placed as " + cobb_vertebra_name(v) + ", between " +
+                     cobb_vertebra_name(v - 1) + " and " + cobb_vertebra_name(v + 1));
+    }
+  (void)count;
   r.centres = pts;
   r.source = src;
   for (const auto& w : what) r.change += (r.change.empty() ? "" : "; ") + w;

@@ -61,7 +61,7 @@ TEST(LevelAnchors, SacrumAsL5WithASkippedVertebraInsertsItInTheWidestGap) {
   EXPECT_NEAR(r.centres[1].y, (truth[0].y + truth[2].y) / 2, 1e-9);
   for (int v = 2; v < kCobbVertebrae; ++v) EXPECT_EQ(r.source[v], v - 1) << v;  // S1 dropped
   EXPECT_NE(r.change.find("L5 was S1"), std::string::npos) << r.change;
-  EXPECT_NE(r.change.find("between T1 and T3"), std::string::npos) << r.change;
+  EXPECT_NE(r.change.find("placed as T2, between T1 and T3"), std::string::npos) << r.change;
   EXPECT_TRUE(r.flags.empty());
 }
 
@@ -89,8 +89,31 @@ TEST(LevelAnchors, DoubtfulReadingIsReportedNotApplied) {
   for (int v = 0; v < kCobbVertebrae; ++v) EXPECT_EQ(r.centres[v].y, c[v].y);
 }
 
-// Ends two vertebrae apart from 17 cannot be mended by one insertion or merge.
-TEST(LevelAnchors, EndsThatDisagreeByTwoKeepTheChainAndFlag) {
+// Both ends off outwards (the chain's T1 is C7, its L5 is S1) with two vertebrae skipped:
+// both are inserted, each in the widest gap left.
+TEST(LevelAnchors, TwoSkippedVertebraeAreBothInserted) {
+  std::vector<Point2> truth = chain(100);  // T1..L5
+  truth.insert(truth.begin(), {250.0, 60.0});                          // C7
+  truth.push_back({250.0, truth.back().y + 40 + 2.0 * 17});            // S1
+  std::vector<Point2> c = truth;
+  c.erase(c.begin() + 11);  // T11 skipped (truth index 11)
+  c.erase(c.begin() + 4);   // T4 skipped (truth index 4)
+  ASSERT_EQ(c.size(), 17u);
+  const LevelRecount r = recount_chain(c, reading(1, 0.95), reading(-1, 0.95));
+  ASSERT_TRUE(r.flags.empty()) << r.flags[0];
+  EXPECT_EQ(r.top_reading, "C7");
+  EXPECT_EQ(r.bottom_reading, "S1");
+  ASSERT_EQ(r.centres.size(), 17u);
+  EXPECT_EQ(r.source[3], -1);   // T4
+  EXPECT_EQ(r.source[10], -1);  // T11
+  for (int v = 0; v < kCobbVertebrae; ++v)
+    if (v != 3 && v != 10) EXPECT_NEAR(r.centres[v].y, truth[v + 1].y, 1e-9) << v;
+  EXPECT_NE(r.change.find("placed as T4"), std::string::npos) << r.change;
+  EXPECT_NE(r.change.find("placed as T11"), std::string::npos) << r.change;
+}
+
+// Ends that need a vertebra the chain's even spacing has no room for keep the chain.
+TEST(LevelAnchors, EndsThatDisagreeWithAnEvenChainKeepItAndFlag) {
   const LevelRecount r = recount_chain(chain(), reading(1, 0.95), reading(-1, 0.95));
   EXPECT_TRUE(r.change.empty());
   ASSERT_EQ(r.flags.size(), 1u);
@@ -108,7 +131,7 @@ TEST(LevelAnchors, OneVertebraTooManyDropsThePointBetweenTheNarrowestGaps) {
   for (int v = 0; v < 8; ++v) EXPECT_EQ(r.source[v], v) << v;
   for (int v = 8; v < 16; ++v) EXPECT_EQ(r.source[v], v + 1) << v;  // the spurious point 8 dropped
   EXPECT_EQ(r.source[16], -1);  // L5 extrapolated below the chain's last point
-  EXPECT_NE(r.change.find("between T8 and T9 was dropped"), std::string::npos) << r.change;
+  EXPECT_NE(r.change.find("the point the first stage called T9 was dropped"), std::string::npos) << r.change;
 }
 
 // The ends say a vertebra is missing, but the chain's spacing is regular: nothing to
