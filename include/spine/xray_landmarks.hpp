@@ -58,6 +58,10 @@ struct XrayLandmarkOptions {
   bool sequence_constraint = true;
   // Average the prediction with that for the mirrored image (test-time augmentation).
   bool flip_averaging = true;
+  // The second stage's crops at these zooms of the vertebra's width (1: the training
+  // scale), each corner at the mean of the positions read at each (test-time augmentation;
+  // 0.9, 1.0, 1.1 measured in models/xray-corners.md, not the default).
+  std::vector<double> corner_zooms{1.0};
 };
 
 // The second stage's crops (scripts/cobb/fine.py): per vertebra, a 128 x 80 (W x H) grid

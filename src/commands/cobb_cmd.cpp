@@ -29,6 +29,12 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "(default: models/xray-corners.pt)");
   app.add_flag("!--no-corner-refinement", refine_corners,
                "Keep the first stage's corners (skip the second stage)");
+  app.add_option("--corner-zooms", landmarks.corner_zooms,
+                 "Second stage: read each vertebra's corners from crops at these zooms of its width and average "
+                 "them (comma-separated, e.g. 0.9,1,1.1: better on tightly framed films, see "
+                 "models/xray-corners.md; default 1, one reading)")
+      ->delimiter(',')
+      ->check(CLI::Range(0.5, 2.0));
   app.add_option("--anchor-model", anchor_model,
                  "Level anchors: read which vertebrae lie at the chain's ends (the neck above T1, the sacrum "
                  "below L5) and re-count a chain counted one level off (default: models/xray-level-anchors.pt)");
@@ -55,6 +61,7 @@ std::vector<std::string> CobbConfig::validate() const {
     throw usage_error("grading thresholds must satisfy --mild < --moderate < --severe");
   std::vector<std::string> warnings;
   if (!refine_corners && !corner_model.empty()) warnings.push_back("--corner-model is not used with --no-corner-refinement");
+  if (landmarks.corner_zooms.empty()) throw usage_error("--corner-zooms needs at least one zoom");
   if (!level_anchors && !anchor_model.empty()) warnings.push_back("--anchor-model is not used with --no-level-anchors");
   if (!find_spine && !finder_model.empty()) warnings.push_back("--finder-model is not used with --no-spine-finder");
   return warnings;
@@ -73,6 +80,7 @@ nlohmann::json CobbConfig::to_json() const {
           {"low_confidence", landmarks.low_confidence},
           {"sequence_constraint", landmarks.sequence_constraint},
           {"flip_averaging", landmarks.flip_averaging},
+          {"corner_zooms", landmarks.corner_zooms},
           {"overlay", overlay}};
 }
 

@@ -231,7 +231,7 @@ Tensor model_input_from_working(const std::vector<float>& cache) {
 }
 
 XrayCornerCrops corner_crops_from_working(const std::vector<float>& cache, const std::vector<Point2>& points_px,
-                                          std::size_t width, std::size_t height) {
+                                          std::size_t width, std::size_t height, double zoom = 1.0) {
   XrayCornerCrops r;
   r.crops = Tensor({kVertebrae, 1, kCropH, kCropW});
   const std::size_t plane = static_cast<std::size_t>(kCropH) * kCropW;
@@ -240,7 +240,7 @@ XrayCornerCrops corner_crops_from_working(const std::vector<float>& cache, const
     for (int k = 0; k < 4; ++k) c[k] = to_working(points_px[4 * v + k], width, height);
     const Point2 centre{(c[0].x + c[1].x + c[2].x + c[3].x) / 4, (c[0].y + c[1].y + c[2].y + c[3].y) / 4};
     const double endplate_width = (std::hypot(c[1].x - c[0].x, c[1].y - c[0].y) + std::hypot(c[3].x - c[2].x, c[3].y - c[2].y)) / 2;
-    const double s = std::clamp(endplate_width / kCropVertebraWidth, kCropScaleMin, kCropScaleMax);
+    const double s = std::clamp(zoom * endplate_width / kCropVertebraWidth, kCropScaleMin, kCropScaleMax);
     float* dst = r.crops.data.data() + v * plane;
     for (int y = 0; y < kCropH; ++y)
       for (int x = 0; x < kCropW; ++x)
@@ -280,31 +280,64 @@ XrayCornerCrops xray_corner_crops(const FloatImage& radiograph, const std::vecto
   return corner_crops_from_working(resize_bilinear(radiograph, kCacheH, kCacheW), points_px, radiograph.nx(), radiograph.ny());
 }
 
-void apply_corner_heatmaps(const Tensor& out, const XrayCornerCrops& crops, std::size_t width, std::size_t height,
-                           int stride, double min_peak, XrayLandmarks& lm) {
+namespace {
+
+// One corner-stage pass decoded: per landmark, its heatmap's peak and where that lies in
+// the image.
+struct CornerReading {
+  std::vector<Point2> points;  // 68, image pixels
+  std::vector<double> peaks;   // 68
+};
+
+CornerReading read_corner_heatmaps(const Tensor& out, const XrayCornerCrops& crops, std::size_t width,
+                                   std::size_t height, int stride) {
   if (out.shape.size() != 4 || out.shape[0] != kVertebrae || out.shape[1] != 4)
     throw model_error("corner model output must be [17, 4, h, w]");
   const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
   const std::size_t plane = static_cast<std::size_t>(h) * w;
-  static const char* kCorner[4] = {"TL", "TR", "BL", "BR"};
-  lm.landmark_confidence.assign(kCobbLandmarks, 0.0);
+  CornerReading r;
   for (int v = 0; v < kVertebrae; ++v)
     for (int c = 0; c < 4; ++c) {
       const float* heat = out.data.data() + (v * 4 + c) * plane;
       const auto best = static_cast<int>(std::max_element(heat, heat + plane) - heat);
-      const double peak = heat[best];
-      const int k = 4 * v + c;
-      lm.landmark_confidence[k] = std::clamp(std::min(lm.confidence[v], peak), 0.0, 1.0);
-      if (peak < min_peak) {
-        lm.corners_unrefined.push_back(cobb_vertebra_name(v) + " " + kCorner[c]);
-        continue;
-      }
-      const Point2 r = refine_peak(heat, h, w, best);
-      const double cx = (r.x + 0.5) * stride - 0.5, cy = (r.y + 0.5) * stride - 0.5;  // crop pixels
+      const Point2 p = refine_peak(heat, h, w, best);
+      const double cx = (p.x + 0.5) * stride - 0.5, cy = (p.y + 0.5) * stride - 0.5;  // crop pixels
       const Point2 working{crops.centres[v].x + crops.scales[v] * (cx - (kCropW - 1) / 2.0),
                            crops.centres[v].y + crops.scales[v] * (cy - (kCropH - 1) / 2.0)};
-      lm.points[k] = from_working(working, width, height);
+      r.points.push_back(from_working(working, width, height));
+      r.peaks.push_back(heat[best]);
     }
+  return r;
+}
+
+// Each landmark at the mean of the readings whose peak reaches min_peak, with the mean of
+// those peaks; a landmark no reading places keeps the first stage's position and is listed.
+void apply_corner_readings(const std::vector<CornerReading>& readings, double min_peak, XrayLandmarks& lm) {
+  static const char* kCorner[4] = {"TL", "TR", "BL", "BR"};
+  lm.landmark_confidence.assign(kCobbLandmarks, 0.0);
+  for (int k = 0; k < kCobbLandmarks; ++k) {
+    double sx = 0, sy = 0, sp = 0, best = 0;
+    int n = 0;
+    for (const auto& r : readings) {
+      best = std::max(best, r.peaks[k]);
+      if (r.peaks[k] < min_peak) continue;
+      sx += r.points[k].x, sy += r.points[k].y, sp += r.peaks[k], ++n;
+    }
+    const double peak = n ? sp / n : best;
+    lm.landmark_confidence[k] = std::clamp(std::min(lm.confidence[k / 4], peak), 0.0, 1.0);
+    if (n == 0) {
+      lm.corners_unrefined.push_back(cobb_vertebra_name(k / 4) + " " + kCorner[k % 4]);
+      continue;
+    }
+    lm.points[k] = {sx / n, sy / n};
+  }
+}
+
+}  // namespace
+
+void apply_corner_heatmaps(const Tensor& out, const XrayCornerCrops& crops, std::size_t width, std::size_t height,
+                           int stride, double min_peak, XrayLandmarks& lm) {
+  apply_corner_readings({read_corner_heatmaps(out, crops, width, height, stride)}, min_peak, lm);
 }
 
 namespace {
@@ -494,10 +527,16 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
     lm.flags.insert(lm.flags.end(), rc->flags.begin(), rc->flags.end());
   }
   if (corner_model_) {
-    const XrayCornerCrops crops = corner_crops_from_working(working, lm.points, img.nx(), img.ny());
-    Tensor heat = corner_model_->forward(crops.crops);
-    if (options_.flip_averaging) average_corners_with_mirror(heat, corner_model_->forward(mirrored(crops.crops)));
-    apply_corner_heatmaps(heat, crops, img.nx(), img.ny(), corner_stride_, options_.missing_confidence, lm);
+    // One pass per zoom, each with its mirrored pass; the corners read at every zoom
+    // averaged (see XrayLandmarkOptions::corner_zooms).
+    std::vector<CornerReading> readings;
+    for (double zoom : options_.corner_zooms) {
+      const XrayCornerCrops crops = corner_crops_from_working(working, lm.points, img.nx(), img.ny(), zoom);
+      Tensor heat = corner_model_->forward(crops.crops);
+      if (options_.flip_averaging) average_corners_with_mirror(heat, corner_model_->forward(mirrored(crops.crops)));
+      readings.push_back(read_corner_heatmaps(heat, crops, img.nx(), img.ny(), corner_stride_));
+    }
+    apply_corner_readings(readings, options_.missing_confidence, lm);
   }
   return lm;
 }

@@ -108,6 +108,31 @@ TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
   EXPECT_EQ(prov["models"].size(), 3u);  // first stage, level anchors and spine finder
 }
 
+// Corners read at three zooms and averaged move the landmarks against one reading, and
+// the zooms are recorded; a zoom outside 0.5..2 is a usage error that writes nothing.
+TEST(CobbCommand, CornerZoomsAverageReadingsAndAreChecked) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  const auto a = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q -o " + q(dir / "one"));
+  const auto b = run_command(bin("spine-cobb") + " " + q(image) +
+                             " --threads 2 --no-overlay -q --corner-zooms 0.9,1,1.1 -o " + q(dir / "three"));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const auto one = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "cobb.json"));
+  const auto three = nlohmann::json::parse(test::read_file(dir / "three" / "image" / "cobb.json"));
+  double moved = 0;
+  for (int k = 0; k < 68; ++k)
+    moved = std::max(moved, std::hypot(three["landmarks_px"][k][0].get<double>() - one["landmarks_px"][k][0].get<double>(),
+                                       three["landmarks_px"][k][1].get<double>() - one["landmarks_px"][k][1].get<double>()));
+  EXPECT_GT(moved, 0.1);
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "three" / "image" / "provenance.json"));
+  EXPECT_EQ(prov["config"]["corner_zooms"].size(), 3u) << prov["config"].dump();
+  const auto bad = run_command(bin("spine-cobb") + " " + q(image) + " --corner-zooms 0.9,3 -o " + q(dir / "bad"));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("--corner-zooms"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
 // Without the level anchors the first stage's count stands: no reading in cobb.json, an
 // empty levels_recounted cell, one model fewer.
 TEST(CobbCommand, NoLevelAnchorsKeepsTheFirstStagesCount) {
