@@ -111,13 +111,13 @@ LevelRecount recount_chain(const std::vector<Point2>& c, const ChainEndEvidence&
   // On the AASCE validation films such doubts were as often about chains counted right as
   // about chains counted wrong (models/xray-level-anchors.md).
   if (t == 0 && h == 0) return r;
-  // Chain points from the true T1 to the true L5: 15..19, as each end is off by at most one.
-  const int count = kCobbVertebrae + h - t;
   r.top_shift = t, r.bottom_shift = h;
   // The chain with one extrapolated point at each end (indices -1 and 17).
   std::vector<Point2> g{lerp(c[0], c[1], -kAboveT1)};
   g.insert(g.end(), c.begin(), c.end());
   g.push_back(lerp(c[16], c[15], -kBelowL5));
+  // The points from the true T1 to the true L5: 15..19 of them, as each end is off by at
+  // most one.
   std::vector<Point2> pts(g.begin() + 1 + t, g.begin() + 1 + 16 + h + 1);
   constexpr int kInserted = -2;  // marks a vertebra inserted below, until the names are final
   std::vector<int> src;
@@ -155,7 +155,6 @@ LevelRecount recount_chain(const std::vector<Point2>& c, const ChainEndEvidence&
       what.push_back("a vertebra the first stage skipped was placed as " + cobb_vertebra_name(v) + ", between " +
                      cobb_vertebra_name(v - 1) + " and " + cobb_vertebra_name(v + 1));
     }
-  (void)count;
   r.centres = pts;
   r.source = src;
   for (const auto& w : what) r.change += (r.change.empty() ? "" : "; ") + w;
