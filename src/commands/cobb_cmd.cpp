@@ -165,6 +165,9 @@ void write_overlay(const FloatImage& img, const XrayLandmarks& lm, const CobbAng
                      format_deg(a.aasce_deg[2]),
                  {6 * unit, y}, 0.8 * line, {255, 255, 255});
   for (const auto& f : lm.flags) y += draw_text(canvas, "! " + f, {6 * unit, y}, 0.75 * line, {255, 80, 80});
+  // A re-counted chain is not a flag, but whoever checks the names should know.
+  if (lm.levels && !lm.levels->change.empty())
+    y += draw_text(canvas, "levels re-counted: " + lm.levels->change, {6 * unit, y}, 0.75 * line, {0, 200, 255});
   write_png(canvas, path);
 }
 
