@@ -35,8 +35,18 @@ from train_cobb import split  # noqa: E402
 from train_cobb_fine import augment_intensity  # noqa: E402
 
 
-def batch(images, positions, spacing, img_idx, cls_idx, rng, train=True):
-    """Crops at level cls_idx[i] of image img_idx[i]; jittered and augmented when training."""
+def is_tuning(name):
+    """A fifth of the training patients, by a hash of the patient id (another hash than the
+    validation split's), held out when comparing training recipes (--tuning)."""
+    import hashlib
+    return int(hashlib.sha256(("tune-" + data.patient_id(name)).encode()).hexdigest(), 16) % 5 == 0
+
+
+def batch(images, positions, spacing, img_idx, cls_idx, rng, train=True, edge_cut=0.0):
+    """Crops at level cls_idx[i] of image img_idx[i]; jittered and augmented when training.
+    edge_cut: the probability that a crop's film ends (black beyond) a random 0.3..2.5
+    spacings past the extrapolated end level (C6 above, S2 below), so that where the film's
+    edge lies is no cue to the level."""
     b = len(img_idx)
     end = (cls_idx >= 5).long()
     sp = spacing[img_idx, end]
@@ -53,6 +63,14 @@ def batch(images, positions, spacing, img_idx, cls_idx, rng, train=True):
         flip = torch.tensor(rng.uniform(0, 1, b) < 0.5)
     coords = anchors.crop_coords(centre, scale, angle, flip)
     raw = fine.sample_raw(images[img_idx].float()[:, None], coords)
+    if train and edge_cut > 0:
+        cut = torch.tensor(rng.uniform(0, 1, b) < edge_cut)
+        u = torch.tensor(rng.uniform(0.3, 2.5, b), dtype=torch.float32)
+        top_edge = positions[img_idx, 0, 1] - u * sp      # above C6
+        bottom_edge = positions[img_idx, 9, 1] + u * sp   # below S2
+        y = coords[..., 1]
+        beyond = torch.where((end == 1).view(b, 1, 1), y > bottom_edge.view(b, 1, 1), y < top_edge.view(b, 1, 1))
+        raw = torch.where((cut.view(b, 1, 1) & beyond)[:, None], torch.zeros_like(raw), raw)
     if train:
         raw = augment_intensity(raw, rng)
         invert = torch.tensor(rng.uniform(0, 1, b) < 0.1).view(b, 1, 1, 1)
@@ -93,6 +111,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="work-data/cobb", help="folder with the first stage's image caches")
     ap.add_argument("--evaluate", action="store_true", help="validation accuracy at the reference positions, then exit")
+    ap.add_argument("--edge-cut", type=float, default=0.0, help="probability of a training crop's film ending "
+                    "at a random place past the end levels (see batch)")
+    ap.add_argument("--tuning", action="store_true", help="train without a fifth of the training patients and "
+                    "evaluate on them instead of the validation split (to compare recipes)")
     ap.add_argument("--export", help="write TorchScript with card to this path and exit")
     ap.add_argument("--card-validation", help="JSON file of measured validation figures to put in the card")
     args = ap.parse_args()
@@ -104,7 +126,10 @@ def main():
 
     landmarks, _ = data.read_table()
     train, val, rejected = split(landmarks)
-    print(f"train {len(train)}, validation {len(val)}, rejected for label problems {len(rejected)}", flush=True)
+    if args.tuning:
+        train, val = [n for n in train if not is_tuning(n)], [n for n in train if is_tuning(n)]
+    print(f"train {len(train)}, {'tuning' if args.tuning else 'validation'} {len(val)}, "
+          f"rejected for label problems {len(rejected)}", flush=True)
     model = anchors.AnchorNet()
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -119,11 +144,11 @@ def main():
         pos, sp = anchors.level_positions(corners.mean(dim=2))
         return img, pos, sp
 
-    va_img, va_pos, va_sp = prepared(val, "cache-val.pt")
+    va_img, va_pos, va_sp = prepared(val, "cache-tune.pt" if args.tuning else "cache-val.pt")
     if args.evaluate:
         print(json.dumps(evaluate(model, va_img, va_pos, va_sp)), flush=True)
         return
-    tr_img, tr_pos, tr_sp = prepared(train, "cache-train.pt")
+    tr_img, tr_pos, tr_sp = prepared(train, "cache-train-tuning.pt" if args.tuning else "cache-train.pt")
 
     pairs = np.array([(i, c) for i in range(len(train)) for c in range(10)])
     steps_per_epoch = math.ceil(len(pairs) / args.batch)
@@ -137,7 +162,7 @@ def main():
         for s in range(steps_per_epoch):
             idx = pairs[perm[s * args.batch:(s + 1) * args.batch]]
             img_idx, cls = torch.tensor(idx[:, 0]), torch.tensor(idx[:, 1])
-            logits = model(batch(tr_img, tr_pos, tr_sp, img_idx, cls, rng))
+            logits = model(batch(tr_img, tr_pos, tr_sp, img_idx, cls, rng, edge_cut=args.edge_cut))
             loss = F.cross_entropy(logits, cls)
             opt.zero_grad()
             loss.backward()
@@ -151,7 +176,7 @@ def main():
                "seconds": round(time.time() - te, 1)}
         state = checkpoint.save(ckpt_path, model, opt, epoch + 1, state["history"] + [msg])
         print(json.dumps(msg), flush=True)
-    print(json.dumps({"validation": evaluate(model, va_img, va_pos, va_sp)}), flush=True)
+    print(json.dumps({"tuning" if args.tuning else "validation": evaluate(model, va_img, va_pos, va_sp)}), flush=True)
     export(model, state, args, len(train), len(val), len(rejected))
 
 
