@@ -52,7 +52,8 @@ struct LevelRecount {
 // (vertebrae grow down the spine; a skipped vertebra leaves about twice); one too many
 // drops, in turn, the inner point whose two gaps add up to at most 1.5 times the trend.
 // Where no such gap or point is found the chain is kept and the doubt flagged. A reading
-// short of min_posterior keeps its end, unflagged (the reading is in the result).
+// short of min_posterior keeps its end, unflagged (the reading is in the result), and so
+// does a chain that does not run top to bottom.
 LevelRecount recount_chain(const std::vector<Point2>& centres, const ChainEndEvidence& top,
                            const ChainEndEvidence& bottom, double min_posterior = 0.8);
 

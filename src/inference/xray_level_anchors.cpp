@@ -111,6 +111,10 @@ LevelRecount recount_chain(const std::vector<Point2>& c, const ChainEndEvidence&
   // On the AASCE validation films such doubts were as often about chains counted right as
   // about chains counted wrong (models/xray-level-anchors.md).
   if (t == 0 && h == 0) return r;
+  // A chain that does not run top to bottom has no gaps to count in (its "vertebra order
+  // broken" flag is raised by the decoding): the readings are reported, nothing is moved.
+  for (int v = 1; v < kCobbVertebrae; ++v)
+    if (c[v].y <= c[v - 1].y) return r;
   r.top_shift = t, r.bottom_shift = h;
   // The chain with one extrapolated point at each end (indices -1 and 17).
   std::vector<Point2> g{lerp(c[0], c[1], -kAboveT1)};

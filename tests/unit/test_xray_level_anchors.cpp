@@ -89,6 +89,19 @@ TEST(LevelAnchors, DoubtfulReadingIsReportedNotApplied) {
   for (int v = 0; v < kCobbVertebrae; ++v) EXPECT_EQ(r.centres[v].y, c[v].y);
 }
 
+// A chain out of order (already flagged by the decoding) is not re-counted, whatever the
+// ends read; the readings are still reported.
+TEST(LevelAnchors, ChainOutOfOrderIsNotRecounted) {
+  auto c = chain();
+  std::swap(c[5], c[6]);
+  const LevelRecount r = recount_chain(c, reading(1, 0.95), reading(1, 0.95));
+  EXPECT_TRUE(r.change.empty());
+  EXPECT_TRUE(r.flags.empty());
+  EXPECT_EQ(r.top_reading, "C7");
+  EXPECT_EQ(r.bottom_reading, "L4");
+  for (int v = 0; v < kCobbVertebrae; ++v) EXPECT_EQ(r.source[v], v);
+}
+
 // Both ends off outwards (the chain's T1 is C7, its L5 is S1) with two vertebrae skipped:
 // both are inserted, each in the widest gap left.
 TEST(LevelAnchors, TwoSkippedVertebraeAreBothInserted) {
