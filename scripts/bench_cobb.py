@@ -70,10 +70,7 @@ def main():
             x = preprocess.cache_to_input(working)[:, None]
             _, corners, peak = decode(flip_average(model, x))
             first = (corners[0] + 0.5) * preprocess.STRIDE * 2 - 0.5  # output -> input -> working px
-            c = first.mean(dim=1)
-            top_sp, bottom_sp = (c[1:4] - c[:3]).norm(dim=1).mean(), (c[14:] - c[13:16]).norm(dim=1).mean()
-            ends = torch.stack([c[0] + 0.9 * (c[0] - c[1]), c[0], c[1], c[15], c[16], c[16] + (c[16] - c[15])])
-            spacing = torch.stack([top_sp] * 3 + [bottom_sp] * 3)
+            ends, spacing = anchors.chain_end_points(first.mean(dim=1))
             crops = fine.sample_crops(working[None].expand(6, 1, -1, -1),
                                       anchors.crop_coords(ends, anchors.scale_from_spacing(spacing)))
             _ = (anchor_model(crops) + anchor_model(crops.flip(-1))) / 2

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 #include <sys/wait.h>
 
 #include "spine/image.hpp"
@@ -70,6 +72,15 @@ inline std::string read_file(const fs::path& p) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// A raw little-endian array written by scripts/make_test_models.py (numpy tofile).
+template <class T>
+std::vector<T> read_raw(const fs::path& p) {
+  const std::string bytes = read_file(p);
+  std::vector<T> v(bytes.size() / sizeof(T));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
+  return v;
 }
 
 }  // namespace spine::test

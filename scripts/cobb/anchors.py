@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from lib.layers import block
 
+from . import fine
+
 CROP_H, CROP_W = 160, 128
 SPACING_PX = 22.0  # crop pixels per vertebra spacing: the crop spans about 7 vertebrae
 SCALE_MIN, SCALE_MAX = 0.3, 6.0
@@ -56,22 +58,24 @@ class AnchorNet(nn.Module):
 
 def crop_coords(centre, scale, angle=None, flip=None):
     """Working-image coordinates of every crop pixel: [B, CROP_H, CROP_W, 2] (x, y)."""
-    b = centre.shape[0]
-    u = torch.arange(CROP_W, dtype=torch.float32) - (CROP_W - 1) / 2
-    v = torch.arange(CROP_H, dtype=torch.float32) - (CROP_H - 1) / 2
-    uu = u.view(1, 1, CROP_W).expand(b, CROP_H, CROP_W)
-    vv = v.view(1, CROP_H, 1).expand(b, CROP_H, CROP_W)
-    if flip is not None:
-        uu = torch.where(flip.view(b, 1, 1), -uu, uu)
-    if angle is not None:
-        c, s = torch.cos(angle).view(b, 1, 1), torch.sin(angle).view(b, 1, 1)
-        uu, vv = c * uu - s * vv, s * uu + c * vv
-    sc = scale.view(b, 1, 1)
-    return torch.stack([centre[:, 0].view(b, 1, 1) + sc * uu, centre[:, 1].view(b, 1, 1) + sc * vv], dim=-1)
+    return fine.crop_coords(centre, scale, angle, flip, size=(CROP_H, CROP_W))
 
 
 def scale_from_spacing(spacing):
     return (spacing / SPACING_PX).clamp(SCALE_MIN, SCALE_MAX)
+
+
+def chain_end_points(centres):
+    """The six points spine-cobb reads on a chain of 17 centres [17, 2] (working px), as
+    src/inference/xray_level_anchors.cpp does: the place ABOVE_T1[1] spacings above T1, T1,
+    T2, L4, L5 and the place BELOW_L5[0] spacings below L5; with each point's spacing (the
+    mean of the three gaps at its end) -> (points [6, 2], spacings [6])."""
+    c = centres
+    top = (c[1:4] - c[:3]).norm(dim=1).mean()
+    bottom = (c[14:] - c[13:16]).norm(dim=1).mean()
+    points = torch.stack([c[0] + ABOVE_T1[1] * (c[0] - c[1]), c[0], c[1],
+                          c[15], c[16], c[16] + BELOW_L5[0] * (c[16] - c[15])])
+    return points, torch.stack([top] * 3 + [bottom] * 3)
 
 
 def level_positions(centres):

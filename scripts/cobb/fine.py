@@ -65,15 +65,17 @@ def crop_scale(corners):
     return ((top + bottom) / 2 / VERT_W).clamp(SCALE_MIN, SCALE_MAX)
 
 
-def crop_coords(centre, scale, angle=None, flip=None):
-    """Working-image coordinates of every crop pixel: [B, CROP_H, CROP_W, 2] (x, y).
+def crop_coords(centre, scale, angle=None, flip=None, size=(CROP_H, CROP_W)):
+    """Working-image coordinates of every crop pixel: [B, H, W, 2] (x, y) for a crop of
+    size (H, W) (this stage's by default; the level anchors' crops use the same grid).
     centre [B,2], scale [B]; optional rotation angle [B] (radians) and mirror flags [B]
     (training augmentation only)."""
     b = centre.shape[0]
-    u = torch.arange(CROP_W, dtype=torch.float32) - (CROP_W - 1) / 2
-    v = torch.arange(CROP_H, dtype=torch.float32) - (CROP_H - 1) / 2
-    uu = u.view(1, 1, CROP_W).expand(b, CROP_H, CROP_W)
-    vv = v.view(1, CROP_H, 1).expand(b, CROP_H, CROP_W)
+    h, w = size
+    u = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
+    v = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
+    uu = u.view(1, 1, w).expand(b, h, w)
+    vv = v.view(1, h, 1).expand(b, h, w)
     if flip is not None:
         uu = torch.where(flip.view(b, 1, 1), -uu, uu)
     if angle is not None:

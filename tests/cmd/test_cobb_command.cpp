@@ -26,6 +26,15 @@ fs::path make_radiograph(const TempDir& dir, const std::string& name, double cob
   return dir / "phantoms" / name / "image.png";
 }
 
+// The largest distance (pixels) between the same landmark in two cobb.json results.
+double largest_landmark_shift(const nlohmann::json& a, const nlohmann::json& b) {
+  double moved = 0;
+  for (int k = 0; k < 68; ++k)
+    moved = std::max(moved, std::hypot(a["landmarks_px"][k][0].get<double>() - b["landmarks_px"][k][0].get<double>(),
+                                       a["landmarks_px"][k][1].get<double>() - b["landmarks_px"][k][1].get<double>()));
+  return moved;
+}
+
 // A phantom radiograph gives cobb.json with every documented field, landmarks inside the
 // image, an overlay, and one CSV row.
 TEST(CobbCommand, PhantomRadiographOutputs) {
@@ -99,11 +108,7 @@ TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
   const auto one = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "cobb.json"));
   EXPECT_TRUE(one["corner_model"].is_null());
   EXPECT_TRUE(one["corners_unrefined"].empty());
-  double moved = 0;
-  for (int k = 0; k < 68; ++k)
-    moved = std::max(moved, std::hypot(two["landmarks_px"][k][0].get<double>() - one["landmarks_px"][k][0].get<double>(),
-                                       two["landmarks_px"][k][1].get<double>() - one["landmarks_px"][k][1].get<double>()));
-  EXPECT_GT(moved, 0.5);
+  EXPECT_GT(largest_landmark_shift(two, one), 0.5);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "provenance.json"));
   EXPECT_EQ(prov["models"].size(), 3u);  // first stage, level anchors and spine finder
 }
@@ -120,11 +125,7 @@ TEST(CobbCommand, CornerZoomsAverageReadingsAndAreChecked) {
   ASSERT_EQ(b.exit_code, 0) << b.output;
   const auto one = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "cobb.json"));
   const auto three = nlohmann::json::parse(test::read_file(dir / "three" / "image" / "cobb.json"));
-  double moved = 0;
-  for (int k = 0; k < 68; ++k)
-    moved = std::max(moved, std::hypot(three["landmarks_px"][k][0].get<double>() - one["landmarks_px"][k][0].get<double>(),
-                                       three["landmarks_px"][k][1].get<double>() - one["landmarks_px"][k][1].get<double>()));
-  EXPECT_GT(moved, 0.1);
+  EXPECT_GT(largest_landmark_shift(three, one), 0.1);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "three" / "image" / "provenance.json"));
   EXPECT_EQ(prov["config"]["corner_zooms"].size(), 3u) << prov["config"].dump();
   const auto bad = run_command(bin("spine-cobb") + " " + q(image) + " --corner-zooms 0.9,3 -o " + q(dir / "bad"));

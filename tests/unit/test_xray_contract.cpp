@@ -2,7 +2,6 @@
 // the model was trained with (fixtures from scripts/make_test_models.py).
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "spine/io.hpp"
 #include "spine/xray_landmarks.hpp"
@@ -11,18 +10,10 @@
 namespace spine {
 namespace {
 
-template <class T>
-std::vector<T> read_raw(const std::filesystem::path& p) {
-  const std::string bytes = test::read_file(p);
-  std::vector<T> v(bytes.size() / sizeof(T));
-  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
-  return v;
-}
-
 TEST(XrayContract, PreprocessingMatchesPython) {
   const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
   const Tensor t = xray_model_input(img.image);
-  const auto expected = read_raw<float>(test::test_models() / "xray_contract_input.f32");
+  const auto expected = test::read_raw<float>(test::test_models() / "xray_contract_input.f32");
   ASSERT_EQ(t.data.size(), expected.size());
   double max_diff = 0;
   for (std::size_t i = 0; i < expected.size(); ++i) max_diff = std::max(max_diff, double(std::abs(t.data[i] - expected[i])));
@@ -31,13 +22,13 @@ TEST(XrayContract, PreprocessingMatchesPython) {
 
 TEST(XrayContract, DecodingMatchesPython) {
   Tensor out({1, 25, 128, 64});
-  out.data = read_raw<float>(test::test_models() / "xray_contract_output.f32");
+  out.data = test::read_raw<float>(test::test_models() / "xray_contract_output.f32");
   ASSERT_EQ(out.data.size(), static_cast<std::size_t>(out.numel()));
   XrayLandmarkOptions plain;
   plain.sequence_constraint = false;  // Python's decode takes every heatmap's maximum
   const XrayLandmarks lm = decode_xray_landmarks(out, 301, 733, 4, 16.0, plain);
-  const auto points = read_raw<double>(test::test_models() / "xray_contract_points.f64");
-  const auto peaks = read_raw<double>(test::test_models() / "xray_contract_peaks.f64");
+  const auto points = test::read_raw<double>(test::test_models() / "xray_contract_points.f64");
+  const auto peaks = test::read_raw<double>(test::test_models() / "xray_contract_peaks.f64");
   ASSERT_EQ(points.size(), 136u);
   for (int k = 0; k < 68; ++k) {
     EXPECT_NEAR(lm.points[k].x, points[2 * k], 1e-3) << k;
@@ -54,10 +45,10 @@ std::vector<Point2> as_points(const std::vector<double>& xy) {
 
 TEST(XrayContract, CornerCropsMatchPython) {
   const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
-  const auto points = as_points(read_raw<double>(test::test_models() / "xray_corner_points.f64"));
+  const auto points = as_points(test::read_raw<double>(test::test_models() / "xray_corner_points.f64"));
   ASSERT_EQ(points.size(), 68u);
   const XrayCornerCrops crops = xray_corner_crops(img.image, points);
-  const auto expected = read_raw<float>(test::test_models() / "xray_corner_crops.f32");
+  const auto expected = test::read_raw<float>(test::test_models() / "xray_corner_crops.f32");
   ASSERT_EQ(crops.crops.data.size(), expected.size());
   double max_diff = 0;
   for (std::size_t i = 0; i < expected.size(); ++i)
@@ -67,16 +58,16 @@ TEST(XrayContract, CornerCropsMatchPython) {
 
 TEST(XrayContract, CornerDecodingMatchesPython) {
   const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
-  const auto points = as_points(read_raw<double>(test::test_models() / "xray_corner_points.f64"));
+  const auto points = as_points(test::read_raw<double>(test::test_models() / "xray_corner_points.f64"));
   const XrayCornerCrops crops = xray_corner_crops(img.image, points);
   Tensor heat({17, 4, 40, 64});
-  heat.data = read_raw<float>(test::test_models() / "xray_corner_heat.f32");
+  heat.data = test::read_raw<float>(test::test_models() / "xray_corner_heat.f32");
   ASSERT_EQ(heat.data.size(), static_cast<std::size_t>(heat.numel()));
   XrayLandmarks lm;
   lm.points = points;
   lm.confidence.assign(17, 0.7);
   apply_corner_heatmaps(heat, crops, img.image.nx(), img.image.ny(), 2, 0.1, lm);
-  const auto refined = as_points(read_raw<double>(test::test_models() / "xray_corner_refined.f64"));
+  const auto refined = as_points(test::read_raw<double>(test::test_models() / "xray_corner_refined.f64"));
   ASSERT_EQ(refined.size(), 68u);
   for (int k = 0; k < 68; ++k) {
     EXPECT_NEAR(lm.points[k].x, refined[k].x, 1e-3) << k;

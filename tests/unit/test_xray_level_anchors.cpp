@@ -1,7 +1,6 @@
 // The level anchors' re-count of a radiograph's vertebra chain (pure logic on given
 // evidence) and their crop contract against the Python code they were trained with.
 #include <cmath>
-#include <cstring>
 
 #include "spine/io.hpp"
 #include "spine/xray_landmarks.hpp"
@@ -159,23 +158,15 @@ TEST(LevelAnchors, MissingVertebraWithoutAWideGapIsFlaggedNotInserted) {
   for (int v = 0; v < kCobbVertebrae; ++v) EXPECT_EQ(r.source[v], v);
 }
 
-template <class T>
-std::vector<T> read_raw(const std::filesystem::path& p) {
-  const std::string bytes = test::read_file(p);
-  std::vector<T> v(bytes.size() / sizeof(T));
-  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
-  return v;
-}
-
 TEST(LevelAnchors, CropsMatchPython) {
   const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
-  const auto xy = read_raw<double>(test::test_models() / "xray_anchor_points.f64");  // x, y, spacing
+  const auto xy = test::read_raw<double>(test::test_models() / "xray_anchor_points.f64");  // x, y, spacing
   std::vector<Point2> points;
   std::vector<double> spacings;
   for (std::size_t i = 0; i + 2 < xy.size(); i += 3) points.push_back({xy[i], xy[i + 1]}), spacings.push_back(xy[i + 2]);
   ASSERT_EQ(points.size(), 4u);
   const Tensor crops = xray_anchor_crops(xray_working_image(img.image), points, spacings);
-  const auto expected = read_raw<float>(test::test_models() / "xray_anchor_crops.f32");
+  const auto expected = test::read_raw<float>(test::test_models() / "xray_anchor_crops.f32");
   ASSERT_EQ(crops.data.size(), expected.size());
   double max_diff = 0;
   for (std::size_t i = 0; i < expected.size(); ++i)

@@ -3,7 +3,6 @@
 // and flags what it did not find.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "spine/io.hpp"
 #include "spine/xray_spine_finder.hpp"
@@ -35,9 +34,7 @@ TEST(SpineFinder, InputMatchesPython) {
   const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
   double placement[4];
   const Tensor t = spine_finder_input(img.image, placement);
-  const std::string bytes = test::read_file(test::test_models() / "finder_contract_input.f32");
-  std::vector<float> expected(bytes.size() / sizeof(float));
-  std::memcpy(expected.data(), bytes.data(), expected.size() * sizeof(float));
+  const auto expected = test::read_raw<float>(test::test_models() / "finder_contract_input.f32");
   ASSERT_EQ(t.data.size(), expected.size());
   double max_diff = 0;
   for (std::size_t i = 0; i < expected.size(); ++i) max_diff = std::max(max_diff, double(std::abs(t.data[i] - expected[i])));
