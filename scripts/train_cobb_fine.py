@@ -46,12 +46,39 @@ def augment_intensity(crops_raw, rng):
     return x + torch.randn_like(x) * float(rng.uniform(0, 6))
 
 
-def training_batch(images, corners, img_idx, vert_idx, rng):
-    """Crops of vertebrae (img_idx[i], vert_idx[i]) with reference corners, augmented."""
+def with_hardware(images, corners, img_idx, vert_idx, fraction, rng):
+    """The batch's working images as float [B,1,H,W], with rods and pedicle screws drawn
+    (scripts/cobb/reframe.py, as the first stage's fine-tuning draws them) for a fraction
+    of the samples. Drawn only over the rows a crop of the sample's vertebra can reach,
+    to keep steps fast. Tried against real instrumented films and not kept
+    (models/xray-corners.md)."""
+    from cobb import reframe
+    src = images[img_idx].float()[:, None]
+    h = src.shape[-2]
+    for k in np.nonzero(rng.uniform(size=len(img_idx)) < fraction)[0]:
+        pts = corners[img_idx[k]].reshape(-1, 2).numpy().astype(np.float64)
+        ref = corners[img_idx[k], vert_idx[k]]
+        reach = 1.5 * float(fine.crop_scale(ref)) * fine.VERT_W + 20
+        cy = float(ref[:, 1].mean())
+        y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 1)
+        if y1 - y0 < 8:
+            continue
+        window = src[k, 0, y0:y1].numpy() / 255
+        reframe.draw_hardware(window, pts - np.array([0.0, y0]), rng)
+        src[k, 0, y0:y1] = torch.from_numpy(np.clip(window * 255, 0, 255))
+    return src
+
+
+def training_batch(images, corners, img_idx, vert_idx, rng, hardware=0.0, hw_rng=None):
+    """Crops of vertebrae (img_idx[i], vert_idx[i]) with reference corners, augmented.
+    The hardware drawings use their own random stream, so that the rest of the
+    augmentation is the same with and without them."""
     ref = corners[img_idx, vert_idx]  # [B,4,2] working pixels
     centre, scale, angle, flip = fine.random_crop_params(ref, rng)
     coords = fine.crop_coords(centre, scale, angle, flip)
-    raw = fine.sample_raw(images[img_idx].float()[:, None], coords)
+    src = (with_hardware(images, corners, img_idx, vert_idx, hardware, hw_rng) if hardware > 0
+           else images[img_idx].float()[:, None])
+    raw = fine.sample_raw(src, coords)
     crops = fine.zscore(augment_intensity(raw, rng))
     pts = fine.to_crop(ref, centre, scale, angle, flip)
     pts = torch.where(flip.view(-1, 1, 1), pts[:, fine.MIRROR], pts)
@@ -105,6 +132,8 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hardware", type=float, default=0.0,
+                    help="fraction of crops with rods and screws drawn on the spine (default 0, as shipped)")
     ap.add_argument("--limit", type=int, default=0, help="use only N training images (smoke test)")
     ap.add_argument("--stage1-cache", default="work-data/cobb", help="folder with the first stage's image caches")
     ap.add_argument("--stage1-model", default="models/xray-landmarks.pt")
@@ -115,6 +144,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
+    hw_rng = np.random.default_rng([args.seed, 1])
     os.makedirs(args.out, exist_ok=True)
 
     landmarks, angles = data.read_table()
@@ -151,7 +181,8 @@ def main():
         tot = 0.0
         for s in range(steps_per_epoch):
             idx = pairs[perm[s * args.batch:(s + 1) * args.batch]]
-            crops, pts = training_batch(tr_img, tr_corners, torch.tensor(idx[:, 0]), torch.tensor(idx[:, 1]), rng)
+            crops, pts = training_batch(tr_img, tr_corners, torch.tensor(idx[:, 0]), torch.tensor(idx[:, 1]), rng,
+                                         args.hardware, hw_rng)
             out = model(crops)
             loss = loss_fn(out, fine.heat_targets(pts))
             opt.zero_grad()
@@ -189,7 +220,8 @@ def export(model, state, args, n_train, n_val, n_rejected):
                          f"{n_rejected} excluded for landmark-order problems",
         "training": {"epochs": state.get("epoch", 0), "seed": args.seed, "threads": "2 (CPU)",
                      "command": f"/usr/bin/python3 scripts/train_cobb_fine.py --out work-data/cobb-fine "
-                                f"--epochs {args.epochs}",
+                                f"--epochs {args.epochs}" + (f" --seed {args.seed}" if args.seed else "")
+                                + (f" --hardware {args.hardware}" if args.hardware else ""),
                      "last_epoch": state["history"][-1] if state.get("history") else {}},
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
     }

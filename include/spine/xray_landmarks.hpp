@@ -100,8 +100,9 @@ class XrayLandmarkDetector {
   // anchor_model: the level anchors (re-count the chain at its ends), or null.
   XrayLandmarkDetector(const Model& model, XrayLandmarkOptions options = {}, const Model* corner_model = nullptr,
                        const Model* anchor_model = nullptr);
-  // Throws an input error for images check_radiograph refuses.
-  XrayLandmarks detect(const FloatImage& radiograph) const;
+  // Throws an input error for images check_radiograph refuses. refine_corners false keeps
+  // the first stage's corners for this image even when a corner model is loaded.
+  XrayLandmarks detect(const FloatImage& radiograph, bool refine_corners = true) const;
 
  private:
   const Model& model_;

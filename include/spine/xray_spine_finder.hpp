@@ -35,6 +35,7 @@ struct SpineLocation {
   // was not found.
   PixelBox crop;
   int hardware_pixels = 0;             // of the 64 x 64 output
+  bool hardware = false;               // hardware_pixels reached SpineFinderOptions::hardware_min_pixels
   std::vector<std::string> flags;
   // The column probability [64 x 64] and how output pixels map to the image.
   std::vector<float> column;

@@ -29,6 +29,10 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "(default: models/xray-corners.pt)");
   app.add_flag("!--no-corner-refinement", refine_corners,
                "Keep the first stage's corners (skip the second stage)");
+  app.add_flag("--refine-over-hardware", refine_over_hardware,
+               "Run the second stage on films where the spine finder sees hardware too (by default such films "
+               "keep the first stage's corners: the second stage's corners snap onto screws, see "
+               "models/xray-corners.md)");
   app.add_option("--corner-zooms", landmarks.corner_zooms,
                  "Second stage: read each vertebra's corners from crops at these zooms of its width and average "
                  "them (comma-separated, e.g. 0.9,1,1.1: better on tightly framed films, see "
@@ -72,6 +76,7 @@ nlohmann::json CobbConfig::to_json() const {
           {"model", model},
           {"corner_model", corner_model},
           {"refine_corners", refine_corners},
+          {"refine_over_hardware", refine_over_hardware},
           {"anchor_model", anchor_model},
           {"level_anchors", level_anchors},
           {"finder_model", finder_model},
@@ -282,6 +287,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
     std::optional<SpineLocation> spine;
     CobbAngles a;
     bool inverted = false;
+    std::string refinement;
     try {
       check_radiograph(in.image);
       if (finder) spine = finder->find(in.image);
@@ -292,7 +298,15 @@ BatchSummary run_cobb(const CobbConfig& c) {
       // The landmark stages know films with bone bright: an inverted one is turned back.
       inverted = spine && inverted_polarity(in.image, *spine);
       const FloatImage seen = cropped ? crop_image(in.image, box) : in.image;
-      lm = detector.detect(inverted ? invert_grey(seen) : seen);
+      // The second stage reads a vertebra's corners from a crop around it; on an
+      // instrumented film the screw heads in those crops pull the corners (measured in
+      // models/xray-corners.md), so those films keep the first stage's corners.
+      const bool hardware = spine && spine->hardware;
+      refinement = !c.refine_corners ? "off (--no-corner-refinement)"
+                   : hardware && !c.refine_over_hardware
+                       ? "skipped: hardware in view, corners from the first stage"
+                       : "second stage";
+      lm = detector.detect(inverted ? invert_grey(seen) : seen, !hardware || c.refine_over_hardware);
       timer.lap("landmarks_s");  // both landmark stages, with the mirrored pass
       // Angles in the frame the landmark stages saw (the AASCE rule compares positions
       // with that frame's height), landmarks reported in the image's pixels.
@@ -336,6 +350,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"vertebra_confidence", lm.confidence},
         {"flags", lm.flags},
         {"sequence_adjusted", lm.sequence_adjusted},
+        {"corner_refinement", refinement},
         {"corners_unrefined", lm.corners_unrefined},
         // The level anchors' reading of the chain's ends (null when they did not run):
         // what the first stage's T1 and L5 are, with the posterior, and what was re-counted.

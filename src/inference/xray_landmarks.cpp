@@ -505,7 +505,7 @@ void check_radiograph(const FloatImage& img) {
   if (!(r.max > r.min)) throw input_error("image is blank (constant intensity)");
 }
 
-XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
+XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_corners) const {
   check_radiograph(img);
   const std::vector<float> working = resize_bilinear(img, kCacheH, kCacheW);
   const Tensor input = model_input_from_working(working);
@@ -526,7 +526,7 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img) const {
                                  rc->change};
     lm.flags.insert(lm.flags.end(), rc->flags.begin(), rc->flags.end());
   }
-  if (corner_model_) {
+  if (corner_model_ && refine_corners) {
     // One pass per zoom, each with its mirrored pass; the corners read at every zoom
     // averaged (see XrayLandmarkOptions::corner_zooms).
     std::vector<CornerReading> readings;

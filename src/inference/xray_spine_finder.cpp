@@ -122,7 +122,8 @@ SpineLocation decode_spine_finder(const Tensor& out, const double p[4], std::siz
   loc.hardware_pixels = static_cast<int>(std::count_if(hw, hw + plane, [&](float v) { return v > opt.hardware_probability; }));
   const double W = static_cast<double>(width), H = static_cast<double>(height);
   loc.crop = {0, 0, W, H};
-  if (loc.hardware_pixels >= opt.hardware_min_pixels)
+  loc.hardware = loc.hardware_pixels >= opt.hardware_min_pixels;
+  if (loc.hardware)
     loc.flags.push_back("hardware (implants) in view: angles over instrumented levels can be wrong");
   if (!loc.t1_found && !loc.l5_found) {
     loc.flags.push_back("no frontal spine found by the spine finder (may not be a frontal spine radiograph)");

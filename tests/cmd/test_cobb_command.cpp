@@ -95,11 +95,13 @@ TEST(CobbCommand, PhantomRadiographOutputs) {
 }
 
 // Without the second stage the landmarks are the first stage's, and they differ from the
-// two-stage ones (the second stage moves corners).
+// two-stage ones (the second stage moves corners). The spine finder takes the phantom's
+// bright bone for hardware, so the second stage is asked to run over it.
 TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
   TempDir dir;
   const fs::path image = make_radiograph(dir, "xr", 25, 3);
-  const auto a = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q -o " + q(dir / "two"));
+  const auto a = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --refine-over-hardware -o " +
+                             q(dir / "two"));
   const auto b = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --no-corner-refinement -o " +
                              q(dir / "one"));
   ASSERT_EQ(a.exit_code, 0) << a.output;
@@ -108,9 +110,57 @@ TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
   const auto one = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "cobb.json"));
   EXPECT_TRUE(one["corner_model"].is_null());
   EXPECT_TRUE(one["corners_unrefined"].empty());
+  EXPECT_EQ(one["corner_refinement"], "off (--no-corner-refinement)");
+  EXPECT_EQ(two["corner_refinement"], "second stage");
   EXPECT_GT(largest_landmark_shift(two, one), 0.5);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "provenance.json"));
   EXPECT_EQ(prov["models"].size(), 3u);  // first stage, level anchors and spine finder
+}
+
+// Where the spine finder sees hardware, the film keeps the first stage's corners (the
+// second stage's crops snap corners onto screw heads), says so in cobb.json, and stays
+// flagged; --refine-over-hardware runs the second stage anyway.
+TEST(CobbCommand, HardwareInViewKeepsTheFirstStagesCorners) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  // Rods and pedicle screws drawn over the middle vertebrae, brighter than any bone.
+  LoadedImage film = read_image(image);
+  const auto truth = nlohmann::json::parse(test::read_file(image.parent_path() / "truth.json"));
+  for (int v = 5; v < 14; ++v)
+    for (int side = 0; side < 2; ++side) {
+      const auto& top = truth["landmarks_px"][4 * v + side];
+      const auto& bottom = truth["landmarks_px"][4 * v + 2 + side];
+      const double inset = side == 0 ? 12 : -12;
+      for (double t = 0; t <= 1; t += 0.01) {
+        const double x = (1 - t) * top[0].get<double>() + t * bottom[0].get<double>() + inset;
+        const double y = (1 - t) * top[1].get<double>() + t * bottom[1].get<double>();
+        for (int dy = -8; dy <= 8; ++dy)
+          for (int dx = -8; dx <= 8; ++dx) {
+            const long px = std::lround(x) + dx, py = std::lround(y) + dy;
+            const bool screw = t > 0.4 && t < 0.6 && dx * dx + dy * dy <= 64, rod = std::abs(dx) <= 3;
+            if ((screw || rod) && px >= 0 && py >= 0 && px < static_cast<long>(film.image.nx()) &&
+                py < static_cast<long>(film.image.ny()))
+              film.image.at(static_cast<std::size_t>(px), static_cast<std::size_t>(py)) = 255.f;
+          }
+      }
+    }
+  write_image(film.image, dir / "rods.png", StoredPixel::kUInt8);
+  const std::string run = bin("spine-cobb") + " " + q(dir / "rods.png") + " --threads 2 --no-overlay -q";
+  const auto a = run_command(run + " -o " + q(dir / "default"));
+  const auto b = run_command(run + " --no-corner-refinement -o " + q(dir / "first"));
+  const auto c = run_command(run + " --refine-over-hardware -o " + q(dir / "over"));
+  for (const auto* r : {&a, &b, &c}) ASSERT_EQ(r->exit_code, 0) << r->output;
+  const auto def = nlohmann::json::parse(test::read_file(dir / "default" / "rods" / "cobb.json"));
+  const auto first = nlohmann::json::parse(test::read_file(dir / "first" / "rods" / "cobb.json"));
+  const auto over = nlohmann::json::parse(test::read_file(dir / "over" / "rods" / "cobb.json"));
+  ASSERT_GE(def["spine_finder"]["hardware_pixels"].get<int>(), 3) << def["spine_finder"].dump();
+  EXPECT_EQ(def["corner_refinement"], "skipped: hardware in view, corners from the first stage");
+  EXPECT_FALSE(def["reliable"].get<bool>());
+  EXPECT_EQ(largest_landmark_shift(def, first), 0.0);
+  EXPECT_EQ(over["corner_refinement"], "second stage");
+  EXPECT_GT(largest_landmark_shift(over, first), 0.5);
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "over" / "rods" / "provenance.json"));
+  EXPECT_TRUE(prov["config"]["refine_over_hardware"].get<bool>());
 }
 
 // Corners read at three zooms and averaged move the landmarks against one reading, and
@@ -118,9 +168,11 @@ TEST(CobbCommand, NoCornerRefinementSkipsTheSecondStage) {
 TEST(CobbCommand, CornerZoomsAverageReadingsAndAreChecked) {
   TempDir dir;
   const fs::path image = make_radiograph(dir, "xr", 25, 3);
-  const auto a = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q -o " + q(dir / "one"));
+  const auto a = run_command(bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --refine-over-hardware -o " +
+                             q(dir / "one"));
   const auto b = run_command(bin("spine-cobb") + " " + q(image) +
-                             " --threads 2 --no-overlay -q --corner-zooms 0.9,1,1.1 -o " + q(dir / "three"));
+                             " --threads 2 --no-overlay -q --refine-over-hardware --corner-zooms 0.9,1,1.1 -o " +
+                             q(dir / "three"));
   ASSERT_EQ(a.exit_code, 0) << a.output;
   ASSERT_EQ(b.exit_code, 0) << b.output;
   const auto one = nlohmann::json::parse(test::read_file(dir / "one" / "image" / "cobb.json"));

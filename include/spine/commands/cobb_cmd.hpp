@@ -21,6 +21,9 @@ struct CobbConfig {
   std::string model;                // empty: the default model (see default_model_path)
   std::string corner_model;         // second stage; empty: the default (models/xray-corners.pt)
   bool refine_corners = true;       // run the second stage
+  // Run it on films where the spine finder sees hardware too. Off by default: on
+  // instrumented films the crops' corners snap onto screw heads (models/xray-corners.md).
+  bool refine_over_hardware = false;
   std::string anchor_model;         // level anchors; empty: the default (models/xray-level-anchors.pt)
   bool level_anchors = true;        // re-count the chain from what lies at its ends
   std::string finder_model;         // spine finder; empty: the default (models/xray-spine-finder.pt)
