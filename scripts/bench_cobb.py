@@ -4,7 +4,8 @@ image, the spine finder on its letterbox (T1 / L5 peaks, crop when the spine fil
 than the image), resize, pool, z-score, first stage on the image and its mirror (flip
 averaging), decode, the level anchors' six crops at the chain's ends and their mirrors
 (the re-count itself, arithmetic on 17 points, is left out), 17 vertebra crops, second
-stage on them and their mirrors, decode,
+stage on them and their mirrors (skipped, as in spine-cobb, where the finder sees
+hardware), decode,
 AASCE angles, cobb.json per image. The sequence constraint is left out (it costs
 well under a millisecond in C++). Prints the mean seconds per image; loading the model
 is not counted, as in spine-cobb.
@@ -57,6 +58,8 @@ def main():
             x, scale, ox, oy = finder_lib.letterbox(grey.astype("float32"))
             fout = finder(torch.from_numpy(x)[None, None])
             t1, l5 = finder_lib.decode(fout)[0][0]
+            # SpineFinderOptions: 3 or more output pixels over 0.5 are hardware in view.
+            hardware = int((fout[0, 3] > 0.5).sum()) >= 3
             to_img = lambda q: (((q[0] + 0.5) * 4 - ox) / scale[0], ((q[1] + 0.5) * 4 - oy) / scale[1])
             (x1, y1), (x2, y2) = to_img(t1.tolist()), to_img(l5.tolist())
             length = max(1.0, ((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5)
@@ -74,8 +77,8 @@ def main():
             crops = fine.sample_crops(working[None].expand(6, 1, -1, -1),
                                       anchors.crop_coords(ends, anchors.scale_from_spacing(spacing)))
             _ = (anchor_model(crops) + anchor_model(crops.flip(-1))) / 2
-            refined, _ = fine.refine_corners(corner_model, working[None].expand(N_VERT, 1, -1, -1), first,
-                                             flip_average=True)
+            refined = first if hardware else fine.refine_corners(
+                corner_model, working[None].expand(N_VERT, 1, -1, -1), first, flip_average=True)[0]
         pts = preprocess.from_cache_coords(refined.reshape(68, 2).numpy(), w, h)
         a = aasce_angles(pts, h)
         name = os.path.splitext(os.path.basename(p))[0]
