@@ -26,6 +26,34 @@ import train_spine_finder as finder_lib  # noqa: E402
 SWAP = fine.MIRROR  # corner order after a horizontal mirror
 
 
+class Mean(torch.nn.Module):
+    """Eager counterpart of a seed ensemble (scripts/ensemble_models.py): the mean of the
+    members' outputs."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x):
+        return sum(m(x) for m in self.members) / len(self.members)
+
+
+def eager(path, make):
+    """The exported model at `path` as an eager network (make() builds one member's
+    network): a single model, or the mean of an ensemble's members."""
+    weights = torch.jit.load(path).state_dict()
+    groups = {}  # member index ("" for a single model) -> its weights
+    for k, v in weights.items():
+        member, rest = k.split(".", 2)[1:] if k.startswith("members.") else ("", k)
+        groups.setdefault(member, {})[rest] = v
+    nets = []
+    for w in groups.values():
+        net = make(w)
+        net.load_state_dict(w)
+        nets.append(net.eval())
+    return nets[0] if len(nets) == 1 else Mean(nets).eval()
+
+
 def flip_average(model, x):
     o, of = model(x), model(x.flip(-1)).flip(-1)
     offs = of[:, N_VERT:].view(1, 4, 2, *of.shape[-2:])[:, SWAP].clone()
@@ -36,13 +64,9 @@ def flip_average(model, x):
 def main():
     listfile, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(threads)
-    weights = torch.jit.load("models/xray-landmarks.pt").state_dict()
-    model = LandmarkNet(context=any(k.startswith("context.") for k in weights))  # 1.0.0 had no context block
-    model.load_state_dict(weights)
-    model.eval()
-    corner_model = fine.CornerNet()
-    corner_model.load_state_dict(torch.jit.load("models/xray-corners.pt").state_dict())
-    corner_model.eval()
+    # 1.0.0 had no context block
+    model = eager("models/xray-landmarks.pt", lambda w: LandmarkNet(context=any(k.startswith("context.") for k in w)))
+    corner_model = eager("models/xray-corners.pt", lambda w: fine.CornerNet())
     anchor_model = anchors.AnchorNet()
     anchor_model.load_state_dict(torch.jit.load("models/xray-level-anchors.pt").state_dict())
     anchor_model.eval()
