@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "spine/disc_grading.hpp"
 #include "spine/labels.hpp"
@@ -62,6 +63,40 @@ void check_disc_chain(std::vector<DiscLocation>& discs, const std::vector<double
           "its two bodies lie {:.1f} mm apart, {:.0f} % of the typical spacing in this slice: a body split, merged "
           "or missed", body_spacing[i], 100 * ratio));
   }
+}
+
+// The disc beyond the end body `end` of the segmented chain, on the side away from its
+// neighbour `next`: along the line from next's centroid to end's, `gap_mm` past end's
+// endplate on that side (taken near the body's centre line). Only the geometry is filled
+// in; nothing when the two centroids nearly coincide.
+std::optional<DiscLocation> disc_beyond(const BodyPixels& end, const BodyPixels& next, double gap_mm,
+                                        const LabelImage& lab) {
+  const double sx = lab.geometry.spacing[0], sy = lab.geometry.spacing[1];
+  double ux = end.centroid[0] - next.centroid[0], uy = end.centroid[1] - next.centroid[1];
+  const double len = std::hypot(ux, uy);
+  if (len < 5.0) return std::nullopt;
+  ux /= len, uy /= len;
+  std::vector<double> t, perp;
+  for (const auto& p : end.mm) {
+    const double dx = p[0] - end.centroid[0], dy = p[1] - end.centroid[1];
+    t.push_back(dx * ux + dy * uy);
+    perp.push_back(dx * uy - dy * ux);
+  }
+  const double c = quantile(perp, 0.5), w = quantile(perp, 0.98) - quantile(perp, 0.02);
+  std::vector<double> mid;
+  for (std::size_t k = 0; k < t.size(); ++k)
+    if (std::abs(perp[k] - c) < w / 4) mid.push_back(t[k]);
+  const double beyond = quantile(mid, 0.99) + gap_mm;
+  DiscLocation d;
+  d.centre_px = {(end.centroid[0] + beyond * ux + c * uy) / sx, (end.centroid[1] + beyond * uy - c * ux) / sy};
+  d.axis = {ux, uy};
+  d.width_mm = w;
+  d.height_mm = -1;  // not measured: no body on the far side
+  // Cut: the end body leaves the slice, or the disc's far half would.
+  const double reach_x = std::abs(gap_mm * ux) / sx, reach_y = std::abs(gap_mm * uy) / sy;
+  d.cut = end.touches_border || d.centre_px.x - reach_x < 0 || d.centre_px.y - reach_y < 0 ||
+          d.centre_px.x + reach_x >= static_cast<double>(lab.nx()) || d.centre_px.y + reach_y >= static_cast<double>(lab.ny());
+  return d;
 }
 
 }  // namespace
@@ -144,34 +179,26 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
   // typical L5/S1 height (5 mm) below it, and said so.
   const bool has_sacrum = std::any_of(order.begin(), order.end(), [](const BodyPixels& b) { return b.label == label::kSacrum; });
   if (!has_sacrum && order.size() >= 2 && order.back().label == 24 && order[order.size() - 2].label == 23) {
-    const BodyPixels& l4 = order[order.size() - 2];
-    const BodyPixels& l5 = order.back();
-    double ux = l5.centroid[0] - l4.centroid[0], uy = l5.centroid[1] - l4.centroid[1];
-    const double len = std::hypot(ux, uy);
-    if (len >= 5.0) {
-      ux /= len, uy /= len;
-      std::vector<double> t, perp;
-      for (const auto& p : l5.mm) {
-        const double dx = p[0] - l5.centroid[0], dy = p[1] - l5.centroid[1];
-        t.push_back(dx * ux + dy * uy);
-        perp.push_back(dx * uy - dy * ux);
-      }
-      const double c = quantile(perp, 0.5), w = quantile(perp, 0.98) - quantile(perp, 0.02);
-      std::vector<double> mid;
-      for (std::size_t k = 0; k < t.size(); ++k)
-        if (std::abs(perp[k] - c) < w / 4) mid.push_back(t[k]);
-      const double below = quantile(mid, 0.99) + 5.0;
-      DiscLocation d;
-      d.label = disc_label_below(24);
-      d.name = label_name(d.label);
-      d.centre_px = {(l5.centroid[0] + below * ux + c * uy) / sx, (l5.centroid[1] + below * uy - c * ux) / sy};
-      d.axis = {ux, uy};
-      d.width_mm = w;
-      d.height_mm = -1;  // not measured: no body below
-      d.placement = "below L5's lower endplate (sacrum not segmented)";
-      d.cut = l5.touches_border || (d.centre_px.y + 5.0 / sy >= static_cast<double>(lab.ny()));
-      discs.push_back(d);
+    if (auto d = disc_beyond(order.back(), order[order.size() - 2], 5.0, lab)) {
+      d->label = disc_label_below(24);
+      d->name = label_name(d->label);
+      d->placement = "below L5's lower endplate (sacrum not segmented)";
+      discs.push_back(*d);
       body_spacing.push_back(-1);
+    }
+  }
+  // The same at the top: on T1-weighted slices the model often leaves the bright T11 and
+  // T12 bodies out (SPIDER training series), and with them the lumbar spine's top disc.
+  // When L1 is the highest body and L2 lies below it, T12/L1 sits above L1's upper
+  // endplate: placed half a typical T12/L1 height (4 mm) above it, and said so.
+  if (order.size() >= 2 && order.front().label == 20 && order[1].label == 21) {
+    if (auto d = disc_beyond(order.front(), order[1], 4.0, lab)) {
+      d->label = disc_label_below(19);
+      d->name = label_name(d->label);
+      d->placement = "above L1's upper endplate (T12 not segmented)";
+      d->axis = {-d->axis.x, -d->axis.y};  // head to foot, as every disc's axis
+      discs.insert(discs.begin(), *d);
+      body_spacing.insert(body_spacing.begin(), -1);
     }
   }
   check_disc_chain(discs, body_spacing);

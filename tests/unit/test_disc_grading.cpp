@@ -1,5 +1,5 @@
 // Disc location between vertebral bodies in a grading slice, the L5/S1 disc placed under
-// L5 when the sacrum is not segmented, the patch in the disc's frame, and the slab a 2D
+// L5 when the sacrum is not segmented (and T12/L1 above L1 without T12), the patch in the disc's frame, and the slab a 2D
 // slice becomes for the 2.5D model.
 #include <cmath>
 
@@ -109,6 +109,34 @@ TEST(LocateDiscs, L5S1PlacedUnderL5WithoutSacrum) {
   // 5 mm under L5's lower endplate, where a 10 mm disc's centre is.
   EXPECT_NEAR(discs[2].centre_px.x * 0.5, s.disc_centres_mm[2].x, 1.0);
   EXPECT_NEAR(discs[2].centre_px.y * 0.5, s.disc_centres_mm[2].y, 1.0);
+}
+
+TEST(LocateDiscs, T12L1PlacedAboveL1WithoutT12) {
+  const double tilt = 10;
+  const auto s = make_slice({20, 21, 22}, tilt);
+  const auto discs = locate_discs(s.slice);
+  ASSERT_EQ(discs.size(), 3u);
+  EXPECT_EQ(discs[0].name, "T12/L1");
+  EXPECT_EQ(discs[1].name, "L1/L2");
+  EXPECT_NE(discs[0].placement.find("T12 not segmented"), std::string::npos);
+  EXPECT_LT(discs[0].height_mm, 0);  // not measured
+  // 4 mm above L1's upper endplate (which starts 20 mm down the centre line), axis head
+  // to foot like every disc's, and not cut: the slice reaches above it.
+  const double t = tilt * kPi / 180;
+  EXPECT_NEAR(discs[0].centre_px.x * 0.5, 80 - 4 * std::sin(t), 1.0);
+  EXPECT_NEAR(discs[0].centre_px.y * 0.5, 20 - 4 * std::cos(t), 1.0);
+  EXPECT_NEAR(std::atan2(discs[0].axis.x, discs[0].axis.y) * 180 / kPi, tilt, 0.5);
+  EXPECT_FALSE(discs[0].cut);
+  EXPECT_TRUE(discs[0].flags.empty());
+
+  // L1 running into the slice's upper edge: the disc above it is cut.
+  auto edge = make_slice({20, 21, 22}, 0);
+  for (std::size_t x = 0; x < 400; ++x)
+    if (edge.slice.labels.at(x, 40) == 20)
+      for (std::size_t y = 0; y < 40; ++y) edge.slice.labels.at(x, y) = 20;
+  const auto cut = locate_discs(edge.slice);
+  ASSERT_EQ(cut.size(), 3u);
+  EXPECT_TRUE(cut[0].cut);
 }
 
 TEST(DiscPatches, TheDiscRunsAcrossThePatchCentre) {
