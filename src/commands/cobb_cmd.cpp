@@ -301,12 +301,11 @@ BatchSummary run_cobb(const CobbConfig& c) {
       // The second stage reads a vertebra's corners from a crop around it; on an
       // instrumented film the screw heads in those crops pull the corners (measured in
       // models/xray-corners.md), so those films keep the first stage's corners.
-      const bool hardware = spine && spine->hardware;
-      refinement = !c.refine_corners ? "off (--no-corner-refinement)"
-                   : hardware && !c.refine_over_hardware
-                       ? "skipped: hardware in view, corners from the first stage"
-                       : "second stage";
-      lm = detector.detect(inverted ? invert_grey(seen) : seen, !hardware || c.refine_over_hardware);
+      const bool refine = c.refine_corners && (!(spine && spine->hardware) || c.refine_over_hardware);
+      refinement = refine               ? "second stage"
+                   : !c.refine_corners ? "off (--no-corner-refinement)"
+                                       : "skipped: hardware in view, corners from the first stage";
+      lm = detector.detect(inverted ? invert_grey(seen) : seen, refine);
       timer.lap("landmarks_s");  // both landmark stages, with the mirrored pass
       // Angles in the frame the landmark stages saw (the AASCE rule compares positions
       // with that frame's height), landmarks reported in the image's pixels.

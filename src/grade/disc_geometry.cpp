@@ -65,6 +65,30 @@ void check_disc_chain(std::vector<DiscLocation>& discs, const std::vector<double
   }
 }
 
+// A body seen along the unit axis (ux, uy) from the origin (ox, oy), mm: its centre line's
+// perpendicular offset (median), its width across the axis (2nd..98th percentile), and the
+// axial coordinates of its pixels near that centre line (within a quarter width), whose
+// extreme quantiles are its mid-endplates rather than its rims.
+struct AxialView {
+  double centre = 0, width = 0;
+  std::vector<double> mid_along;
+};
+
+AxialView view_along(const BodyPixels& body, double ox, double oy, double ux, double uy) {
+  std::vector<double> along, across;
+  for (const auto& p : body.mm) {
+    const double dx = p[0] - ox, dy = p[1] - oy;
+    along.push_back(dx * ux + dy * uy);
+    across.push_back(dx * uy - dy * ux);
+  }
+  AxialView v;
+  v.centre = quantile(across, 0.5);
+  v.width = quantile(across, 0.98) - quantile(across, 0.02);
+  for (std::size_t k = 0; k < along.size(); ++k)
+    if (std::abs(across[k] - v.centre) < v.width / 4) v.mid_along.push_back(along[k]);
+  return v;
+}
+
 // The disc beyond the end body `end` of the segmented chain, on the side away from its
 // neighbour `next`: along the line from next's centroid to end's, `gap_mm` past end's
 // endplate on that side (taken near the body's centre line). Only the geometry is filled
@@ -76,21 +100,13 @@ std::optional<DiscLocation> disc_beyond(const BodyPixels& end, const BodyPixels&
   const double len = std::hypot(ux, uy);
   if (len < 5.0) return std::nullopt;
   ux /= len, uy /= len;
-  std::vector<double> t, perp;
-  for (const auto& p : end.mm) {
-    const double dx = p[0] - end.centroid[0], dy = p[1] - end.centroid[1];
-    t.push_back(dx * ux + dy * uy);
-    perp.push_back(dx * uy - dy * ux);
-  }
-  const double c = quantile(perp, 0.5), w = quantile(perp, 0.98) - quantile(perp, 0.02);
-  std::vector<double> mid;
-  for (std::size_t k = 0; k < t.size(); ++k)
-    if (std::abs(perp[k] - c) < w / 4) mid.push_back(t[k]);
-  const double beyond = quantile(mid, 0.99) + gap_mm;
+  const AxialView v = view_along(end, end.centroid[0], end.centroid[1], ux, uy);
+  const double beyond = quantile(v.mid_along, 0.99) + gap_mm;
   DiscLocation d;
-  d.centre_px = {(end.centroid[0] + beyond * ux + c * uy) / sx, (end.centroid[1] + beyond * uy - c * ux) / sy};
+  d.centre_px = {(end.centroid[0] + beyond * ux + v.centre * uy) / sx,
+                 (end.centroid[1] + beyond * uy - v.centre * ux) / sy};
   d.axis = {ux, uy};
-  d.width_mm = w;
+  d.width_mm = v.width;
   d.height_mm = -1;  // not measured: no body on the far side
   // Cut: the end body leaves the slice, or the disc's far half would.
   const double reach_x = std::abs(gap_mm * ux) / sx, reach_y = std::abs(gap_mm * uy) / sy;
@@ -127,7 +143,7 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
             [](const BodyPixels& a, const BodyPixels& b) { return craniocaudal_rank(a.label) < craniocaudal_rank(b.label); });
 
   std::vector<DiscLocation> discs;
-  std::vector<double> body_spacing;  // centroid distance of the two bodies, per disc; -1 for L5/S placed below L5
+  std::vector<double> body_spacing;  // centroid distance of the two bodies, per disc; -1 for a disc placed beyond the chain's end body
   for (std::size_t i = 0; i + 1 < order.size(); ++i) {
     const BodyPixels& a = order[i];
     const BodyPixels& b = order[i + 1];
@@ -137,30 +153,11 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
     if (len < 5.0) continue;
     ux /= len, uy /= len;
     const double mx = (a.centroid[0] + b.centroid[0]) / 2, my = (a.centroid[1] + b.centroid[1]) / 2;
-    // Along the axis from the midpoint: the endplates facing the disc, taken near the
-    // body's centre line (the mid-endplate, not the rim).
-    auto along = [&](const BodyPixels& body, std::vector<double>& perp) {
-      std::vector<double> t;
-      for (const auto& p : body.mm) {
-        const double dx = p[0] - mx, dy = p[1] - my;
-        const double across = dx * uy - dy * ux;  // perpendicular coordinate
-        perp.push_back(across);
-        t.push_back(dx * ux + dy * uy);
-      }
-      return t;
-    };
-    std::vector<double> pa, pb;
-    const std::vector<double> ta = along(a, pa), tb = along(b, pb);
-    const double ca = quantile(pa, 0.5), cb = quantile(pb, 0.5);
-    const double wa = quantile(pa, 0.98) - quantile(pa, 0.02), wb = quantile(pb, 0.98) - quantile(pb, 0.02);
-    std::vector<double> ta_mid, tb_mid;
-    for (std::size_t k = 0; k < ta.size(); ++k)
-      if (std::abs(pa[k] - ca) < wa / 4) ta_mid.push_back(ta[k]);
-    for (std::size_t k = 0; k < tb.size(); ++k)
-      if (std::abs(pb[k] - cb) < wb / 4) tb_mid.push_back(tb[k]);
-    const double lower_endplate = quantile(ta_mid, 0.99), upper_endplate = quantile(tb_mid, 0.01);
+    // Along the axis from the midpoint: the endplates facing the disc.
+    const AxialView va = view_along(a, mx, my, ux, uy), vb = view_along(b, mx, my, ux, uy);
+    const double lower_endplate = quantile(va.mid_along, 0.99), upper_endplate = quantile(vb.mid_along, 0.01);
     const double t = (lower_endplate + upper_endplate) / 2;
-    const double across = (ca + cb) / 2;
+    const double across = (va.centre + vb.centre) / 2;
     DiscLocation d;
     d.label = disc_label_below(a.label);
     d.name = label_name(d.label);
@@ -168,7 +165,7 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
     d.centre_px = {cx / sx, cy / sy};
     d.axis = {ux, uy};
     d.height_mm = std::max(0.0, upper_endplate - lower_endplate);
-    d.width_mm = (wa + wb) / 2;
+    d.width_mm = (va.width + vb.width) / 2;
     d.cut = a.touches_border || b.touches_border;
     discs.push_back(d);
     body_spacing.push_back(len);

@@ -125,6 +125,18 @@ TEST(CobbCommand, HardwareInViewKeepsTheFirstStagesCorners) {
   const fs::path image = make_radiograph(dir, "xr", 25, 3);
   // Rods and pedicle screws drawn over the middle vertebrae, brighter than any bone.
   LoadedImage film = read_image(image);
+  // Metal at the pixels within 8 of (x, y) that `inside(dx, dy)` takes.
+  const auto paint = [&](double x, double y, auto inside) {
+    for (int dy = -8; dy <= 8; ++dy)
+      for (int dx = -8; dx <= 8; ++dx) {
+        const long px = std::lround(x) + dx, py = std::lround(y) + dy;
+        if (inside(dx, dy) && px >= 0 && py >= 0 && px < static_cast<long>(film.image.nx()) &&
+            py < static_cast<long>(film.image.ny()))
+          film.image.at(static_cast<std::size_t>(px), static_cast<std::size_t>(py)) = 255.f;
+      }
+  };
+  const auto rod = [](int dx, int) { return std::abs(dx) <= 3; };
+  const auto screw = [](int dx, int dy) { return dx * dx + dy * dy <= 64; };
   const auto truth = nlohmann::json::parse(test::read_file(image.parent_path() / "truth.json"));
   for (int v = 5; v < 14; ++v)
     for (int side = 0; side < 2; ++side) {
@@ -134,14 +146,8 @@ TEST(CobbCommand, HardwareInViewKeepsTheFirstStagesCorners) {
       for (double t = 0; t <= 1; t += 0.01) {
         const double x = (1 - t) * top[0].get<double>() + t * bottom[0].get<double>() + inset;
         const double y = (1 - t) * top[1].get<double>() + t * bottom[1].get<double>();
-        for (int dy = -8; dy <= 8; ++dy)
-          for (int dx = -8; dx <= 8; ++dx) {
-            const long px = std::lround(x) + dx, py = std::lround(y) + dy;
-            const bool screw = t > 0.4 && t < 0.6 && dx * dx + dy * dy <= 64, rod = std::abs(dx) <= 3;
-            if ((screw || rod) && px >= 0 && py >= 0 && px < static_cast<long>(film.image.nx()) &&
-                py < static_cast<long>(film.image.ny()))
-              film.image.at(static_cast<std::size_t>(px), static_cast<std::size_t>(py)) = 255.f;
-          }
+        paint(x, y, rod);
+        if (t > 0.4 && t < 0.6) paint(x, y, screw);
       }
     }
   write_image(film.image, dir / "rods.png", StoredPixel::kUInt8);
