@@ -497,10 +497,19 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
         const auto b = static_cast<std::int64_t>(std::ceil((c_hi + 1) * cs + margin));
         return std::pair<std::int64_t, std::int64_t>{std::clamp<std::int64_t>(a, 0, n), std::clamp<std::int64_t>(b, 0, n)};
       };
-      // In plane the margin may give up to 5 mm a side to fit the box to the windows.
+      // On CT, in plane the margin may give up to 5 mm a side to fit the box to the
+      // windows. Not on MR: the MR model's level outputs read the whole window, and on
+      // the 350 SPIDER slices (`spine-grade --discs-only`) the fitted box (real image
+      // where there were zeros) moved the names of whole chains by one or more levels in
+      // about a fifth of the series, first sacral segments taken for L5 among them.
       const double inner_m = std::max(0.0, m - 5);
-      const auto [x0, x1] = fit_to_windows(to_fine(lo[0], hi[0], m, nx), to_fine(lo[0], hi[0], inner_m, nx), nx);
-      const auto [y0, y1] = fit_to_windows(to_fine(lo[1], hi[1], m, ny), to_fine(lo[1], hi[1], inner_m, ny), ny);
+      const bool fit = result.modality.modality == "ct";
+      const auto in_plane = [&](int a, std::int64_t n) {
+        const auto outer = to_fine(lo[a], hi[a], m, n);
+        return fit ? fit_to_windows(outer, to_fine(lo[a], hi[a], inner_m, n), n) : outer;
+      };
+      const auto [x0, x1] = in_plane(0, nx);
+      const auto [y0, y1] = in_plane(1, ny);
       const auto [z0, z1] = to_fine(lo[2], hi[2], m / 2 + half_step, nz);
       box = {x0, x1, y0, y1, {}};
       for (std::int64_t z = z0; z < z1; ++z) box.zs.push_back(z);
