@@ -4,7 +4,10 @@ matrix), each binary finding (AUC, sensitivity and specificity at the model card
 operating point), Modic; overall, per sequence and per scanner group.
 
   /usr/bin/python3 scripts/eval_grade.py OUTDIR --data ../shared/data/mri-spider-gradings \
-      --subset validation [--json metrics.json]
+      --subset validation [--json metrics.json] [--card validation.json --command "..."]
+
+--card writes the model card's "validation" object (the shape models/mr-disc-grading.pt
+carries), for scripts/recard_model.py.
 """
 import argparse
 import json
@@ -89,18 +92,57 @@ def mean_disc(discs):
     return {"pfirrmann": {"grade": int(np.argmax(probs)) + 1}, "findings": findings}
 
 
+def card_validation(res, command):
+    """The card's validation object: overall, per sequence and per scanner, and which of
+    issue 15's targets are met."""
+    def r3(v):
+        return None if v is None else round(float(v), 3)
+
+    def block(s):
+        pf = s["pfirrmann"]
+        return {"discs": s["discs"], "pfirrmann_exact": r3(pf["exact"]), "pfirrmann_within_one": r3(pf["within_one"]),
+                "pfirrmann_weighted_kappa": r3(pf["weighted_kappa"]),
+                "auc": {f: r3(m["auc"]) for f, m in s["findings"].items()}}
+
+    g, det = res["grading"], res["detection"]["all"]
+    a = g["all"]
+    auc = {f: m["auc"] or 0 for f, m in a["findings"].items()}
+    return {
+        "data": f"SPIDER {res['subset']} subset: its patients never trained on; {a['discs']} graded discs matched by name",
+        "command": command,
+        "detection": {"graded_lumbar_discs": det["graded_lumbar_discs"], "found_named": det["found_named"],
+                      "found_named_not_flagged": det["found_named_not_flagged"]},
+        "all": block(a),
+        "pfirrmann_confusion_rows_reference_cols_predicted": a["pfirrmann"]["confusion_rows_reference_cols_predicted"],
+        "operating_point_sensitivity_specificity": {f: [r3(m["sensitivity"]), r3(m["specificity"])]
+                                                    for f, m in a["findings"].items()},
+        "modic_change_accuracy": r3(a["modic"]["accuracy_change_or_not"]),
+        "by_sequence": {k[len("sequence "):]: block(s) for k, s in g.items() if k.startswith("sequence ") and "pfirrmann" in s},
+        "by_scanner": {k: block(g[k]) for k in res["scanner_groups"] if "pfirrmann" in g.get(k, {})},
+        "targets_met": {"pfirrmann_exact>=0.75": a["pfirrmann"]["exact"] >= 0.75,
+                        "within_one>=0.97": a["pfirrmann"]["within_one"] >= 0.97,
+                        "weighted_kappa>=0.80": a["pfirrmann"]["weighted_kappa"] >= 0.80,
+                        "auc>=0.85 herniation": auc["herniation"] >= 0.85, "narrowing": auc["narrowing"] >= 0.85,
+                        "bulging": auc["bulging"] >= 0.85, "spondylolisthesis": auc["spondylolisthesis"] >= 0.85,
+                        "detection>=0.98": det["fraction"] >= 0.98},
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
     ap.add_argument("--data", default="../shared/data/mri-spider-gradings")
     ap.add_argument("--subset", default="validation")
     ap.add_argument("--json")
+    ap.add_argument("--card", help="write the model card's validation object here")
+    ap.add_argument("--command", default="scripts/eval_grade.sh", help="the command named in --card's object")
     args = ap.parse_args()
     series = read_series(args.data)
     gradings = read_gradings(args.data)
     # group -> [graded lumbar discs in view, found with that name, of those not flagged]
     det = defaultdict(lambda: [0, 0, 0])
     failed, overnamed, paired = [], 0, defaultdict(list)
+    scanner_groups = set()
     by_sequence = defaultdict(dict)  # (patient, disc) -> {sequence: disc json}
     for name, row in sorted(series.items()):
         if row["subset"] != args.subset:
@@ -115,6 +157,7 @@ def main():
             overnamed += sum(1 for k in discs if k > int(row["num_discs"]))
         else:
             failed.append(name)
+        scanner_groups.add(group_of(row))
         for key in ("all", sequence_of(name), group_of(row)):
             det[key][0] += len(in_view)
             det[key][1] += sum(1 for k in in_view if k in discs)
@@ -141,9 +184,12 @@ def main():
                              "found_named_not_flagged": v[2]}
                          for k, v in det.items()},
            "discs_named_beyond_the_discs_in_view": overnamed,
+           "scanner_groups": sorted(scanner_groups),
            "grading": {k: score(v) for k, v in sorted(paired.items())}}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
+    if args.card:
+        Path(args.card).write_text(json.dumps(card_validation(res, args.command), indent=1))
     d = res["detection"]["all"]
     print(f"detection: {d['found_named']}/{d['graded_lumbar_discs']} = {d['fraction']:.3f} "
           f"graded lumbar discs found with their name; {overnamed} discs named beyond the discs in view; "

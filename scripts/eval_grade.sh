@@ -26,4 +26,6 @@ with open(sys.argv[2] + "/inputs.txt", "w") as f:
 print(f"{len(rows)} {sys.argv[3]} series")
 PY
 "$root/build/bin/spine-grade" "$out/inputs.txt" -o "$out/grades" --threads 2 --force -q "$@" || true
-/usr/bin/python3 "$root/scripts/eval_grade.py" "$out/grades" --data "$data" --subset "$subset" --json "$out/metrics.json"
+# card-validation.json: the figures as the model card carries them (scripts/recard_model.py)
+/usr/bin/python3 "$root/scripts/eval_grade.py" "$out/grades" --data "$data" --subset "$subset" --json "$out/metrics.json" \
+  --card "$out/card-validation.json" --command "scripts/eval_grade.sh ${out#"$root"/} $*"
