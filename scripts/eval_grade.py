@@ -92,6 +92,46 @@ def mean_disc(discs):
     return {"pfirrmann": {"grade": int(np.argmax(probs)) + 1}, "findings": findings}
 
 
+def t1_t2_naming(outdir, data, series):
+    """Names checked without reference positions: a patient's T1 and T2 middle slices of one
+    size and pixel spacing show the same discs in the same place, so a disc of one found
+    within 6 mm of a disc of the other should carry the same name. SPIDER has no masks, so
+    this is the only check of the names' positions here; it cannot tell which of the two
+    is wrong, and agreement does not prove both right."""
+    from PIL import Image
+
+    pairs = agreeing = discs = same = both_reliable = both_reliable_agreeing = 0
+    for name, row in series.items():
+        t2 = name[:-3] + "_t2"
+        if not name.endswith("_t1") or t2 not in series or row["PixelSpacing"] != series[t2]["PixelSpacing"]:
+            continue
+        fa, fb = Path(outdir) / name / "grades.json", Path(outdir) / t2 / "grades.json"
+        if not fa.exists() or not fb.exists():
+            continue
+        if Image.open(Path(data) / "images" / f"{name}.png").size != Image.open(Path(data) / "images" / f"{t2}.png").size:
+            continue
+        spacing = float(row["PixelSpacing"].strip("[]").split(",")[0])
+        ja, jb = json.load(open(fa)), json.load(open(fb))
+        matched = differ = 0
+        for a in ja["discs"]:
+            ca = np.array(a["centre_px"])
+            near = [b for b in jb["discs"] if np.linalg.norm(np.array(b["centre_px"]) - ca) * spacing <= 6]
+            if near:
+                matched += 1
+                differ += near[0]["name"] != a["name"]
+        if not matched:
+            continue
+        pairs += 1
+        agreeing += differ == 0
+        discs += matched
+        same += matched - differ
+        reliable = ja["naming_reliable"] and jb["naming_reliable"]
+        both_reliable += reliable
+        both_reliable_agreeing += reliable and differ == 0
+    return {"pairs": pairs, "pairs_agreeing": agreeing, "discs_matched": discs, "discs_same_name": same,
+            "pairs_both_named_reliably": both_reliable, "of_those_agreeing": both_reliable_agreeing}
+
+
 def card_validation(res, command):
     """The card's validation object: overall, per sequence and per scanner, and which of
     issue 15's targets are met."""
@@ -117,6 +157,7 @@ def card_validation(res, command):
         "operating_point_sensitivity_specificity": {f: [r3(m["sensitivity"]), r3(m["specificity"])]
                                                     for f, m in a["findings"].items()},
         "modic_change_accuracy": r3(a["modic"]["accuracy_change_or_not"]),
+        "t1_t2_same_names": res["t1_t2_naming"],
         "by_sequence": {k[len("sequence "):]: block(s) for k, s in g.items() if k.startswith("sequence ") and "pfirrmann" in s},
         "by_scanner": {k: block(g[k]) for k in res["scanner_groups"] if "pfirrmann" in g.get(k, {})},
         "targets_met": {"pfirrmann_exact>=0.75": a["pfirrmann"]["exact"] >= 0.75,
@@ -185,6 +226,7 @@ def main():
                          for k, v in det.items()},
            "discs_named_beyond_the_discs_in_view": overnamed,
            "scanner_groups": sorted(scanner_groups),
+           "t1_t2_naming": t1_t2_naming(args.outdir, args.data, {k: v for k, v in series.items() if v["subset"] == args.subset}),
            "grading": {k: score(v) for k, v in sorted(paired.items())}}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
@@ -197,6 +239,10 @@ def main():
     for k, v in res["detection"].items():
         print(f"  detection {k}: {v['found_named']}/{v['graded_lumbar_discs']} = {v['fraction']:.3f} "
               f"({v['found_named_not_flagged']} of them not flagged)")
+    t = res["t1_t2_naming"]
+    print(f"T1/T2 names (same-size pairs): {t['pairs_agreeing']}/{t['pairs']} pairs agree on every disc in the same place, "
+          f"{t['discs_same_name']}/{t['discs_matched']} discs; pairs with both series named reliably: "
+          f"{t['of_those_agreeing']}/{t['pairs_both_named_reliably']} agree")
     for k, s in res["grading"].items():
         if "pfirrmann" not in s:
             continue
