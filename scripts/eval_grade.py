@@ -148,7 +148,9 @@ def card_validation(res, command):
     a = g["all"]
     auc = {f: m["auc"] or 0 for f, m in a["findings"].items()}
     return {
-        "data": f"SPIDER {res['subset']} subset: its patients never trained on; {a['discs']} graded discs matched by name",
+        "data": f"SPIDER {res['subset']} subset"
+                + (": its patients never trained on" if res["subset"] == "validation" else ": the grader's own training patients")
+                + f"; {a['discs']} graded discs matched by name",
         "command": command,
         "detection": {"graded_lumbar_discs": det["graded_lumbar_discs"], "found_named": det["found_named"],
                       "found_named_not_flagged": det["found_named_not_flagged"]},

@@ -28,4 +28,4 @@ PY
 "$root/build/bin/spine-grade" "$out/inputs.txt" -o "$out/grades" --threads 2 --force -q "$@" || true
 # card-validation.json: the figures as the model card carries them (scripts/recard_model.py)
 /usr/bin/python3 "$root/scripts/eval_grade.py" "$out/grades" --data "$data" --subset "$subset" --json "$out/metrics.json" \
-  --card "$out/card-validation.json" --command "scripts/eval_grade.sh ${out#"$root"/} $*"
+  --card "$out/card-validation.json" --command "scripts/eval_grade.sh ${out#"$root"/}${*:+ $*}"

@@ -501,7 +501,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       // windows. Not on MR: the MR model's level outputs read the whole window, and on
       // the 350 SPIDER slices (`spine-grade --discs-only`) the fitted box (real image
       // where there were zeros) moved the names of whole chains by one or more levels in
-      // about a fifth of the series, first sacral segments taken for L5 among them.
+      // 98 of the series, first sacral segments taken for L5 among them.
       const double inner_m = std::max(0.0, m - 5);
       const bool fit = result.modality.modality == "ct";
       const auto in_plane = [&](int a, std::int64_t n) {

@@ -207,7 +207,7 @@ TEST(SpineSegCommand, MrPhantomsRunAsMr) {
 // the coarse pass, and the fine pass must then see the box the MR model was validated
 // with. Fitted to the CT's 32-voxel windows instead (real image where the window had
 // zeros), it found a vertebra that is not there (a "T11" above T12..L5) on three of four
-// such phantoms, and on about a fifth of the SPIDER slices the names of whole chains moved.
+// such phantoms, and on 98 of the 350 SPIDER slices the names of whole chains moved.
 TEST(SpineSegCommand, WideMrFieldKeepsItsNames) {
   TempDir dir;
   const fs::path ph = make_phantom(dir, "--kind mr-t2 --first T12 --last L5 --spacing 1.5 --margin 140 --seed 9", "wide");
