@@ -22,20 +22,9 @@ from cobb import anchors, data, fine, preprocess  # noqa: E402
 from cobb.angles import aasce_angles  # noqa: E402
 from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
 import train_spine_finder as finder_lib  # noqa: E402
+from ensemble_models import MeanOf  # noqa: E402
 
 SWAP = fine.MIRROR  # corner order after a horizontal mirror
-
-
-class Mean(torch.nn.Module):
-    """Eager counterpart of a seed ensemble (scripts/ensemble_models.py): the mean of the
-    members' outputs."""
-
-    def __init__(self, members):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-
-    def forward(self, x):
-        return sum(m(x) for m in self.members) / len(self.members)
 
 
 def eager(path, make):
@@ -51,7 +40,7 @@ def eager(path, make):
         net = make(w)
         net.load_state_dict(w)
         nets.append(net.eval())
-    return nets[0] if len(nets) == 1 else Mean(nets).eval()
+    return nets[0] if len(nets) == 1 else MeanOf(nets).eval()
 
 
 def flip_average(model, x):

@@ -92,12 +92,12 @@ def mean_disc(discs):
     return {"pfirrmann": {"grade": int(np.argmax(probs)) + 1}, "findings": findings}
 
 
-def t1_t2_naming(outdir, data, series):
+def t1_t2_naming(results, data, series):
     """Names checked without reference positions: a patient's T1 and T2 middle slices of one
     size and pixel spacing show the same discs in the same place, so a disc of one found
     within 6 mm of a disc of the other should carry the same name. SPIDER has no masks, so
     this is the only check of the names' positions here; it cannot tell which of the two
-    is wrong, and agreement does not prove both right."""
+    is wrong, and agreement does not prove both right. `results`: series -> its grades.json."""
     from PIL import Image
 
     pairs = agreeing = discs = same = both_reliable = both_reliable_agreeing = 0
@@ -105,13 +105,12 @@ def t1_t2_naming(outdir, data, series):
         t2 = name[:-3] + "_t2"
         if not name.endswith("_t1") or t2 not in series or row["PixelSpacing"] != series[t2]["PixelSpacing"]:
             continue
-        fa, fb = Path(outdir) / name / "grades.json", Path(outdir) / t2 / "grades.json"
-        if not fa.exists() or not fb.exists():
+        ja, jb = results.get(name), results.get(t2)
+        if ja is None or jb is None:
             continue
         if Image.open(Path(data) / "images" / f"{name}.png").size != Image.open(Path(data) / "images" / f"{t2}.png").size:
             continue
         spacing = float(row["PixelSpacing"].strip("[]").split(",")[0])
-        ja, jb = json.load(open(fa)), json.load(open(fb))
         matched = differ = 0
         for a in ja["discs"]:
             ca = np.array(a["centre_px"])
@@ -186,6 +185,7 @@ def main():
     det = defaultdict(lambda: [0, 0, 0])
     failed, overnamed, paired = [], 0, defaultdict(list)
     scanner_groups = set()
+    results = {}  # series -> its grades.json
     by_sequence = defaultdict(dict)  # (patient, disc) -> {sequence: disc json}
     for name, row in sorted(series.items()):
         if row["subset"] != args.subset:
@@ -195,7 +195,7 @@ def main():
         f = Path(args.outdir) / name / "grades.json"
         discs = {}
         if f.exists():
-            j = json.load(open(f))
+            j = results[name] = json.load(open(f))
             discs = {spider_index(d["name"]): d for d in j["discs"] if spider_index(d["name"])}
             overnamed += sum(1 for k in discs if k > int(row["num_discs"]))
         else:
@@ -228,7 +228,7 @@ def main():
                          for k, v in det.items()},
            "discs_named_beyond_the_discs_in_view": overnamed,
            "scanner_groups": sorted(scanner_groups),
-           "t1_t2_naming": t1_t2_naming(args.outdir, args.data, {k: v for k, v in series.items() if v["subset"] == args.subset}),
+           "t1_t2_naming": t1_t2_naming(results, args.data, series),
            "grading": {k: score(v) for k, v in sorted(paired.items())}}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -175,9 +175,9 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
   // spine's direction, the L5/S1 disc lies under L5's lower endplate: placed half a
   // typical L5/S1 height (5 mm) below it, and said so.
   const bool has_sacrum = std::any_of(order.begin(), order.end(), [](const BodyPixels& b) { return b.label == label::kSacrum; });
-  if (!has_sacrum && order.size() >= 2 && order.back().label == 24 && order[order.size() - 2].label == 23) {
+  if (!has_sacrum && order.size() >= 2 && order.back().label == label::kL5 && order[order.size() - 2].label == label::kL4) {
     if (auto d = disc_beyond(order.back(), order[order.size() - 2], 5.0, lab)) {
-      d->label = disc_label_below(24);
+      d->label = disc_label_below(label::kL5);
       d->name = label_name(d->label);
       d->placement = "below L5's lower endplate (sacrum not segmented)";
       discs.push_back(*d);
@@ -188,9 +188,9 @@ std::vector<DiscLocation> locate_discs(const GradingSlice& slice) {
   // T12 bodies out (SPIDER training series), and with them the lumbar spine's top disc.
   // When L1 is the highest body and L2 lies below it, T12/L1 sits above L1's upper
   // endplate: placed half a typical T12/L1 height (4 mm) above it, and said so.
-  if (order.size() >= 2 && order.front().label == 20 && order[1].label == 21) {
+  if (order.size() >= 2 && order.front().label == label::kL1 && order[1].label == label::kL2) {
     if (auto d = disc_beyond(order.front(), order[1], 4.0, lab)) {
-      d->label = disc_label_below(19);
+      d->label = disc_label_below(label::kT12);
       d->name = label_name(d->label);
       d->placement = "above L1's upper endplate (T12 not segmented)";
       d->axis = {-d->axis.x, -d->axis.y};  // head to foot, as every disc's axis

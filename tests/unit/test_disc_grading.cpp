@@ -1,6 +1,6 @@
 // Disc location between vertebral bodies in a grading slice, the L5/S1 disc placed under
-// L5 when the sacrum is not segmented (and T12/L1 above L1 without T12), the patch in the disc's frame, and the slab a 2D
-// slice becomes for the 2.5D model.
+// L5 when the sacrum is not segmented (and T12/L1 above L1 without T12), the patch in the
+// disc's frame, and the slab a 2D slice becomes for the 2.5D model.
 #include <cmath>
 
 #include <gtest/gtest.h>
