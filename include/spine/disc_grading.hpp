@@ -26,6 +26,11 @@ struct GradingSlice {
   std::string choice;         // how the slice was chosen, for the outputs
   int slice_index = -1;       // in the volume's left-right axis (PIL orientation); -1 for a 2D input
   int slice_count = 1;
+  // Where a pixel (x, y) of the slice lies in the patient: position.index_to_lps(x, y,
+  // position_k) (the input's own geometry for a 2D input; PNG and JPEG have none, so
+  // their pixels are placed from the origin).
+  Geometry position;
+  int position_k = 0;
   double naming_confidence = 0;
   std::vector<std::string> flags;  // from the segmentation (transitional anatomy, spacing)
   std::vector<std::string> model_limitations;
@@ -83,6 +88,40 @@ struct PatchSpec {
 };
 // [discs, 1, height, width], the discs in the order given.
 Tensor disc_patches(const FloatImage& slice, const std::vector<DiscLocation>& discs, const PatchSpec& spec);
+
+// --- A study's series together ---------------------------------------------------------
+// A series name's sequence token (t1, t2, t1w, t2w, any case) and its study: the name
+// before that token ("101_t2_SPACE" -> "101", "sub-01_T1w" -> "sub-01"). Both empty when
+// the name has no such token or nothing before it (the series then stands alone).
+struct SeriesOfStudy {
+  std::string study_key;
+  std::string sequence;
+};
+SeriesOfStudy series_of_study(const std::string& series_name);
+
+// A disc's name (label) and where it lies in the patient (LPS mm): the same disc in two
+// series of one study lies at the same place.
+struct DiscPosition {
+  int label = 0;
+  std::array<double, 3> lps_mm{};
+};
+
+// Two series' names for the discs they both show (nearest disc within tolerance_mm).
+struct NameComparison {
+  int matched = 0;
+  // How many levels higher (nearer the head) this series names the matched discs than the
+  // other; negative: lower; 0: the same names.
+  int levels_higher = 0;
+  bool consistent = true;  // every matched disc differs by the same number of levels
+};
+NameComparison compare_disc_names(const std::vector<DiscPosition>& mine, const std::vector<DiscPosition>& other,
+                                  double tolerance_mm = 6.0);
+// At least this many discs matched before two series' names are compared at all.
+inline constexpr int kMinDiscsToCompareNames = 3;
+
+// Renames every disc `levels` levels down the normal sequence (L4/L5 -> L5/S); a disc that
+// would fall inside the sacrum is removed. Returns how many were removed.
+int move_names_down(std::vector<DiscLocation>& discs, int levels);
 
 // --- Grades ----------------------------------------------------------------------------
 inline constexpr int kPfirrmannGrades = 5;

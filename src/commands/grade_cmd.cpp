@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -36,13 +37,19 @@ void GradeConfig::register_cli(CLI::App& app) {
   app.add_flag("--write-patches", write_patches,
                "Also write disc_patches.nii.gz: each disc's patch as the grading model sees it, top to bottom");
   app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
+  app.add_flag("!--no-series-pairing", pair_series,
+               "Name each series' discs on its own. By default the series of one study given together (names that "
+               "differ only in a t1/t2/T1w/T2w token: 101_t1, 101_t2, 101_t2_SPACE) are compared where they show the "
+               "same discs in the same place, and where their names disagree by whole levels the lower naming is kept "
+               "(flagged)");
 }
 
 nlohmann::json GradeConfig::to_json() const {
   return {{"common", common.to_json()},         {"mr_model", mr_model},
           {"grade_model", grade_model},         {"spacing_mm", spacing_mm},
           {"discs_only", discs_only},           {"write_patches", write_patches},
-          {"overlay", overlay},                 {"segmentation", seg.to_json()}};
+          {"overlay", overlay},                 {"pair_series", pair_series},
+          {"segmentation", seg.to_json()}};
 }
 
 std::vector<std::string> grade_model_versions() {
@@ -267,35 +274,138 @@ BatchSummary run_grade(const GradeConfig& c) {
   options.models = {{seg_model.card().name, seg_model.card().version, seg_model.sha256()}};
   if (grade_model) options.models.push_back({grade_model->card().name, grade_model->card().version, grade_model->sha256()});
   options.on_finish = [&] { write_grades_csv(c.common.output_dir); };
-  return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
-    StageTimer timer;  // stage times, for grades.json
-    LoadedImage in = read_image(study.path);
-    timer.lap("read_s");
+  // A series and its discs, found as the first steps of the processor below; throws an
+  // input error (without the file's name) when it cannot be read or holds no lumbar spine.
+  struct FoundDiscs {
     GradingSlice slice;
     std::vector<DiscLocation> discs;
-    std::vector<DiscGrades> grades;
+    std::vector<DiscPosition> positions;  // as named by this series alone
+  };
+  const auto find_discs = [&](const fs::path& path, StageTimer* timer) {
+    FoundDiscs out;
+    LoadedImage in = read_image(path);
+    if (timer) timer->lap("read_s");
+    const bool planar = in.image.geometry.dimension == 2 || in.image.nz() == 1;
+    if (planar && (in.info.format == "png" || in.info.format == "jpeg")) {
+      if (c.spacing_mm <= 0)
+        throw input_error("is a " + in.info.format + " slice without pixel spacing: give --spacing (mm)");
+      in.image.geometry.spacing[0] = in.image.geometry.spacing[1] = c.spacing_mm;
+    }
+    if (planar && (in.image.nx() * in.image.geometry.spacing[0] < 80 || in.image.ny() * in.image.geometry.spacing[1] < 80))
+      throw input_error("covers under 80 mm: too small for a lumbar spine (check --spacing)");
+    out.slice = grading_slice(in.image, segmenter, c.seg, in.info.modality);
+    if (timer) timer->lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
+    out.discs = locate_discs(out.slice);
+    if (timer) timer->lap("discs_s");
+    if (out.discs.empty())
+      throw input_error("no disc between two named vertebral bodies found: not a sagittal lumbar MRI, or the slice "
+                        "misses the vertebral bodies");
+    for (const auto& d : out.discs)
+      out.positions.push_back({d.label, out.slice.position.index_to_lps(d.centre_px.x, d.centre_px.y, out.slice.position_k)});
+    return out;
+  };
+  // The series of one study given together (by name: "101_t1", "101_t2"), by input path
+  // (names may be pseudonyms in the processor), and each series' discs as it named them
+  // alone, kept for the run (a few numbers per series).
+  std::map<std::string, std::vector<std::pair<fs::path, std::string>>> study_series;  // key -> (path, sequence)
+  std::map<fs::path, std::string> key_of;
+  if (c.pair_series)
+    for (const auto& s : studies) {
+      const SeriesOfStudy sos = series_of_study(s.name);
+      if (sos.study_key.empty()) continue;
+      study_series[sos.study_key].emplace_back(s.path, sos.sequence);
+      key_of[s.path] = sos.study_key;
+    }
+  std::map<fs::path, std::optional<std::vector<DiscPosition>>> named_alone;  // nullopt: the series failed
+
+  return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
+    StageTimer timer;  // stage times, for grades.json
+    FoundDiscs found_discs;
     try {
-      const bool planar = in.image.geometry.dimension == 2 || in.image.nz() == 1;
-      if (planar && (in.info.format == "png" || in.info.format == "jpeg")) {
-        if (c.spacing_mm <= 0)
-          throw input_error("is a " + in.info.format + " slice without pixel spacing: give --spacing (mm)");
-        in.image.geometry.spacing[0] = in.image.geometry.spacing[1] = c.spacing_mm;
-      }
-      if (planar && (in.image.nx() * in.image.geometry.spacing[0] < 80 || in.image.ny() * in.image.geometry.spacing[1] < 80))
-        throw input_error("covers under 80 mm: too small for a lumbar spine (check --spacing)");
-      slice = grading_slice(in.image, segmenter, c.seg, in.info.modality);
-      timer.lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
-      discs = locate_discs(slice);
-      timer.lap("discs_s");
-      if (discs.empty())
-        throw input_error("no disc between two named vertebral bodies found: not a sagittal lumbar MRI, or the slice "
-                          "misses the vertebral bodies");
-      if (grader) grades = grader->grade(slice.image, discs);
-      timer.lap("grading_s");
+      found_discs = find_discs(study.path, &timer);
     } catch (const Error& e) {
+      named_alone[study.path] = std::nullopt;
       throw e.with_context(study.path.string());
     }
+    GradingSlice& slice = found_discs.slice;
+    std::vector<DiscLocation>& discs = found_discs.discs;
+    named_alone[study.path] = found_discs.positions;
+    // The study's other series: their names for the same discs. Series named only by
+    // their sequence, never by file name, so that pseudonymised runs leak nothing.
+    std::vector<std::string> pairing_flags;
+    nlohmann::json pairing = nullptr;
+    bool names_disagree = false;
+    if (key_of.count(study.path)) {
+      const auto& members = study_series.at(key_of.at(study.path));
+      nlohmann::json compared = nlohmann::json::array();
+      int move_down = 0;
+      std::string lower_sequence;
+      for (const auto& [path, sequence] : members) {
+        if (path == study.path) continue;
+        if (!named_alone.count(path)) {
+          try {
+            named_alone[path] = find_discs(path, nullptr).positions;
+          } catch (const Error&) {
+            named_alone[path] = std::nullopt;  // reported when that series itself is run
+          }
+        }
+        const auto& other = named_alone.at(path);
+        if (!other) {
+          compared.push_back({{"sequence", sequence}, {"compared", false}, {"why", "its discs could not be found"}});
+          continue;
+        }
+        const NameComparison nc = compare_disc_names(found_discs.positions, *other);
+        if (nc.matched < kMinDiscsToCompareNames) {
+          compared.push_back({{"sequence", sequence}, {"compared", false}, {"matched_discs", nc.matched},
+                              {"why", "fewer than " + std::to_string(kMinDiscsToCompareNames) +
+                                          " discs in the same place (another field of view, or slices without "
+                                          "position that are not the same size)"}});
+          continue;
+        }
+        compared.push_back({{"sequence", sequence}, {"compared", true}, {"matched_discs", nc.matched},
+                            {"this_series_names_levels_higher", nc.levels_higher}, {"consistent", nc.consistent}});
+        if (!nc.consistent) {
+          names_disagree = true;
+          pairing_flags.push_back("names differ from the study's " + sequence +
+                                  " series by different numbers of levels along the spine (check the levels)");
+        } else if (nc.levels_higher > 0) {
+          names_disagree = true;
+          if (nc.levels_higher > move_down) {
+            move_down = nc.levels_higher;
+            lower_sequence = sequence;
+          }
+        } else if (nc.levels_higher < 0) {
+          names_disagree = true;
+          pairing_flags.push_back("the study's " + sequence + " series names the same discs " +
+                                  std::to_string(-nc.levels_higher) +
+                                  " level(s) higher; this series' (lower) names are kept");
+        }
+      }
+      int removed = 0;
+      if (move_down > 0) {
+        removed = move_names_down(discs, move_down);
+        pairing_flags.push_back("names moved " + std::to_string(move_down) + " level(s) down to the study's " +
+                                lower_sequence + " series, which named the same discs lower (the usual naming fault "
+                                "on sagittal slices is the first sacral segment taken for L5)" +
+                                (removed ? "; " + std::to_string(removed) + " disc(s) below L5/S1 left out" : ""));
+        if (discs.empty())
+          throw input_error("no lumbar disc left after the names were moved to the study's " + lower_sequence +
+                            " series'").with_context(study.path.string());
+      }
+      pairing = {{"sequence", series_of_study(study.name).sequence.empty() ? nlohmann::json(nullptr)
+                                                                             : nlohmann::json(series_of_study(study.name).sequence)},
+                 {"other_series", compared},
+                 {"names_moved_down_levels", move_down},
+                 {"discs_left_out", removed},
+                 {"rule", "a study's series name the same discs alike; where they disagree by whole levels the lower "
+                          "naming is kept (spine-grade --no-series-pairing grades each series alone)"}};
+    }
+    timer.lap("other_series_s");
+    std::vector<DiscGrades> grades;
+    if (grader) grades = grader->grade(slice.image, discs);
+    timer.lap("grading_s");
     std::vector<std::string> flags = slice.flags;
+    flags.insert(flags.end(), pairing_flags.begin(), pairing_flags.end());
     std::set<std::string> found;
     for (const auto& d : discs) found.insert(d.name);
     std::vector<std::string> not_found;
@@ -315,7 +425,7 @@ BatchSummary run_grade(const GradeConfig& c) {
           flags.push_back("disc " + lumbar_discs()[i] + " not found between discs that were");
       }
     // Names rest on the segmentation's sequence: a naming doubt makes every level uncertain.
-    const bool naming_reliable = sacrum && slice.flags.empty();
+    const bool naming_reliable = sacrum && slice.flags.empty() && !names_disagree;
     nlohmann::json jd = nlohmann::json::array();
     for (std::size_t i = 0; i < discs.size(); ++i) jd.push_back(disc_json(discs[i], grader ? &grades[i] : nullptr));
     const double sx = slice.image.geometry.spacing[0], sy = slice.image.geometry.spacing[1];
@@ -328,6 +438,7 @@ BatchSummary run_grade(const GradeConfig& c) {
                                         {"frame", "x toward posterior (anterior at the left), y toward the feet"}}},
                      {"naming_confidence", r3(slice.naming_confidence)},
                      {"naming_reliable", naming_reliable},
+                     {"series_of_study", pairing},
                      {"discs", jd},
                      {"lumbar_discs_not_found", not_found},
                      {"flags", flags},

@@ -86,6 +86,8 @@ GradingSlice grading_slice(const FloatImage& image, SpineSegmenter& segmenter, c
                  " (left to right), through the median left-right position of the " +
                  (by_discs ? std::to_string(zs.size()) + " segmented discs" : std::to_string(zs.size()) + " vertebrae");
   }
+  out.position = planar ? image.geometry : volume.geometry;
+  out.position_k = planar ? 0 : static_cast<int>(k);
   out.image = sagittal_slice(volume, k);
   out.labels = sagittal_slice(labels, k);
   out.vertebrae = seg.vertebrae;

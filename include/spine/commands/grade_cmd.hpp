@@ -23,6 +23,9 @@ struct GradeConfig {
   bool discs_only = false;     // find and name the discs, no grading model
   bool write_patches = false;  // disc_patches.nii.gz: what the grading model sees
   bool overlay = true;
+  // Series of one study given together (names that differ only in a t1 / t2 token) are
+  // named alike: where their names disagree, the lower naming is kept.
+  bool pair_series = true;
   SpineSegConfig seg;
 
   void register_cli(CLI::App& app);
