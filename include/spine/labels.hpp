@@ -15,7 +15,7 @@ namespace spine {
 // Spinal cord 60 and spinal canal 61, as in the TPTBox sub-region convention.
 namespace label {
 inline constexpr int kBackground = 0;
-inline constexpr int kC1 = 1, kC7 = 7, kT1 = 8, kT10 = 17, kT11 = 18, kT12 = 19, kL1 = 20, kL2 = 21, kL4 = 23, kL5 = 24, kL6 = 25;
+inline constexpr int kC1 = 1, kC7 = 7, kT1 = 8, kT10 = 17, kT11 = 18, kT12 = 19, kL1 = 20, kL2 = 21, kL3 = 22, kL4 = 23, kL5 = 24, kL6 = 25;
 inline constexpr int kSacrum = 26, kT13 = 28;
 inline constexpr int kSpinalCord = 60, kSpinalCanal = 61;
 inline constexpr int kDiscOffset = 100;

@@ -2,6 +2,8 @@
 // PNG): discs found between the bodies where the phantom has discs, well-formed grades,
 // the cohort CSV; and its bad-input contract. (Accuracy on real MRI comes from
 // scripts/eval_grade.sh; a phantom's grades mean nothing and are not checked.)
+#include <algorithm>
+#include <array>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -128,6 +130,82 @@ TEST(GradeCommand, PhantomVolumeAndSliceGradedWithCohortTable) {
   std::size_t rows = 0;
   while (std::getline(csv, line)) ++rows;
   EXPECT_EQ(rows, jv["discs"].size() + js["discs"].size());
+}
+
+// The centroid (LPS mm) of one label in a label volume.
+std::array<double, 3> centroid_lps(const LabelImage& l, int label) {
+  double x = 0, y = 0, z = 0, n = 0;
+  for (std::size_t k = 0; k < l.nz(); ++k)
+    for (std::size_t j = 0; j < l.ny(); ++j)
+      for (std::size_t i = 0; i < l.nx(); ++i)
+        if (l.at(i, j, k) == label) {
+          x += static_cast<double>(i), y += static_cast<double>(j), z += static_cast<double>(k), ++n;
+        }
+  return l.geometry.index_to_lps(x / n, y / n, z / n);
+}
+
+// Two series of one study (names differing in t1/t2) are compared where they show the
+// same discs. The same phantom as both agrees; the phantom moved one disc up in the patient
+// (so that its L1/L2 lies where the other's T12/L1 does) names every shared disc one level
+// lower, and the series naming higher takes the lower names, flagged. Alone, or with
+// --no-series-pairing, a series keeps its own names.
+TEST(GradeCommand, SeriesOfOneStudyNamedAlike) {
+  TempDir dir;
+  const Phantom p = make_phantom(dir);
+  fs::create_directories(dir / "in");
+  write_image(p.image, dir / "in" / "p1_t1.nii.gz");
+  write_image(p.image, dir / "in" / "p1_t2.nii.gz");
+  write_image(p.image, dir / "in" / "p2_t2.nii.gz");
+  const auto a = centroid_lps(p.labels, 100 + label::kT12), b = centroid_lps(p.labels, 100 + label::kL1);
+  FloatImage moved = p.image;
+  for (int i = 0; i < 3; ++i) moved.geometry.origin[i] += a[i] - b[i];
+  write_image(moved, dir / "in" / "p2_t1.nii.gz");
+  const auto r = run_command(bin("spine-grade") + " " + q(dir / "in") + " --discs-only --no-overlay --threads 2 -o " +
+                             q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto grades = [&](const char* s) { return nlohmann::json::parse(test::read_file(dir / "out" / s / "grades.json")); };
+  auto names = [](const nlohmann::json& j) {
+    std::vector<std::string> n;
+    for (const auto& d : j["discs"]) n.push_back(d["name"]);
+    return n;
+  };
+
+  const auto p1 = grades("p1_t1");
+  ASSERT_FALSE(p1["series_of_study"].is_null()) << p1.dump();
+  const auto& other = p1["series_of_study"]["other_series"];
+  ASSERT_EQ(other.size(), 1u);
+  EXPECT_EQ(other[0]["sequence"], "t2");
+  EXPECT_TRUE(other[0]["compared"].get<bool>()) << other.dump();
+  EXPECT_GE(other[0]["matched_discs"].get<int>(), 3);
+  EXPECT_EQ(other[0]["this_series_names_levels_higher"], 0);
+  EXPECT_EQ(p1["series_of_study"]["names_moved_down_levels"], 0);
+  EXPECT_EQ(names(p1), names(grades("p1_t2")));
+
+  const auto alone = names(grades("p1_t1"));
+  const auto p2t1 = grades("p2_t1"), p2t2 = grades("p2_t2");
+  // The moved series names the shared discs lower: the unmoved one takes its names.
+  EXPECT_EQ(p2t2["series_of_study"]["other_series"][0]["this_series_names_levels_higher"], 1) << p2t2.dump();
+  EXPECT_EQ(p2t2["series_of_study"]["names_moved_down_levels"], 1);
+  EXPECT_FALSE(p2t2["naming_reliable"].get<bool>());
+  EXPECT_FALSE(p2t1["naming_reliable"].get<bool>());
+  EXPECT_EQ(p2t1["series_of_study"]["names_moved_down_levels"], 0);
+  bool flagged = false;
+  for (const auto& f : p2t2["flags"]) flagged = flagged || f.get<std::string>().find("names moved 1 level(s) down to the study's t1 series") != std::string::npos;
+  EXPECT_TRUE(flagged) << p2t2["flags"].dump();
+  // Each disc of the unmoved series now carries the name of the next disc down in its own naming.
+  const auto moved_names = names(p2t2);
+  ASSERT_FALSE(moved_names.empty());
+  const auto first = std::find(alone.begin(), alone.end(), moved_names.front());
+  ASSERT_NE(first, alone.end());
+  EXPECT_EQ(p2t2["discs"][0]["centre_px"], p1["discs"][static_cast<std::size_t>(first - alone.begin()) - 1]["centre_px"]);
+
+  // --no-series-pairing: each series alone, as p1_t1 named its discs.
+  const auto r2 = run_command(bin("spine-grade") + " " + q(dir / "in" / "p2_t2.nii.gz") + " " + q(dir / "in" / "p2_t1.nii.gz") +
+                              " --discs-only --no-overlay --no-series-pairing --threads 2 -o " + q(dir / "out2"));
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  const auto solo = nlohmann::json::parse(test::read_file(dir / "out2" / "p2_t2" / "grades.json"));
+  EXPECT_TRUE(solo["series_of_study"].is_null());
+  EXPECT_EQ(names(solo), alone);
 }
 
 TEST(GradeCommand, BadInputsInABatch) {
