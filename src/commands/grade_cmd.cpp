@@ -443,7 +443,9 @@ BatchSummary run_grade(const GradeConfig& c) {
                      {"lumbar_discs_not_found", not_found},
                      {"flags", flags},
                      {"sequence_note", "each series is graded on its own (averaging a study's T1 and T2 gained "
-                                       "nothing on validation); Pfirrmann is defined on T2, so prefer the T2 "
+                                       "nothing on validation), its disc names compared with the study's other "
+                                       "series given in the same run (series_of_study); Pfirrmann is defined on "
+                                       "T2, so prefer the T2 "
                                        "series' grade; modic_change is the probability of a Modic endplate change "
                                        "of any type (types 1 and 3 are too rare in the training data to be told "
                                        "apart)"},
