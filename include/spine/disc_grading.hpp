@@ -90,12 +90,14 @@ struct PatchSpec {
 Tensor disc_patches(const FloatImage& slice, const std::vector<DiscLocation>& discs, const PatchSpec& spec);
 
 // --- A study's series together ---------------------------------------------------------
-// A series name's sequence token (t1, t2, t1w, t2w, any case) and its study: the name
-// before that token ("101_t2_SPACE" -> "101", "sub-01_T1w" -> "sub-01"). Both empty when
-// the name has no such token or nothing before it (the series then stands alone).
+// A series name's study: the name before its first sequence token (t1, t2, t1w, t2w, any
+// case); its sequence: that token and the all-letter tokens after it ("101_t2_SPACE" ->
+// "101" and "t2_SPACE", "sub-01_T1w_2019" -> "sub-01" and "T1w"). Empty when the name has
+// no such token or nothing before it (the series then stands alone).
 struct SeriesOfStudy {
   std::string study_key;
   std::string sequence;
+  std::string token;  // the sequence token alone ("t2")
 };
 SeriesOfStudy series_of_study(const std::string& series_name);
 

@@ -308,13 +308,16 @@ BatchSummary run_grade(const GradeConfig& c) {
   // (names may be pseudonyms in the processor), and each series' discs as it named them
   // alone, kept for the run (a few numbers per series).
   std::map<std::string, std::vector<std::pair<fs::path, std::string>>> study_series;  // key -> (path, sequence)
-  std::map<fs::path, std::string> key_of;
+  std::map<fs::path, SeriesOfStudy> key_of;
   if (c.pair_series)
     for (const auto& s : studies) {
       const SeriesOfStudy sos = series_of_study(s.name);
       if (sos.study_key.empty()) continue;
-      study_series[sos.study_key].emplace_back(s.path, sos.sequence);
-      key_of[s.path] = sos.study_key;
+      // Under --anonymise-names the results name a series by its token alone: the words
+      // after it could be a name.
+      key_of[s.path] = sos;
+      if (!options.name_map.empty()) key_of[s.path].sequence = sos.token;
+      study_series[sos.study_key].emplace_back(s.path, key_of[s.path].sequence);
     }
   std::map<fs::path, std::optional<std::vector<DiscPosition>>> named_alone;  // nullopt: the series failed
 
@@ -336,7 +339,8 @@ BatchSummary run_grade(const GradeConfig& c) {
     nlohmann::json pairing = nullptr;
     bool names_disagree = false;
     if (key_of.count(study.path)) {
-      const auto& members = study_series.at(key_of.at(study.path));
+      const SeriesOfStudy& sos = key_of.at(study.path);
+      const auto& members = study_series.at(sos.study_key);
       nlohmann::json compared = nlohmann::json::array();
       int move_down = 0;
       std::string lower_sequence;
@@ -392,8 +396,7 @@ BatchSummary run_grade(const GradeConfig& c) {
           throw input_error("no lumbar disc left after the names were moved to the study's " + lower_sequence +
                             " series'").with_context(study.path.string());
       }
-      pairing = {{"sequence", series_of_study(study.name).sequence.empty() ? nlohmann::json(nullptr)
-                                                                             : nlohmann::json(series_of_study(study.name).sequence)},
+      pairing = {{"sequence", sos.sequence},
                  {"other_series", compared},
                  {"names_moved_down_levels", move_down},
                  {"discs_left_out", removed},

@@ -46,7 +46,18 @@ SeriesOfStudy series_of_study(const std::string& series_name) {
     const std::string token = series_name.substr(start, end - start);
     if (is_sequence_token(token)) {
       SeriesOfStudy out;
-      out.sequence = token;
+      out.token = token;
+      // The token and the all-letter tokens after it ("t2_SPACE" tells a study's T2
+      // series apart); a token with a digit (a date, a number) ends it.
+      std::size_t stop = end;
+      while (stop < series_name.size()) {
+        std::size_t next = series_name.find_first_of("_-. ", stop + 1);
+        if (next == std::string::npos) next = series_name.size();
+        const std::string t = series_name.substr(stop + 1, next - stop - 1);
+        if (t.empty() || !std::all_of(t.begin(), t.end(), [](unsigned char ch) { return std::isalpha(ch) != 0; })) break;
+        stop = next;
+      }
+      out.sequence = series_name.substr(start, stop - start);
       out.study_key = start > 0 ? series_name.substr(0, start - 1) : std::string{};
       return out;
     }

@@ -14,10 +14,13 @@ TEST(SeriesOfStudy, StudyIsTheNameBeforeTheSequenceToken) {
   EXPECT_EQ(series_of_study("101_t1").study_key, "101");
   EXPECT_EQ(series_of_study("101_t1").sequence, "t1");
   EXPECT_EQ(series_of_study("101_t2_SPACE").study_key, "101");
-  EXPECT_EQ(series_of_study("101_t2_SPACE").sequence, "t2");
+  EXPECT_EQ(series_of_study("101_t2_SPACE").sequence, "t2_SPACE");
   EXPECT_EQ(series_of_study("sub-01_ses-1_T2w").study_key, "sub-01_ses-1");
   EXPECT_EQ(series_of_study("sub-01_ses-1_T2w").sequence, "T2w");
+  EXPECT_EQ(series_of_study("sub-01_T1w_2019-03").sequence, "T1w");
+  EXPECT_EQ(series_of_study("sub-01_T1w_2019-03").token, "T1w");
   EXPECT_EQ(series_of_study("patient 7 T1 sag").study_key, "patient 7");
+  EXPECT_EQ(series_of_study("patient 7 T1 sag").sequence, "T1 sag");
   // No token, or nothing before it: the series stands alone.
   EXPECT_EQ(series_of_study("lumbar_sag").study_key, "");
   EXPECT_EQ(series_of_study("t2").study_key, "");
