@@ -208,6 +208,34 @@ TEST(GradeCommand, SeriesOfOneStudyNamedAlike) {
   EXPECT_EQ(names(solo), alone);
 }
 
+// Under --anonymise-names a study's series still find each other (by their real names,
+// before the pseudonyms), and the results name the other series by its t1/t2 token alone:
+// the words after it in a file name could be a patient's.
+TEST(GradeCommand, SeriesOfOneStudyUnderPseudonymsNameNoOne) {
+  TempDir dir;
+  const Phantom p = make_phantom(dir);
+  fs::create_directories(dir / "in");
+  write_image(p.image, dir / "in" / "p3_t1_Smith.nii.gz");
+  write_image(p.image, dir / "in" / "p3_t2_Smith.nii.gz");
+  const auto r = run_command(bin("spine-grade") + " " + q(dir / "in") + " --discs-only --threads 2 --anonymise-names " +
+                             q(dir / "names.csv") + " -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("Smith"), std::string::npos) << r.output;
+  int studies = 0;
+  for (const auto& e : fs::directory_iterator(dir / "out")) {
+    if (!fs::exists(e.path() / "grades.json")) continue;
+    ++studies;
+    const std::string text = test::read_file(e.path() / "grades.json");
+    EXPECT_EQ(text.find("Smith"), std::string::npos) << e.path();
+    const auto j = nlohmann::json::parse(text);
+    ASSERT_FALSE(j["series_of_study"].is_null()) << text;
+    const std::string mine = j["series_of_study"]["sequence"], other = j["series_of_study"]["other_series"][0]["sequence"];
+    EXPECT_TRUE((mine == "t1" && other == "t2") || (mine == "t2" && other == "t1")) << mine << " " << other;
+    EXPECT_TRUE(j["series_of_study"]["other_series"][0]["compared"].get<bool>());
+  }
+  EXPECT_EQ(studies, 2);
+}
+
 TEST(GradeCommand, BadInputsInABatch) {
   TempDir dir;
   const Phantom p = make_phantom(dir);
