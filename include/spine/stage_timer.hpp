@@ -17,6 +17,9 @@ class StageTimer {
     laps_[stage] = std::round(std::chrono::duration<double>(now - last_).count() * 1e4) / 1e4;
     last_ = now;
   }
+  // The next lap starts now (the laps so far are kept): for stages run ahead of the rest,
+  // such as a series read while its study's other series was.
+  void restart() { last_ = std::chrono::steady_clock::now(); }
   const nlohmann::json& json() const { return laps_; }
 
  private:

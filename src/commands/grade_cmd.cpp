@@ -280,11 +280,13 @@ BatchSummary run_grade(const GradeConfig& c) {
     GradingSlice slice;
     std::vector<DiscLocation> discs;
     std::vector<DiscPosition> positions;  // as named by this series alone
+    StageTimer timer;
   };
-  const auto find_discs = [&](const fs::path& path, StageTimer* timer) {
+  const auto find_discs = [&](const fs::path& path) {
     FoundDiscs out;
+    StageTimer* timer = &out.timer;
     LoadedImage in = read_image(path);
-    if (timer) timer->lap("read_s");
+    timer->lap("read_s");
     const bool planar = in.image.geometry.dimension == 2 || in.image.nz() == 1;
     if (planar && (in.info.format == "png" || in.info.format == "jpeg")) {
       if (c.spacing_mm <= 0)
@@ -294,9 +296,9 @@ BatchSummary run_grade(const GradeConfig& c) {
     if (planar && (in.image.nx() * in.image.geometry.spacing[0] < 80 || in.image.ny() * in.image.geometry.spacing[1] < 80))
       throw input_error("covers under 80 mm: too small for a lumbar spine (check --spacing)");
     out.slice = grading_slice(in.image, segmenter, c.seg, in.info.modality);
-    if (timer) timer->lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
+    timer->lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
     out.discs = locate_discs(out.slice);
-    if (timer) timer->lap("discs_s");
+    timer->lap("discs_s");
     if (out.discs.empty())
       throw input_error("no disc between two named vertebral bodies found: not a sagittal lumbar MRI, or the slice "
                         "misses the vertebral bodies");
@@ -320,16 +322,26 @@ BatchSummary run_grade(const GradeConfig& c) {
       study_series[sos.study_key].emplace_back(s.path, key_of[s.path].sequence);
     }
   std::map<fs::path, std::optional<std::vector<DiscPosition>>> named_alone;  // nullopt: the series failed
+  // Series read ahead for a study's other series, kept until their own turn so that no
+  // series is segmented twice in a run (a partner outside this shard, or skipped by
+  // --resume, stays until the end: a 2D slice and its discs).
+  std::map<fs::path, FoundDiscs> read_ahead;
 
   return run_batch(studies, options, [&](const Study& study, const fs::path& work) {
-    StageTimer timer;  // stage times, for grades.json
     FoundDiscs found_discs;
-    try {
-      found_discs = find_discs(study.path, &timer);
-    } catch (const Error& e) {
-      named_alone[study.path] = std::nullopt;
-      throw e.with_context(study.path.string());
+    if (auto it = read_ahead.find(study.path); it != read_ahead.end()) {
+      found_discs = std::move(it->second);
+      read_ahead.erase(it);
+      found_discs.timer.restart();
+    } else {
+      try {
+        found_discs = find_discs(study.path);
+      } catch (const Error& e) {
+        named_alone[study.path] = std::nullopt;
+        throw e.with_context(study.path.string());
+      }
     }
+    StageTimer& timer = found_discs.timer;  // stage times, for grades.json
     GradingSlice& slice = found_discs.slice;
     std::vector<DiscLocation>& discs = found_discs.discs;
     named_alone[study.path] = found_discs.positions;
@@ -348,7 +360,9 @@ BatchSummary run_grade(const GradeConfig& c) {
         if (path == study.path) continue;
         if (!named_alone.count(path)) {
           try {
-            named_alone[path] = find_discs(path, nullptr).positions;
+            FoundDiscs ahead = find_discs(path);
+            named_alone[path] = ahead.positions;
+            read_ahead.emplace(path, std::move(ahead));
           } catch (const Error&) {
             named_alone[path] = std::nullopt;  // reported when that series itself is run
           }
