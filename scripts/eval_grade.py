@@ -222,7 +222,14 @@ def main():
         if "t1" in seqs and "t2" in seqs:
             paired["pairs: t2 alone"].append((gradings[patient][k], seqs["t2"]))
             paired["pairs: mean of t1 and t2"].append((gradings[patient][k], mean_disc([seqs["t1"], seqs["t2"]])))
-    res = {"subset": args.subset, "series_failed": failed,
+    # A study's series named together (spine-grade's default): how many were compared with
+    # another series of their study, and how many had their names moved down to it.
+    together = [j.get("series_of_study") for j in results.values() if j.get("series_of_study")]
+    pairing = {"series_with_another_series_of_their_study": len(together),
+               "compared": sum(any(o.get("compared") for o in t["other_series"]) for t in together),
+               "names_moved_down": sum(t["names_moved_down_levels"] > 0 for t in together),
+               "discs_left_out_below_l5_s1": sum(t["discs_left_out"] for t in together)}
+    res = {"subset": args.subset, "series_failed": failed, "series_of_study": pairing,
            "detection": {k: {"graded_lumbar_discs": v[0], "found_named": v[1], "fraction": v[1] / max(1, v[0]),
                              "found_named_not_flagged": v[2]}
                          for k, v in det.items()},
@@ -241,6 +248,10 @@ def main():
     for k, v in res["detection"].items():
         print(f"  detection {k}: {v['found_named']}/{v['graded_lumbar_discs']} = {v['fraction']:.3f} "
               f"({v['found_named_not_flagged']} of them not flagged)")
+    p = res["series_of_study"]
+    print(f"series of a study named together: {p['series_with_another_series_of_their_study']} series with another of "
+          f"their study, {p['compared']} compared, {p['names_moved_down']} had their names moved down "
+          f"({p['discs_left_out_below_l5_s1']} discs left out below L5/S1)")
     t = res["t1_t2_naming"]
     print(f"T1/T2 names (same-size pairs): {t['pairs_agreeing']}/{t['pairs']} pairs agree on every disc in the same place, "
           f"{t['discs_same_name']}/{t['discs_matched']} discs; pairs with both series named reliably: "
