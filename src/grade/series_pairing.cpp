@@ -30,7 +30,7 @@ bool is_sequence_token(const std::string& token) {
 // Rank of a disc's upper vertebra in the normal sequence; -1 when not in it.
 int upper_rank(int disc_label) {
   const auto seq = normal_sequence();
-  const auto it = std::find(seq.begin(), seq.end(), disc_label - 100);
+  const auto it = std::find(seq.begin(), seq.end(), disc_label - label::kDiscOffset);
   return it == seq.end() ? -1 : static_cast<int>(it - seq.begin());
 }
 
@@ -100,13 +100,17 @@ int move_names_down(std::vector<DiscLocation>& discs, int levels) {
   std::vector<DiscLocation> kept;
   for (auto& d : discs) {
     const int r = upper_rank(d.label);
+    if (r < 0) {  // not a level of the normal sequence (the naming never makes one): kept as it is
+      kept.push_back(d);
+      continue;
+    }
     // A disc whose upper vertebra would become the sacrum lies inside it (the
     // rudimentary S1/S2 disc): it is not a lumbar disc.
-    if (r < 0 || r + levels >= sacrum_rank) {
+    if (r + levels >= sacrum_rank) {
       ++removed;
       continue;
     }
-    d.label = 100 + seq[static_cast<std::size_t>(r + levels)];
+    d.label = label::kDiscOffset + seq[static_cast<std::size_t>(r + levels)];
     d.name = label_name(d.label);
     kept.push_back(d);
   }

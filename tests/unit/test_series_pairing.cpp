@@ -77,6 +77,14 @@ TEST(MoveNamesDown, NamesMoveAndTheDiscInsideTheSacrumGoes) {
   EXPECT_EQ(discs.front().name, "L2/L3");
   EXPECT_EQ(move_names_down(discs, 0), 0);
   EXPECT_EQ(discs.size(), 4u);
+  // A level outside the normal sequence (L6) is kept as it is, not dropped.
+  DiscLocation l6;
+  l6.label = 100 + label::kL6;
+  l6.name = label_name(l6.label);
+  discs.push_back(l6);
+  EXPECT_EQ(move_names_down(discs, 1), 1);
+  ASSERT_EQ(discs.size(), 4u);
+  EXPECT_EQ(discs.back().label, 100 + label::kL6);
 }
 
 }  // namespace
