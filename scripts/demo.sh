@@ -5,7 +5,7 @@
 #   spine-cobb on a phantom radiograph, printed beside the phantom's true angles;
 #   spine-prep on a phantom CT (bone window, 1 mm resampling);
 #   spine-measure on the torso CT with the labels spine-seg made;
-#   spine-grade on one real lumbar MRI slice (SPIDER, CC BY 4.0), beside its reference gradings.
+#   spine-grade on real lumbar T2 and T1 slices of one study (SPIDER, CC BY 4.0), beside the reference gradings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -79,8 +79,8 @@ PY
 echo "result: $out/measure/phantom_ct_torso/ (measurements.json, overlay.png), $out/measure/measurements.csv"
 
 echo
-echo "== spine-grade on data/sample/spider_118_t2.mha (a REAL lumbar T2 slice, SPIDER CC BY 4.0; a validation patient) =="
-build/bin/spine-grade data/sample/spider_118_t2.mha -o "$out/grade" --threads "$(nproc)"
+echo "== spine-grade on data/sample/spider_118_t2.mha and spider_118_t1.mha (REAL lumbar T2 and T1 slices of one study, SPIDER CC BY 4.0; a validation patient) =="
+build/bin/spine-grade data/sample/spider_118_t2.mha data/sample/spider_118_t1.mha -o "$out/grade" --threads "$(nproc)"
 /usr/bin/python3 - "$out/grade/spider_118_t2/grades.json" data/sample/spider_118_t2_gradings.json <<'PY'
 import json, sys
 got, ref = json.load(open(sys.argv[1])), {d["name"]: d for d in json.load(open(sys.argv[2]))["discs"]}
@@ -95,5 +95,9 @@ for d in got["discs"]:
           f"{', '.join(present) or 'none'} ({', '.join(truth) or 'none' if r else '-'})"
           + ("" if d["reliable"] else "  [flagged: " + "; ".join(d["flags"]) + "]"))
 print(f"naming reliable: {got['naming_reliable']}; flags: {'; '.join(got['flags']) or 'none'}")
+for o in got["series_of_study"]["other_series"]:  # the study's T1 slice, given in the same run
+    print(f"names against the study's {o['sequence']} series: " + (
+        f"{o['matched_discs']} discs in the same place, named {o['this_series_names_levels_higher']} level(s) apart"
+        if o["compared"] else "not compared (" + o["why"] + ")"))
 PY
 echo "results: $out/grade/spider_118_t2/grades.json, overlay: $out/grade/spider_118_t2/overlay.png, cohort table: $out/grade/grades.csv"
