@@ -92,8 +92,9 @@ Tensor disc_patches(const FloatImage& slice, const std::vector<DiscLocation>& di
 // --- A study's series together ---------------------------------------------------------
 // A series name's study: the name before its first sequence token (t1, t2, t1w, t2w, any
 // case); its sequence: that token and the all-letter tokens after it ("101_t2_SPACE" ->
-// "101" and "t2_SPACE", "sub-01_T1w_2019" -> "sub-01" and "T1w"). Empty when the name has
-// no such token or nothing before it (the series then stands alone).
+// "101" and "t2_SPACE", "sub-01_T1w_2019" -> "sub-01" and "T1w"). All empty when the name
+// has no such token; study_key alone empty when nothing comes before it ("T2_SAG": spine-grade
+// then takes the series' folder for its study).
 struct SeriesOfStudy {
   std::string study_key;
   std::string sequence;

@@ -313,8 +313,11 @@ BatchSummary run_grade(const GradeConfig& c) {
   std::map<fs::path, SeriesOfStudy> key_of;
   if (c.pair_series)
     for (const auto& s : studies) {
-      const SeriesOfStudy sos = series_of_study(s.name);
-      if (sos.study_key.empty()) continue;
+      SeriesOfStudy sos = series_of_study(s.name);
+      if (sos.token.empty()) continue;
+      // A series named by its sequence alone (t1.nii.gz, a DICOM folder T2_SAG) belongs
+      // to the study of its folder: one folder cannot hold two patients' "t1".
+      if (sos.study_key.empty()) sos.study_key = "folder " + s.path.parent_path().lexically_normal().string();
       // Under --anonymise-names the results name a series by its token alone: the words
       // after it could be a name.
       key_of[s.path] = sos;

@@ -199,6 +199,18 @@ TEST(GradeCommand, SeriesOfOneStudyNamedAlike) {
   ASSERT_NE(first, alone.end());
   EXPECT_EQ(p2t2["discs"][0]["centre_px"], p1["discs"][static_cast<std::size_t>(first - alone.begin()) - 1]["centre_px"]);
 
+  // Series named by their sequence alone belong to the study of their folder.
+  fs::create_directories(dir / "p4");
+  fs::copy_file(dir / "in" / "p1_t1.nii.gz", dir / "p4" / "T1_SAG.nii.gz");
+  fs::copy_file(dir / "in" / "p1_t2.nii.gz", dir / "p4" / "T2_SAG.nii.gz");
+  const auto r3 = run_command(bin("spine-grade") + " " + q(dir / "p4") + " --discs-only --no-overlay --threads 2 -o " +
+                              q(dir / "out3"));
+  ASSERT_EQ(r3.exit_code, 0) << r3.output;
+  const auto sag = nlohmann::json::parse(test::read_file(dir / "out3" / "T1_SAG" / "grades.json"));
+  ASSERT_FALSE(sag["series_of_study"].is_null()) << sag.dump();
+  EXPECT_EQ(sag["series_of_study"]["other_series"][0]["sequence"], "T2_SAG");
+  EXPECT_TRUE(sag["series_of_study"]["other_series"][0]["compared"].get<bool>());
+
   // --no-series-pairing: each series alone, as p1_t1 named its discs.
   const auto r2 = run_command(bin("spine-grade") + " " + q(dir / "in" / "p2_t2.nii.gz") + " " + q(dir / "in" / "p2_t1.nii.gz") +
                               " --discs-only --no-overlay --no-series-pairing --threads 2 -o " + q(dir / "out2"));

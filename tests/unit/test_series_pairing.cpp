@@ -25,6 +25,8 @@ TEST(SeriesOfStudy, StudyIsTheNameBeforeTheSequenceToken) {
   EXPECT_EQ(series_of_study("lumbar_sag").study_key, "");
   EXPECT_EQ(series_of_study("t2").study_key, "");
   EXPECT_EQ(series_of_study("t2_sag").study_key, "");
+  EXPECT_EQ(series_of_study("T2_SAG").sequence, "T2_SAG");
+  EXPECT_EQ(series_of_study("lumbar_sag").token, "");
   // A token inside a word is none ("st1", "t12").
   EXPECT_EQ(series_of_study("st1_t12").study_key, "");
 }
