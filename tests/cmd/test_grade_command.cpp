@@ -190,14 +190,18 @@ TEST(GradeCommand, SeriesOfOneStudyNamedAlike) {
   EXPECT_FALSE(p2t1["naming_reliable"].get<bool>());
   EXPECT_EQ(p2t1["series_of_study"]["names_moved_down_levels"], 0);
   bool flagged = false;
-  for (const auto& f : p2t2["flags"]) flagged = flagged || f.get<std::string>().find("names moved 1 level(s) down to the study's t1 series") != std::string::npos;
+  for (const auto& f : p2t2["flags"])
+    flagged = flagged ||
+              f.get<std::string>().find("names moved 1 level(s) down to the study's t1 series") != std::string::npos;
   EXPECT_TRUE(flagged) << p2t2["flags"].dump();
   // Each disc of the unmoved series now carries the name of the next disc down in its own naming.
   const auto moved_names = names(p2t2);
   ASSERT_FALSE(moved_names.empty());
   const auto first = std::find(alone.begin(), alone.end(), moved_names.front());
   ASSERT_NE(first, alone.end());
-  EXPECT_EQ(p2t2["discs"][0]["centre_px"], p1["discs"][static_cast<std::size_t>(first - alone.begin()) - 1]["centre_px"]);
+  ASSERT_GT(first - alone.begin(), 0);
+  const auto above = static_cast<std::size_t>(first - alone.begin()) - 1;
+  EXPECT_EQ(p2t2["discs"][0]["centre_px"], p1["discs"][above]["centre_px"]);
 
   // Series named by their sequence alone belong to the study of their folder.
   fs::create_directories(dir / "p4");
