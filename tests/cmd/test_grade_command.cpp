@@ -267,14 +267,22 @@ TEST(GradeCommand, BadInputsInABatch) {
   FloatImage noise(p.image.geometry, 0.f);
   for (std::size_t i = 0; i < noise.voxels.size(); ++i) noise.voxels[i] = static_cast<float>((i * 7919) % 97);
   write_image(noise, dir / "in" / "nospine.nii.gz");
+  // A study whose T2 series is bad: the T1 series is graded and says it could not be compared.
+  write_image(p.image, dir / "in" / "pair_t1.nii.gz");
+  write_image(noise, dir / "in" / "pair_t2.nii.gz");
   const auto r = run_command(bin("spine-grade") + " " + q(dir / "in") + " --threads 2 -o " + q(dir / "out"));
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("nospacing.png: is a png slice without pixel spacing: give --spacing (mm)"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("ct.nii.gz: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("nospine.nii.gz: "), std::string::npos) << r.output;
-  for (const char* s : {"nospacing", "ct", "nospine"}) EXPECT_FALSE(fs::exists(dir / "out" / s)) << s;
+  EXPECT_NE(r.output.find("pair_t2.nii.gz: "), std::string::npos) << r.output;
+  for (const char* s : {"nospacing", "ct", "nospine", "pair_t2"}) EXPECT_FALSE(fs::exists(dir / "out" / s)) << s;
   ASSERT_TRUE(fs::exists(dir / "out" / "good" / "grades.json"));
+  const auto pair = nlohmann::json::parse(test::read_file(dir / "out" / "pair_t1" / "grades.json"));
+  ASSERT_EQ(pair["series_of_study"]["other_series"].size(), 1u) << pair.dump();
+  EXPECT_FALSE(pair["series_of_study"]["other_series"][0]["compared"].get<bool>());
+  EXPECT_EQ(pair["series_of_study"]["other_series"][0]["why"], "its discs could not be found");
   // The table holds the good study only.
   const std::string csv = test::read_file(dir / "out" / "grades.csv");
   EXPECT_NE(csv.find("\ngood,"), std::string::npos);
