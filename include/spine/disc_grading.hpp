@@ -126,6 +126,24 @@ inline constexpr int kMinDiscsToCompareNames = 3;
 // would fall inside the sacrum is removed. Returns how many were removed.
 int move_names_down(std::vector<DiscLocation>& discs, int levels);
 
+// Another series of the same study, as it named its discs alone.
+struct OtherSeries {
+  std::string sequence;                              // "t2_SPACE": how results name it
+  const std::vector<DiscPosition>* discs = nullptr;  // nullptr: its discs could not be found
+};
+struct NameReconciliation {
+  nlohmann::json record;            // `series_of_study` of grades.json
+  std::vector<std::string> flags;   // for the series' flags
+  bool names_disagree = false;      // with any series compared (naming_reliable is then false)
+  int moved_down = 0;               // levels this series' names moved
+  std::string lower_sequence;       // the series whose names it took
+};
+// Compares a series' names (`positions`, as it named `discs` alone) with its study's other
+// series and, where one names the same discs lower by a whole number of levels, moves
+// `discs` down to the lowest such naming (move_names_down); recorded and flagged.
+NameReconciliation reconcile_names(std::vector<DiscLocation>& discs, const std::vector<DiscPosition>& positions,
+                                   const std::string& sequence, const std::vector<OtherSeries>& others);
+
 // --- Grades ----------------------------------------------------------------------------
 inline constexpr int kPfirrmannGrades = 5;
 // The binary findings in the model's output order after the Pfirrmann logits.

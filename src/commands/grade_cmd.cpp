@@ -284,9 +284,8 @@ BatchSummary run_grade(const GradeConfig& c) {
   };
   const auto find_discs = [&](const fs::path& path) {
     FoundDiscs out;
-    StageTimer* timer = &out.timer;
     LoadedImage in = read_image(path);
-    timer->lap("read_s");
+    out.timer.lap("read_s");
     const bool planar = in.image.geometry.dimension == 2 || in.image.nz() == 1;
     if (planar && (in.info.format == "png" || in.info.format == "jpeg")) {
       if (c.spacing_mm <= 0)
@@ -296,9 +295,9 @@ BatchSummary run_grade(const GradeConfig& c) {
     if (planar && (in.image.nx() * in.image.geometry.spacing[0] < 80 || in.image.ny() * in.image.geometry.spacing[1] < 80))
       throw input_error("covers under 80 mm: too small for a lumbar spine (check --spacing)");
     out.slice = grading_slice(in.image, segmenter, c.seg, in.info.modality);
-    timer->lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
+    out.timer.lap("segmentation_and_slice_s");  // spine-seg's MR pipeline, then the grading slice
     out.discs = locate_discs(out.slice);
-    timer->lap("discs_s");
+    out.timer.lap("discs_s");
     if (out.discs.empty())
       throw input_error("no disc between two named vertebral bodies found: not a sagittal lumbar MRI, or the slice "
                         "misses the vertebral bodies");
@@ -309,7 +308,7 @@ BatchSummary run_grade(const GradeConfig& c) {
   // The series of one study given together (by name: "101_t1", "101_t2"), by input path
   // (names may be pseudonyms in the processor), and each series' discs as it named them
   // alone, kept for the run (a few numbers per series).
-  std::map<std::string, std::vector<std::pair<fs::path, std::string>>> study_series;  // key -> (path, sequence)
+  std::map<std::string, std::vector<fs::path>> study_series;  // study key -> its series' paths
   std::map<fs::path, SeriesOfStudy> key_of;
   if (c.pair_series)
     for (const auto& s : studies) {
@@ -322,7 +321,7 @@ BatchSummary run_grade(const GradeConfig& c) {
       // after it could be a name.
       key_of[s.path] = sos;
       if (!options.name_map.empty()) key_of[s.path].sequence = sos.token;
-      study_series[sos.study_key].emplace_back(s.path, key_of[s.path].sequence);
+      study_series[sos.study_key].push_back(s.path);
     }
   std::map<fs::path, std::optional<std::vector<DiscPosition>>> named_alone;  // nullopt: the series failed
   // Series read ahead for a study's other series, kept until their own turn so that no
@@ -350,16 +349,11 @@ BatchSummary run_grade(const GradeConfig& c) {
     named_alone[study.path] = found_discs.positions;
     // The study's other series: their names for the same discs. Series named only by
     // their sequence, never by file name, so that pseudonymised runs leak nothing.
-    std::vector<std::string> pairing_flags;
-    nlohmann::json pairing = nullptr;
-    bool names_disagree = false;
+    NameReconciliation together;
     if (key_of.count(study.path)) {
       const SeriesOfStudy& sos = key_of.at(study.path);
-      const auto& members = study_series.at(sos.study_key);
-      nlohmann::json compared = nlohmann::json::array();
-      int move_down = 0;
-      std::string lower_sequence;
-      for (const auto& [path, sequence] : members) {
+      std::vector<OtherSeries> others;
+      for (const auto& path : study_series.at(sos.study_key)) {
         if (path == study.path) continue;
         if (!named_alone.count(path)) {
           try {
@@ -371,61 +365,19 @@ BatchSummary run_grade(const GradeConfig& c) {
           }
         }
         const auto& other = named_alone.at(path);
-        if (!other) {
-          compared.push_back({{"sequence", sequence}, {"compared", false}, {"why", "its discs could not be found"}});
-          continue;
-        }
-        const NameComparison nc = compare_disc_names(found_discs.positions, *other);
-        if (nc.matched < kMinDiscsToCompareNames) {
-          compared.push_back({{"sequence", sequence}, {"compared", false}, {"matched_discs", nc.matched},
-                              {"why", "fewer than " + std::to_string(kMinDiscsToCompareNames) +
-                                          " discs in the same place (another field of view, or slices without "
-                                          "position that are not the same size)"}});
-          continue;
-        }
-        compared.push_back({{"sequence", sequence}, {"compared", true}, {"matched_discs", nc.matched},
-                            {"this_series_names_levels_higher", nc.levels_higher}, {"consistent", nc.consistent}});
-        if (!nc.consistent) {
-          names_disagree = true;
-          pairing_flags.push_back("names differ from the study's " + sequence +
-                                  " series by different numbers of levels along the spine (check the levels)");
-        } else if (nc.levels_higher > 0) {
-          names_disagree = true;
-          if (nc.levels_higher > move_down) {
-            move_down = nc.levels_higher;
-            lower_sequence = sequence;
-          }
-        } else if (nc.levels_higher < 0) {
-          names_disagree = true;
-          pairing_flags.push_back("the study's " + sequence + " series names the same discs " +
-                                  std::to_string(-nc.levels_higher) +
-                                  " level(s) higher; this series' (lower) names are kept");
-        }
+        others.push_back({key_of.at(path).sequence, other ? &*other : nullptr});
       }
-      int removed = 0;
-      if (move_down > 0) {
-        removed = move_names_down(discs, move_down);
-        pairing_flags.push_back("names moved " + std::to_string(move_down) + " level(s) down to the study's " +
-                                lower_sequence + " series, which named the same discs lower (the usual naming fault "
-                                "on sagittal slices is the first sacral segment taken for L5)" +
-                                (removed ? "; " + std::to_string(removed) + " disc(s) below L5/S1 left out" : ""));
-        if (discs.empty())
-          throw input_error("no lumbar disc left after the names were moved to the study's " + lower_sequence +
-                            " series'").with_context(study.path.string());
-      }
-      pairing = {{"sequence", sos.sequence},
-                 {"other_series", compared},
-                 {"names_moved_down_levels", move_down},
-                 {"discs_left_out", removed},
-                 {"rule", "a study's series name the same discs alike; where they disagree by whole levels the lower "
-                          "naming is kept (spine-grade --no-series-pairing grades each series alone)"}};
+      together = reconcile_names(discs, found_discs.positions, sos.sequence, others);
+      if (discs.empty())
+        throw input_error("no lumbar disc left after the names were moved to the study's " + together.lower_sequence +
+                          " series'").with_context(study.path.string());
     }
     timer.lap("other_series_s");
     std::vector<DiscGrades> grades;
     if (grader) grades = grader->grade(slice.image, discs);
     timer.lap("grading_s");
     std::vector<std::string> flags = slice.flags;
-    flags.insert(flags.end(), pairing_flags.begin(), pairing_flags.end());
+    flags.insert(flags.end(), together.flags.begin(), together.flags.end());
     std::set<std::string> found;
     for (const auto& d : discs) found.insert(d.name);
     std::vector<std::string> not_found;
@@ -445,7 +397,7 @@ BatchSummary run_grade(const GradeConfig& c) {
           flags.push_back("disc " + lumbar_discs()[i] + " not found between discs that were");
       }
     // Names rest on the segmentation's sequence: a naming doubt makes every level uncertain.
-    const bool naming_reliable = sacrum && slice.flags.empty() && !names_disagree;
+    const bool naming_reliable = sacrum && slice.flags.empty() && !together.names_disagree;
     nlohmann::json jd = nlohmann::json::array();
     for (std::size_t i = 0; i < discs.size(); ++i) jd.push_back(disc_json(discs[i], grader ? &grades[i] : nullptr));
     const double sx = slice.image.geometry.spacing[0], sy = slice.image.geometry.spacing[1];
@@ -458,7 +410,7 @@ BatchSummary run_grade(const GradeConfig& c) {
                                         {"frame", "x toward posterior (anterior at the left), y toward the feet"}}},
                      {"naming_confidence", r3(slice.naming_confidence)},
                      {"naming_reliable", naming_reliable},
-                     {"series_of_study", pairing},
+                     {"series_of_study", together.record},
                      {"discs", jd},
                      {"lumbar_discs_not_found", not_found},
                      {"flags", flags},

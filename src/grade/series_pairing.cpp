@@ -69,15 +69,15 @@ SeriesOfStudy series_of_study(const std::string& series_name) {
 NameComparison compare_disc_names(const std::vector<DiscPosition>& mine, const std::vector<DiscPosition>& other,
                                   double tolerance_mm) {
   NameComparison c;
-  bool first = true;
   for (const auto& a : mine) {
     const DiscPosition* nearest = nullptr;
     double best = tolerance_mm;
     for (const auto& b : other) {
       double d2 = 0;
       for (int i = 0; i < 3; ++i) d2 += (a.lps_mm[i] - b.lps_mm[i]) * (a.lps_mm[i] - b.lps_mm[i]);
-      if (std::sqrt(d2) <= best) {
-        best = std::sqrt(d2);
+      const double d = std::sqrt(d2);
+      if (d <= best) {
+        best = d;
         nearest = &b;
       }
     }
@@ -85,10 +85,9 @@ NameComparison compare_disc_names(const std::vector<DiscPosition>& mine, const s
     if (!nearest || ra < 0 || upper_rank(nearest->label) < 0) continue;
     // A disc named higher (nearer the head) has the lower rank.
     const int higher = upper_rank(nearest->label) - ra;
-    ++c.matched;
-    if (first) c.levels_higher = higher;
+    if (c.matched == 0) c.levels_higher = higher;
     else if (higher != c.levels_higher) c.consistent = false;
-    first = false;
+    ++c.matched;
   }
   return c;
 }
@@ -116,6 +115,54 @@ int move_names_down(std::vector<DiscLocation>& discs, int levels) {
   }
   discs = std::move(kept);
   return removed;
+}
+
+NameReconciliation reconcile_names(std::vector<DiscLocation>& discs, const std::vector<DiscPosition>& positions,
+                                   const std::string& sequence, const std::vector<OtherSeries>& others) {
+  NameReconciliation out;
+  nlohmann::json compared = nlohmann::json::array();
+  for (const auto& o : others) {
+    if (!o.discs) {
+      compared.push_back({{"sequence", o.sequence}, {"compared", false}, {"why", "its discs could not be found"}});
+      continue;
+    }
+    const NameComparison nc = compare_disc_names(positions, *o.discs);
+    if (nc.matched < kMinDiscsToCompareNames) {
+      compared.push_back({{"sequence", o.sequence}, {"compared", false}, {"matched_discs", nc.matched},
+                          {"why", "fewer than " + std::to_string(kMinDiscsToCompareNames) +
+                                      " discs in the same place (another field of view, or slices without "
+                                      "position that are not the same size)"}});
+      continue;
+    }
+    compared.push_back({{"sequence", o.sequence}, {"compared", true}, {"matched_discs", nc.matched},
+                        {"this_series_names_levels_higher", nc.levels_higher}, {"consistent", nc.consistent}});
+    out.names_disagree = out.names_disagree || !nc.consistent || nc.levels_higher != 0;
+    if (!nc.consistent) {
+      out.flags.push_back("names differ from the study's " + o.sequence +
+                          " series by different numbers of levels along the spine (check the levels)");
+    } else if (nc.levels_higher > out.moved_down) {
+      out.moved_down = nc.levels_higher;
+      out.lower_sequence = o.sequence;
+    } else if (nc.levels_higher < 0) {
+      out.flags.push_back("the study's " + o.sequence + " series names the same discs " +
+                          std::to_string(-nc.levels_higher) + " level(s) higher; this series' (lower) names are kept");
+    }
+  }
+  int removed = 0;
+  if (out.moved_down > 0) {
+    removed = move_names_down(discs, out.moved_down);
+    out.flags.push_back("names moved " + std::to_string(out.moved_down) + " level(s) down to the study's " +
+                        out.lower_sequence + " series, which named the same discs lower (the usual naming fault on "
+                        "sagittal slices is the first sacral segment taken for L5)" +
+                        (removed ? "; " + std::to_string(removed) + " disc(s) below L5/S1 left out" : ""));
+  }
+  out.record = {{"sequence", sequence},
+                {"other_series", compared},
+                {"names_moved_down_levels", out.moved_down},
+                {"discs_left_out", removed},
+                {"rule", "a study's series name the same discs alike; where they disagree by whole levels the lower "
+                         "naming is kept (spine-grade --no-series-pairing grades each series alone)"}};
+  return out;
 }
 
 }  // namespace spine

@@ -144,6 +144,14 @@ std::array<double, 3> centroid_lps(const LabelImage& l, int label) {
   return l.geometry.index_to_lps(x / n, y / n, z / n);
 }
 
+// The phantom written as each of `series` (NIfTI) in DIR/in: one study's series.
+Phantom phantom_as_series(const TempDir& dir, const std::vector<std::string>& series) {
+  Phantom p = make_phantom(dir);
+  fs::create_directories(dir / "in");
+  for (const auto& s : series) write_image(p.image, dir / "in" / (s + ".nii.gz"));
+  return p;
+}
+
 // Two series of one study (names differing in t1/t2) are compared where they show the
 // same discs. The same phantom as both agrees; the phantom moved one disc up in the patient
 // (so that its L1/L2 lies where the other's T12/L1 does) names every shared disc one level
@@ -151,11 +159,7 @@ std::array<double, 3> centroid_lps(const LabelImage& l, int label) {
 // --no-series-pairing, a series keeps its own names.
 TEST(GradeCommand, SeriesOfOneStudyNamedAlike) {
   TempDir dir;
-  const Phantom p = make_phantom(dir);
-  fs::create_directories(dir / "in");
-  write_image(p.image, dir / "in" / "p1_t1.nii.gz");
-  write_image(p.image, dir / "in" / "p1_t2.nii.gz");
-  write_image(p.image, dir / "in" / "p2_t2.nii.gz");
+  const Phantom p = phantom_as_series(dir, {"p1_t1", "p1_t2", "p2_t2"});
   const auto a = centroid_lps(p.labels, 100 + label::kT12), b = centroid_lps(p.labels, 100 + label::kL1);
   FloatImage moved = p.image;
   for (int i = 0; i < 3; ++i) moved.geometry.origin[i] += a[i] - b[i];
@@ -229,10 +233,7 @@ TEST(GradeCommand, SeriesOfOneStudyNamedAlike) {
 // the words after it in a file name could be a patient's.
 TEST(GradeCommand, SeriesOfOneStudyUnderPseudonymsNameNoOne) {
   TempDir dir;
-  const Phantom p = make_phantom(dir);
-  fs::create_directories(dir / "in");
-  write_image(p.image, dir / "in" / "p3_t1_Smith.nii.gz");
-  write_image(p.image, dir / "in" / "p3_t2_Smith.nii.gz");
+  phantom_as_series(dir, {"p3_t1_Smith", "p3_t2_Smith"});
   const auto r = run_command(bin("spine-grade") + " " + q(dir / "in") + " --discs-only --threads 2 --anonymise-names " +
                              q(dir / "names.csv") + " -o " + q(dir / "out"));
   ASSERT_EQ(r.exit_code, 0) << r.output;

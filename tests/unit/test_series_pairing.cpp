@@ -89,5 +89,43 @@ TEST(MoveNamesDown, NamesMoveAndTheDiscInsideTheSacrumGoes) {
   EXPECT_EQ(discs.back().label, 100 + label::kL6);
 }
 
+TEST(ReconcileNames, TheLowerNamingOfAStudyIsKept) {
+  auto discs_of = [](const std::vector<DiscPosition>& chain) {
+    std::vector<DiscLocation> out;
+    for (const auto& c : chain) {
+      DiscLocation d;
+      d.label = c.label;
+      d.name = label_name(c.label);
+      out.push_back(d);
+    }
+    return out;
+  };
+  const auto right = chain(label::kT12, 6);         // T12/L1 .. L5/S
+  const auto higher = chain(label::kT11, 6, 0, 1);  // the same discs named one level higher
+  // This series names higher than its T2: its names move down to the T2's.
+  auto discs = discs_of(higher);
+  NameReconciliation r = reconcile_names(discs, higher, "t1", {{"t2", &right}, {"t2_SPACE", nullptr}});
+  EXPECT_TRUE(r.names_disagree);
+  EXPECT_EQ(r.moved_down, 1);
+  EXPECT_EQ(r.lower_sequence, "t2");
+  ASSERT_EQ(discs.size(), 6u);
+  EXPECT_EQ(discs.front().name, "T12/L1");
+  EXPECT_EQ(discs.back().name, "L5/S");
+  EXPECT_EQ(r.record["names_moved_down_levels"], 1);
+  EXPECT_EQ(r.record["other_series"][1]["compared"], false);
+  ASSERT_EQ(r.flags.size(), 1u);
+  // The T2 keeps its lower names, flagged; two series that agree change nothing.
+  discs = discs_of(right);
+  r = reconcile_names(discs, right, "t2", {{"t1", &higher}});
+  EXPECT_TRUE(r.names_disagree);
+  EXPECT_EQ(r.moved_down, 0);
+  EXPECT_EQ(discs.back().name, "L5/S");
+  EXPECT_EQ(r.flags.size(), 1u);
+  r = reconcile_names(discs, right, "t2", {{"t1", &right}});
+  EXPECT_FALSE(r.names_disagree);
+  EXPECT_TRUE(r.flags.empty());
+  EXPECT_EQ(discs.size(), 6u);
+}
+
 }  // namespace
 }  // namespace spine
