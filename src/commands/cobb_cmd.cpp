@@ -39,6 +39,10 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "models/xray-corners.md; default 1, one reading)")
       ->delimiter(',')
       ->check(CLI::Range(0.5, 2.0));
+  app.add_option("--second-stage-weight", landmarks.second_stage_weight,
+                 "Where each corner ends between the first stage's position (0) and the second stage's (1); "
+                 "default 0.5, their mean (see models/xray-corners.md)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--anchor-model", anchor_model,
                  "Level anchors: read which vertebrae lie at the chain's ends (the neck above T1, the sacrum "
                  "below L5) and re-count a chain counted one level off (default: models/xray-level-anchors.pt)");
@@ -86,6 +90,7 @@ nlohmann::json CobbConfig::to_json() const {
           {"sequence_constraint", landmarks.sequence_constraint},
           {"flip_averaging", landmarks.flip_averaging},
           {"corner_zooms", landmarks.corner_zooms},
+          {"second_stage_weight", landmarks.second_stage_weight},
           {"overlay", overlay}};
 }
 

@@ -536,7 +536,12 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_co
       if (options_.flip_averaging) average_corners_with_mirror(heat, corner_model_->forward(mirrored(crops.crops)));
       readings.push_back(read_corner_heatmaps(heat, crops, img.nx(), img.ny(), corner_stride_));
     }
+    const std::vector<Point2> first_stage_points = lm.points;
     apply_corner_readings(readings, options_.missing_confidence, lm);
+    const double w = options_.second_stage_weight;
+    for (std::size_t k = 0; k < lm.points.size(); ++k)
+      lm.points[k] = {first_stage_points[k].x + w * (lm.points[k].x - first_stage_points[k].x),
+                      first_stage_points[k].y + w * (lm.points[k].y - first_stage_points[k].y)};
   }
   return lm;
 }

@@ -192,6 +192,39 @@ TEST(CobbCommand, CornerZoomsAverageReadingsAndAreChecked) {
   EXPECT_FALSE(fs::exists(dir / "bad"));
 }
 
+// The corners end between the two stages' positions by --second-stage-weight: 0 keeps the
+// first stage's corners (as --no-corner-refinement does), the default 0.5 is the midpoint
+// of 0 and 1, and a weight outside 0..1 is a usage error that writes nothing.
+TEST(CobbCommand, SecondStageWeightPlacesCornersBetweenTheStages) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  const std::string run = bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --refine-over-hardware";
+  const auto a = run_command(run + " --second-stage-weight 0 -o " + q(dir / "w0"));
+  const auto b = run_command(run + " --second-stage-weight 1 -o " + q(dir / "w1"));
+  const auto c = run_command(run + " -o " + q(dir / "default"));
+  const auto d = run_command(run + " --no-corner-refinement -o " + q(dir / "first"));
+  for (const auto* r : {&a, &b, &c, &d}) ASSERT_EQ(r->exit_code, 0) << r->output;
+  const auto read = [&](const char* sub) {
+    return nlohmann::json::parse(test::read_file(dir / sub / "image" / "cobb.json"));
+  };
+  const auto w0 = read("w0"), w1 = read("w1"), def = read("default"), first = read("first");
+  EXPECT_LT(largest_landmark_shift(w0, first), 1e-6);
+  ASSERT_GT(largest_landmark_shift(w1, w0), 0.5);  // the second stage moved something
+  double off_midpoint = 0;
+  for (std::size_t k = 0; k < 68; ++k)
+    for (int xy = 0; xy < 2; ++xy)
+      off_midpoint = std::max(off_midpoint, std::abs(def["landmarks_px"][k][xy].get<double>() -
+                                                     (w0["landmarks_px"][k][xy].get<double>() +
+                                                      w1["landmarks_px"][k][xy].get<double>()) / 2));
+  EXPECT_LT(off_midpoint, 0.011);  // each position is written to 0.01 px
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "default" / "image" / "provenance.json"));
+  EXPECT_DOUBLE_EQ(prov["config"]["second_stage_weight"].get<double>(), 0.5);
+  const auto bad = run_command(bin("spine-cobb") + " " + q(image) + " --second-stage-weight 1.5 -o " + q(dir / "bad"));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("--second-stage-weight"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
 // Without the level anchors the first stage's count stands: no reading in cobb.json, an
 // empty levels_recounted cell, one model fewer.
 TEST(CobbCommand, NoLevelAnchorsKeepsTheFirstStagesCount) {
