@@ -43,6 +43,11 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "Where each corner ends between the first stage's position (0) and the second stage's (1); "
                  "default 0.5, their mean (see models/xray-corners.md)")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--centreline-weight", landmarks.centreline_weight,
+                 "Move each vertebra's tilt this fraction of the way to the direction across the centreline "
+                 "through its neighbours' centres (0: keep the tilts the stages read; default 0.24, see "
+                 "docs/cobb.md)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--anchor-model", anchor_model,
                  "Level anchors: read which vertebrae lie at the chain's ends (the neck above T1, the sacrum "
                  "below L5) and re-count a chain counted one level off (default: models/xray-level-anchors.pt)");
@@ -91,10 +96,20 @@ nlohmann::json CobbConfig::to_json() const {
           {"flip_averaging", landmarks.flip_averaging},
           {"corner_zooms", landmarks.corner_zooms},
           {"second_stage_weight", landmarks.second_stage_weight},
+          {"centreline_weight", landmarks.centreline_weight},
           {"overlay", overlay}};
 }
 
 namespace {
+
+nlohmann::json centreline_tilt_json(const std::optional<CentrelineTiltResult>& r, double weight) {
+  if (!r) return nullptr;
+  if (!r->applied) return {{"weight", weight}, {"applied", false}, {"skipped_because", r->skipped_because}};
+  return {{"weight", weight},
+          {"applied", true},
+          {"largest_change_deg", std::round(r->largest_change_deg * 100) / 100},
+          {"largest_change_at", cobb_vertebra_name(r->largest_change_vertebra)}};
+}
 
 Rgb confidence_colour(double c) {
   // red (0) -> yellow (0.5) -> green (1)
@@ -356,6 +371,8 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"sequence_adjusted", lm.sequence_adjusted},
         {"corner_refinement", refinement},
         {"corners_unrefined", lm.corners_unrefined},
+        // The tilts blended with the centreline (docs/cobb.md): null with --centreline-weight 0.
+        {"centreline_tilt", centreline_tilt_json(lm.centreline_tilt, c.landmarks.centreline_weight)},
         // The level anchors' reading of the chain's ends (null when they did not run):
         // what the first stage's T1 and L5 are, with the posterior, and what was re-counted.
         {"levels", lm.levels ? nlohmann::json{{"top_vertebra_is", lm.levels->top},

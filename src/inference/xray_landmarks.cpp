@@ -543,6 +543,9 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_co
       lm.points[k] = {first_stage_points[k].x + w * (lm.points[k].x - first_stage_points[k].x),
                       first_stage_points[k].y + w * (lm.points[k].y - first_stage_points[k].y)};
   }
+  // Last, on the corners the angles are measured on, whichever stages placed them.
+  if (options_.centreline_weight > 0)
+    lm.centreline_tilt = blend_tilts_with_centreline(lm.points, options_.centreline_weight);
   return lm;
 }
 

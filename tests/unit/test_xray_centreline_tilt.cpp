@@ -1,0 +1,84 @@
+// Each vertebra's tilt blended with the direction across the centreline through its
+// neighbours' centres (blend_tilts_with_centreline in include/spine/xray_landmarks.hpp).
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "spine/xray_landmarks.hpp"
+
+namespace spine {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// 17 rectangles 60 x 30 px with centres at `centres`, vertebra v turned by tilt_deg[v].
+std::vector<Point2> chain(const std::vector<Point2>& centres, const std::vector<double>& tilt_deg) {
+  std::vector<Point2> pts;
+  for (int v = 0; v < 17; ++v) {
+    const double a = tilt_deg[v] * kPi / 180, cs = std::cos(a), sn = std::sin(a);
+    for (const auto& [x, y] : {std::pair{-30.0, -15.0}, {30.0, -15.0}, {-30.0, 15.0}, {30.0, 15.0}})
+      pts.push_back({centres[v].x + cs * x - sn * y, centres[v].y + sn * x + cs * y});
+  }
+  return pts;
+}
+
+// A centreline x = 300 + 40 sin(pi v / 16), 45 px between vertebrae: a C-shaped curve.
+std::vector<Point2> curved_centres() {
+  std::vector<Point2> c;
+  for (int v = 0; v < 17; ++v) c.push_back({300 + 40 * std::sin(kPi * v / 16), 100.0 + 45 * v});
+  return c;
+}
+
+Point2 centre_of(const std::vector<Point2>& p, int v) {
+  return {(p[4 * v].x + p[4 * v + 1].x + p[4 * v + 2].x + p[4 * v + 3].x) / 4,
+          (p[4 * v].y + p[4 * v + 1].y + p[4 * v + 2].y + p[4 * v + 3].y) / 4};
+}
+
+TEST(CentrelineTilt, ReadsTheCentrelinesDirection) {
+  // A straight spine leaning right as it descends (x grows 9 px per 45 px): the direction
+  // across it has its right end higher (y down), a tilt of -atan(9 / 45).
+  std::vector<Point2> c;
+  for (int v = 0; v < 17; ++v) c.push_back({300.0 + 9 * v, 100.0 + 45 * v});
+  const auto pts = chain(c, std::vector<double>(17, 0.0));
+  const double expected = -std::atan(9.0 / 45.0) * 180 / kPi;
+  for (int v : {0, 8, 16}) EXPECT_NEAR(centreline_tilt_deg(pts, v), expected, 1e-9);
+  EXPECT_NEAR(vertebra_tilt_deg(pts, 8), 0, 1e-9);
+}
+
+TEST(CentrelineTilt, WeightMovesTiltsTowardsTheCentrelineAndKeepsCentres) {
+  const auto c = curved_centres();
+  std::vector<double> tilt(17, 3.0);
+  tilt[8] = -20;  // one vertebra read far off
+  auto pts = chain(c, tilt);
+  const auto before = pts;
+  std::vector<double> across(17);
+  for (int v = 0; v < 17; ++v) across[v] = centreline_tilt_deg(before, v);
+  const CentrelineTiltResult r = blend_tilts_with_centreline(pts, 0.25);
+  ASSERT_TRUE(r.applied);
+  for (int v = 0; v < 17; ++v) {
+    EXPECT_NEAR(vertebra_tilt_deg(pts, v), tilt[v] + 0.25 * (across[v] - tilt[v]), 1e-9) << v;
+    EXPECT_NEAR(centre_of(pts, v).x, centre_of(before, v).x, 1e-9);
+    EXPECT_NEAR(centre_of(pts, v).y, centre_of(before, v).y, 1e-9);
+    EXPECT_NEAR(centreline_tilt_deg(pts, v), across[v], 1e-9);  // the centreline did not move
+  }
+  EXPECT_EQ(r.largest_change_vertebra, 8);
+  EXPECT_NEAR(r.largest_change_deg, 0.25 * (across[8] + 20), 1e-9);
+  // Weight 1 lays every vertebra across the centreline.
+  auto full = before;
+  ASSERT_TRUE(blend_tilts_with_centreline(full, 1.0).applied);
+  for (int v = 0; v < 17; ++v) EXPECT_NEAR(vertebra_tilt_deg(full, v), across[v], 1e-9);
+}
+
+TEST(CentrelineTilt, NotAppliedWhenTheCentresDoNotRunTopToBottom) {
+  auto c = curved_centres();
+  std::swap(c[4], c[5]);
+  auto pts = chain(c, std::vector<double>(17, 5.0));
+  const auto before = pts;
+  const CentrelineTiltResult r = blend_tilts_with_centreline(pts, 0.24);
+  EXPECT_FALSE(r.applied);
+  EXPECT_NE(r.skipped_because.find("top to bottom"), std::string::npos);
+  for (std::size_t k = 0; k < pts.size(); ++k) EXPECT_EQ(pts[k].x, before[k].x);
+}
+
+}  // namespace
+}  // namespace spine
