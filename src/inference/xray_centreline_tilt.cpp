@@ -1,6 +1,7 @@
 // Each vertebra's tilt read twice, from its own corners and from the centreline through
 // its neighbours' centres, and combined (see blend_tilts_with_centreline in
 // include/spine/xray_landmarks.hpp).
+#include <algorithm>
 #include <cmath>
 
 #include "spine/xray_landmarks.hpp"
