@@ -44,6 +44,14 @@ struct CobbAngles {
 // Throws an input error when fewer or more than 68 points are given.
 CobbAngles compute_cobb_angles(const std::vector<Point2>& landmarks, double image_height);
 
+// Of vertebra `vertebra` (0 = T1) of 68 landmarks in AASCE order: its tilt vector as the
+// AASCE rule reads it, the midpoint of its right side ((TR + BR) / 2) minus that of its
+// left side ((TL + BL) / 2); that vector's direction in degrees (0 = level, positive
+// turning clockwise on the image, y down); and its centre, the mean of its four corners.
+Point2 vertebra_tilt_vector(const std::vector<Point2>& landmarks, int vertebra);
+double vertebra_tilt_deg(const std::vector<Point2>& landmarks, int vertebra);
+Point2 vertebra_centre(const std::vector<Point2>& landmarks, int vertebra);
+
 // {"angle_deg", "upper_end", "lower_end", "apex", "convex_side", "convex_side_image"}.
 nlohmann::json major_curve_json(const MajorCurve& major);
 

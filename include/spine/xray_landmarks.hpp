@@ -33,13 +33,8 @@ struct CentrelineTiltResult {
   int largest_change_vertebra = -1; // 0 = T1
 };
 
-// A vertebra's tilt as the AASCE rule reads it, in degrees: the direction from the midpoint
-// of its left side ((TL + BL) / 2) to that of its right side ((TR + BR) / 2); 0 = level,
-// positive turning clockwise on the image (y down). points: 68, AASCE order.
-double vertebra_tilt_deg(const std::vector<Point2>& points, int vertebra);
-
-// The direction across the spine's centreline at each vertebra, in the same terms: the
-// perpendicular to the line from the centre of the vertebra above to that of the one below
+// The direction across the spine's centreline at each vertebra, in the terms of
+// vertebra_tilt_deg (cobb.hpp): the perpendicular to the line from the centre of the vertebra above to that of the one below
 // (T1 and L5: to their one neighbour).
 double centreline_tilt_deg(const std::vector<Point2>& points, int vertebra);
 
@@ -101,7 +96,7 @@ struct XrayLandmarkOptions {
   // The Cobb angles are the largest differences between tilts, so noise in each tilt
   // inflates them; the centres are placed more surely than the corners, and a vertebra lies
   // nearly across the centreline (on the AASCE training films' reference landmarks the two
-  // differ by 2.6 degrees on average, the most at L5 and at apices). The weight is the
+  // differ by 2.6 degrees on average, the most at L5). The weight is the
   // inverse-variance combination of the two readings' errors (with their covariance) on the
   // 365 training films, (v1 - c) / (v1 + v2 - 2 c) = 0.236, not a fitted score: SMAPE there
   // 8.83 -> 8.51 %, major MAE 3.19 -> 2.94 (models/xray-landmarks.md).

@@ -12,27 +12,23 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-Point2 centre(const std::vector<Point2>& points, int v) {
-  Point2 c{0, 0};
-  for (int k = 0; k < 4; ++k) c.x += points[4 * v + k].x / 4, c.y += points[4 * v + k].y / 4;
-  return c;
+// The direction across the line from centre `above` to centre `below`, in the terms of
+// vertebra_tilt_deg. Down the spine (dx, dy); across it, to the image right: (dy, -dx).
+double across_deg(Point2 above, Point2 below) {
+  return std::atan2(-(below.x - above.x), below.y - above.y) * 180 / kPi;
 }
+
+// The neighbours whose centres give vertebra v's centreline (T1 and L5: their one neighbour).
+int above(int v) { return std::max(0, v - 1); }
+int below(int v) { return std::min(kCobbVertebrae - 1, v + 1); }
 
 // a - b in degrees, in (-180, 180].
 double angle_difference(double a, double b) { return -std::remainder(b - a, 360.0); }
 
 }  // namespace
 
-double vertebra_tilt_deg(const std::vector<Point2>& points, int v) {
-  const Point2 tl = points[4 * v], tr = points[4 * v + 1], bl = points[4 * v + 2], br = points[4 * v + 3];
-  return std::atan2((tr.y + br.y - tl.y - bl.y) / 2, (tr.x + br.x - tl.x - bl.x) / 2) * 180 / kPi;
-}
-
 double centreline_tilt_deg(const std::vector<Point2>& points, int v) {
-  const int above = std::max(0, v - 1), below = std::min(kCobbVertebrae - 1, v + 1);
-  const Point2 a = centre(points, above), b = centre(points, below);
-  // Down the spine (dx, dy); across it, to the image right: (dy, -dx).
-  return std::atan2(-(b.x - a.x), b.y - a.y) * 180 / kPi;
+  return across_deg(vertebra_centre(points, above(v)), vertebra_centre(points, below(v)));
 }
 
 CentrelineTiltResult blend_tilts_with_centreline(std::vector<Point2>& points, double weight) {
@@ -41,26 +37,27 @@ CentrelineTiltResult blend_tilts_with_centreline(std::vector<Point2>& points, do
     r.skipped_because = "not 17 vertebrae";
     return r;
   }
+  // Each vertebra turns about its own centre, so the centres, and the centreline, stay as
+  // they are while the chain is worked through.
+  std::vector<Point2> centre(kCobbVertebrae);
+  for (int v = 0; v < kCobbVertebrae; ++v) centre[v] = vertebra_centre(points, v);
   for (int v = 1; v < kCobbVertebrae; ++v)
-    if (!(centre(points, v).y > centre(points, v - 1).y)) {
+    if (!(centre[v].y > centre[v - 1].y)) {
       r.skipped_because = "the vertebra centres do not run top to bottom";
       return r;
     }
-  // All changes from the points as given: each vertebra's turn keeps its centre, so the
-  // centreline does not move while the chain is worked through.
-  std::vector<double> change(kCobbVertebrae);
-  for (int v = 0; v < kCobbVertebrae; ++v)
-    change[v] = weight * angle_difference(centreline_tilt_deg(points, v), vertebra_tilt_deg(points, v));
   for (int v = 0; v < kCobbVertebrae; ++v) {
-    const double a = change[v] * kPi / 180, c = std::cos(a), s = std::sin(a);
-    const Point2 m = centre(points, v);
+    const double change =
+        weight * angle_difference(across_deg(centre[above(v)], centre[below(v)]), vertebra_tilt_deg(points, v));
+    const double a = change * kPi / 180, c = std::cos(a), s = std::sin(a);
+    const Point2 m = centre[v];
     for (int k = 0; k < 4; ++k) {
       Point2& p = points[4 * v + k];
       const double x = p.x - m.x, y = p.y - m.y;
       p = {m.x + c * x - s * y, m.y + s * x + c * y};
     }
-    if (std::abs(change[v]) > std::abs(r.largest_change_deg)) {
-      r.largest_change_deg = change[v];
+    if (std::abs(change) > std::abs(r.largest_change_deg)) {
+      r.largest_change_deg = change;
       r.largest_change_vertebra = v;
     }
   }

@@ -21,6 +21,21 @@ double angle_between(const Point2& a, const Point2& b) {
   return std::acos(c) * 180.0 / kPi;
 }
 
+Point2 vertebra_tilt_vector(const std::vector<Point2>& lm, int v) {
+  const Point2 tl = lm[4 * v], tr = lm[4 * v + 1], bl = lm[4 * v + 2], br = lm[4 * v + 3];
+  return {(tr.x + br.x) / 2 - (tl.x + bl.x) / 2, (tr.y + br.y) / 2 - (tl.y + bl.y) / 2};
+}
+
+double vertebra_tilt_deg(const std::vector<Point2>& lm, int v) {
+  const Point2 t = vertebra_tilt_vector(lm, v);
+  return std::atan2(t.y, t.x) * 180.0 / kPi;
+}
+
+Point2 vertebra_centre(const std::vector<Point2>& lm, int v) {
+  const Point2 tl = lm[4 * v], tr = lm[4 * v + 1], bl = lm[4 * v + 2], br = lm[4 * v + 3];
+  return {(tl.x + tr.x + bl.x + br.x) / 4, (tl.y + tr.y + bl.y + br.y) / 4};
+}
+
 std::string cobb_vertebra_name(int index) {
   if (index < 0 || index >= kCobbVertebrae) return "?";
   return index < 12 ? "T" + std::to_string(index + 1) : "L" + std::to_string(index - 11);
@@ -35,10 +50,10 @@ CobbAngles compute_cobb_angles(const std::vector<Point2>& lm, double image_heigh
   std::vector<Point2> centre(n);
   for (int v = 0; v < n; ++v) {
     const Point2 tl = lm[4 * v], tr = lm[4 * v + 1], bl = lm[4 * v + 2], br = lm[4 * v + 3];
-    tilt[v] = {(tr.x + br.x) / 2 - (tl.x + bl.x) / 2, (tr.y + br.y) / 2 - (tl.y + bl.y) / 2};
+    tilt[v] = vertebra_tilt_vector(lm, v);
     mid[2 * v] = {(tl.x + tr.x) / 2, (tl.y + tr.y) / 2};
     mid[2 * v + 1] = {(bl.x + br.x) / 2, (bl.y + br.y) / 2};
-    centre[v] = {(tl.x + tr.x + bl.x + br.x) / 4, (tl.y + tr.y + bl.y + br.y) / 4};
+    centre[v] = vertebra_centre(lm, v);
   }
   std::vector<double> a(n * n);
   for (int i = 0; i < n; ++i)
@@ -92,7 +107,7 @@ CobbAngles compute_cobb_angles(const std::vector<Point2>& lm, double image_heigh
   out.aasce_deg = {best, second, third};
 
   out.tilt_deg.resize(n);
-  for (int v = 0; v < n; ++v) out.tilt_deg[v] = std::atan2(tilt[v].y, tilt[v].x) * 180.0 / kPi;
+  for (int v = 0; v < n; ++v) out.tilt_deg[v] = vertebra_tilt_deg(lm, v);
 
   MajorCurve& major = out.major;
   major.angle_deg = best;

@@ -36,6 +36,16 @@ double largest_landmark_shift(const nlohmann::json& a, const nlohmann::json& b) 
   return moved;
 }
 
+// spine-cobb on `image` with `option value` out of its range: a usage error (exit 1) that
+// names the option and writes nothing to `out`.
+void expect_option_refused(const fs::path& image, const std::string& option, const std::string& value,
+                           const fs::path& out) {
+  const auto bad = run_command(bin("spine-cobb") + " " + q(image) + " " + option + " " + value + " -o " + q(out));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find(option), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(out));
+}
+
 // A phantom radiograph gives cobb.json with every documented field, landmarks inside the
 // image, an overlay, and one CSV row.
 TEST(CobbCommand, PhantomRadiographOutputs) {
@@ -187,10 +197,7 @@ TEST(CobbCommand, CornerZoomsAverageReadingsAndAreChecked) {
   EXPECT_GT(largest_landmark_shift(three, one), 0.1);
   const auto prov = nlohmann::json::parse(test::read_file(dir / "three" / "image" / "provenance.json"));
   EXPECT_EQ(prov["config"]["corner_zooms"].size(), 3u) << prov["config"].dump();
-  const auto bad = run_command(bin("spine-cobb") + " " + q(image) + " --corner-zooms 0.9,3 -o " + q(dir / "bad"));
-  EXPECT_EQ(bad.exit_code, 1) << bad.output;
-  EXPECT_NE(bad.output.find("--corner-zooms"), std::string::npos) << bad.output;
-  EXPECT_FALSE(fs::exists(dir / "bad"));
+  expect_option_refused(image, "--corner-zooms", "0.9,3", dir / "bad");
 }
 
 // The corners end between the two stages' positions by --second-stage-weight: 0 keeps the
@@ -222,10 +229,7 @@ TEST(CobbCommand, SecondStageWeightPlacesCornersBetweenTheStages) {
   EXPECT_LT(off_midpoint, 0.011);  // each position is written to 0.01 px
   const auto prov = nlohmann::json::parse(test::read_file(dir / "default" / "image" / "provenance.json"));
   EXPECT_DOUBLE_EQ(prov["config"]["second_stage_weight"].get<double>(), 0.5);
-  const auto bad = run_command(bin("spine-cobb") + " " + q(image) + " --second-stage-weight 1.5 -o " + q(dir / "bad"));
-  EXPECT_EQ(bad.exit_code, 1) << bad.output;
-  EXPECT_NE(bad.output.find("--second-stage-weight"), std::string::npos) << bad.output;
-  EXPECT_FALSE(fs::exists(dir / "bad"));
+  expect_option_refused(image, "--second-stage-weight", "1.5", dir / "bad");
 }
 
 namespace {
@@ -297,10 +301,7 @@ TEST(CobbCommand, CentrelineWeightTurnsVertebraeAboutTheirCentres) {
     }
     const auto prov = nlohmann::json::parse(test::read_file(dir / "none" / "image" / "provenance.json"));
     EXPECT_DOUBLE_EQ(prov["config"]["centreline_weight"].get<double>(), 0.0);
-    const auto bad = run_command(bin("spine-cobb") + " " + q(phantom) + " --centreline-weight 2 -o " + q(dir / "bad"));
-    EXPECT_EQ(bad.exit_code, 1) << bad.output;
-    EXPECT_NE(bad.output.find("--centreline-weight"), std::string::npos) << bad.output;
-    EXPECT_FALSE(fs::exists(dir / "bad"));
+    expect_option_refused(phantom, "--centreline-weight", "2", dir / "bad");
   }
   const fs::path real = test::shared_data() / "xray-ap-aasce" / "images" / "sunhl-1th-02-Jan-2017-162 A AP.jpg";
   if (!fs::exists(real)) GTEST_SKIP() << "shared data not present: the blend was checked on a skipped chain only";
