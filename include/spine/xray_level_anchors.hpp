@@ -47,7 +47,8 @@ struct LevelRecount {
 // Re-counts a top-to-bottom chain of 17 centres from the evidence at its two ends. An end
 // moves only when its most probable reading has a posterior >= min_posterior. When the
 // decided ends leave vertebrae missing between them (at most two, as each end is off by at
-// most one), each is inserted in turn midway in the chain's widest gap, provided that gap
+// most one), each is inserted in turn midway in the chain's widest gap (the whole chain's,
+// before a point beyond T1..L5 at either end is cut off), provided that gap
 // is at least 1.5 times what a straight line through the other gaps predicts there
 // (vertebrae grow down the spine; a skipped vertebra leaves about twice); one too many
 // drops, in turn, the inner point whose two gaps add up to at most 1.5 times the trend.

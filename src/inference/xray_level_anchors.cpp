@@ -42,14 +42,16 @@ std::array<double, 3> posterior(const ChainEndEvidence& e) {
 
 // Each gap as a ratio to what a least-squares line through the other gaps predicts at its
 // place (vertebrae grow down the spine; leaving the gap itself out keeps an outlier from
-// raising its own expectation).
-std::vector<double> gap_ratios(const std::vector<Point2>& pts) {
+// raising its own expectation). The first `outer_top` and last `outer_bottom` gaps, those
+// to a point beyond T1..L5, get a ratio but do not shape the line: the first stage's point
+// on the sacrum or C7 can sit anywhere on it.
+std::vector<double> gap_ratios(const std::vector<Point2>& pts, std::size_t outer_top = 0, std::size_t outer_bottom = 0) {
   std::vector<double> gaps;
   for (std::size_t i = 1; i < pts.size(); ++i) gaps.push_back(dist(pts[i - 1], pts[i]));
   std::vector<double> ratio(gaps.size());
   for (std::size_t k = 0; k < gaps.size(); ++k) {
     double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
-    for (std::size_t i = 0; i < gaps.size(); ++i)
+    for (std::size_t i = outer_top; i + outer_bottom < gaps.size(); ++i)
       if (i != k) n += 1, sx += i, sy += gaps[i], sxx += double(i) * i, sxy += i * gaps[i];
     const double den = n * sxx - sx * sx;
     const double slope = den > 0 ? (n * sxy - sx * sy) / den : 0, icpt = (sy - slope * sx) / n;
@@ -116,16 +118,22 @@ LevelRecount recount_chain(const std::vector<Point2>& c, const ChainEndEvidence&
   for (int v = 1; v < kCobbVertebrae; ++v)
     if (c[v].y <= c[v - 1].y) return r;
   r.top_shift = t, r.bottom_shift = h;
-  // The chain with one extrapolated point at each end (indices -1 and 17).
-  std::vector<Point2> g{lerp(c[0], c[1], -kAboveT1)};
-  g.insert(g.end(), c.begin(), c.end());
-  g.push_back(lerp(c[16], c[15], -kBelowL5));
-  // The points from the true T1 to the true L5: 15..19 of them, as each end is off by at
-  // most one.
-  std::vector<Point2> pts(g.begin() + 1 + t, g.begin() + 1 + 16 + h + 1);
-  constexpr int kInserted = -2;  // marks a vertebra inserted below, until the names are final
+  // The span: every point of the chain, with one point extrapolated above or below where
+  // the true T1 or L5 lies beyond it. Its ends' levels are known from the readings (0 = T1):
+  // the chain's T1 is level -t, its L5 level 16 - h. The search for skipped or spurious
+  // points runs over the whole span, ends included, before the levels outside T1..L5 are
+  // cut off: a chain whose T1 sits on C7 most often skipped T1 itself, and the gap that
+  // shows it (C7 to T2) would be gone if C7 were cut off first. The gaps to such outer
+  // points are candidates but do not set the trend the others are measured against.
+  std::vector<Point2> pts;
   std::vector<int> src;
-  for (int i = t; i <= 16 + h; ++i) src.push_back(i >= 0 && i < kCobbVertebrae ? i : -1);
+  if (t < 0) pts.push_back(lerp(c[0], c[1], -kAboveT1)), src.push_back(-1);
+  for (int v = 0; v < kCobbVertebrae; ++v) pts.push_back(c[v]), src.push_back(v);
+  if (h > 0) pts.push_back(lerp(c[16], c[15], -kBelowL5)), src.push_back(-1);
+  const int first_level = -std::max(t, 0), last_level = 16 + std::max(-h, 0);
+  const int levels = last_level - first_level + 1;
+  const auto outer_top = static_cast<std::size_t>(-first_level), outer_bottom = static_cast<std::size_t>(last_level - 16);
+  constexpr int kInserted = -2;  // marks a vertebra inserted below, until the names are final
   std::vector<std::string> what;
   if (t != 0) what.push_back("the chain's T1 was " + r.top_reading);
   if (h != 0) what.push_back("its L5 was " + r.bottom_reading);
@@ -133,16 +141,16 @@ LevelRecount recount_chain(const std::vector<Point2>& c, const ChainEndEvidence&
   // spacing must show where, one at a time: a skipped vertebra leaves a gap about twice the
   // trend, a spurious point two gaps that add up to about one. Midway (1.5) is the bar;
   // without it the chain is kept as it was and the count flagged.
-  while (static_cast<int>(pts.size()) < kCobbVertebrae) {
-    const std::vector<double> ratio = gap_ratios(pts);
+  while (static_cast<int>(pts.size()) < levels) {
+    const std::vector<double> ratio = gap_ratios(pts, outer_top, outer_bottom);
     // The widest gap, between pts[i] and pts[i + 1], held the skipped vertebra.
     const auto i = static_cast<std::size_t>(std::max_element(ratio.begin(), ratio.end()) - ratio.begin());
     if (ratio[i] < kSkipRatio) return uncertain(r, "no gap in the chain wide enough for a vertebra they miss");
     pts.insert(pts.begin() + i + 1, lerp(pts[i], pts[i + 1], 0.5));
     src.insert(src.begin() + i + 1, kInserted);
   }
-  while (static_cast<int>(pts.size()) > kCobbVertebrae) {
-    const std::vector<double> ratio = gap_ratios(pts);
+  while (static_cast<int>(pts.size()) > levels) {
+    const std::vector<double> ratio = gap_ratios(pts, outer_top, outer_bottom);
     // The inner point whose two gaps are narrowest together is one too many.
     std::size_t drop = 1;
     for (std::size_t i = 1; i + 1 < pts.size(); ++i)
@@ -153,12 +161,19 @@ LevelRecount recount_chain(const std::vector<Point2>& c, const ChainEndEvidence&
     pts.erase(pts.begin() + drop);
     src.erase(src.begin() + drop);
   }
-  for (int v = 0; v < kCobbVertebrae; ++v)
-    if (src[v] == kInserted) {
-      src[v] = -1;
-      what.push_back("a vertebra the first stage skipped was placed as " + cobb_vertebra_name(v) + ", between " +
-                     cobb_vertebra_name(v - 1) + " and " + cobb_vertebra_name(v + 1));
+  // Level of span point k is first_level + k; the names beyond T1..L5 are C7 and S1.
+  const auto level_name = [](int v) { return v < 0 ? std::string("C7") : v > 16 ? std::string("S1") : cobb_vertebra_name(v); };
+  for (int k = 0; k < levels; ++k)
+    if (src[k] == kInserted) {
+      const int v = first_level + k;
+      what.push_back("a vertebra the first stage skipped was placed as " + level_name(v) + ", between " +
+                     level_name(v - 1) + " and " + level_name(v + 1));
+      src[k] = -1;
     }
+  pts.erase(pts.begin(), pts.begin() - first_level);
+  src.erase(src.begin(), src.begin() - first_level);
+  pts.resize(kCobbVertebrae);
+  src.resize(kCobbVertebrae);
   r.centres = pts;
   r.source = src;
   for (const auto& w : what) r.change += (r.change.empty() ? "" : "; ") + w;

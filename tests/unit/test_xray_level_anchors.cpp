@@ -126,6 +126,30 @@ TEST(LevelAnchors, TwoSkippedVertebraeAreBothInserted) {
   EXPECT_NE(r.change.find("placed as T11"), std::string::npos) << r.change;
 }
 
+// The commonest miscount on the AASCE films: T1 placed on C7 and T1 itself skipped, the
+// rest of the chain right. The gap that shows the skip is the chain's first (C7 to T2), so
+// it must be looked for before C7 is cut off.
+TEST(LevelAnchors, T1OnC7WithT1SkippedInsertsT1AboveT2) {
+  std::vector<Point2> truth = chain(100);  // T1..L5
+  truth.insert(truth.begin(), {250.0, 62.0});  // C7, a gap a little under T1's below
+  std::vector<Point2> c = truth;
+  c.erase(c.begin() + 1);  // T1 skipped: the chain is C7, T2..L5
+  ASSERT_EQ(c.size(), 17u);
+  const LevelRecount r = recount_chain(c, reading(1, 0.95), reading(0, 0.95));
+  ASSERT_TRUE(r.flags.empty()) << r.flags[0];
+  EXPECT_EQ(r.top_shift, 1);
+  EXPECT_EQ(r.bottom_shift, 0);
+  ASSERT_EQ(r.centres.size(), 17u);
+  EXPECT_EQ(r.source[0], -1);  // T1 placed midway between C7 and T2
+  EXPECT_NEAR(r.centres[0].y, (truth[0].y + truth[2].y) / 2, 1e-9);
+  for (int v = 1; v < kCobbVertebrae; ++v) {
+    EXPECT_EQ(r.source[v], v) << v;
+    EXPECT_NEAR(r.centres[v].y, truth[v + 1].y, 1e-9) << v;
+  }
+  EXPECT_NE(r.change.find("the chain's T1 was C7"), std::string::npos) << r.change;
+  EXPECT_NE(r.change.find("placed as T1, between C7 and T2"), std::string::npos) << r.change;
+}
+
 // Ends that need a vertebra the chain's even spacing has no room for keep the chain.
 TEST(LevelAnchors, EndsThatDisagreeWithAnEvenChainKeepItAndFlag) {
   const LevelRecount r = recount_chain(chain(), reading(1, 0.95), reading(-1, 0.95));
