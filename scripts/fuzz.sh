@@ -56,7 +56,7 @@ for pair in nifti=.nii niigz=.nii.gz meta=.mha nrrd=.nrrd png=.png jpeg=.jpg dic
     # A shared CI machine can stall a process for seconds; a real hang is deterministic
     # (the readers hold no state between inputs), so it stalls again on the same input.
     echo "fuzz_$name: one input passed the ${limit} s limit in the run but took ${slow} s alone:" \
-         "a stalled machine, not a hang (the input is kept: $(ls build-fuzz/"$name"-timeout-* | head -1))"
+         "a stalled machine, not a hang (the input is kept: $(ls -t build-fuzz/"$name"-timeout-* | head -1))"
   else
     echo "fuzz_$name: FAILED, see $log; reproduce with: build-fuzz/fuzz_$name build-fuzz/$name-*"
     grep -a -m3 -E "ERROR|runtime error|==.*==" "$log" || tail -5 "$log"

@@ -150,6 +150,24 @@ TEST(LevelAnchors, T1OnC7WithT1SkippedInsertsT1AboveT2) {
   EXPECT_NE(r.change.find("placed as T1, between C7 and T2"), std::string::npos) << r.change;
 }
 
+// The same at the bottom: L5 skipped and the chain's L5 on the sacrum. The gap L4 to S1
+// holds L5; the sacrum's point is a candidate end of that gap but not part of the trend.
+TEST(LevelAnchors, L5OnTheSacrumWithL5SkippedInsertsL5BelowL4) {
+  std::vector<Point2> truth = chain(100);                        // T1..L5
+  truth.push_back({250.0, truth.back().y + 40 + 2.0 * 17});      // S1
+  std::vector<Point2> c = truth;
+  c.erase(c.begin() + 16);  // L5 skipped: the chain is T1..L4, S1
+  ASSERT_EQ(c.size(), 17u);
+  const LevelRecount r = recount_chain(c, reading(0, 0.95), reading(-1, 0.95));
+  ASSERT_TRUE(r.flags.empty()) << r.flags[0];
+  EXPECT_EQ(r.bottom_shift, -1);
+  ASSERT_EQ(r.centres.size(), 17u);
+  for (int v = 0; v < 16; ++v) EXPECT_EQ(r.source[v], v) << v;
+  EXPECT_EQ(r.source[16], -1);  // L5 placed midway between L4 and S1
+  EXPECT_NEAR(r.centres[16].y, (truth[15].y + truth[17].y) / 2, 1e-9);
+  EXPECT_NE(r.change.find("placed as L5, between L4 and S1"), std::string::npos) << r.change;
+}
+
 // Ends that need a vertebra the chain's even spacing has no room for keep the chain.
 TEST(LevelAnchors, EndsThatDisagreeWithAnEvenChainKeepItAndFlag) {
   const LevelRecount r = recount_chain(chain(), reading(1, 0.95), reading(-1, 0.95));
