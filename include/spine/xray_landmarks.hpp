@@ -34,8 +34,8 @@ struct CentrelineTiltResult {
 };
 
 // The direction across the spine's centreline at each vertebra, in the terms of
-// vertebra_tilt_deg (cobb.hpp): the perpendicular to the line from the centre of the vertebra above to that of the one below
-// (T1 and L5: to their one neighbour).
+// vertebra_tilt_deg (cobb.hpp): the perpendicular to the line from the centre of the
+// vertebra above to that of the one below (T1 and L5: to their one neighbour).
 double centreline_tilt_deg(const std::vector<Point2>& points, int vertebra);
 
 // Turns each vertebra about its centre so that its tilt t becomes t + weight (c - t), c its

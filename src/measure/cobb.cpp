@@ -12,6 +12,9 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
+// A tilt vector's direction in degrees, as vertebra_tilt_deg reports it.
+double direction_deg(Point2 t) { return std::atan2(t.y, t.x) * 180.0 / kPi; }
+
 }  // namespace
 
 double angle_between(const Point2& a, const Point2& b) {
@@ -26,10 +29,7 @@ Point2 vertebra_tilt_vector(const std::vector<Point2>& lm, int v) {
   return {(tr.x + br.x) / 2 - (tl.x + bl.x) / 2, (tr.y + br.y) / 2 - (tl.y + bl.y) / 2};
 }
 
-double vertebra_tilt_deg(const std::vector<Point2>& lm, int v) {
-  const Point2 t = vertebra_tilt_vector(lm, v);
-  return std::atan2(t.y, t.x) * 180.0 / kPi;
-}
+double vertebra_tilt_deg(const std::vector<Point2>& lm, int v) { return direction_deg(vertebra_tilt_vector(lm, v)); }
 
 Point2 vertebra_centre(const std::vector<Point2>& lm, int v) {
   const Point2 tl = lm[4 * v], tr = lm[4 * v + 1], bl = lm[4 * v + 2], br = lm[4 * v + 3];
@@ -107,7 +107,7 @@ CobbAngles compute_cobb_angles(const std::vector<Point2>& lm, double image_heigh
   out.aasce_deg = {best, second, third};
 
   out.tilt_deg.resize(n);
-  for (int v = 0; v < n; ++v) out.tilt_deg[v] = vertebra_tilt_deg(lm, v);
+  for (int v = 0; v < n; ++v) out.tilt_deg[v] = direction_deg(tilt[v]);
 
   MajorCurve& major = out.major;
   major.angle_deg = best;
