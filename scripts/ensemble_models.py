@@ -4,7 +4,8 @@ TorchScript model whose output is the mean of theirs: a seed ensemble. The membe
 outputs must be averageable as they are (heatmaps, offsets: what flip averaging already
 averages). The card is the first member's, with the version given, the members listed
 (name, version, SHA-256, training) and `training.command` saying how it was made, so
-spine-cobb loads the ensemble exactly as it loads one member.
+spine-cobb loads the ensemble exactly as it loads one member. A member that is itself an
+ensemble is opened into its members (each network weighs the same).
 
   /usr/bin/python3 scripts/ensemble_models.py OUT.pt A.pt B.pt --version 1.2.0
 """
@@ -59,15 +60,29 @@ def main():
         for key in ("name", "task", "patch_size", "normalisation", "output", "classes"):
             if c.get(key) != cards[0].get(key):
                 raise SystemExit(f"{m}: its card's {key} differs from {args.members[0]}'s")
-    members = [torch.jit.load(m).eval() for m in args.members]
+    # A member that is itself an ensemble gives its own members, so that every network
+    # weighs the same in the mean (an ensemble of two and a third model: thirds, not
+    # 1/4, 1/4, 1/2), with the entries its card keeps for them.
+    members, entries = [], []
+    for m, c in zip(args.members, cards):
+        loaded = torch.jit.load(m).eval()
+        if "ensemble" in c:
+            subs = list(loaded.members.children())
+            if len(subs) != len(c["ensemble"]):
+                raise SystemExit(f"{m}: its card lists {len(c['ensemble'])} members, the model holds {len(subs)}")
+            members += subs
+            entries += c["ensemble"]
+        else:
+            members.append(loaded)
+            entries.append({"name": c["name"], "version": c["version"], "sha256": sha256(m),
+                            "training": c.get("training", {})})
     card = dict(cards[0])
     card["version"] = args.version
-    card["ensemble"] = [{"name": c["name"], "version": c["version"], "sha256": sha256(m),
-                         "training": c.get("training", {})} for m, c in zip(args.members, cards)]
+    card["ensemble"] = entries
     card["training"] = {
         "command": "/usr/bin/python3 scripts/ensemble_models.py OUT " + " ".join(
-            f"MEMBER{k + 1}" for k in range(len(members))) + f" --version {args.version}",
-        "members": [c.get("training", {}).get("command", "") for c in cards],
+            f"MEMBER{k + 1}" for k in range(len(args.members))) + f" --version {args.version}",
+        "members": [e.get("training", {}).get("command", "") for e in entries],
         "note": f"the mean of {len(members)} models' outputs, each trained as its command says",
     }
     model = MeanOf(members).eval()
