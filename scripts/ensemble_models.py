@@ -43,6 +43,12 @@ class MeanOf(nn.Module):
         return total / self.count
 
 
+def member_command(training: dict) -> str:
+    """A member's training command with its seed, which older cards kept beside it only."""
+    command, seed = training.get("command", ""), training.get("seed", 0)
+    return command + (f" --seed {seed}" if seed and "--seed" not in command else "")
+
+
 def sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -82,7 +88,7 @@ def main():
     card["training"] = {
         "command": "/usr/bin/python3 scripts/ensemble_models.py OUT " + " ".join(
             f"MEMBER{k + 1}" for k in range(len(args.members))) + f" --version {args.version}",
-        "members": [e.get("training", {}).get("command", "") for e in entries],
+        "members": [member_command(e.get("training", {})) for e in entries],
         "note": f"the mean of {len(members)} models' outputs, each trained as its command says",
     }
     model = MeanOf(members).eval()

@@ -325,6 +325,7 @@ def export(model, state, args, n_train, n_val, n_rejected):
         "training": {"epochs": state.get("epoch", 0), "seed": args.seed, "threads": "2 (CPU)",
                      "command": args.card_training or (
                          f"/usr/bin/python3 scripts/train_cobb.py --out work-data/cobb --epochs {args.epochs}"
+                         + (f" --seed {args.seed}" if args.seed else "")
                          + (" --no-context" if args.no_context else "")
                          + (f" --lr {args.lr}" if args.lr != 2e-3 else "")
                          + (f" --init-from {args.init_from}" if args.init_from else "")
