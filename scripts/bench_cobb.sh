@@ -23,6 +23,11 @@ else
   ls "$work"/ph/*/image.png > "$work/list.txt"
   echo "images: $n synthetic phantom radiographs"
 fi
+# The same code ran 0.34 s a film on one 2-core machine and 0.60 s on another (2026-12-05
+# and -06): say which CPU and vector extensions this run had, so figures are compared
+# like with like.
+echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores," \
+  "vector extensions: $(grep -o -w 'avx[0-9a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 # The machine is shared and its speed drifts by tens of per cent within minutes, so the
 # C++ runs and the Python run alternate, ROUNDS times, and the medians are compared.
 rounds=${3:-3}
