@@ -7,7 +7,8 @@ int main(int argc, char** argv) {
   spine::CobbConfig config;
   auto model_versions = [] {
     std::vector<std::string> lines;
-    for (const char* file : {"xray-spine-finder.pt", "xray-landmarks.pt", "xray-corners.pt", "xray-level-anchors.pt"}) {
+    for (const char* file : {"xray-spine-finder.pt", "xray-landmarks.pt", "xray-corners.pt", "xray-landmarks-int8.pt",
+                             "xray-corners-int8.pt", "xray-level-anchors.pt"}) {
       try {
         const auto model = spine::shipped_model(file);
         const auto card = spine::Model::read_card(model);

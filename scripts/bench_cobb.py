@@ -8,8 +8,10 @@ stage on them and their mirrors (skipped, as in spine-cobb, where the finder see
 hardware), decode,
 AASCE angles, cobb.json per image. The sequence constraint is left out (it costs
 well under a millisecond in C++). Prints the mean seconds per image; loading the model
-is not counted, as in spine-cobb.
-Usage: /usr/bin/python3 scripts/bench_cobb.py LISTFILE OUTDIR THREADS"""
+is not counted, as in spine-cobb. PRECISION (default fp32, as spine-cobb's) picks the
+two landmark stages' files as spine-cobb --precision does: the int8 copies run as the
+TorchScript they are (frozen, as spine-cobb freezes them), the float ones as eager networks.
+Usage: /usr/bin/python3 scripts/bench_cobb.py LISTFILE OUTDIR THREADS [fp32|int8]"""
 import json
 import os
 import sys
@@ -43,6 +45,17 @@ def eager(path, make):
     return nets[0] if len(nets) == 1 else MeanOf(nets).eval()
 
 
+class Frozen(torch.nn.Module):
+    """A quantized TorchScript model, frozen; its dequantized output made contiguous."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.model = torch.jit.freeze(torch.jit.load(path).eval())
+
+    def forward(self, x):
+        return self.model(x).contiguous()
+
+
 def flip_average(model, x):
     o, of = model(x), model(x.flip(-1)).flip(-1)
     offs = of[:, N_VERT:].view(1, 4, 2, *of.shape[-2:])[:, SWAP].clone()
@@ -52,10 +65,15 @@ def flip_average(model, x):
 
 def main():
     listfile, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    precision = sys.argv[4] if len(sys.argv) > 4 else "fp32"
     torch.set_num_threads(threads)
-    # 1.0.0 had no context block
-    model = eager("models/xray-landmarks.pt", lambda w: LandmarkNet(context=any(k.startswith("context.") for k in w)))
-    corner_model = eager("models/xray-corners.pt", lambda w: fine.CornerNet())
+    if precision == "int8":
+        torch.backends.quantized.engine = "onednn"  # as spine-cobb (scripts/quantize_cobb.py)
+        model, corner_model = Frozen("models/xray-landmarks-int8.pt"), Frozen("models/xray-corners-int8.pt")
+    else:
+        # 1.0.0 had no context block
+        model = eager("models/xray-landmarks.pt", lambda w: LandmarkNet(context=any(k.startswith("context.") for k in w)))
+        corner_model = eager("models/xray-corners.pt", lambda w: fine.CornerNet())
     anchor_model = anchors.AnchorNet()
     anchor_model.load_state_dict(torch.jit.load("models/xray-level-anchors.pt").state_dict())
     anchor_model.eval()
@@ -98,7 +116,7 @@ def main():
         with open(os.path.join(out, name + ".json"), "w") as f:
             json.dump({"study": name, "angles_deg": dict(zip(("pt", "mt", "tl"), a.tolist())),
                        "landmarks_px": pts.tolist(), "confidence": peak[0].tolist()}, f)
-    print(f"python eager: {(time.time() - t0) / len(paths):.3f} s per image over {len(paths)} images")
+    print(f"python ({precision}): {(time.time() - t0) / len(paths):.3f} s per image over {len(paths)} images")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end seconds per radiograph on this machine: spine-cobb (C++, models loaded once)
-# side by side with the same models driven from Python (eager PyTorch), same images,
-# same thread count. Uses the AASCE validation images when ../shared/data is present,
+# side by side with the same models driven from Python (scripts/bench_cobb.py), same
+# images, same thread count; each with the float landmark stages (the default) and with
+# their int8 copies (--precision int8). Uses the AASCE validation images when ../shared/data is present,
 # otherwise synthetic phantom radiographs. Usage: scripts/bench_cobb.sh [N] [THREADS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,22 +32,21 @@ echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $
 # The machine is shared and its speed drifts by tens of per cent within minutes, so the
 # C++ runs and the Python run alternate, ROUNDS times, and the medians are compared.
 rounds=${3:-3}
+# spine-cobb with its default (float) landmark stages and with --precision int8 (their
+# int8 copies, scripts/quantize_cobb.py); Python runs each with the same files.
 for r in $(seq "$rounds"); do
-  for mode in "--no-overlay" ""; do
-    rm -rf "$work/cpp$mode"
-    build/bin/spine-cobb "$work/list.txt" -o "$work/cpp$mode" --threads "$threads" $mode 2>&1 |
+  for mode in "--no-overlay" "--no-overlay --precision int8" ""; do
+    rm -rf "$work/cpp"
+    build/bin/spine-cobb "$work/list.txt" -o "$work/cpp" --threads "$threads" $mode 2>&1 |
       sed -n 's/.*summary: .*; \([0-9.]*\) s per study.*/\1/p' |
       xargs -I{} echo "round $r spine-cobb ${mode:-(with overlay)}: {} s per image"
   done
-  rm -rf "$work/py"
-  /usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads" | sed "s/^/round $r /"
-  # Python with its memory on huge pages too (glibc's tunable), as the executables have
-  # it: what the C++ runtime gains beyond the allocator.
-  rm -rf "$work/py"
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 /usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads" |
-    sed "s/^python eager/python eager (huge pages)/; s/^/round $r /"
+  for precision in int8 fp32; do
+    rm -rf "$work/py"
+    /usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads" "$precision" | sed "s/^/round $r /"
+  done
 done | tee "$work/rounds.txt"
-# Where a film's time goes (the last with-overlay run), mean per stage.
+# Where a film's time goes (the last run of spine-cobb, with overlay), mean per stage.
 /usr/bin/python3 scripts/stage_profile.py spine-cobb "$work/cpp/*/cobb.json" read_s spine_finder_s landmarks_s angles_and_flags_s overlay_s
 /usr/bin/python3 - "$work/rounds.txt" <<'PY'
 import re, statistics, sys
@@ -56,10 +56,13 @@ for line in open(sys.argv[1]):
     if m:
         runs.setdefault(m.group(1), []).append(float(m.group(2)))
 med = {k: statistics.median(v) for k, v in runs.items()}
-py, py_huge = med.get("python eager"), med.get("python eager (huge pages)")
 for k, v in med.items():
     ratio = ""
-    if k.startswith("spine-cobb") and py:
-        ratio = f", {py / v:.2f}x the Python eager median" + (f" ({py_huge / v:.2f}x on huge pages)" if py_huge else "")
+    if k.startswith("spine-cobb"):
+        py = med.get("python (int8)" if "int8" in k else "python (fp32)")
+        ratio = f", {py / v:.2f}x the median of Python with the same models" if py else ""
     print(f"median of {len(runs[k])}: {k} {v:.3f} s per image{ratio}")
+cpp, cpp_int8 = med.get("spine-cobb --no-overlay"), med.get("spine-cobb --no-overlay --precision int8")
+if cpp and cpp_int8:
+    print(f"--precision int8: {cpp / cpp_int8:.2f}x the default's speed (spine-cobb --no-overlay)")
 PY

@@ -5,7 +5,7 @@ and compares their headline figures with each card. A change of any stage can mo
 figures of another; on 2026-12-05 a CT speed change renamed whole MR chains on the SPIDER
 slices, spine-grade's figures fell, and nothing said so for a day.
 
-  /usr/bin/python3 scripts/check_figures.py [--out DIR] [--only mr-spine-seg,mr-disc-grading,xray-landmarks,ct-spine-seg]
+  /usr/bin/python3 scripts/check_figures.py [--out DIR] [--only mr-spine-seg,mr-disc-grading,xray-landmarks,xray-landmarks-int8,ct-spine-seg]
 
 Exit 0: every figure matches its card (within rounding); 1: some figure moved (each one
 printed, with the card's value and today's); 77: ../shared/data is not here (skipped).
@@ -65,13 +65,19 @@ def mr_disc_grading(out, card):
     return checks
 
 
-def xray_landmarks(out, card):
-    run(["scripts/eval_cobb.sh", out], out + ".log")
+def xray_landmarks(out, card, options=()):
+    run(["scripts/eval_cobb.sh", out, *options], out + ".log")
     text = (Path(out) / "metrics.txt").read_text()
     smape = float(re.search(r"^SMAPE: ([\d.]+) %", text, re.M).group(1))
     mae = float(re.search(r"^major angle MAE: ([\d.]+) deg", text, re.M).group(1))
     return [("SMAPE %", smape, card["smape_percent"], 0.015),
             ("major angle MAE", mae, card["major_angle_mae_deg"], 0.015)]
+
+
+def xray_landmarks_int8(out, card):
+    # spine-cobb --precision int8: both landmark stages from their int8 copies, whose
+    # first-stage card holds that pipeline's figures.
+    return xray_landmarks(out, card, ["--precision", "int8"])
 
 
 def ct_spine_seg(out, card):
@@ -94,7 +100,7 @@ def first_number(text):
 
 
 CHECKS = {"mr-spine-seg": mr_spine_seg, "mr-disc-grading": mr_disc_grading, "xray-landmarks": xray_landmarks,
-          "ct-spine-seg": ct_spine_seg}
+          "xray-landmarks-int8": xray_landmarks_int8, "ct-spine-seg": ct_spine_seg}
 
 
 def main():

@@ -3,16 +3,21 @@
 models/xray-corners.pt) for CPUs: post-training static quantization with oneDNN's
 quantized engine (weights int8 per output channel, activations uint8), calibrated on the
 inputs the stages see in the pipeline for CALIBRATION_FILMS AASCE *training* films (never
-the validation split). Each network's last 1x1 convolution stays float: the first stage's
-corner offsets are read to a fraction of an output pixel, finer than an 8-bit step of
-their range, and it costs almost nothing.
+the validation split). Each network's last 1x1 convolution stays float (FIRST_FLOAT,
+SECOND_FLOAT): the first stage's corner offsets are read to a fraction of an output pixel,
+finer than an 8-bit step of their range, and it costs almost nothing. Keeping more layers
+float (the second stage's last decoder block, where int8 moved its corners most) took
+back most of the speed: a float layer inside a quantized graph runs without oneDNN's
+blocked layout, between quantize and dequantize steps (models/xray-landmarks.md, "Int8").
 
 Why: these two stages are over 80 % of a film's time, and on 2 cores of an AVX2 machine
 oneDNN's int8 convolutions ran them about 1.6x (first stage) and 2x (second) faster than
 its float ones (scripts/bench_cobb.sh measures the whole pipeline, side by side).
 
-The float files stay the reference: spine-cobb --precision fp32 uses them, and CUDA always
-does (LibTorch's quantized operators are CPU only).
+They are an option, not the default: on the 365 training films they moved the angles more
+than the rule fixed beforehand allowed (models/xray-landmarks.md, "Int8"), so spine-cobb
+uses the float files unless given --precision int8 (CPU only: LibTorch's quantized
+operators have no CUDA kernels).
 
   /usr/bin/python3 scripts/quantize_cobb.py [--models models] [--threads 2]
 writes MODELS/xray-landmarks-int8.pt and MODELS/xray-corners-int8.pt from the float files
@@ -40,6 +45,10 @@ from lib.model_card import read_card, save_with_card  # noqa: E402
 ENGINE = "onednn"
 CALIBRATION_FILMS = 32
 CALIBRATION_SEED = 7
+# Modules (names as in cobb.model.LandmarkNet / cobb.fine.CornerNet, inside an ensemble's
+# members too) that stay float, and everything inside them.
+FIRST_FLOAT = ("head.2",)
+SECOND_FLOAT = ("head",)
 
 
 def calibration_names():
@@ -68,14 +77,14 @@ def stage_inputs(first_stage, names):
     return firsts, crops
 
 
-def quantize(model, samples, float_suffix):
-    """FX static quantization of `model` calibrated on `samples`; modules whose name ends
-    in `float_suffix` stay float."""
+def quantize(model, samples, float_modules):
+    """FX static quantization of `model` calibrated on `samples`; the modules named in
+    `float_modules` (a name's last parts) stay float."""
     mapping = QConfigMapping().set_global(QConfig(
         activation=HistogramObserver.with_args(reduce_range=False),
         weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)))
     for name, _ in model.named_modules():
-        if name.endswith(float_suffix):
+        if any(name == f or name.endswith("." + f) for f in float_modules):
             mapping = mapping.set_module_name(name, None)
     prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, (samples[0],))
     with torch.no_grad():
@@ -84,13 +93,13 @@ def quantize(model, samples, float_suffix):
     return torch.jit.script(convert_fx(prepared)).eval()
 
 
-def export(quantized, source, out, names, samples):
+def export(quantized, source, out, names, samples, float_modules):
     card = read_card(source)
     float_model = torch.jit.load(source).eval()
     card["version"] = card["version"] + "+int8"
     card["precision"] = {
         "weights": "int8, symmetric, per output channel", "activations": "uint8, per tensor",
-        "float_layers": "the last 1x1 convolution", "engine": ENGINE,
+        "float_modules": list(float_modules), "engine": ENGINE,
         "quantized_from": {"file": os.path.basename(source), "sha256": hashlib.sha256(open(source, "rb").read()).hexdigest()},
         "calibration": f"the pipeline's inputs for {len(names)} AASCE training films (seed {CALIBRATION_SEED}), "
                        "each with its mirror; none of the validation split",
@@ -120,10 +129,10 @@ def main():
     second = bench_cobb.eager(corners_pt, lambda w: fine.CornerNet())
     names = calibration_names()
     firsts, crops = stage_inputs(first, names)
-    export(quantize(first, firsts, "head.2"), landmarks_pt, os.path.join(args.models, "xray-landmarks-int8.pt"),
-           names, firsts)
-    export(quantize(second, crops, "head"), corners_pt, os.path.join(args.models, "xray-corners-int8.pt"),
-           names, crops)
+    export(quantize(first, firsts, FIRST_FLOAT), landmarks_pt, os.path.join(args.models, "xray-landmarks-int8.pt"),
+           names, firsts, FIRST_FLOAT)
+    export(quantize(second, crops, SECOND_FLOAT), corners_pt, os.path.join(args.models, "xray-corners-int8.pt"),
+           names, crops, SECOND_FLOAT)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,27 @@ def replace_card_fields(path: str, fields: dict) -> None:
     card = read_card(path)
     model = torch.jit.load(path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    # A quantized model keeps its weights in packed parameters that state_dict() does not
+    # list, so the outputs on a fixed input are compared too.
+    probe = sample_input(card)
+    with torch.no_grad():
+        out_before = model.eval()(probe) if probe is not None else None
     card.update(fields)
     save_with_card(model, card, path)
-    after = torch.jit.load(path).state_dict()
+    reloaded = torch.jit.load(path).eval()
+    after = reloaded.state_dict()
     if before.keys() != after.keys() or not all(torch.equal(before[k], after[k]) for k in before):
         raise RuntimeError(f"{path}: weights changed while rewriting the card")
+    if probe is not None:
+        with torch.no_grad():
+            if not torch.equal(out_before, reloaded(probe)):
+                raise RuntimeError(f"{path}: outputs changed while rewriting the card")
+
+
+def sample_input(card: dict):
+    """A fixed input of the size the card gives (2D models), or None."""
+    size = card.get("patch_size", [])
+    if card.get("dimension") != 2 or len(size) != 2:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(1, int(card.get("input_channels", 1)), size[1], size[0], generator=generator)

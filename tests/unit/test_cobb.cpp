@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "spine/cobb.hpp"
+#include "spine/commands/cobb_cmd.hpp"
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/render.hpp"
@@ -42,6 +43,15 @@ TEST(OverlayText, LongLineStaysOnTheCanvas) {
   };
   EXPECT_GT(lit_in_columns(0, 40), 0);              // moved in from x = 60
   EXPECT_EQ(lit_in_columns(118, 120), 0);           // nothing runs into the last columns
+}
+
+// The int8 landmark models run on the CPU only (LibTorch has no quantized operators on
+// CUDA): asked for elsewhere, a usage error before anything loads, not a failure later.
+TEST(CobbPrecision, Int8OnTheCpuOnly) {
+  EXPECT_EQ(landmark_precision("fp32", "cpu"), "fp32");
+  EXPECT_EQ(landmark_precision("int8", "cpu"), "int8");
+  EXPECT_EQ(landmark_precision("fp32", "cuda:1"), "fp32");
+  EXPECT_THROW(landmark_precision("int8", "cuda:0"), Error);
 }
 
 TEST(Cobb, SingleCurveOfKnownAngle) {
