@@ -83,10 +83,6 @@ struct XrayLandmarkOptions {
   // scale), each corner at the mean of the positions read at each (test-time augmentation;
   // 0.9, 1.0, 1.1 measured in models/xray-corners.md, not the default).
   std::vector<double> corner_zooms{1.0};
-  // How a corner is read from its heatmap, at sub-pixel precision: "centroid" (the
-  // weighted centroid of +-2 pixels around the maximum) or "gaussian" (the vertex of a
-  // Gaussian through the maximum and its neighbours, refine_peak_gaussian).
-  std::string corner_peak = "centroid";
   // Each corner the second stage re-places ends at this fraction of the way from the
   // first stage's position to the second stage's (1: the second stage's alone). The two
   // stages err differently (the first from the whole film at low resolution, the second

@@ -44,11 +44,6 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "models/xray-corners.md; default 1, one reading)")
       ->delimiter(',')
       ->check(CLI::Range(0.5, 2.0));
-  app.add_option("--corner-peak", landmarks.corner_peak,
-                 "Second stage: read each corner at its heatmap's maximum refined by the weighted centroid of "
-                 "+-2 pixels (centroid, default) or by a Gaussian through the maximum and its neighbours "
-                 "(gaussian); see models/xray-corners.md")
-      ->check(CLI::IsMember({"centroid", "gaussian"}));
   app.add_option("--second-stage-weight", landmarks.second_stage_weight,
                  "Where each corner ends between the first stage's position (0) and the second stage's (1); "
                  "default 0.5, their mean (see models/xray-corners.md)")
@@ -106,7 +101,6 @@ nlohmann::json CobbConfig::to_json() const {
           {"sequence_constraint", landmarks.sequence_constraint},
           {"flip_averaging", landmarks.flip_averaging},
           {"corner_zooms", landmarks.corner_zooms},
-          {"corner_peak", landmarks.corner_peak},
           {"second_stage_weight", landmarks.second_stage_weight},
           {"centreline_weight", landmarks.centreline_weight},
           {"overlay", overlay}};

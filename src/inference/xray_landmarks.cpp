@@ -22,23 +22,6 @@ Point2 refine_peak(const float* heat, int h, int w, int best) {
   return {sw > 1e-6 ? sx / sw : cx, sw > 1e-6 ? sy / sw : cy};
 }
 
-Point2 refine_peak_gaussian(const float* heat, int h, int w, int best) {
-  const int cy = best / w, cx = best % w;
-  if (cx < 1 || cy < 1 || cx > w - 2 || cy > h - 2) return refine_peak(heat, h, w, best);
-  auto log_at = [&](int x, int y) { return std::log(std::max(1e-4f, heat[static_cast<std::size_t>(y) * w + x])); };
-  const double c = log_at(cx, cy);
-  // Vertex offset of the parabola through (-1, a), (0, c), (1, b); nullopt-like NaN when
-  // the three do not bend down.
-  auto vertex = [&](double a, double b) {
-    const double bend = a - 2 * c + b;
-    return bend < -1e-9 ? std::clamp(0.5 * (a - b) / bend, -1.0, 1.0) : std::nan("");
-  };
-  const double dx = vertex(log_at(cx - 1, cy), log_at(cx + 1, cy));
-  const double dy = vertex(log_at(cx, cy - 1), log_at(cx, cy + 1));
-  if (std::isnan(dx) || std::isnan(dy)) return refine_peak(heat, h, w, best);
-  return {cx + dx, cy + dy};
-}
-
 float bilinear_zero_padded(const float* plane, int h, int w, double x, double y) {
   const int x0 = static_cast<int>(std::floor(x)), y0 = static_cast<int>(std::floor(y));
   const double fx = x - x0, fy = y - y0;
@@ -307,7 +290,7 @@ struct CornerReading {
 };
 
 CornerReading read_corner_heatmaps(const Tensor& out, const XrayCornerCrops& crops, std::size_t width,
-                                   std::size_t height, int stride, bool gaussian_peaks) {
+                                   std::size_t height, int stride) {
   if (out.shape.size() != 4 || out.shape[0] != kVertebrae || out.shape[1] != 4)
     throw model_error("corner model output must be [17, 4, h, w]");
   const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
@@ -317,7 +300,7 @@ CornerReading read_corner_heatmaps(const Tensor& out, const XrayCornerCrops& cro
     for (int c = 0; c < 4; ++c) {
       const float* heat = out.data.data() + (v * 4 + c) * plane;
       const auto best = static_cast<int>(std::max_element(heat, heat + plane) - heat);
-      const Point2 p = gaussian_peaks ? refine_peak_gaussian(heat, h, w, best) : refine_peak(heat, h, w, best);
+      const Point2 p = refine_peak(heat, h, w, best);
       const double cx = (p.x + 0.5) * stride - 0.5, cy = (p.y + 0.5) * stride - 0.5;  // crop pixels
       const Point2 working{crops.centres[v].x + crops.scales[v] * (cx - (kCropW - 1) / 2.0),
                            crops.centres[v].y + crops.scales[v] * (cy - (kCropH - 1) / 2.0)};
@@ -354,7 +337,7 @@ void apply_corner_readings(const std::vector<CornerReading>& readings, double mi
 
 void apply_corner_heatmaps(const Tensor& out, const XrayCornerCrops& crops, std::size_t width, std::size_t height,
                            int stride, double min_peak, XrayLandmarks& lm) {
-  apply_corner_readings({read_corner_heatmaps(out, crops, width, height, stride, false)}, min_peak, lm);
+  apply_corner_readings({read_corner_heatmaps(out, crops, width, height, stride)}, min_peak, lm);
 }
 
 namespace {
@@ -551,8 +534,7 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_co
       const XrayCornerCrops crops = corner_crops_from_working(working, lm.points, img.nx(), img.ny(), zoom);
       Tensor heat = corner_model_->forward(crops.crops);
       if (options_.flip_averaging) average_corners_with_mirror(heat, corner_model_->forward(mirrored(crops.crops)));
-      readings.push_back(
-          read_corner_heatmaps(heat, crops, img.nx(), img.ny(), corner_stride_, options_.corner_peak == "gaussian"));
+      readings.push_back(read_corner_heatmaps(heat, crops, img.nx(), img.ny(), corner_stride_));
     }
     const std::vector<Point2> first_stage_points = lm.points;
     apply_corner_readings(readings, options_.missing_confidence, lm);

@@ -2,43 +2,13 @@
 // the model was trained with (fixtures from scripts/make_test_models.py).
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "spine/io.hpp"
 #include "spine/xray_landmarks.hpp"
-#include "inference/heatmap.hpp"
 #include "test_util.hpp"
 
 namespace spine {
 namespace {
-
-// A Gaussian heatmap peak between pixels: the Gaussian fit finds it whichever neighbour is
-// the maximum; the +-2-pixel centroid is pulled toward the maximum pixel, and jumps by
-// tenths of a pixel when a little noise moves the maximum to its neighbour.
-TEST(HeatmapPeak, GaussianFitIsExactBetweenPixels) {
-  const int h = 20, w = 32;
-  const double px = 10.48, py = 7.3, sigma = 1.5;
-  std::vector<float> heat(static_cast<std::size_t>(h) * w);
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      heat[static_cast<std::size_t>(y) * w + x] =
-          static_cast<float>(std::exp(-((x - px) * (x - px) + (y - py) * (y - py)) / (2 * sigma * sigma)));
-  for (int best : {7 * w + 10, 7 * w + 11}) {  // the true maximum and its near-equal neighbour
-    const Point2 g = refine_peak_gaussian(heat.data(), h, w, best);
-    EXPECT_NEAR(g.x, px, 1e-3) << best;
-    EXPECT_NEAR(g.y, py, 1e-3) << best;
-  }
-  const Point2 a = refine_peak(heat.data(), h, w, 7 * w + 10), b = refine_peak(heat.data(), h, w, 7 * w + 11);
-  EXPECT_GT(std::abs(a.x - b.x), 0.1);  // the centroid depends on which pixel is the maximum
-  // At the border or without a peak it falls back to the centroid.
-  const Point2 edge = refine_peak_gaussian(heat.data(), h, w, 0);
-  const Point2 edge_c = refine_peak(heat.data(), h, w, 0);
-  EXPECT_EQ(edge.x, edge_c.x);
-  std::vector<float> flat(heat.size(), 0.5f);
-  const Point2 f = refine_peak_gaussian(flat.data(), h, w, 7 * w + 10);
-  EXPECT_NEAR(f.x, 10, 1e-9);
-  EXPECT_NEAR(f.y, 7, 1e-9);
-}
 
 TEST(XrayContract, PreprocessingMatchesPython) {
   const LoadedImage img = read_image(test::test_models() / "xray_contract.png");
