@@ -8,21 +8,25 @@ SECOND_FLOAT): the first stage's corner offsets are read to a fraction of an out
 finer than an 8-bit step of their range, and it costs almost nothing. Keeping more layers
 float (the second stage's last decoder block, where int8 moved its corners most) took
 back most of the speed: a float layer inside a quantized graph runs without oneDNN's
-blocked layout, between quantize and dequantize steps (models/xray-landmarks.md, "Int8").
+blocked layout, between quantize and dequantize steps (models/xray-landmarks.md, "Int8
+copies of both stages").
 
 Why: these two stages are over 80 % of a film's time, and on 2 cores of an AVX2 machine
-oneDNN's int8 convolutions ran them about 1.6x (first stage) and 2x (second) faster than
-its float ones (scripts/bench_cobb.sh measures the whole pipeline, side by side).
+oneDNN's int8 convolutions ran each stage's two-network ensemble about 1.6x faster than its
+float ones (scripts/bench_cobb.sh measures the whole pipeline, side by side: 1.37x a film).
 
 They are an option, not the default: on the 365 training films they moved the angles more
-than the rule fixed beforehand allowed (models/xray-landmarks.md, "Int8"), so spine-cobb
+than the rule fixed beforehand allowed (models/xray-landmarks.md), so spine-cobb
 uses the float files unless given --precision int8 (CPU only: LibTorch's quantized
 operators have no CUDA kernels).
 
   /usr/bin/python3 scripts/quantize_cobb.py [--models models] [--threads 2]
 writes MODELS/xray-landmarks-int8.pt and MODELS/xray-corners-int8.pt from the float files
 there, each with the float model's card plus `precision` (how it was made, from which
-file by SHA-256)."""
+file by SHA-256) and without the float model's validation figures: measure the int8
+pipeline (scripts/eval_cobb.sh OUT --precision int8, scripts/eval_cobb_reframed.sh) and put
+its figures in both cards with scripts/recard_model.py, as scripts/check_figures.py checks
+them there."""
 import argparse
 import copy
 import hashlib
@@ -105,6 +109,9 @@ def export(quantized, source, out, names, samples, float_modules):
                        "each with its mirror; none of the validation split",
         "command": "/usr/bin/python3 scripts/quantize_cobb.py",
     }
+    # The float pipeline's figures are not this model's.
+    card["validation"] = {"note": "not measured yet: scripts/eval_cobb.sh OUT --precision int8, then "
+                                  "scripts/recard_model.py with the figures"}
     # How far the int8 outputs are from the float ones, on calibration inputs (what the
     # validation figures then show in angles is in the model's .md).
     with torch.no_grad():
