@@ -29,7 +29,6 @@ its figures in both cards with scripts/recard_model.py, as scripts/check_figures
 them there."""
 import argparse
 import copy
-import hashlib
 import os
 import random
 import sys
@@ -44,6 +43,7 @@ import bench_cobb  # noqa: E402
 import train_cobb  # noqa: E402
 from cobb import data, fine, preprocess  # noqa: E402
 from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
+from ensemble_models import sha256  # noqa: E402
 from lib.model_card import read_card, save_with_card  # noqa: E402
 
 ENGINE = "onednn"
@@ -97,14 +97,14 @@ def quantize(model, samples, float_modules):
     return torch.jit.script(convert_fx(prepared)).eval()
 
 
-def export(quantized, source, out, names, samples, float_modules):
+def export(quantized, float_model, source, out, names, samples, float_modules):
+    """Saves `quantized` (made from `float_model`, read from `source`) with the float card."""
     card = read_card(source)
-    float_model = torch.jit.load(source).eval()
     card["version"] = card["version"] + "+int8"
     card["precision"] = {
         "weights": "int8, symmetric, per output channel", "activations": "uint8, per tensor",
         "float_modules": list(float_modules), "engine": ENGINE,
-        "quantized_from": {"file": os.path.basename(source), "sha256": hashlib.sha256(open(source, "rb").read()).hexdigest()},
+        "quantized_from": {"file": os.path.basename(source), "sha256": sha256(source)},
         "calibration": f"the pipeline's inputs for {len(names)} AASCE training films (seed {CALIBRATION_SEED}), "
                        "each with its mirror; none of the validation split",
         "command": "/usr/bin/python3 scripts/quantize_cobb.py",
@@ -136,10 +136,10 @@ def main():
     second = bench_cobb.eager(corners_pt, lambda w: fine.CornerNet())
     names = calibration_names()
     firsts, crops = stage_inputs(first, names)
-    export(quantize(first, firsts, FIRST_FLOAT), landmarks_pt, os.path.join(args.models, "xray-landmarks-int8.pt"),
-           names, firsts, FIRST_FLOAT)
-    export(quantize(second, crops, SECOND_FLOAT), corners_pt, os.path.join(args.models, "xray-corners-int8.pt"),
-           names, crops, SECOND_FLOAT)
+    export(quantize(first, firsts, FIRST_FLOAT), first, landmarks_pt,
+           os.path.join(args.models, "xray-landmarks-int8.pt"), names, firsts, FIRST_FLOAT)
+    export(quantize(second, crops, SECOND_FLOAT), second, corners_pt,
+           os.path.join(args.models, "xray-corners-int8.pt"), names, crops, SECOND_FLOAT)
 
 
 if __name__ == "__main__":

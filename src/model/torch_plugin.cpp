@@ -99,6 +99,15 @@ class Module final : public TorchModule {
 
 class Runtime final : public TorchRuntime {
  public:
+  Runtime() {
+    // A quantized model (models/*-int8.pt) packs its weights for the quantized engine in
+    // use when it is loaded. scripts/quantize_cobb.py calibrates for oneDNN's, so that is
+    // the engine here whatever LibTorch's default (this Debian build's is oneDNN too).
+    auto& context = at::globalContext();
+    const auto& engines = context.supportedQEngines();
+    if (std::find(engines.begin(), engines.end(), at::kONEDNN) != engines.end()) context.setQEngine(at::kONEDNN);
+  }
+
   int cuda_device_count() override { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
 
   void set_threads(int threads) override {
@@ -113,17 +122,6 @@ class Runtime final : public TorchRuntime {
   }
 
   std::unique_ptr<TorchModule> load(const std::string& bytes, const std::string& device, bool optimise) override {
-    // A quantized model (models/*-int8.pt) packs its weights for the quantized engine in
-    // use when it is loaded. scripts/quantize_cobb.py calibrates for oneDNN's, so that is
-    // the engine here whatever LibTorch's default (this Debian build's is oneDNN too).
-    static const bool onednn = [] {
-      auto& context = at::globalContext();
-      const auto& engines = context.supportedQEngines();
-      if (std::find(engines.begin(), engines.end(), at::kONEDNN) == engines.end()) return false;
-      context.setQEngine(at::kONEDNN);
-      return true;
-    }();
-    (void)onednn;
     torch::jit::script::Module module;
     try {
       module = torch::jit::load(std::make_shared<BytesAdapter>(bytes), torch::Device(device));
