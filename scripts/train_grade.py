@@ -43,6 +43,8 @@ from model_card import export_scripted  # noqa: E402
 from nifti import read_nifti  # noqa: E402
 from spider import FINDINGS, read_gradings, read_series, spider_index, tune_patient  # noqa: E402
 
+# Name shifts the training may weigh (--name-shifts), in SPIDER disc numbers.
+SHIFTS = (-1, 0, 1)
 PATCH = {"width_px": 96, "height_px": 64, "spacing_mm": 0.7, "posterior_shift_mm": 4.0}
 
 
@@ -110,13 +112,18 @@ def load(patch_dir, data_dir):
             arr = arr[:, :, None]
         patches = arr.transpose(2, 1, 0)  # [discs, height, width]
         ref = gradings.get(row["patient"], {})
-        y = np.full((len(j["discs"]), 1 + len(FINDINGS)), -1, dtype=np.int64)
+        # The labels each disc would carry were the series' names off by one level:
+        # shifted[:, 0] one level too high (SPIDER's disc k - 1: the usual fault, the first
+        # sacral segment taken for L5), shifted[:, 1] as named, shifted[:, 2] one level too low.
+        shifted = np.full((len(j["discs"]), len(SHIFTS), 1 + len(FINDINGS)), -1, dtype=np.int64)
         for i, d in enumerate(j["discs"]):
             k = spider_index(d["name"])
-            if k in ref:
-                g = ref[k]
-                y[i] = [g["pfirrmann"] - 1] + [g[f] for f in FINDINGS]
-        items.append({"series": name, "patient": row["patient"], "x": patches, "y": y})
+            for s, shift in enumerate(SHIFTS):
+                if k is not None and k + shift in ref:
+                    g = ref[k + shift]
+                    shifted[i, s] = [g["pfirrmann"] - 1] + [g[f] for f in FINDINGS]
+        items.append({"series": name, "patient": row["patient"], "x": patches, "y": shifted[:, 1],
+                      "y_shifted": shifted})
     return items
 
 
@@ -134,6 +141,42 @@ def augment(x, rng):
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, align_corners=False, padding_mode="border")
     return x + 0.02 * torch.randn_like(x)
+
+
+def log_likelihood(out, y):
+    """Per series: the log-likelihood of labels y under the model's outputs, summed over
+    the discs y labels (Pfirrmann and every finding)."""
+    m = y[:, 0] >= 0
+    if m.sum() == 0:
+        return out.sum() * 0
+    ll = -F.cross_entropy(out[m, :5], y[m, 0], reduction="sum")
+    return ll - F.binary_cross_entropy_with_logits(out[m, 5:], y[m, 1:].float(), reduction="sum")
+
+
+def shift_weights(out, y_shifted, log_prior):
+    """Posterior over a series' name shift (SHIFTS), from the discs labelled under every
+    shift, so that a shift is not favoured for leaving discs out. Detached: an EM step,
+    the labels are weighted, the weights are not learned through."""
+    with torch.no_grad():
+        common = (y_shifted[:, :, 0] >= 0).all(1)
+        if common.sum() == 0:
+            return torch.tensor([0.0, 1.0, 0.0])
+        ll = torch.stack([log_likelihood(out[common], y_shifted[common, s]) for s in range(len(SHIFTS))])
+        return torch.softmax(ll + log_prior, 0)
+
+
+def shifted_losses(out, lengths, y_shifted, pos_weight, log_prior):
+    """Each series' loss averaged over its possible name shifts, weighted by their posterior
+    (latent-shift training: a series named a level off teaches little rather than the wrong
+    grades). Returns the loss and the batch's mean weights."""
+    total, weights = out.sum() * 0, []
+    for o, ys in zip(torch.split(out, lengths), torch.split(y_shifted, lengths)):
+        w = shift_weights(o, ys, log_prior)
+        weights.append(w)
+        for s in range(len(SHIFTS)):
+            if w[s] > 1e-3:
+                total = total + w[s] * losses(o, ys[:, s], pos_weight) * len(o)
+    return total / sum(lengths), torch.stack(weights)
 
 
 def losses(out, y, pos_weight):
@@ -239,6 +282,8 @@ def train_one(seed, args, train, tune, pos_weight, out_dir):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
     rng = random.Random(seed)
     best, history, t0 = None, [], time.time()
+    prior = torch.tensor([args.shift_prior, 1 - 2 * args.shift_prior, args.shift_prior])
+    log_prior, shift_posterior = prior.log(), {}
     for epoch in range(1, args.epochs + 1):
         model.train()
         order = train[:]
@@ -248,8 +293,15 @@ def train_one(seed, args, train, tune, pos_weight, out_dir):
             batch = order[s:s + args.series_per_step]
             x = augment(torch.from_numpy(np.concatenate([b["x"] for b in batch])).unsqueeze(1), rng)
             y = torch.from_numpy(np.concatenate([b["y"] for b in batch]))
-            out = model.forward_series(x, [len(b["x"]) for b in batch])
-            loss = losses(out, y, pos_weight)
+            lengths = [len(b["x"]) for b in batch]
+            out = model.forward_series(x, lengths)
+            if args.name_shifts and epoch > args.shift_warmup:
+                ys = torch.from_numpy(np.concatenate([b["y_shifted"] for b in batch]))
+                loss, w = shifted_losses(out, lengths, ys, pos_weight, log_prior)
+                for b, wb in zip(batch, w):
+                    shift_posterior[b["series"]] = [round(float(v), 3) for v in wb]
+            else:
+                loss = losses(out, y, pos_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -257,15 +309,20 @@ def train_one(seed, args, train, tune, pos_weight, out_dir):
             tot += float(loss)
         exact, aucs, _, _ = tune_scores(model, tune)
         score = exact + float(np.nanmean([aucs[f] for f in ("herniation", "narrowing", "bulging", "spondylolisthesis")]))
+        moved = sum(1 for w in shift_posterior.values() if w[1] < 0.5)
         history.append({"epoch": epoch, "loss": tot / steps_per_epoch, "tune_exact": exact,
-                        "tune_auc": aucs, "seconds": time.time() - t0})
+                        "tune_auc": aucs, "seconds": time.time() - t0, "series_weighted_off_their_names": moved})
         print(f"seed {seed} epoch {epoch} loss {tot / steps_per_epoch:.3f} tune exact {exact:.3f} "
-              + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items()) + f" ({time.time() - t0:.0f} s)", flush=True)
+              + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items())
+              + (f" shifted {moved}" if args.name_shifts else "") + f" ({time.time() - t0:.0f} s)", flush=True)
         if best is None or score > best[0]:
             best = (score, epoch)
             torch.save(model.state_dict(), best_file)
     model.load_state_dict(torch.load(best_file))
     record = {"seed": seed, "best_epoch": best[1], "cpu_seconds": round(time.time() - t0), "history": history}
+    if args.name_shifts:
+        # The last epoch's posterior over each training series' name shift (-1, 0, +1 levels).
+        record["shift_posterior"] = dict(sorted(shift_posterior.items()))
     Path(out_dir, "history.json").write_text(json.dumps(record, indent=2))
     return model, record
 
@@ -283,6 +340,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--patch-norm", action="store_true",
                     help="scale each disc's patch by its own 1st..99th percentiles inside the model")
+    ap.add_argument("--name-shifts", action="store_true",
+                    help="weigh each training series' labels under its names shifted by -1, 0, +1 levels by their "
+                         "posterior (an EM step each batch), so that series named a level off teach little")
+    ap.add_argument("--shift-prior", type=float, default=0.1, help="prior of each one-level shift")
+    ap.add_argument("--shift-warmup", type=int, default=8, help="epochs trained on the names as they are first")
     ap.add_argument("--export")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
