@@ -41,7 +41,9 @@ sys.path.insert(0, str(HERE / "lib"))
 sys.path.insert(0, str(HERE / "grade"))
 from model_card import export_scripted  # noqa: E402
 from nifti import read_nifti  # noqa: E402
-from spider import FINDINGS, read_gradings, read_series, spider_index, tune_patient  # noqa: E402
+from spider import FINDINGS, patient_fold, read_gradings, read_series, spider_index, tune_patient  # noqa: E402
+sys.path.insert(0, str(HERE))
+from eval_grade import weighted_kappa  # noqa: E402
 
 # Name shifts the training may weigh (--name-shifts), in SPIDER disc numbers.
 SHIFTS = (-1, 0, 1)
@@ -265,8 +267,9 @@ class Ensemble(nn.Module):
         return torch.cat([grades.log(), torch.log(findings / (1 - findings))], dim=1)
 
 
-def train_one(seed, args, train, tune, pos_weight, out_dir):
-    """One grader from one seed; keeps the epoch with the best tuning score in out_dir/best.pt."""
+def train_one(seed, args, train, tune, pos_weight, out_dir, keep_last=False):
+    """One grader from one seed; keeps the epoch with the best tuning score in out_dir/best.pt,
+    or with keep_last the last epoch (tune is then only watched, nothing is chosen on it)."""
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
@@ -315,7 +318,7 @@ def train_one(seed, args, train, tune, pos_weight, out_dir):
         print(f"seed {seed} epoch {epoch} loss {tot / steps_per_epoch:.3f} tune exact {exact:.3f} "
               + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items())
               + (f" shifted {moved}" if args.name_shifts else "") + f" ({time.time() - t0:.0f} s)", flush=True)
-        if best is None or score > best[0]:
+        if best is None or score > best[0] or keep_last:
             best = (score, epoch)
             torch.save(model.state_dict(), best_file)
     model.load_state_dict(torch.load(best_file))
@@ -325,6 +328,121 @@ def train_one(seed, args, train, tune, pos_weight, out_dir):
         record["shift_posterior"] = dict(sorted(shift_posterior.items()))
     Path(out_dir, "history.json").write_text(json.dumps(record, indent=2))
     return model, record
+
+
+def positive_weights(items):
+    """Per finding, (1 - p) / p of the items' graded discs, clipped to 1..10."""
+    y = np.concatenate([it["y"] for it in items])
+    y = y[y[:, 0] >= 0]
+    pos = y[:, 1:].mean(0)
+    return torch.tensor(np.clip((1 - pos) / np.maximum(pos, 1e-3), 1, 10), dtype=torch.float32), pos, len(y)
+
+
+def oof_figures(ys, o):
+    """Figures of held-out predictions: Pfirrmann exact, within one, weighted kappa; AUCs."""
+    m = ys[:, 0] >= 0
+    ys, o = ys[m], o[m]
+    t, p = ys[:, 0] + 1, o[:, :5].argmax(1) + 1
+    kappa, _ = weighted_kappa(t, p)
+    aucs = {f: auc(ys[:, 1 + i], 1 / (1 + np.exp(-o[:, 5 + i]))) for i, f in enumerate(FINDINGS)}
+    aucs = {f: None if np.isnan(v) else v for f, v in aucs.items()}  # no positive: no AUC (and valid JSON)
+    return {"discs": int(len(t)), "pfirrmann_exact": float((t == p).mean()),
+            "pfirrmann_within_one": float((abs(t - p) <= 1).mean()), "pfirrmann_weighted_kappa": kappa,
+            "auc": aucs, "positives": {f: int(ys[:, 1 + i].sum()) for i, f in enumerate(FINDINGS)}}
+
+
+def train_folds(args, items):
+    """Cross-validated training: the training patients in args.folds folds (patient_fold;
+    fold 0 of 5 is the tuning fifth), one grader per fold trained on the others from seed =
+    fold for args.epochs epochs and kept at its LAST epoch (nothing chosen on held-out
+    discs), so that every training series gets a prediction from a grader that never saw
+    its patient. Those out-of-fold predictions give cross-validated figures and every
+    finding's operating point (spondylolisthesis too, which the tuning fifth lacks); the
+    exported model is the mean of the fold graders. With --only-fold, trains that fold and
+    stops (folds can run side by side); without, trains the folds not yet done, then
+    assembles."""
+    k = args.folds
+    fold_of = [patient_fold(it["patient"], k) for it in items]
+    todo = [args.only_fold] if args.only_fold is not None else list(range(k))
+    for f in todo:
+        out_dir = os.path.join(args.out, f"fold{f}")
+        if os.path.exists(os.path.join(out_dir, "oof.npz")):
+            continue
+        train = [it for it, g in zip(items, fold_of) if g != f]
+        held = [it for it, g in zip(items, fold_of) if g == f]
+        pos_weight, _, n = positive_weights(train)
+        print(f"fold {f}: {len(train)} training series ({n} graded discs), {len(held)} held out", flush=True)
+        model, record = train_one(f, args, train, held, pos_weight, out_dir, keep_last=True)
+        outs = predict(model, held)
+        np.savez(os.path.join(out_dir, "oof.npz"), series=np.array([it["series"] for it in held]),
+                 y=np.concatenate([it["y"] for it in held]), out=np.concatenate(outs))
+    if args.only_fold is not None:
+        return
+    members, records, ys, os_, fold0 = [], [], [], [], None
+    for f in range(k):
+        d = os.path.join(args.out, f"fold{f}")
+        m = DiscGrader(patch_norm=args.patch_norm)
+        m.load_state_dict(torch.load(os.path.join(d, "best.pt")))
+        m.eval()
+        members.append(m)
+        records.append(json.loads(Path(d, "history.json").read_text()))
+        z = np.load(os.path.join(d, "oof.npz"))
+        ys.append(z["y"])
+        os_.append(z["out"])
+        if f == 0:
+            fold0 = oof_figures(z["y"], z["out"])
+    ys, o = np.concatenate(ys), np.concatenate(os_)
+    m = ys[:, 0] >= 0
+    th = operating_points(ys[m], o[m])
+    cv = oof_figures(ys, o)
+    cv["fold0_tuning_patients"] = fold0
+    cv["operating_points"] = th
+    cpu_seconds = sum(r["cpu_seconds"] for r in records)
+    summary = {"folds": k, "epochs": args.epochs, "cross_validation": cv, "cpu_seconds": cpu_seconds,
+               "members": records, "series": len(items)}
+    Path(args.out, "training.json").write_text(json.dumps(summary, indent=2))
+    print(f"{k}-fold out-of-fold figures: " + json.dumps(cv), flush=True)
+    if args.export:
+        _, _, n = positive_weights(items)
+        export_card(Ensemble(members), args, th, {
+            "command": " ".join(sys.argv), "folds": k, "seeds": list(range(k)), "epochs": args.epochs,
+            "kept_epoch": "the last", "cpu_seconds": cpu_seconds, "threads": args.threads},
+            f"SPIDER (van der Graaf et al. 2024, CC BY 4.0): middle sagittal slices of the training subset, "
+            f"{len(items)} series ({n} graded discs) in {k} folds by patient: each of the {k} graders trained on "
+            f"{k - 1} folds; their out-of-fold predictions chose the operating points; SPIDER's validation "
+            "patients never seen", cv)
+
+
+def export_card(model, args, th, training, training_data, cross_validation=None):
+    card = {
+        "name": "mr-disc-grading", "version": args.version, "task": "mr-disc-grading", "modality": "mr",
+        "dimension": 2, "input_channels": 1, "patch_size": [PATCH["width_px"], PATCH["height_px"]],
+        "input_spacing_mm": [PATCH["spacing_mm"], PATCH["spacing_mm"]],
+        "normalisation": {"method": "slice percentiles 1..99 to 0..1"},
+        "classes": [{"label": k + 1, "name": f"pfirrmann {k + 1}"} for k in range(5)]
+        + [{"label": 6 + i, "name": f} for i, f in enumerate(FINDINGS)],
+        "patch": PATCH, "findings": FINDINGS, "operating_points": th,
+        "input_contract": "the batch is ONE series' discs, top to bottom (the LSTM runs along it); each patch "
+                          "in the disc's frame as spine::disc_patches cuts it",
+        "training_data": training_data,
+        "training": training,
+        "limitations": [
+            "Graded on one sagittal slice per series; Modic types 1 and 3 are too rare in its training data "
+            "(8 discs) to be told apart, so only a Modic change of any type is reported",
+            "Trained on SPIDER (four Dutch hospitals, Philips and Siemens, 1.5 and 3 T); other scanners and "
+            "protocols are untested"],
+        "validation": {},
+    }
+    if cross_validation is not None:
+        card["cross_validation"] = cross_validation
+    export_scripted(model, card, args.export)
+
+
+def score_model(path, tune):
+    """The tuning patients' figures of an exported grader (the A/B baseline for a new one)."""
+    model = torch.jit.load(path)
+    exact, aucs, ys, o = tune_scores(model, tune)
+    print(json.dumps({"model": path, "tuning_patients": oof_figures(ys, o)}), flush=True)
 
 
 def main():
@@ -345,19 +463,25 @@ def main():
                          "posterior (an EM step each batch), so that series named a level off teach little")
     ap.add_argument("--shift-prior", type=float, default=0.1, help="prior of each one-level shift")
     ap.add_argument("--shift-warmup", type=int, default=8, help="epochs trained on the names as they are first")
+    ap.add_argument("--folds", type=int, default=0,
+                    help="K: cross-validated training by patient (train_folds); the export averages the K graders")
+    ap.add_argument("--only-fold", type=int, help="with --folds: train this fold only, then stop")
+    ap.add_argument("--score-model", help="print an exported grader's figures on the tuning patients, then stop")
+    ap.add_argument("--version", default="1.0.0", help="the exported card's version")
     ap.add_argument("--export")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(v) for v in args.seeds.split(",")]
     os.makedirs(args.out, exist_ok=True)
     items = load(args.patches, args.data)
+    if args.folds:
+        return train_folds(args, items)
     train = [it for it in items if not tune_patient(it["patient"])]
     tune = [it for it in items if tune_patient(it["patient"])]
-    ytr = np.concatenate([it["y"] for it in train])
-    ytr = ytr[ytr[:, 0] >= 0]
-    pos = ytr[:, 1:].mean(0)
-    pos_weight = torch.tensor(np.clip((1 - pos) / np.maximum(pos, 1e-3), 1, 10), dtype=torch.float32)
-    print(f"{len(train)} training series ({len(ytr)} graded discs), {len(tune)} tuning series; "
+    if args.score_model:
+        return score_model(args.score_model, tune)
+    pos_weight, pos, n_graded = positive_weights(train)
+    print(f"{len(train)} training series ({n_graded} graded discs), {len(tune)} tuning series; "
           f"positive fractions {dict(zip(FINDINGS, np.round(pos, 3)))}", flush=True)
     members, records = [], []
     for seed in seeds:
@@ -373,35 +497,17 @@ def main():
     cpu_seconds = sum(r["cpu_seconds"] for r in records)
     summary = {"seeds": seeds, "tune_exact": exact, "tune_auc": aucs, "operating_points": th,
                "cpu_seconds": cpu_seconds, "members": records,
-               "train_series": len(train), "tune_series": len(tune), "train_graded_discs": int(len(ytr))}
+               "train_series": len(train), "tune_series": len(tune), "train_graded_discs": n_graded}
     Path(args.out, "training.json").write_text(json.dumps(summary, indent=2))
     print(f"model of {len(members)} member(s): tune exact {exact:.3f} "
           + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items()) + f"; operating points {th}", flush=True)
     if args.export:
-        card = {
-            "name": "mr-disc-grading", "version": "1.0.0", "task": "mr-disc-grading", "modality": "mr",
-            "dimension": 2, "input_channels": 1, "patch_size": [PATCH["width_px"], PATCH["height_px"]],
-            "input_spacing_mm": [PATCH["spacing_mm"], PATCH["spacing_mm"]],
-            "normalisation": {"method": "slice percentiles 1..99 to 0..1"},
-            "classes": [{"label": k + 1, "name": f"pfirrmann {k + 1}"} for k in range(5)]
-            + [{"label": 6 + i, "name": f} for i, f in enumerate(FINDINGS)],
-            "patch": PATCH, "findings": FINDINGS, "operating_points": th,
-            "input_contract": "the batch is ONE series' discs, top to bottom (the LSTM runs along it); each patch "
-                              "in the disc's frame as spine::disc_patches cuts it",
-            "training_data": "SPIDER (van der Graaf et al. 2024, CC BY 4.0): middle sagittal slices of the "
-                             f"training subset, {len(train)} series; {len(tune)} series of a fifth of its patients "
-                             "for the epoch and the operating points; SPIDER's validation patients never seen",
-            "training": {"command": " ".join(sys.argv), "seeds": seeds, "epochs": args.epochs,
-                         "best_epochs": [r["best_epoch"] for r in records], "cpu_seconds": cpu_seconds,
-                         "threads": args.threads},
-            "limitations": [
-                "Graded on one sagittal slice per series; Modic types 1 and 3 are too rare in its training data "
-                "(8 discs) to be told apart, so only a Modic change of any type is reported",
-                "Trained on SPIDER (four Dutch hospitals, Philips and Siemens, 1.5 and 3 T); other scanners and "
-                "protocols are untested"],
-            "validation": {},
-        }
-        export_scripted(model, card, args.export)
+        export_card(model, args, th, {
+            "command": " ".join(sys.argv), "seeds": seeds, "epochs": args.epochs,
+            "best_epochs": [r["best_epoch"] for r in records], "cpu_seconds": cpu_seconds, "threads": args.threads},
+            "SPIDER (van der Graaf et al. 2024, CC BY 4.0): middle sagittal slices of the training subset, "
+            f"{len(train)} series; {len(tune)} series of a fifth of its patients for the epoch and the operating "
+            "points; SPIDER's validation patients never seen")
 
 
 if __name__ == "__main__":

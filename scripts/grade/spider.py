@@ -30,10 +30,16 @@ def read_gradings(data_dir):
     return out
 
 
+def patient_fold(patient, folds):
+    """A patient's fold of `folds` (by SHA-256 of the patient id, so it never depends on
+    file order). Fold 0 of 5 is the tuning fifth (tune_patient)."""
+    return int(hashlib.sha256(patient.encode()).hexdigest(), 16) % folds
+
+
 def tune_patient(patient):
     """The fifth of SPIDER's training patients held out for choosing the epoch and the
-    operating points (by SHA-256 of the patient id, so it never depends on file order)."""
-    return int(hashlib.sha256(patient.encode()).hexdigest(), 16) % 5 == 0
+    operating points."""
+    return patient_fold(patient, 5) == 0
 
 
 def group_of(row):
