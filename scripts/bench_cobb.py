@@ -23,26 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import anchors, data, fine, preprocess  # noqa: E402
 from cobb.angles import aasce_angles  # noqa: E402
 from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
+from cobb.networks import eager, flip_average  # noqa: E402
 import train_spine_finder as finder_lib  # noqa: E402
-from ensemble_models import MeanOf  # noqa: E402
-
-SWAP = fine.MIRROR  # corner order after a horizontal mirror
-
-
-def eager(path, make):
-    """The exported model at `path` as an eager network (make() builds one member's
-    network): a single model, or the mean of an ensemble's members."""
-    weights = torch.jit.load(path).state_dict()
-    groups = {}  # member index ("" for a single model) -> its weights
-    for k, v in weights.items():
-        member, rest = k.split(".", 2)[1:] if k.startswith("members.") else ("", k)
-        groups.setdefault(member, {})[rest] = v
-    nets = []
-    for w in groups.values():
-        net = make(w)
-        net.load_state_dict(w)
-        nets.append(net.eval())
-    return nets[0] if len(nets) == 1 else MeanOf(nets).eval()
 
 
 class Frozen(torch.nn.Module):
@@ -54,13 +36,6 @@ class Frozen(torch.nn.Module):
 
     def forward(self, x):
         return self.model(x).contiguous()
-
-
-def flip_average(model, x):
-    o, of = model(x), model(x.flip(-1)).flip(-1)
-    offs = of[:, N_VERT:].view(1, 4, 2, *of.shape[-2:])[:, SWAP].clone()
-    offs[:, :, 0] = -offs[:, :, 0]
-    return torch.cat([(o[:, :N_VERT] + of[:, :N_VERT]) / 2, (o[:, N_VERT:] + offs.view(1, 8, *of.shape[-2:])) / 2], 1)
 
 
 def main():

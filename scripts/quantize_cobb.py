@@ -39,10 +39,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch.ao.quantization import HistogramObserver, PerChannelMinMaxObserver, QConfig, QConfigMapping  # noqa: E402
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx  # noqa: E402
 
-import bench_cobb  # noqa: E402
 import train_cobb  # noqa: E402
 from cobb import data, fine, preprocess  # noqa: E402
 from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
+from cobb.networks import eager, flip_average  # noqa: E402
 from ensemble_models import sha256  # noqa: E402
 from lib.model_card import read_card, save_with_card  # noqa: E402
 
@@ -73,7 +73,7 @@ def stage_inputs(first_stage, names):
         working = preprocess.resize_to_cache(grey)[None]
         x = preprocess.cache_to_input(working)[:, None]
         with torch.no_grad():
-            _, corners, _ = decode(bench_cobb.flip_average(first_stage, x))
+            _, corners, _ = decode(flip_average(first_stage, x))
             first = (corners[0] + 0.5) * preprocess.STRIDE * 2 - 0.5  # output -> working px
             c, _, _ = fine.vertebra_crops(working[None].expand(N_VERT, 1, -1, -1), first)
         firsts += [x, x.flip(-1)]
@@ -132,8 +132,8 @@ def main():
     torch.backends.quantized.engine = ENGINE
     landmarks_pt = os.path.join(args.models, "xray-landmarks.pt")
     corners_pt = os.path.join(args.models, "xray-corners.pt")
-    first = bench_cobb.eager(landmarks_pt, lambda w: LandmarkNet(context=any(k.startswith("context.") for k in w)))
-    second = bench_cobb.eager(corners_pt, lambda w: fine.CornerNet())
+    first = eager(landmarks_pt, lambda w: LandmarkNet(context=any(k.startswith("context.") for k in w)))
+    second = eager(corners_pt, lambda w: fine.CornerNet())
     names = calibration_names()
     firsts, crops = stage_inputs(first, names)
     export(quantize(first, firsts, FIRST_FLOAT), first, landmarks_pt,
