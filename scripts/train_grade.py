@@ -14,6 +14,10 @@ SPIDER's own validation patients are never read here; a fifth of the training pa
 
 With several seeds the exported model is their average (Ensemble); the tuning patients
 choose each seed's epoch and the operating points of the average.
+
+--folds K trains one grader per patient fold instead (train_folds) and gives the recipe's
+cross-validated figures; --carry-operating-point carries a finding's threshold from them
+to an exported grader (models/mr-disc-grading.md, "Five graders by cross-validation").
 """
 import argparse
 import json
@@ -170,7 +174,7 @@ def shift_weights(out, y_shifted, log_prior):
 def shifted_losses(out, lengths, y_shifted, pos_weight, log_prior):
     """Each series' loss averaged over its possible name shifts, weighted by their posterior
     (latent-shift training: a series named a level off teaches little rather than the wrong
-    grades). Returns the loss and the batch's mean weights."""
+    grades). Returns the loss and each series' weights, [series, shifts]."""
     total, weights = out.sum() * 0, []
     for o, ys in zip(torch.split(out, lengths), torch.split(y_shifted, lengths)):
         w = shift_weights(o, ys, log_prior)
@@ -312,9 +316,11 @@ def train_one(seed, args, train, tune, pos_weight, out_dir, keep_last=False):
             tot += float(loss)
         exact, aucs, _, _ = tune_scores(model, tune)
         score = exact + float(np.nanmean([aucs[f] for f in ("herniation", "narrowing", "bulging", "spondylolisthesis")]))
-        moved = sum(1 for w in shift_posterior.values() if w[1] < 0.5)
         history.append({"epoch": epoch, "loss": tot / steps_per_epoch, "tune_exact": exact,
-                        "tune_auc": aucs, "seconds": time.time() - t0, "series_weighted_off_their_names": moved})
+                        "tune_auc": aucs, "seconds": time.time() - t0})
+        moved = sum(1 for w in shift_posterior.values() if w[1] < 0.5)
+        if args.name_shifts:
+            history[-1]["series_weighted_off_their_names"] = moved
         print(f"seed {seed} epoch {epoch} loss {tot / steps_per_epoch:.3f} tune exact {exact:.3f} "
               + " ".join(f"{k[:5]} {v:.2f}" for k, v in aucs.items())
               + (f" shifted {moved}" if args.name_shifts else "") + f" ({time.time() - t0:.0f} s)", flush=True)
