@@ -62,6 +62,10 @@ def mr_disc_grading(out, card):
         checks.append((k, v["all"][k], card["all"][k], 0.002))
     for k, auc in v["all"]["auc"].items():
         checks.append((f"{k} AUC", auc, card["all"]["auc"][k], 0.002))
+    # At the card's operating points (a threshold moved by recard_model.py shows here).
+    for k, (sens, spec) in v["operating_point_sensitivity_specificity"].items():
+        card_sens, card_spec = card["operating_point_sensitivity_specificity"][k]
+        checks += [(f"{k} sensitivity", sens, card_sens, 0.002), (f"{k} specificity", spec, card_spec, 0.002)]
     return checks
 
 
