@@ -29,7 +29,10 @@ if __name__ == "__main__":
             finding, _, value = item.partition("=")
             if finding not in points:
                 sys.exit(f"{args.model}: no operating point named {finding!r} in its card ({', '.join(points)})")
-            threshold = float(value)
+            try:
+                threshold = float(value)
+            except ValueError:
+                sys.exit(f"--operating-point {item}: expected FINDING=THRESHOLD, a number after '='")
             if not 0.0 < threshold < 1.0:
                 sys.exit(f"--operating-point {item}: the threshold must lie between 0 and 1")
             points[finding] = threshold
