@@ -318,7 +318,7 @@ def train_one(seed, args, train, tune, pos_weight, out_dir, keep_last=False):
         score = exact + float(np.nanmean([aucs[f] for f in ("herniation", "narrowing", "bulging", "spondylolisthesis")]))
         history.append({"epoch": epoch, "loss": tot / steps_per_epoch, "tune_exact": exact,
                         "tune_auc": aucs, "seconds": time.time() - t0})
-        moved = sum(1 for w in shift_posterior.values() if w[1] < 0.5)
+        moved = sum(1 for w in shift_posterior.values() if w[1] < 0.5)  # 0 without --name-shifts
         if args.name_shifts:
             history[-1]["series_weighted_off_their_names"] = moved
         print(f"seed {seed} epoch {epoch} loss {tot / steps_per_epoch:.3f} tune exact {exact:.3f} "
@@ -344,10 +344,18 @@ def positive_weights(items):
     return torch.tensor(np.clip((1 - pos) / np.maximum(pos, 1e-3), 1, 10), dtype=torch.float32), pos, len(y)
 
 
+def read_oof(cv_dir, folds="fold*"):
+    """The out-of-fold labels and outputs train_folds saved (the folds matching `folds`),
+    graded discs only."""
+    z = [np.load(f) for f in sorted(Path(cv_dir).glob(f"{folds}/oof.npz"))]
+    ys, o = np.concatenate([v["y"] for v in z]), np.concatenate([v["out"] for v in z])
+    graded = ys[:, 0] >= 0
+    return ys[graded], o[graded]
+
+
 def oof_figures(ys, o):
-    """Figures of held-out predictions: Pfirrmann exact, within one, weighted kappa; AUCs."""
-    m = ys[:, 0] >= 0
-    ys, o = ys[m], o[m]
+    """Figures of held-out predictions of graded discs: Pfirrmann exact, within one,
+    weighted kappa; AUCs."""
     t, p = ys[:, 0] + 1, o[:, :5].argmax(1) + 1
     kappa, _ = weighted_kappa(t, p)
     aucs = {f: auc(ys[:, 1 + i], 1 / (1 + np.exp(-o[:, 5 + i]))) for i, f in enumerate(FINDINGS)}
@@ -384,24 +392,17 @@ def train_folds(args, items):
                  y=np.concatenate([it["y"] for it in held]), out=np.concatenate(outs))
     if args.only_fold is not None:
         return
-    members, records, ys, os_, fold0 = [], [], [], [], None
+    members, records = [], []
     for f in range(k):
         d = os.path.join(args.out, f"fold{f}")
-        m = DiscGrader(patch_norm=args.patch_norm)
-        m.load_state_dict(torch.load(os.path.join(d, "best.pt")))
-        m.eval()
-        members.append(m)
+        member = DiscGrader(patch_norm=args.patch_norm)
+        member.load_state_dict(torch.load(os.path.join(d, "best.pt")))
+        members.append(member.eval())
         records.append(json.loads(Path(d, "history.json").read_text()))
-        z = np.load(os.path.join(d, "oof.npz"))
-        ys.append(z["y"])
-        os_.append(z["out"])
-        if f == 0:
-            fold0 = oof_figures(z["y"], z["out"])
-    ys, o = np.concatenate(ys), np.concatenate(os_)
-    m = ys[:, 0] >= 0
-    th = operating_points(ys[m], o[m])
+    ys, o = read_oof(args.out)
+    th = operating_points(ys, o)
     cv = oof_figures(ys, o)
-    cv["fold0_tuning_patients"] = fold0
+    cv["fold0_tuning_patients"] = oof_figures(*read_oof(args.out, "fold0"))
     cv["operating_points"] = th
     cpu_seconds = sum(r["cpu_seconds"] for r in records)
     summary = {"folds": k, "epochs": args.epochs, "cross_validation": cv, "cpu_seconds": cpu_seconds,
@@ -446,8 +447,7 @@ def export_card(model, args, th, training, training_data, cross_validation=None)
 
 def score_model(path, tune):
     """The tuning patients' figures of an exported grader (the A/B baseline for a new one)."""
-    model = torch.jit.load(path)
-    exact, aucs, ys, o = tune_scores(model, tune)
+    _, _, ys, o = tune_scores(torch.jit.load(path), tune)
     print(json.dumps({"model": path, "tuning_patients": oof_figures(ys, o)}), flush=True)
 
 
@@ -459,13 +459,7 @@ def carry_operating_point(path, tune, cv_dir, finding):
     By specificity, not by value, because a mean of graders gives less extreme
     probabilities than one."""
     i = FINDINGS.index(finding)
-    ys, o = [], []
-    for f in sorted(Path(cv_dir).glob("fold*/oof.npz")):
-        z = np.load(f)
-        ys.append(z["y"])
-        o.append(z["out"])
-    ys, o = np.concatenate(ys), np.concatenate(o)
-    ys, o = ys[ys[:, 0] >= 0], o[ys[:, 0] >= 0]
+    ys, o = read_oof(cv_dir)
     y, p = ys[:, 1 + i], 1 / (1 + np.exp(-o[:, 5 + i]))
     t = operating_points(ys, o)[finding]
     sens, spec = float((p[y == 1] >= t).mean()), float((p[y == 0] < t).mean())
