@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds Release into build/, and runs the main jobs on the
-# synthetic sample studies shipped in data/sample/ (made by scripts/make_sample_data.sh):
+# sample studies shipped in data/sample/ (the synthetic ones made by
+# scripts/make_sample_data.sh, the real ones copied by scripts/make_real_samples.sh):
+#   spine-seg and spine-detect on a REAL abdominal CT the CT model never saw (Apache-2.0),
+#   beside its reference labels (another model's output, not manual);
 #   spine-seg and spine-detect on a phantom torso CT, names beside the phantom's truth;
 #   spine-cobb on a phantom radiograph, printed beside the phantom's true angles;
 #   spine-prep on a phantom CT (bone window, 1 mm resampling);
 #   spine-measure on the torso CT with the labels spine-seg made;
+#   spine-measure on a REAL CT with its MANUAL vertebra masks (VerSe, CC BY-SA 4.0);
 #   spine-grade on real lumbar T2 and T1 slices of one study (SPIDER, CC BY 4.0), beside the reference gradings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +16,36 @@ scripts/install-deps.sh
 scripts/build.sh
 out=demo-out
 rm -rf "$out"
+
+echo
+echo "== spine-seg and spine-detect on data/sample/real_ct_abdomen.nii.gz (REAL abdominal CT, 3 mm, full field; the CT model never saw it) =="
+build/bin/spine-seg data/sample/real_ct_abdomen.nii.gz -o "$out/seg-real" --threads "$(nproc)"
+build/bin/spine-detect data/sample/real_ct_abdomen.nii.gz -o "$out/detect-real" --threads "$(nproc)"
+/usr/bin/python3 - "$out/seg-real/real_ct_abdomen/labels.nii.gz" data/sample/real_ct_abdomen_reference_labels.nii.gz \
+    "$out/detect-real/real_ct_abdomen/vertebrae.json" <<'PY'
+import json, sys
+import numpy as np
+sys.path.insert(0, "scripts")
+from lib.nifti import read_nifti
+from seg.names import vertebra_name
+got, aff = read_nifti(sys.argv[1])
+ref, _ = read_nifti(sys.argv[2])
+found = {v["name"]: v for v in json.load(open(sys.argv[3]))["vertebrae"]}
+def centre(mask):  # millimetres, in the image's world frame
+    return aff[:3, :3] @ np.argwhere(mask).mean(axis=0) + aff[:3, 3]
+def dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+print(f"{'vertebra':10}{'Dice':>7}{'centre to reference':>22}{'spine-detect confidence':>26}")
+for v in sorted(int(x) for x in np.unique(ref) if 0 < x < 30):
+    name, r, g = vertebra_name(v), ref == v, got == v
+    d = f"{np.linalg.norm(centre(g) - centre(r)):.1f} mm" if g.any() else "not found"
+    c = found.get(name, {}).get("confidence")
+    print(f"{name:10}{dice(g, r):7.2f}{d:>22}{(f'{c:.2f}' if c is not None else '-'):>26}")
+print(f"all vertebrae as one class: Dice {dice((got > 0) & (got < 30), (ref > 0) & (ref < 30)):.2f}")
+print("The reference labels are TotalSegmentator's output, not a manual segmentation: a check, not ground truth.\n"
+      "The CT model's figures on real CT with manual masks (leave-one-out) are in models/ct-spine-seg.md.")
+PY
+echo "labels: $out/seg-real/real_ct_abdomen/labels.nii.gz, overlay: $out/seg-real/real_ct_abdomen/overlay.png, markups: $out/detect-real/real_ct_abdomen/vertebrae.mrk.json"
 
 echo
 echo "== spine-seg and spine-detect on data/sample/phantom_ct_torso.nii.gz (synthetic CT, 2.5 mm) =="
@@ -77,6 +111,29 @@ for a in m["angles"]:
         print(f"{a['name']}: {a['angle']['value']:.1f} deg")
 PY
 echo "result: $out/measure/phantom_ct_torso/ (measurements.json, overlay.png), $out/measure/measurements.csv"
+
+echo
+echo "== spine-measure on data/sample/verse007_ct.nii.gz with its MANUAL vertebra masks (REAL CT, VerSe 2019, CC BY-SA 4.0) =="
+build/bin/spine-measure data/sample/verse007_ct.nii.gz --labels data/sample/verse007_vertebra_masks.nii.gz \
+  -o "$out/measure-real" --threads "$(nproc)"
+/usr/bin/python3 - "$out/measure-real/verse007_ct/measurements.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for v in m["vertebrae"]:
+    h = v["heights"]
+    hs = "/".join(f"{h[k]['value']:.1f}" for k in ("anterior", "middle", "posterior")) if h else "-"
+    hu = v.get("trabecular_attenuation", {}).get("median", {}).get("value")
+    g = v["genant"]
+    print(f"{v['name']:>4}  heights {hs} mm  Genant {g['grade']}" + (f" ({g['type']})" if g["grade"] else "") + f"  HU {hu}"
+          + ("" if v["reliable"] else "  [not reliable: " + "; ".join(v["flags"]) + "]"))
+b = m["bone_screen"]
+print(f"bone screen: {b['category']} ({b['level']} trabecular median {b['trabecular_hu_median']:.0f} HU; {b['warning']})")
+for a in m["angles"]:
+    if not a["name"].startswith("segmental"):
+        print(f"{a['name']}: {a['angle']['value']:.1f} deg")
+print(f"flags: {'; '.join(m['flags']) or 'none'}")
+PY
+echo "result: $out/measure-real/verse007_ct/ (measurements.json, overlay.png)"
 
 echo
 echo "== spine-grade on data/sample/spider_118_t2.mha and spider_118_t1.mha (REAL lumbar T2 and T1 slices of one study, SPIDER CC BY 4.0; a validation patient) =="
