@@ -13,6 +13,11 @@ images: every figure from here is labelled synthetic.
                also re-framed)
     not-spine  what is not a frontal spine radiograph: chest films cut above L1, lateral
                projections and slices of CT phantoms, noise
+    tight-512, reframed-512
+               the tight and re-framed films padded to a square with black borders and
+               reduced to 512 x 512 pixels: the form of the external films issue 12 was
+               filed on (a re-framed film's spine is then about 300 pixels tall)
+  make-small SETS  adds the two 512 x 512 sets to sets made before they existed
   score SETS OUT  reads the lists in SETS and OUT/<set>/results/*/cobb.json, prints the figures
 
 Usage: scripts/eval_cobb_reframed.sh [OUT [spine-cobb options...]]
@@ -116,6 +121,29 @@ def make(out):
             f.write("\n".join(os.path.abspath(p) for p in paths) + "\n")
     with open(os.path.join(out, "truth.json"), "w") as f:
         json.dump(truth, f)
+    make_small(out)
+
+
+SMALL_SIDE = 512
+
+
+def make_small(out):
+    """The tight and re-framed films as square 512 x 512 images (black padding, bilinear)."""
+    for k in ("tight", "reframed"):
+        os.makedirs(os.path.join(out, f"{k}-{SMALL_SIDE}"), exist_ok=True)
+        paths = []
+        for line in open(os.path.join(out, k, "list.txt")):
+            film = np.asarray(Image.open(line.strip()).convert("L"), dtype=np.float32) / 255
+            h, w = film.shape
+            side = max(h, w)
+            square = np.zeros((side, side), np.float32)
+            square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = film
+            small = Image.fromarray(square, mode="F").resize((SMALL_SIDE, SMALL_SIDE), Image.BILINEAR)
+            path = os.path.join(out, f"{k}-{SMALL_SIDE}", os.path.basename(line.strip()))
+            save(path, np.asarray(small))
+            paths.append(os.path.abspath(path))
+        with open(os.path.join(out, f"{k}-{SMALL_SIDE}", "list.txt"), "w") as f:
+            f.write("\n".join(paths) + "\n")
 
 
 def results(sets, out, k):
@@ -131,11 +159,14 @@ def results(sets, out, k):
 def score(sets, out):
     truth = json.load(open(os.path.join(sets, "truth.json")))
     figures = {}
-    for k in ("tight", "reframed"):
+    small = [f"tight-{SMALL_SIDE}", f"reframed-{SMALL_SIDE}"]
+    have_small = all(os.path.exists(os.path.join(sets, k, "list.txt")) for k in small)
+    for k in ["tight", "reframed"] + (small if have_small else []):
         r = results(sets, out, k)
         sm, mae, unrel, rel_sm, rel_mae = [], [], 0, [], []
         for stem, j in r.items():
-            ref = np.array(truth[f"{k}/{stem}"]["angles"])
+            # the 512 x 512 films keep their film's angles (uniform scaling, no turn)
+            ref = np.array(truth[f"{k.split('-')[0]}/{stem}"]["angles"])
             if j is None:
                 sm.append(100.0)   # no result: the worst score, not dropped
                 mae.append(ref[0])
@@ -155,6 +186,11 @@ def score(sets, out):
     if "tight" in figures and "reframed" in figures:
         d = figures["reframed"]["smape"] - figures["tight"]["smape"]
         print(f"reframed minus tight: {d:+.2f} SMAPE points (target <= +1.5; synthetic framing)")
+    if have_small:
+        ts, rs = figures[small[0]]["smape"], figures[small[1]]["smape"]
+        print(f"at {SMALL_SIDE} x {SMALL_SIDE}: reframed minus tight at full size {rs - figures['tight']['smape']:+.2f}, "
+              f"minus tight at {SMALL_SIDE} {rs - ts:+.2f}; tight at {SMALL_SIDE} minus tight at full size "
+              f"{ts - figures['tight']['smape']:+.2f} SMAPE points (synthetic framing)")
     r = results(sets, out, "hardware")
     hw = [j for j in r.values() if j is not None]
     named = sum(any("hardware" in f for f in j["flags"]) for j in hw)
@@ -179,6 +215,8 @@ def score(sets, out):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["make"] and len(sys.argv) == 3:
         make(sys.argv[2])
+    elif sys.argv[1:2] == ["make-small"] and len(sys.argv) == 3:
+        make_small(sys.argv[2])
     elif sys.argv[1:2] == ["score"] and len(sys.argv) == 4:
         score(sys.argv[2], sys.argv[3])
     else:

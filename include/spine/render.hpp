@@ -22,5 +22,8 @@ void draw_circle(RgbImage& canvas, Point2 centre, double radius, Rgb colour, boo
 // Text with its top-left corner at `at`, on a dark box so it reads on any background.
 // Returns the height of the line in pixels.
 int draw_text(RgbImage& canvas, const std::string& text, Point2 at, double height_px, Rgb colour);
+// Width in pixels that draw_text gives `text` at `height_px` (its dark box included), so
+// that a caller can make room for it instead of letting it cover the picture.
+int text_width(const std::string& text, double height_px);
 
 }  // namespace spine

@@ -77,6 +77,8 @@ fs::path labels_for(const std::string& labels, const Study& study, std::size_t s
 // A curved mid-sagittal picture: rows along patient z, columns along patient y, each
 // row through the lateral position of the body centres at its height (interpolated), so
 // that every vertebra is cut through its own mid-sagittal plane even in scoliosis.
+constexpr double kLineHeight = 20;  // the panel's text, pixels
+
 void write_overlay(const FloatImage& image, const LabelImage& labels, const SpineMeasurements& m, bool ct,
                    const fs::path& path) {
   std::vector<std::pair<double, double>> centres;  // (z, x)
@@ -138,8 +140,24 @@ void write_overlay(const FloatImage& image, const LabelImage& labels, const Spin
       const auto rgb = label_info(l).rgb;
       draw_circle(pic, {(double(c) + 0.5) * scale, (double(r) + 0.5) * scale}, 0.8, {rgb[0], rgb[1], rgb[2]});
     }
-  // A panel on the right for the figures, so that no text covers the bone.
-  const std::size_t panel = 520;
+  // Each vertebra's line of figures, for the panel beside the picture.
+  std::vector<std::string> lines;
+  int widest = 0;
+  for (const auto& v : m.vertebrae) {
+    if (!v.heights.valid) continue;
+    std::ostringstream t;
+    t.setf(std::ios::fixed);
+    t.precision(1);
+    t << v.name << " " << v.heights.anterior << "/" << v.heights.middle << "/" << v.heights.posterior << " mm";
+    if (v.trabecular_hu_median) t << " " << std::lround(*v.trabecular_hu_median) << " HU";
+    if (v.genant.grade > 0) t << " G" << v.genant.grade << " " << v.genant.type;
+    if (!v.flags.empty()) t << " !";
+    lines.push_back(t.str());
+    widest = std::max(widest, text_width(lines.back(), kLineHeight));
+  }
+  // A panel on the right for the figures, as wide as the longest line (a graded fracture's
+  // line is the longest), so that no text covers the bone.
+  const std::size_t panel = std::max<std::size_t>(520, static_cast<std::size_t>(widest) + 24);
   {
     RgbImage wide;
     wide.width = pic.width + panel;
@@ -151,6 +169,7 @@ void write_overlay(const FloatImage& image, const LabelImage& labels, const Spin
     pic = std::move(wide);
   }
   auto to_px = [&](const Vec3d& p) { return Point2{(p[1] - ylo) / px * scale, (zhi - p[2]) / px * scale}; };
+  std::size_t next_line = 0;
   for (const auto& v : m.vertebrae) {
     if (!v.heights.valid) continue;
     const auto& pts = v.heights.points;
@@ -158,17 +177,10 @@ void write_overlay(const FloatImage& image, const LabelImage& labels, const Spin
     for (int q = 0; q < 3; ++q) draw_line(pic, to_px(pts[q]), to_px(pts[q + 3]), line, 2);
     draw_line(pic, to_px(pts[0]), to_px(pts[2]), {255, 220, 0}, 2);  // upper endplate
     draw_line(pic, to_px(pts[3]), to_px(pts[5]), {255, 220, 0}, 2);  // lower endplate
-    std::ostringstream t;
-    t.setf(std::ios::fixed);
-    t.precision(1);
-    t << v.name << " " << v.heights.anterior << "/" << v.heights.middle << "/" << v.heights.posterior << " mm";
-    if (v.trabecular_hu_median) t << " " << std::lround(*v.trabecular_hu_median) << " HU";
-    if (v.genant.grade > 0) t << " G" << v.genant.grade << " " << v.genant.type;
-    if (!v.flags.empty()) t << " !";
     const Point2 at = to_px(v.centre);
     const double x0 = static_cast<double>(pic.width - panel) + 8;
     draw_line(pic, {static_cast<double>(pic.width - panel) - 4, at.y}, {x0 - 2, at.y}, {120, 120, 120}, 1);
-    draw_text(pic, t.str(), {x0, at.y - 11}, 20, v.flags.empty() ? Rgb{255, 255, 255} : Rgb{255, 150, 80});
+    draw_text(pic, lines[next_line++], {x0, at.y - 11}, kLineHeight, v.flags.empty() ? Rgb{255, 255, 255} : Rgb{255, 150, 80});
   }
   std::string footer;
   for (const auto& a : m.angles)

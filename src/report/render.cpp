@@ -51,11 +51,24 @@ void draw_circle(RgbImage& canvas, Point2 centre, double radius, Rgb colour, boo
              filled ? cv::FILLED : 1, cv::LINE_AA);
 }
 
+namespace {
+constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+double font_scale(double height_px) { return height_px / 22.0; }
+int font_thickness(double scale) { return std::max(1, static_cast<int>(std::lround(scale * 1.5))); }
+}  // namespace
+
+int text_width(const std::string& text, double height_px) {
+  const double scale = font_scale(height_px);
+  int baseline = 0;
+  const cv::Size size = cv::getTextSize(text, kFont, scale, font_thickness(scale), &baseline);
+  return size.width + 2 * std::max(2, size.height / 4);
+}
+
 int draw_text(RgbImage& canvas, const std::string& text, Point2 at, double height_px, Rgb colour) {
   cv::Mat m = wrap(canvas);
-  const int font = cv::FONT_HERSHEY_SIMPLEX;
-  double scale = height_px / 22.0;
-  int thickness = std::max(1, static_cast<int>(std::lround(scale * 1.5)));
+  const int font = kFont;
+  double scale = font_scale(height_px);
+  int thickness = font_thickness(scale);
   int baseline = 0;
   cv::Size size = cv::getTextSize(text, font, scale, thickness, &baseline);
   // Keep the whole line on the canvas: move it in from the left edge, and shrink it when
@@ -64,7 +77,7 @@ int draw_text(RgbImage& canvas, const std::string& text, Point2 at, double heigh
   origin.x = std::clamp(origin.x, 2, std::max(2, m.cols - size.width - 2));
   if (origin.x + size.width > m.cols - 2 && size.width > 0) {
     scale *= std::max(0.3, static_cast<double>(m.cols - 2 - origin.x) / size.width);
-    thickness = std::max(1, static_cast<int>(std::lround(scale * 1.5)));
+    thickness = font_thickness(scale);
     size = cv::getTextSize(text, font, scale, thickness, &baseline);
   }
   const int pad = std::max(2, size.height / 4);

@@ -45,6 +45,25 @@ TEST(OverlayText, LongLineStaysOnTheCanvas) {
   EXPECT_EQ(lit_in_columns(118, 120), 0);           // nothing runs into the last columns
 }
 
+// text_width is the room a line takes: drawn with that much room, it keeps its place and
+// its size (spine-measure sizes its overlay's panel by it), and nothing lies beyond it.
+TEST(OverlayText, TextWidthIsTheRoomALineTakes) {
+  const std::string text = "T12 18.7/16.1/21.9 mm 126 HU G2 biconcave !";
+  const int w = text_width(text, 20);
+  ASSERT_GT(w, 100);
+  const std::size_t x0 = 30;
+  RgbImage canvas{x0 + static_cast<std::size_t>(w) + 40, 50, {}};
+  canvas.rgb.assign(canvas.width * canvas.height * 3, 0);
+  draw_text(canvas, text, {static_cast<double>(x0), 10}, 20, {255, 255, 255});
+  std::size_t first = canvas.width, last = 0;
+  for (std::size_t y = 0; y < canvas.height; ++y)
+    for (std::size_t x = 0; x < canvas.width; ++x)
+      if (canvas.rgb[(y * canvas.width + x) * 3] > 128) first = std::min(first, x), last = std::max(last, x);
+  EXPECT_GE(first, x0);                                // not moved in
+  EXPECT_LT(last, x0 + static_cast<std::size_t>(w));   // within the width it said
+  EXPECT_GT(last, x0 + static_cast<std::size_t>(w) * 3 / 4);  // and not shrunk
+}
+
 // The int8 landmark models run on the CPU only (LibTorch has no quantized operators on
 // CUDA): asked for elsewhere, a usage error before anything loads, not a failure later.
 TEST(CobbPrecision, Int8OnTheCpuOnly) {
