@@ -163,6 +163,14 @@ def main():
                     help="in the fine-tuning epochs, also what films carry (scripts/cobb/reframe.py): inverted "
                          "polarity, burnt-in text and rulers, drawn rods and screws")
     ap.add_argument("--from-model", help="start from the weights of this exported model (no checkpoint needed)")
+    ap.add_argument("--member", type=int, default=-1,
+                    help="with --from-model: start from this member of a seed ensemble (scripts/ensemble_models.py)")
+    ap.add_argument("--low-resolution", type=float, default=0.0, metavar="P",
+                    help="fine-tuning: a fraction P of the working images blurred as a small film's are "
+                         "(reduced to 0.25..0.7 of their size and enlarged back; with_low_resolution)")
+    ap.add_argument("--no-validation", action="store_true",
+                    help="do not score the validation split during training (nothing is chosen on it; "
+                         "without this the split's figures are only printed)")
     ap.add_argument("--init-from", help="initialise from the weights of this exported model where they fit (a model "
                                         "without the context block), then train the full --epochs schedule")
     ap.add_argument("--no-context", action="store_true", help="the network without its bottleneck context block "
@@ -193,7 +201,7 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     state = checkpoint.resume(model, opt, ckpt_path)
     if args.from_model and state["epoch"] == 0:
-        load_exported(model, args.from_model)
+        load_exported(model, args.from_model, args.member)
         state = {"epoch": args.epochs, "history": []}
         print(f"starting from {args.from_model}: fine-tuning only", flush=True)
     if args.init_from and state["epoch"] == 0:
@@ -237,6 +245,8 @@ def main():
             batch_img = images[idx]
             if finetune and args.furniture:
                 batch_img = with_furniture(batch_img, points[idx], rng)
+            if finetune and args.low_resolution > 0:
+                batch_img = with_low_resolution(batch_img, args.low_resolution, rng)
             inp, pts = augment(batch_img, points[idx], rng, train=True, scale_range=scale_range,
                                shift_y=args.shift_y)
             heat, offs, mask = targets(pts)
@@ -250,7 +260,7 @@ def main():
             tot += loss.item(); th += lh; to += lo
         msg = {"epoch": epoch + 1, "loss": tot / steps, "heat": th / steps,
                "offset": to / steps, "seconds": time.time() - te, "finetune": finetune}
-        if (epoch + 1) % 5 == 0 or epoch + 1 >= args.epochs:
+        if not args.no_validation and ((epoch + 1) % 5 == 0 or epoch + 1 >= args.epochs):
             err, sm, mae = evaluate(model, va_img, va_pts, va_sizes, val, landmarks, angles)
             msg.update({"val_landmark_px": err, "val_smape": sm, "val_major_mae": mae})
         state = checkpoint.save(ckpt_path, model, opt, epoch + 1, state["history"] + [msg])
@@ -261,10 +271,17 @@ def main():
     export(model, state, args, len(train), len(val), len(rejected))
 
 
-def load_exported(model, path):
+def load_exported(model, path, member=-1):
     """Weights of an exported model, where they fit: a 1.0.0 model has no context block,
-    which then starts as the identity (Context in scripts/cobb/model.py)."""
-    result = model.load_state_dict(torch.jit.load(path).state_dict(), strict=False)
+    which then starts as the identity (Context in scripts/cobb/model.py). member >= 0: that
+    member of a seed ensemble."""
+    weights = torch.jit.load(path).state_dict()
+    if member >= 0:
+        prefix = f"members.{member}."
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        if not weights:
+            raise SystemExit(f"{path}: no member {member} (not a seed ensemble, or fewer members)")
+    result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
         raise SystemExit(f"{path}: weights this network does not have: {result.unexpected_keys[:3]}")
     if result.missing_keys:
@@ -286,6 +303,23 @@ def with_furniture(images, points, rng):
         if rng.uniform() < 0.15:
             img = 1 - img
         out[k] = torch.from_numpy(np.clip(img * 255, 0, 255).round().astype(np.uint8))
+    return out
+
+
+def with_low_resolution(images, fraction, rng):
+    """uint8 working images [B,1024,512], a fraction of them as a small film's spine comes
+    to the first stage: the crop of a 512 x 512 film holds its spine in about 300 rows (a
+    full-length film) to 450 (a tight one), enlarged to the working image's 1024. So each
+    chosen image is reduced to 0.25..0.7 of its size (area averaging, as the film was made)
+    and enlarged back (bilinear, as spine-cobb enlarges the crop)."""
+    out = images.clone()
+    h, w = out.shape[-2:]
+    for k in np.nonzero(rng.uniform(size=out.shape[0]) < fraction)[0]:
+        s = rng.uniform(0.25, 0.7)
+        x = out[k].float()[None, None]
+        small = F.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="area")
+        big = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        out[k] = big[0, 0].clamp(0, 255).round().to(torch.uint8)
     return out
 
 
@@ -319,6 +353,10 @@ def export(model, state, args, n_train, n_val, n_rejected):
                          f"{n_rejected} excluded for landmark-order problems"
                          + (f"; fine-tuned {args.finetune} epochs with spine-phantom radiographs added "
                             f"(scripts/make_phantom_radiographs.sh)" if args.finetune and args.phantoms else "")
+                         + (f"; fine-tuned {args.finetune} epochs from {args.from_model or 'the trained model'}"
+                            + (f" (member {args.member})" if args.member >= 0 else "")
+                            + f" with {args.low_resolution:.0%} of the working images blurred as a small film's "
+                            f"(with_low_resolution in scripts/train_cobb.py)" if args.finetune and args.low_resolution else "")
                          + (f"; fine-tuned {args.finetune} epochs from {args.from_model or 'the trained model'} with film "
                             f"furniture drawn on the training images (inverted polarity, text and rulers, rods and "
                             f"screws; scripts/cobb/reframe.py)" if args.finetune and args.furniture else ""),
