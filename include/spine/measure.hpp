@@ -98,6 +98,10 @@ struct MeasureOptions {
   double osteoporosis_hu = 110;   // <= this suggests osteoporosis (Pickhardt et al. 2013)
   double normal_hu = 160;         // > this is normal
   int threads = 0;                // vertebrae measured in parallel (0: all cores)
+  // The label map is the CT segmentation model's (spine-seg's), not a person's. On real CT
+  // its body-disc boundary can lie inside the bone, which reads as lost height: a grade
+  // it gives is flagged, so it is never reported as reliable (docs/measure.md).
+  bool outlines_from_ct_model = false;
 };
 
 struct SpineMeasurements {

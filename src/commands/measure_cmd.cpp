@@ -74,6 +74,19 @@ fs::path labels_for(const std::string& labels, const Study& study, std::size_t s
                     "/labels.nii.gz, " + name + ".nii.gz, " + name + "_labels.nii.gz)");
 }
 
+// When a label map is spine-seg's output (<study>/labels.nii.gz with its
+// segmentation.json beside it), the modality of the model that made it; otherwise none.
+std::optional<std::string> spine_seg_output_modality(const fs::path& label_map) {
+  const fs::path seg = label_map.parent_path() / "segmentation.json";
+  if (label_map.filename() != "labels.nii.gz" || !fs::exists(seg)) return std::nullopt;
+  // Parsed without exceptions: a file that is not spine-seg's leaves the map the user's.
+  const auto j = nlohmann::json::parse(std::ifstream(seg), nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("modality") || !j["modality"].is_object()) return std::nullopt;
+  const auto& m = j["modality"];
+  if (!m.contains("modality") || !m["modality"].is_string()) return std::nullopt;
+  return m["modality"].get<std::string>();
+}
+
 // A curved mid-sagittal picture: rows along patient z, columns along patient y, each
 // row through the lateral position of the body centres at its height (interpolated), so
 // that every vertebra is cut through its own mid-sagittal plane even in scoliosis.
@@ -299,6 +312,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
     if (in.image.geometry.dimension != 3) throw input_error(study.path.string() + ": not a 3D image");
     LabelImage labels;
     std::string modality, label_source;
+    bool outlines_from_ct_model = false;
     nlohmann::json flags = nlohmann::json::array();
     if (segmenter) {
       SpineSegResult r = segmenter->segment(in.image, c.models.modality, in.info.modality, c.models.seg);
@@ -306,6 +320,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
       modality = used_modality = r.modality.modality;
       for (const auto& f : r.flags) flags.push_back("segmentation: " + f);
       label_source = "spine-seg";
+      outlines_from_ct_model = modality == "ct";
       timer.lap("segmentation_s");
     } else {
       const fs::path lp = labels_for(c.labels, study, studies.size());
@@ -319,12 +334,18 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
       }
       modality = decide_modality(in.image, c.models.modality, in.info.modality).modality;
       label_source = "--labels";  // not the file's name, which may name the patient
+      // spine-seg's own output (its segmentation.json beside the map) says which model made it.
+      if (const auto seg_modality = spine_seg_output_modality(lp)) {
+        label_source = "--labels (spine-seg's output)";
+        outlines_from_ct_model = *seg_modality == "ct";
+      }
       timer.lap("labels_s");  // reading (and, when the grids differ, resampling) the label map
     }
     MeasureOptions mo = c.measure;
     mo.ct = modality == "ct";
     mo.mri = modality == "mr";
     mo.threads = c.common.threads;
+    mo.outlines_from_ct_model = outlines_from_ct_model;
     const SpineMeasurements m = measure_spine(labels, &in.image, mo);
     timer.lap("measure_s");
     for (const auto& f : m.flags) log::warn("{}: {}", study.name, f);

@@ -113,5 +113,47 @@ TEST(RealSamples, VerseMeasurementsOnManualMasks) {
   EXPECT_GE(t12_grade, 1);
 }
 
+// spine-measure on the real abdominal CT: on the reference labels, no lumbar body is
+// graded; segmented by the CT model first (no --labels, and again from spine-seg's output
+// folder), the model's outlines can put the disc inside the bone, so no deformity graded on
+// them may come out as reliable.
+TEST(RealSamples, GradesOnTheCtModelsOutlinesAreNeverReliable) {
+  TempDir dir;
+  const fs::path ct = sample("real_ct_abdomen.nii.gz");
+  auto graded = [](const nlohmann::json& m, bool reliable_only) {
+    int n = 0;
+    for (const auto& v : m["vertebrae"])
+      if (v["genant"]["grade"].get<int>() >= 1 && (!reliable_only || v["reliable"].get<bool>())) ++n;
+    return n;
+  };
+  auto measurements = [&](const std::string& out) {
+    return nlohmann::json::parse(test::read_file(dir / out / "real_ct_abdomen" / "measurements.json"));
+  };
+
+  auto r = run_command(bin("spine-measure") + " " + q(ct) + " --labels " +
+                       q(sample("real_ct_abdomen_reference_labels.nii.gz")) + " --threads 2 -o " + q(dir / "ref"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto ref = measurements("ref");
+  EXPECT_EQ(ref["labels_from"], "--labels");
+  EXPECT_EQ(graded(ref, false), 0) << ref["vertebrae"].dump();
+
+  r = run_command(bin("spine-measure") + " " + q(ct) + " --threads 2 -o " + q(dir / "model"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto model = measurements("model");
+  EXPECT_EQ(model["labels_from"], "spine-seg");
+  EXPECT_EQ(graded(model, true), 0) << model["vertebrae"].dump();
+
+  r = run_command(bin("spine-seg") + " " + q(ct) + " --threads 2 -q -o " + q(dir / "seg"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(bin("spine-measure") + " " + q(ct) + " --labels " + q(dir / "seg") + " --threads 2 -o " +
+                  q(dir / "from-seg"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto from_seg = measurements("from-seg");
+  EXPECT_EQ(from_seg["labels_from"], "--labels (spine-seg's output)");
+  EXPECT_EQ(graded(from_seg, true), 0) << from_seg["vertebrae"].dump();
+  // The same outlines measured the same way: the grades are there, only flagged.
+  EXPECT_EQ(graded(from_seg, false), graded(model, false));
+}
+
 }  // namespace
 }  // namespace spine

@@ -4,6 +4,7 @@
 // gives the same numbers; Genant's grade boundaries.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -46,6 +47,31 @@ TEST(Genant, GradesTypesAndBoundaries) {
   EXPECT_EQ(genant_grade(14, 14, 14, 0).grade, 0);      // no neighbours: a crush is not seen
   EXPECT_NEAR(genant_grade(15, 25, 25, 25).reduction, 0.4, 1e-12);
   EXPECT_EQ(genant_grade(15, 25, 25, 25).grade, 2);     // 40 % exactly is still moderate
+}
+
+// Outlines from the CT model: every graded vertebra is flagged (so not reliable), the
+// others and every number stay as they are.
+TEST(Measure, GradesOnCtModelOutlinesAreFlagged) {
+  const PhantomVolume p = fractured_phantom();
+  MeasureOptions model_outlines;
+  model_outlines.outlines_from_ct_model = true;
+  const SpineMeasurements plain = measure_spine(p.labels, &p.image, MeasureOptions{});
+  const SpineMeasurements flagged = measure_spine(p.labels, &p.image, model_outlines);
+  ASSERT_EQ(plain.vertebrae.size(), flagged.vertebrae.size());
+  int graded = 0;
+  for (std::size_t i = 0; i < plain.vertebrae.size(); ++i) {
+    const auto& a = plain.vertebrae[i];
+    const auto& b = flagged.vertebrae[i];
+    SCOPED_TRACE(a.name);
+    EXPECT_EQ(a.genant.grade, b.genant.grade);
+    EXPECT_EQ(a.heights.middle, b.heights.middle);
+    const bool has = std::any_of(b.flags.begin(), b.flags.end(),
+                                 [](const std::string& f) { return f.find("CT model's outlines") != std::string::npos; });
+    EXPECT_EQ(has, a.genant.grade >= 1);
+    EXPECT_EQ(b.flags.size(), a.flags.size() + (a.genant.grade >= 1 ? 1u : 0u));
+    graded += a.genant.grade >= 1;
+  }
+  EXPECT_GE(graded, 2);  // the phantom's fractures, so the flag was exercised
 }
 
 TEST(Measure, PhantomHeightsGradesAndAttenuationMatchTruth) {
