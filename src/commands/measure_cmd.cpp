@@ -87,11 +87,11 @@ std::optional<std::string> spine_seg_output_modality(const fs::path& label_map) 
   return m["modality"].get<std::string>();
 }
 
+constexpr double kLineHeight = 20;  // the overlay panel's text, pixels
+
 // A curved mid-sagittal picture: rows along patient z, columns along patient y, each
 // row through the lateral position of the body centres at its height (interpolated), so
 // that every vertebra is cut through its own mid-sagittal plane even in scoliosis.
-constexpr double kLineHeight = 20;  // the panel's text, pixels
-
 void write_overlay(const FloatImage& image, const LabelImage& labels, const SpineMeasurements& m, bool ct,
                    const fs::path& path) {
   std::vector<std::pair<double, double>> centres;  // (z, x)

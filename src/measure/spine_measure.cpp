@@ -286,9 +286,8 @@ SpineMeasurements measure_spine(const LabelImage& labels, const FloatImage* imag
     v.genant_confidence = round_to(conf, 0.01);
     if (o.outlines_from_ct_model && v.genant.grade >= 1)
       v.flags.push_back(
-          "deformity graded on the CT model's outlines, which on real CT can put the disc inside the bone (on the one "
-          "real CT it never saw, 3 of 5 lumbar bodies graded that a reference segmentation grades 0): check the image "
-          "or measure on manual labels");
+          "deformity graded on the CT model's outlines, which on real CT can put the disc inside the bone "
+          "(docs/measure.md): check the image, or measure on manual labels");
   }
 
   // Discs: the disc label where the map has one, else the gap between the endplates.
