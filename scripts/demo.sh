@@ -124,7 +124,8 @@ for v in m["vertebrae"]:
     hs = "/".join(f"{h[k]['value']:.1f}" for k in ("anterior", "middle", "posterior")) if h else "-"
     hu = v.get("trabecular_attenuation", {}).get("median", {}).get("value")
     g = v["genant"]
-    print(f"{v['name']:>4}  heights {hs} mm  Genant {g['grade']}" + (f" ({g['type']})" if g["grade"] else "") + f"  HU {hu}"
+    print(f"{v['name']:>4}  heights {hs} mm  Genant {g['grade']}" + (f" ({g['type']})" if g["grade"] else "")
+          + (f"  HU {hu:.0f}" if hu is not None else "")
           + ("" if v["reliable"] else "  [not reliable: " + "; ".join(v["flags"]) + "]"))
 b = m["bone_screen"]
 print(f"bone screen: {b['category']} ({b['level']} trabecular median {b['trabecular_hu_median']:.0f} HU; {b['warning']})")
