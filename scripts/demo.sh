@@ -17,6 +17,29 @@ scripts/build.sh
 out=demo-out
 rm -rf "$out"
 
+# Per vertebra its heights, Genant grade and trabecular HU, then the bone screen and the angles.
+print_measurements() {
+/usr/bin/python3 - "$1" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for v in m["vertebrae"]:
+    h = v["heights"]
+    hs = "/".join(f"{h[k]['value']:.1f}" for k in ("anterior", "middle", "posterior")) if h else "-"
+    hu = v.get("trabecular_attenuation", {}).get("median", {}).get("value")
+    g = v["genant"]
+    print(f"{v['name']:>4}  heights {hs} mm  Genant {g['grade']}" + (f" ({g['type']})" if g["grade"] else "")
+          + (f"  HU {hu:.0f}" if hu is not None else "")
+          + ("" if v["reliable"] else "  [not reliable: " + "; ".join(v["flags"]) + "]"))
+b = m["bone_screen"]
+print(f"bone screen: {b['category']} ({b['level']} trabecular median {b['trabecular_hu_median']:.0f} HU; {b['warning']})")
+for a in m["angles"]:
+    if not a["name"].startswith("segmental"):
+        print(f"{a['name']}: {a['angle']['value']:.1f} deg")
+print(f"flags: {'; '.join(m['flags']) or 'none'}")
+PY
+}
+
+
 echo
 echo "== spine-seg and spine-detect on data/sample/real_ct_abdomen.nii.gz (REAL abdominal CT, 3 mm, full field; the CT model never saw it) =="
 build/bin/spine-seg data/sample/real_ct_abdomen.nii.gz -o "$out/seg-real" --threads "$(nproc)"
@@ -98,42 +121,14 @@ echo "result: $out/prep/phantom_ct/image.nii.gz (provenance.json beside it)"
 echo
 echo "== spine-measure on the torso CT with spine-seg's labels from above (synthetic) =="
 build/bin/spine-measure data/sample/phantom_ct_torso.nii.gz --labels "$out/seg" -o "$out/measure" --threads "$(nproc)"
-/usr/bin/python3 - "$out/measure/phantom_ct_torso/measurements.json" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-for v in m["vertebrae"]:
-    h = v["heights"]
-    hs = "/".join(f"{h[k]['value']:.1f}" for k in ("anterior", "middle", "posterior")) if h else "-"
-    hu = v.get("trabecular_attenuation", {}).get("median", {}).get("value")
-    print(f"{v['name']:>4}  heights {hs} mm  Genant {v['genant']['grade']}  HU {hu}")
-for a in m["angles"]:
-    if not a["name"].startswith("segmental"):
-        print(f"{a['name']}: {a['angle']['value']:.1f} deg")
-PY
+print_measurements "$out/measure/phantom_ct_torso/measurements.json"
 echo "result: $out/measure/phantom_ct_torso/ (measurements.json, overlay.png), $out/measure/measurements.csv"
 
 echo
 echo "== spine-measure on data/sample/verse007_ct.nii.gz with its MANUAL vertebra masks (REAL CT, VerSe 2019, CC BY-SA 4.0) =="
 build/bin/spine-measure data/sample/verse007_ct.nii.gz --labels data/sample/verse007_vertebra_masks.nii.gz \
   -o "$out/measure-real" --threads "$(nproc)"
-/usr/bin/python3 - "$out/measure-real/verse007_ct/measurements.json" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-for v in m["vertebrae"]:
-    h = v["heights"]
-    hs = "/".join(f"{h[k]['value']:.1f}" for k in ("anterior", "middle", "posterior")) if h else "-"
-    hu = v.get("trabecular_attenuation", {}).get("median", {}).get("value")
-    g = v["genant"]
-    print(f"{v['name']:>4}  heights {hs} mm  Genant {g['grade']}" + (f" ({g['type']})" if g["grade"] else "")
-          + (f"  HU {hu:.0f}" if hu is not None else "")
-          + ("" if v["reliable"] else "  [not reliable: " + "; ".join(v["flags"]) + "]"))
-b = m["bone_screen"]
-print(f"bone screen: {b['category']} ({b['level']} trabecular median {b['trabecular_hu_median']:.0f} HU; {b['warning']})")
-for a in m["angles"]:
-    if not a["name"].startswith("segmental"):
-        print(f"{a['name']}: {a['angle']['value']:.1f} deg")
-print(f"flags: {'; '.join(m['flags']) or 'none'}")
-PY
+print_measurements "$out/measure-real/verse007_ct/measurements.json"
 echo "result: $out/measure-real/verse007_ct/ (measurements.json, overlay.png)"
 
 echo

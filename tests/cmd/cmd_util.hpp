@@ -3,6 +3,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cmath>
+
 #include "test_util.hpp"
 
 namespace spine::test {
@@ -10,6 +13,22 @@ namespace spine::test {
 inline std::string bin(const std::string& tool) { return std::string(SPINE_BIN_DIR) + "/" + tool; }
 
 inline std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+inline double distance(const std::array<double, 3>& a, const std::array<double, 3>& b) {
+  return std::sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
+}
+
+// Dice of two label maps on one grid, all vertebrae (labels 1..29) or all discs (100..199)
+// taken as one class.
+inline double binary_dice(const LabelImage& a, const LabelImage& b, bool discs) {
+  std::size_t inter = 0, sa = 0, sb = 0;
+  auto in = [&](int v) { return discs ? (v >= 100 && v < 200) : (v > 0 && v < 30); };
+  for (std::size_t i = 0; i < a.voxels.size(); ++i) {
+    const bool x = in(a.voxels[i]), y = in(b.voxels[i]);
+    inter += x && y, sa += x, sb += y;
+  }
+  return sa + sb ? 2.0 * static_cast<double>(inter) / static_cast<double>(sa + sb) : 0.0;
+}
 
 // A small CT phantom (L4-L5, 2 mm) written to dir/ct/image.nii.gz.
 inline fs::path make_ct_phantom(const TempDir& dir) {

@@ -19,6 +19,8 @@ namespace spine {
 namespace {
 
 using test::bin;
+using test::binary_dice;
+using test::distance;
 using test::q;
 using test::run_command;
 using test::TempDir;
@@ -37,10 +39,6 @@ std::map<std::string, std::array<double, 3>> truth_centroids(const fs::path& pha
   return out;
 }
 
-double distance(const std::array<double, 3>& a, const std::array<double, 3>& b) {
-  return std::sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
-}
-
 // Fraction of true vertebrae found with the right name within 20 mm (body centre truth;
 // the CT model segments whole vertebrae, whose centroid lies a few mm behind the body's).
 double identification(const nlohmann::json& vertebrae, const std::map<std::string, std::array<double, 3>>& truth) {
@@ -49,16 +47,6 @@ double identification(const nlohmann::json& vertebrae, const std::map<std::strin
     for (const auto& v : vertebrae)
       if (v["name"] == name && distance(v["centroid_lps_mm"].get<std::array<double, 3>>(), c) <= 20) ++hits;
   return static_cast<double>(hits) / truth.size();
-}
-
-double binary_dice(const LabelImage& a, const LabelImage& b, bool discs) {
-  std::size_t inter = 0, sa = 0, sb = 0;
-  auto in = [&](int v) { return discs ? (v >= 100 && v < 200) : (v > 0 && v < 30); };
-  for (std::size_t i = 0; i < a.voxels.size(); ++i) {
-    const bool x = in(a.voxels[i]), y = in(b.voxels[i]);
-    inter += x && y, sa += x, sb += y;
-  }
-  return sa + sb ? 2.0 * inter / (sa + sb) : 0.0;
 }
 
 // A torso CT phantom (held-out seed) at 1.5 mm: vertebrae and discs found, named and
