@@ -99,8 +99,9 @@ struct MeasureOptions {
   double normal_hu = 160;         // > this is normal
   int threads = 0;                // vertebrae measured in parallel (0: all cores)
   // The label map is the CT segmentation model's (spine-seg's), not a person's. On real CT
-  // its body-disc boundary can lie inside the bone, which reads as lost height: a grade
-  // it gives is flagged, so it is never reported as reliable (docs/measure.md).
+  // a body's borders can lie where the body is not (part of one body given to its
+  // neighbour), which reads as lost height: a grade it gives is flagged, so it is never
+  // reported as reliable (docs/measure.md).
   bool outlines_from_ct_model = false;
 };
 

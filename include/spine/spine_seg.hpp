@@ -118,17 +118,28 @@ std::vector<int> normal_sequence();
 // 13 rib pairs, a lumbar rib; anything else 0.05). When the ribs change the names the
 // level model alone would give, or the name of the lowest rib-bearing vertebra is not
 // T12, it is flagged.
+//
+// `volumes_ml` (empty or one per instance): a candidate inside the chain (not its first or
+// last) under half the volume of each neighbour cannot be a whole vertebra (neighbours
+// differ by a few per cent), so it may be a piece of one of them, cut off where the model
+// saw a disc inside a body; the hypotheses then include its neighbour's name for it, the
+// names consecutive around it, at a prior of kPiecePrior. When such a hypothesis wins,
+// `piece` is the candidate and `piece_of` the neighbour (the caller merges them) and it is
+// flagged.
 struct SequenceNaming {
   std::vector<int> labels;
   std::vector<double> confidence;   // per instance
   double offset_probability = 0;
   std::size_t sacrum_pieces = 0;    // > 1: the last candidates are pieces of one sacrum (all named S)
+  int piece = -1, piece_of = -1;    // a candidate named as a piece of its neighbour, or -1
   int lowest_rib_bearing = -1;      // the instance the ribs anchor on, or -1
   std::vector<std::string> flags;
 };
+inline constexpr double kPiecePrior = 0.1;
 SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,
                                       const std::vector<int>& level_labels,
-                                      const std::vector<RibEvidence>& ribs = {});
+                                      const std::vector<RibEvidence>& ribs = {},
+                                      const std::vector<double>& volumes_ml = {});
 
 // Plausibility of the names given the instances' positions: the distance between
 // consecutive named centroids against the median spacing of those levels in 2116 real CT

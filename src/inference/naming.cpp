@@ -62,7 +62,8 @@ OffsetScores score_offsets(const std::vector<std::vector<double>>& probs, std::s
 }  // namespace
 
 SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& level_probs,
-                                      const std::vector<int>& level_labels, const std::vector<RibEvidence>& ribs) {
+                                      const std::vector<int>& level_labels, const std::vector<RibEvidence>& ribs,
+                                      const std::vector<double>& volumes_ml) {
   SequenceNaming out;
   const std::size_t n = level_probs.size();
   if (n == 0) return out;
@@ -78,10 +79,27 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
     double score;
     int start;                 // rank of the first name
     std::size_t sacrum_pieces;  // trailing candidates named S (0: plain consecutive)
+    int piece = -1, piece_of = -1;  // a candidate named as its neighbour (piece_of = piece -+ 1)
   };
   std::vector<Hypothesis> hyps;
   const OffsetScores all = score_offsets(level_probs, 0, n, level_labels);
   for (std::size_t r = 0; r < all.score.size(); ++r) hyps.push_back({all.score[r], static_cast<int>(r), 0});
+  // A candidate between two others, under half the volume of each, may be a piece of one.
+  // With it left out the rest are consecutive: n - 1 names from each start.
+  if (volumes_ml.size() == n && n >= 3)
+    for (std::size_t i = 1; i + 1 < n; ++i) {
+      if (!(volumes_ml[i] < 0.5 * std::min(volumes_ml[i - 1], volumes_ml[i + 1]))) continue;
+      for (int r0 = 0; r0 + static_cast<int>(n) - 1 <= static_cast<int>(seq.size()); ++r0)
+        for (const int of : {static_cast<int>(i) - 1, static_cast<int>(i) + 1}) {
+          double total = std::log(kPiecePrior);
+          for (std::size_t j = 0; j < n; ++j) {
+            const std::size_t k = j == i ? static_cast<std::size_t>(of) : j;  // whose name it takes
+            const int rank = r0 + static_cast<int>(k) - (k > i ? 1 : 0);
+            total += level_log_prob(level_probs[j], level_labels, seq[static_cast<std::size_t>(rank)]);
+          }
+          hyps.push_back({total, r0, 0, static_cast<int>(i), of});
+        }
+    }
   const bool knows_sacrum =
       std::find(level_labels.begin(), level_labels.end(), static_cast<int>(label::kSacrum)) != level_labels.end();
   const int rank_l5 = static_cast<int>(std::find(seq.begin(), seq.end(), label::kL5) - seq.begin());
@@ -96,6 +114,10 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
       hyps.push_back({total, rank_l5 + 1 - static_cast<int>(m), k});
     }
   auto label_of = [&](const Hypothesis& h, std::size_t i) {
+    if (h.piece >= 0) {
+      const auto k = i == static_cast<std::size_t>(h.piece) ? static_cast<std::size_t>(h.piece_of) : i;
+      return seq[static_cast<std::size_t>(h.start) + k - (k > static_cast<std::size_t>(h.piece) ? 1 : 0)];
+    }
     return i < n - h.sacrum_pieces ? seq[static_cast<std::size_t>(h.start) + i] : label::kSacrum;
   };
   auto by_score = [](const Hypothesis& a, const Hypothesis& b) { return a.score < b.score; };
@@ -129,6 +151,16 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
     out.confidence.push_back(std::exp(level_log_prob(level_probs[i], level_labels, lab)) * out.offset_probability);
   }
   out.sacrum_pieces = best.sacrum_pieces;
+  out.piece = best.piece;
+  out.piece_of = best.piece_of;
+  if (best.piece >= 0) {
+    std::ostringstream f;
+    f.precision(2);
+    f << "a vertebra candidate under half the size of its neighbours was taken as a piece of "
+      << label_name(out.labels[static_cast<std::size_t>(best.piece)])
+      << " and merged with it (probability of the names " << out.offset_probability << ")";
+    out.flags.push_back(f.str());
+  }
   if (anchor >= 0) {
     const auto a = static_cast<std::size_t>(anchor);
     std::ostringstream f;
@@ -165,7 +197,7 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
   }
   // Transitional anatomy: the upper and lower halves (of the levels, the sacrum's pieces
   // left out), named on their own, disagree by one.
-  if (named >= 4) {
+  if (named >= 4 && best.piece < 0) {
     const std::size_t m = named / 2;
     const OffsetScores whole = best.sacrum_pieces ? score_offsets(level_probs, 0, named, level_labels) : all;
     const OffsetScores up = score_offsets(level_probs, 0, m, level_labels);

@@ -635,7 +635,27 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       for (const auto e : ribs) seen += e == RibEvidence::kRibs ? " ribs" : e == RibEvidence::kNone ? " none" : " ?";
       log::debug("ribs per vertebra candidate, head to foot:{}", seen);
     }
-    SequenceNaming naming = name_vertebra_sequence(probs, sm.levels, ribs);
+    std::vector<double> volumes_ml;
+    for (const auto& in : instances) volumes_ml.push_back(static_cast<double>(in.voxels.size()) * voxel_ml);
+    SequenceNaming naming = name_vertebra_sequence(probs, sm.levels, ribs, volumes_ml);
+    if (naming.piece >= 0) {
+      // A piece of a vertebra (cut off where the model saw a disc inside the body) joins
+      // it; the confidence is the two's mean, weighted by their size.
+      const auto piece = static_cast<std::size_t>(naming.piece), into = static_cast<std::size_t>(naming.piece_of);
+      const double a = static_cast<double>(instances[into].voxels.size()),
+                   b = static_cast<double>(instances[piece].voxels.size());
+      naming.confidence[into] = (naming.confidence[into] * a + naming.confidence[piece] * b) / (a + b);
+      log::debug("vertebra candidate {} ({:.1f} ml) is a piece of candidate {}: merged", piece, b * voxel_ml, into);
+      std::vector<std::size_t> voxels = std::move(instances[into].voxels);
+      voxels.insert(voxels.end(), instances[piece].voxels.begin(), instances[piece].voxels.end());
+      std::sort(voxels.begin(), voxels.end());
+      instances[into] = make_instance(std::move(voxels), rx, ry, rz);
+      const auto at = static_cast<std::ptrdiff_t>(piece);
+      instances.erase(instances.begin() + at);
+      naming.labels.erase(naming.labels.begin() + at);
+      naming.confidence.erase(naming.confidence.begin() + at);
+      if (ribs.size() > piece) ribs.erase(ribs.begin() + at);
+    }
     if (naming.sacrum_pieces > 1) {
       // The pieces of one sacrum become one instance; its confidence is the pieces' mean,
       // weighted by their size.

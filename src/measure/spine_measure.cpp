@@ -286,7 +286,7 @@ SpineMeasurements measure_spine(const LabelImage& labels, const FloatImage* imag
     v.genant_confidence = round_to(conf, 0.01);
     if (o.outlines_from_ct_model && v.genant.grade >= 1)
       v.flags.push_back(
-          "deformity graded on the CT model's outlines, which on real CT can put the disc inside the bone "
+          "deformity graded on the CT model's outlines, which on real CT can put a body's borders where it is not "
           "(docs/measure.md): check the image, or measure on manual labels");
   }
 

@@ -42,6 +42,16 @@ std::map<int, std::array<double, 3>> vertebra_centroids(const LabelImage& l) {
   return out;
 }
 
+// The distance (mm) from `centroid` to the nearest vertebra spine-seg named `name` in
+// segmentation.json; 1e9 when none has that name.
+double nearest_named(const nlohmann::json& seg, const std::string& name, const std::array<double, 3>& centroid) {
+  double nearest = 1e9;
+  for (const auto& v : seg["vertebrae"])
+    if (v["name"] == name)
+      nearest = std::min(nearest, distance(v["centroid_lps_mm"].get<std::array<double, 3>>(), centroid));
+  return nearest;
+}
+
 // A real full-field abdominal CT at 3 mm (T12, cut by the field of view, to the sacrum).
 // Its reference labels are TotalSegmentator's, not manual, so the check is on what they are
 // good for: where each vertebra lies. spine-seg must name T12..L5 each within 20 mm of the
@@ -63,11 +73,8 @@ TEST(RealSamples, AbdominalCtNamedWhereItsReferenceIs) {
   for (const char* name : {"T12", "L1", "L2", "L3", "L4", "L5"}) {
     const int level = label_from_name(name).value();
     ASSERT_TRUE(reference.count(level)) << name;
-    double nearest = 1e9;
-    for (const auto& v : j["vertebrae"])
-      if (v["name"] == name)
-        nearest = std::min(nearest, distance(v["centroid_lps_mm"].get<std::array<double, 3>>(), reference.at(level)));
-    EXPECT_LE(nearest, 20.0) << name << " (1e9: not named at all): " << j["vertebrae"].dump();
+    EXPECT_LE(nearest_named(j, name, reference.at(level)), 20.0)
+        << name << " (1e9: not named at all): " << j["vertebrae"].dump();
   }
 
   EXPECT_GT(binary_dice(pred, ref, false), 0.75) << "vertebrae as one class";
@@ -78,6 +85,27 @@ TEST(RealSamples, AbdominalCtNamedWhereItsReferenceIs) {
     t12_cut = t12_cut || (s.find("T12") != std::string::npos && s.find("cut") != std::string::npos);
   }
   EXPECT_TRUE(t12_cut) << j["flags"].dump();
+}
+
+// spine-seg on VerSe 007 (T9..L3, 1 x 1 x 3 mm). The CT model trained on this case, so
+// this is no accuracy figure: it guards the naming. The model cut L2 into a vertebra and a
+// 13 ml piece below it, both voting L2, and nine consecutive names then shifted every
+// name one level up (T8..L4); a piece under half its neighbours' size now takes its
+// neighbour's name (docs/seg.md, "A piece of a vertebra"). Each uncut level of the masks
+// must be named within 20 mm of its manual centroid.
+TEST(RealSamples, VerseCtNamedWhereItsManualMasksAre) {
+  TempDir dir;
+  const auto r = run_command(bin("spine-seg") + " " + q(sample("verse007_ct.nii.gz")) + " --threads 2 -o " +
+                             q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "verse007_ct" / "segmentation.json"));
+  const auto reference = vertebra_centroids(read_labels(sample("verse007_vertebra_masks.nii.gz")));
+  for (const char* name : {"T10", "T11", "T12", "L1", "L2"}) {
+    const int level = label_from_name(name).value();
+    ASSERT_TRUE(reference.count(level)) << name;
+    EXPECT_LE(nearest_named(j, name, reference.at(level)), 20.0)
+        << name << " (1e9: not named at all): " << j["vertebrae"].dump();
+  }
 }
 
 // spine-measure on a real CT with its manual VerSe masks (T9..L3, 1 x 1 x 3 mm): every
@@ -110,8 +138,8 @@ TEST(RealSamples, VerseMeasurementsOnManualMasks) {
 
 // spine-measure on the real abdominal CT: on the reference labels, no lumbar body is
 // graded; segmented by the CT model first (no --labels, and again from spine-seg's output
-// folder), the model's outlines can put the disc inside the bone, so no deformity graded on
-// them may come out as reliable.
+// folder), the model's outlines give part of L3's body to L2 and cut L5 short at the back,
+// so no deformity graded on them may come out as reliable.
 TEST(RealSamples, GradesOnTheCtModelsOutlinesAreNeverReliable) {
   TempDir dir;
   const fs::path ct = sample("real_ct_abdomen.nii.gz");

@@ -110,6 +110,39 @@ std::vector<double> ct_peaked(int label, double p = 0.8) {
 }
 const std::vector<int> kCtClasses{8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 26};
 
+TEST(SequenceNaming, ASmallPieceBetweenTwoVertebraeTakesItsNeighboursName) {
+  // T9..L4 with a 13 ml piece of L2 between L2 and L3 (on a real CT, L2's lower part cut
+  // off at a disc the model saw inside the body): the piece votes L2 like the vertebra
+  // above it. Consecutive names for all nine would shift every name but one; with the
+  // volumes, the piece is named L2 (the caller merges it) and the rest keep their names.
+  std::vector<std::vector<double>> votes;
+  for (int l = label::kT1 + 8; l <= label::kL2; ++l) votes.push_back(ct_peaked(l, 0.6));  // T9..L2
+  votes.push_back(ct_peaked(label::kL2, 0.9));
+  votes.push_back(ct_peaked(label::kL3, 0.9));
+  votes.push_back(ct_peaked(label::kL4, 0.6));
+  const std::vector<double> ml{45, 40, 55, 47, 44, 67, 13, 67, 22};
+  const auto n = name_vertebra_sequence(votes, kCtClasses, {}, ml);
+  EXPECT_EQ(n.piece, 6);
+  EXPECT_EQ(n.piece_of, 5);
+  EXPECT_EQ(n.labels, (std::vector<int>{16, 17, 18, 19, 20, 21, 21, 22, 23}));
+  bool flagged = false;
+  for (const auto& f : n.flags) flagged |= f.find("piece of L2") != std::string::npos;
+  EXPECT_TRUE(flagged);
+  // Without the volumes, or with the same candidate as large as a vertebra, no candidate
+  // is a piece: nine consecutive names.
+  for (const auto& volumes : {std::vector<double>{}, std::vector<double>{45, 40, 55, 47, 44, 67, 60, 67, 22}}) {
+    const auto plain = name_vertebra_sequence(votes, kCtClasses, {}, volumes);
+    EXPECT_EQ(plain.piece, -1);
+    for (std::size_t i = 1; i < plain.labels.size(); ++i) EXPECT_EQ(plain.labels[i], plain.labels[i - 1] + 1);
+  }
+  // The first and last candidates are never pieces: a vertebra cut by the field of view
+  // is small there.
+  std::vector<double> small_end = ml;
+  small_end[6] = 60;
+  small_end[8] = 5;
+  EXPECT_EQ(name_vertebra_sequence(votes, kCtClasses, {}, small_end).piece, -1);
+}
+
 TEST(SequenceNaming, SacrumInPiecesIsOneSacrumNotMoreLevels) {
   // T12..L5, then S1 taken for a vertebra that the model votes L5 for, then S2..S5 that it
   // calls sacrum: the pieces are named S, the levels above keep their names.
