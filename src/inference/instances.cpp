@@ -352,8 +352,12 @@ std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>
 std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
                                                      const std::vector<DiscColumns>& discs, std::int64_t nx,
                                                      std::int64_t ny, std::int64_t nz, int seed_depth,
-                                                     std::size_t min_seed_voxels, double same_disc_vox) {
+                                                     std::size_t min_seed_voxels, double same_disc_vox,
+                                                     double max_behind_vox) {
   if (discs.empty() || voxels.empty()) return {};
+  double centre_y = 0;  // the voxels' centre of mass front to back
+  for (std::size_t v : voxels) centre_y += static_cast<double>((v / static_cast<std::size_t>(nx)) % static_cast<std::size_t>(ny));
+  centre_y /= static_cast<double>(voxels.size());
   const VoxelBox box(voxels, nx, ny, nz);
   const std::int64_t x0 = box.x0, y0 = box.y0, z0 = box.z0, bx = box.bx, by = box.by, bz = box.bz;
   const std::int64_t x1 = x0 + bx - 1, y1 = y0 + by - 1, z1 = z0 + bz - 1;
@@ -380,6 +384,13 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
       }
     }
     if (cut.above.size() < min_seed_voxels || cut.below.size() < min_seed_voxels) continue;
+    // A disc lies in front of the canal. Between bone above and below it, far behind the
+    // vertebra's centre of mass (near the back of its body), lies a facet joint: on the
+    // real abdominal CT the L2/L3 joint space, taken for disc 36 mm behind L3's centre,
+    // cut the upper third of L3's body off to L2.
+    double disc_y = 0;
+    for (const auto& entry : disc.columns) disc_y += static_cast<double>(entry.first % ny);
+    if (disc_y / static_cast<double>(disc.columns.size()) > centre_y + max_behind_vox) continue;
     for (const auto& entry : disc.columns) cut.columns.push_back(entry.first);
     cuts.push_back(std::move(cut));
   }
@@ -461,12 +472,18 @@ void cut_at_discs(std::vector<Instance>& instances, const std::vector<DiscColumn
   // Disc pieces in columns of their own are one disc when their centres lie within 25 mm
   // head to foot (a thoracic or lumbar vertebra and its disc are taller).
   const double same_disc_vox = 25.0 / rules.spacing_mm;
+  // A whole vertebra's centre of mass lies near the back of its body (the body is most of
+  // its volume): a disc, even a piece at its back, lies in front of it or a few mm behind
+  // (7 mm at most on the real CTs); the facet joints lie behind the canal, 25 mm and more
+  // behind the body's back wall.
+  const double max_behind_vox = 20.0 / rules.spacing_mm;
   std::vector<int> owner(static_cast<std::size_t>(nx * ny * nz), -1);
   for (std::size_t i = 0; i < instances.size(); ++i)
     for (std::size_t v : instances[i].voxels) owner[v] = static_cast<int>(i);
   std::vector<std::vector<std::size_t>> keep(instances.size()), loose;
   for (std::size_t i = 0; i < instances.size(); ++i) {
-    auto parts = split_at_discs(instances[i].voxels, discs, nx, ny, nz, seed_depth, min_seed_voxels, same_disc_vox);
+    auto parts = split_at_discs(instances[i].voxels, discs, nx, ny, nz, seed_depth, min_seed_voxels, same_disc_vox,
+                                max_behind_vox);
     if (parts.empty()) {  // (pieces of others may have joined it already)
       keep[i].insert(keep[i].end(), instances[i].voxels.begin(), instances[i].voxels.end());
       continue;

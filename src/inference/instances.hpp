@@ -88,14 +88,18 @@ std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>
 // vertebra); the seeds grow first through the discs' columns (the bodies), then into the
 // rest (the arches), breadth first inside the voxels. Disc pieces in columns of their own
 // whose centres lie within `same_disc_vox` head to foot are one disc. A disc counts when
-// both of its sides hold at least `min_seed_voxels`. Empty when no disc does. This
+// both of its sides hold at least `min_seed_voxels` and its columns' centre lies at most
+// `max_behind_vox` behind (y is posterior) the voxels' centre of mass: further back, between
+// bone above and below, is a facet joint the model took for disc. Empty when no disc
+// counts. This
 // separates what the other rules leave joined because it is not longer than a vertebra:
 // a partly visible neighbour at the field of view's edge, or the first sacral segment
 // below L5, joined through the facet joints.
 std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size_t>& voxels,
                                                      const std::vector<DiscColumns>& discs, std::int64_t nx,
                                                      std::int64_t ny, std::int64_t nz, int seed_depth,
-                                                     std::size_t min_seed_voxels, double same_disc_vox);
+                                                     std::size_t min_seed_voxels, double same_disc_vox,
+                                                     double max_behind_vox);
 
 // One instance per vertebra from the vertebra mask of a region [nz][ny][nx], sorted head
 // to foot. `disc_mask` (the disc class over the same region; may be empty) separates

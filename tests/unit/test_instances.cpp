@@ -129,6 +129,30 @@ TEST(Instances, VertebraeJoinedAcrossADiscAreCutAtTheDisc) {
   EXPECT_EQ(b.instances(false, flags).size(), 1u);
 }
 
+TEST(Instances, AFacetJointTakenForDiscCutsNothing) {
+  // A lumbar vertebra, front to back (y): a 35 mm body, pedicles beside the canal, the
+  // lamina; above its lamina, the inferior articular process of the vertebra above, joined
+  // to it beside a facet joint that the model took for disc (0.32 ml, bone above and below
+  // it). The joint lies 28 mm behind the vertebra's centre of mass, so it is no disc: one
+  // vertebra, every voxel kept (cut there, growth from its two sides took the top of the
+  // body off with the process, as on the real abdominal CT's L3).
+  Box b(50, 80, 30);
+  b.fill(8, 38, 5, 40, 5, 25, 1);    // body
+  b.fill(8, 38, 40, 55, 5, 10, 1);   // pedicles
+  b.fill(8, 38, 40, 55, 20, 25, 1);
+  b.fill(8, 38, 55, 66, 5, 25, 1);   // lamina
+  b.fill(2, 8, 55, 66, 7, 15, 1);    // the articular process of the vertebra above
+  b.disc.assign(b.mask.size(), 0);
+  for (std::int64_t z = 7; z < 15; ++z)
+    for (std::int64_t y = 57; y < 65; ++y)
+      for (std::int64_t x = 8; x < 13; ++x) b.disc[b.at(x, y, z)] = 1, b.mask[b.at(x, y, z)] = 0;
+  const auto all = static_cast<std::size_t>(std::count(b.mask.begin(), b.mask.end(), std::uint8_t{1}));
+  std::vector<std::string> flags;
+  const auto in = b.instances(false, flags);
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_EQ(in[0].voxels.size(), all);
+}
+
 TEST(Instances, PiecesSideBySideAreOneVertebra) {
   // One body cut left to right into two pieces (a gap of 2 slices): one instance.
   Box b(40, 30, 40);
