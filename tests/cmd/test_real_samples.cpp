@@ -138,8 +138,8 @@ TEST(RealSamples, VerseMeasurementsOnManualMasks) {
 
 // spine-measure on the real abdominal CT: on the reference labels, no lumbar body is
 // graded; segmented by the CT model first (no --labels, and again from spine-seg's output
-// folder), the model's outlines give part of L3's body to L2 and cut L5 short at the back,
-// so no deformity graded on them may come out as reliable.
+// folder), the model's outlines cut L1 short at the front and L5 at the back, so no
+// deformity graded on them may come out as reliable.
 TEST(RealSamples, GradesOnTheCtModelsOutlinesAreNeverReliable) {
   TempDir dir;
   const fs::path ct = sample("real_ct_abdomen.nii.gz");
