@@ -121,8 +121,8 @@ std::vector<int> normal_sequence();
 //
 // `volumes_ml` (empty or one per instance): a candidate inside the chain (not its first or
 // last) under half the volume of each neighbour cannot be a whole vertebra (neighbours
-// differ by a few per cent), so it may be a piece of one of them, cut off where the model
-// saw a disc inside a body; the hypotheses then include its neighbour's name for it, the
+// differ by a few per cent), so it may be a piece of one of them (cut off at a disc and
+// left a candidate of its own); the hypotheses then include its neighbour's name for it, the
 // names consecutive around it, at a prior of kPiecePrior. When such a hypothesis wins,
 // `piece` is the candidate and `piece_of` the neighbour (the caller merges them) and it is
 // flagged.

@@ -356,7 +356,8 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
                                                      double max_behind_vox) {
   if (discs.empty() || voxels.empty()) return {};
   double centre_y = 0;  // the voxels' centre of mass front to back
-  for (std::size_t v : voxels) centre_y += static_cast<double>((v / static_cast<std::size_t>(nx)) % static_cast<std::size_t>(ny));
+  for (std::size_t v : voxels)
+    centre_y += static_cast<double>((v / static_cast<std::size_t>(nx)) % static_cast<std::size_t>(ny));
   centre_y /= static_cast<double>(voxels.size());
   const VoxelBox box(voxels, nx, ny, nz);
   const std::int64_t x0 = box.x0, y0 = box.y0, z0 = box.z0, bx = box.bx, by = box.by, bz = box.bz;

@@ -639,7 +639,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     for (const auto& in : instances) volumes_ml.push_back(static_cast<double>(in.voxels.size()) * voxel_ml);
     SequenceNaming naming = name_vertebra_sequence(probs, sm.levels, ribs, volumes_ml);
     if (naming.piece >= 0) {
-      // A piece of a vertebra (cut off where the model saw a disc inside the body) joins
+      // A piece of a vertebra (cut off at a disc and left a candidate of its own) joins
       // it; the confidence is the two's mean, weighted by their size.
       const auto piece = static_cast<std::size_t>(naming.piece), into = static_cast<std::size_t>(naming.piece_of);
       const double a = static_cast<double>(instances[into].voxels.size()),
