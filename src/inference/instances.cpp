@@ -333,7 +333,8 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
   return parts;
 }
 
-std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx) {
+std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx,
+                                      std::int64_t ny) {
   std::vector<DiscColumns> out;
   for (const auto& disc : discs) {
     std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> columns;
@@ -344,7 +345,11 @@ std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>
       if (!fresh) it->second.first = std::min(it->second.first, x), it->second.second = std::max(it->second.second, x);
       cx += static_cast<double>(x);
     }
-    out.push_back({cx / static_cast<double>(std::max<std::size_t>(1, disc.size())), {columns.begin(), columns.end()}});
+    double cy = 0;
+    for (const auto& entry : columns) cy += static_cast<double>(entry.first % ny);
+    out.push_back({cx / static_cast<double>(std::max<std::size_t>(1, disc.size())),
+                   cy / static_cast<double>(std::max<std::size_t>(1, columns.size())),
+                   {columns.begin(), columns.end()}});
   }
   return out;
 }
@@ -389,9 +394,7 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
     // vertebra's centre of mass (near the back of its body), lies a facet joint: on the
     // real abdominal CT the L2/L3 joint space, taken for disc 36 mm behind L3's centre,
     // cut the upper third of L3's body off to L2.
-    double disc_y = 0;
-    for (const auto& entry : disc.columns) disc_y += static_cast<double>(entry.first % ny);
-    if (disc_y / static_cast<double>(disc.columns.size()) > centre_y + max_behind_vox) continue;
+    if (disc.y > centre_y + max_behind_vox) continue;
     for (const auto& entry : disc.columns) cut.columns.push_back(entry.first);
     cuts.push_back(std::move(cut));
   }
@@ -530,7 +533,7 @@ std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
   if (!disc_mask.empty())
     for (auto& d : component_members(disc_mask, nx, ny, nz))
       if (d.size() * voxel_ml >= rules.min_disc_ml) disc_voxels.push_back(std::move(d));
-  const std::vector<DiscColumns> discs = disc_columns(disc_voxels, nx);
+  const std::vector<DiscColumns> discs = disc_columns(disc_voxels, nx, ny);
   std::vector<Instance> instances;
   for (auto& vox : component_members(vmask, nx, ny, nz)) {
     if (vox.size() * voxel_ml < rules.min_vertebra_ml) continue;

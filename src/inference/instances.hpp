@@ -74,13 +74,14 @@ std::vector<std::vector<std::size_t>> split_at_thin_joins(const std::vector<std:
                                                           std::int64_t ny, std::int64_t nz, int max_radius,
                                                           double max_extent_vox);
 
-// A disc component's columns: its centroid head to foot (x) and, per column (y, z) it
-// covers (keyed z * ny + y, sorted), its first and last x.
+// A disc component's columns: its centroid head to foot (x), its columns' mean front to
+// back (y) and, per column (y, z) it covers (keyed z * ny + y, sorted), its first and last x.
 struct DiscColumns {
-  double x = 0;
+  double x = 0, y = 0;
   std::vector<std::pair<std::int64_t, std::pair<std::int64_t, std::int64_t>>> columns;
 };
-std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx);
+std::vector<DiscColumns> disc_columns(const std::vector<std::vector<std::size_t>>& discs, std::int64_t nx,
+                                      std::int64_t ny);
 
 // Voxels that hold vertebra on both sides of a disc, cut at the disc: the voxels within
 // `seed_depth` voxels above a disc's upper surface and below its lower surface, in the

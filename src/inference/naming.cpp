@@ -84,6 +84,13 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
   std::vector<Hypothesis> hyps;
   const OffsetScores all = score_offsets(level_probs, 0, n, level_labels);
   for (std::size_t r = 0; r < all.score.size(); ++r) hyps.push_back({all.score[r], static_cast<int>(r), 0});
+  auto label_of = [&](const Hypothesis& h, std::size_t i) {
+    if (h.piece >= 0) {  // the piece takes its neighbour's name; the others are consecutive around it
+      const auto k = i == static_cast<std::size_t>(h.piece) ? static_cast<std::size_t>(h.piece_of) : i;
+      return seq[static_cast<std::size_t>(h.start) + k - (k > static_cast<std::size_t>(h.piece) ? 1 : 0)];
+    }
+    return i < n - h.sacrum_pieces ? seq[static_cast<std::size_t>(h.start) + i] : label::kSacrum;
+  };
   // A candidate between two others, under half the volume of each, may be a piece of one.
   // With it left out the rest are consecutive: n - 1 names from each start.
   if (volumes_ml.size() == n && n >= 3)
@@ -91,13 +98,9 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
       if (!(volumes_ml[i] < 0.5 * std::min(volumes_ml[i - 1], volumes_ml[i + 1]))) continue;
       for (int r0 = 0; r0 + static_cast<int>(n) - 1 <= static_cast<int>(seq.size()); ++r0)
         for (const int of : {static_cast<int>(i) - 1, static_cast<int>(i) + 1}) {
-          double total = std::log(kPiecePrior);
-          for (std::size_t j = 0; j < n; ++j) {
-            const std::size_t k = j == i ? static_cast<std::size_t>(of) : j;  // whose name it takes
-            const int rank = r0 + static_cast<int>(k) - (k > i ? 1 : 0);
-            total += level_log_prob(level_probs[j], level_labels, seq[static_cast<std::size_t>(rank)]);
-          }
-          hyps.push_back({total, r0, 0, static_cast<int>(i), of});
+          Hypothesis h{std::log(kPiecePrior), r0, 0, static_cast<int>(i), of};
+          for (std::size_t j = 0; j < n; ++j) h.score += level_log_prob(level_probs[j], level_labels, label_of(h, j));
+          hyps.push_back(h);
         }
     }
   const bool knows_sacrum =
@@ -113,13 +116,6 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
       for (std::size_t i = m; i < n; ++i) total += level_log_prob(level_probs[i], level_labels, label::kSacrum);
       hyps.push_back({total, rank_l5 + 1 - static_cast<int>(m), k});
     }
-  auto label_of = [&](const Hypothesis& h, std::size_t i) {
-    if (h.piece >= 0) {
-      const auto k = i == static_cast<std::size_t>(h.piece) ? static_cast<std::size_t>(h.piece_of) : i;
-      return seq[static_cast<std::size_t>(h.start) + k - (k > static_cast<std::size_t>(h.piece) ? 1 : 0)];
-    }
-    return i < n - h.sacrum_pieces ? seq[static_cast<std::size_t>(h.start) + i] : label::kSacrum;
-  };
   auto by_score = [](const Hypothesis& a, const Hypothesis& b) { return a.score < b.score; };
   const Hypothesis level_model_best = *std::max_element(hyps.begin(), hyps.end(), by_score);
   // The ribs' anchor: where they are seen to end, the first time from the top (the iliac

@@ -638,42 +638,38 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
     std::vector<double> volumes_ml;
     for (const auto& in : instances) volumes_ml.push_back(static_cast<double>(in.voxels.size()) * voxel_ml);
     SequenceNaming naming = name_vertebra_sequence(probs, sm.levels, ribs, volumes_ml);
-    if (naming.piece >= 0) {
-      // A piece of a vertebra (cut off at a disc and left a candidate of its own) joins
-      // it; the confidence is the two's mean, weighted by their size.
-      const auto piece = static_cast<std::size_t>(naming.piece), into = static_cast<std::size_t>(naming.piece_of);
-      const double a = static_cast<double>(instances[into].voxels.size()),
-                   b = static_cast<double>(instances[piece].voxels.size());
-      naming.confidence[into] = (naming.confidence[into] * a + naming.confidence[piece] * b) / (a + b);
-      log::debug("vertebra candidate {} ({:.1f} ml) is a piece of candidate {}: merged", piece, b * voxel_ml, into);
-      std::vector<std::size_t> voxels = std::move(instances[into].voxels);
-      voxels.insert(voxels.end(), instances[piece].voxels.begin(), instances[piece].voxels.end());
-      std::sort(voxels.begin(), voxels.end());
-      instances[into] = make_instance(std::move(voxels), rx, ry, rz);
-      const auto at = static_cast<std::ptrdiff_t>(piece);
-      instances.erase(instances.begin() + at);
-      naming.labels.erase(naming.labels.begin() + at);
-      naming.confidence.erase(naming.confidence.begin() + at);
-      if (ribs.size() > piece) ribs.erase(ribs.begin() + at);
-    }
-    if (naming.sacrum_pieces > 1) {
-      // The pieces of one sacrum become one instance; its confidence is the pieces' mean,
-      // weighted by their size.
-      const std::size_t first = instances.size() - naming.sacrum_pieces;
-      if (!ribs.empty()) ribs.resize(first + 1, RibEvidence::kUnknown);
+    // Candidates [first, last) the naming gave one name become one instance (they carry
+    // that name); its confidence is their mean, weighted by their size, and it keeps the
+    // rib evidence of candidate `ribs_of`.
+    const auto merge = [&](std::size_t first, std::size_t last, std::size_t ribs_of) {
       std::vector<std::size_t> voxels;
       double conf = 0;
-      for (std::size_t i = first; i < instances.size(); ++i) {
+      for (std::size_t i = first; i < last; ++i) {
         conf += naming.confidence[i] * static_cast<double>(instances[i].voxels.size());
         voxels.insert(voxels.end(), instances[i].voxels.begin(), instances[i].voxels.end());
       }
-      conf /= static_cast<double>(voxels.size());
+      naming.confidence[first] = conf / static_cast<double>(voxels.size());
+      instances[first] = make_instance(std::move(voxels), rx, ry, rz);
+      const auto from = static_cast<std::ptrdiff_t>(first + 1), to = static_cast<std::ptrdiff_t>(last);
+      instances.erase(instances.begin() + from, instances.begin() + to);
+      naming.labels.erase(naming.labels.begin() + from, naming.labels.begin() + to);
+      naming.confidence.erase(naming.confidence.begin() + from, naming.confidence.begin() + to);
+      if (!ribs.empty()) {
+        ribs[first] = ribs[ribs_of];
+        ribs.erase(ribs.begin() + from, ribs.begin() + to);
+      }
+    };
+    if (naming.piece >= 0) {
+      // A piece of a vertebra (cut off at a disc and left a candidate of its own) joins it.
+      const auto piece = static_cast<std::size_t>(naming.piece), into = static_cast<std::size_t>(naming.piece_of);
+      log::debug("vertebra candidate {} ({:.1f} ml) is a piece of candidate {}: merged", piece,
+                 static_cast<double>(instances[piece].voxels.size()) * voxel_ml, into);
+      merge(std::min(piece, into), std::max(piece, into) + 1, into);
+    }
+    if (naming.sacrum_pieces > 1) {  // the pieces of one sacrum
       log::debug("the last {} vertebra candidates are pieces of the sacrum: merged", naming.sacrum_pieces);
-      instances.resize(first);
-      instances.push_back(make_instance(std::move(voxels), rx, ry, rz));
-      naming.labels.resize(first + 1);
-      naming.confidence.resize(first + 1);
-      naming.confidence[first] = conf;
+      const std::size_t first = instances.size() - naming.sacrum_pieces;
+      merge(first, instances.size(), first);
     }
     result.naming_confidence = naming.offset_probability;
     for (const auto& f : naming.flags) result.flags.push_back(f);
