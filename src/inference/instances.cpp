@@ -521,6 +521,29 @@ void cut_at_discs(std::vector<Instance>& instances, const std::vector<DiscColumn
 
 }  // namespace
 
+std::size_t drop_candidates_in_front_of_column_end(std::vector<Instance>& instances) {
+  std::size_t dropped = 0;
+  while (instances.size() >= 4) {
+    const Instance& a = instances[instances.size() - 4];
+    const Instance& c = instances[instances.size() - 2];
+    const Instance& last = instances.back();
+    // The column's direction over the three (head to foot) and the perpendicular toward
+    // the back, in the sagittal plane (x head to foot, y front to back).
+    double dx = c.cx - a.cx, dy = c.cy - a.cy;
+    const double len = std::hypot(dx, dy);
+    if (len < 1e-6) break;
+    dx /= len, dy /= len;
+    const double ox = last.cx - c.cx, oy = last.cy - c.cy;
+    const double along = ox * dx + oy * dy, behind = -ox * dy + oy * dx;
+    if (along <= 0 || behind >= 0) break;
+    log::debug("vertebra candidate at head-foot {:.0f} lies {:.0f} voxels in front of the column's line: not bone of "
+               "the spine, dropped", last.cx, -behind);
+    instances.pop_back();
+    ++dropped;
+  }
+  return dropped;
+}
+
 std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
                                          const std::vector<std::uint8_t>& disc_mask, std::int64_t nx, std::int64_t ny,
                                          std::int64_t nz, int n_levels, const std::function<int(std::size_t)>& level_of,
@@ -605,6 +628,7 @@ std::vector<Instance> vertebra_instances(const std::vector<std::uint8_t>& vmask,
                     instances.end());
   }
   std::sort(instances.begin(), instances.end(), [](const Instance& a, const Instance& b) { return a.cx < b.cx; });
+  drop_candidates_in_front_of_column_end(instances);
   if (instances.size() > rules.max_count) {
     flags.push_back("more vertebra candidates than a spine has; the smallest were dropped");
     std::sort(instances.begin(), instances.end(),

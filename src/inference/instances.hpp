@@ -102,6 +102,15 @@ std::vector<std::vector<std::size_t>> split_at_discs(const std::vector<std::size
                                                      std::size_t min_seed_voxels, double same_disc_vox,
                                                      double max_behind_vox);
 
+// Drops the last of `instances` (sorted head to foot; x toward the feet, y toward the
+// back) while it lies in front of the line through the three before it, extended down.
+// Below the lordosis's apex the column curves backward (L5, then the sacrum, which turns
+// further back), so bone of the spine below the chain's end lies on that line or behind
+// it. What the MR model takes for vertebra in front of it is not: on sagittal lumbar
+// slices, bowel and pelvic soft tissue below and in front of the sacrum, which the
+// naming then took for the sacrum and anchored L5 on. Returns how many were dropped.
+std::size_t drop_candidates_in_front_of_column_end(std::vector<Instance>& instances);
+
 // One instance per vertebra from the vertebra mask of a region [nz][ny][nx], sorted head
 // to foot. `disc_mask` (the disc class over the same region; may be empty) separates
 // vertebrae joined across a disc (split_at_discs). `level_of` gives a voxel's most likely
