@@ -451,25 +451,28 @@ def score_model(path, tune):
     print(json.dumps({"model": path, "tuning_patients": oof_figures(ys, o)}), flush=True)
 
 
-def carry_operating_point(path, tune, cv_dir, finding):
+def carry_operating_point(path, tune, cv_dir, finding, specificity=None):
     """A threshold for an exported grader's finding carried over from cross-validation by
     specificity: the recipe's Youden point on the out-of-fold predictions of cv_dir's folds
     (train_folds) has specificity s on their negatives; the grader's threshold is where its
     own specificity on the tuning patients' discs (never trained on; their negatives) is s.
     By specificity, not by value, because a mean of graders gives less extreme
-    probabilities than one."""
+    probabilities than one. `specificity` given: that s, without re-reading the folds."""
     i = FINDINGS.index(finding)
-    ys, o = read_oof(cv_dir)
-    y, p = ys[:, 1 + i], 1 / (1 + np.exp(-o[:, 5 + i]))
-    t = operating_points(ys, o)[finding]
-    sens, spec = float((p[y == 1] >= t).mean()), float((p[y == 0] < t).mean())
+    if specificity is not None:  # the out-of-fold specificity from an earlier run (its card)
+        record = {"specificity_given": specificity}
+        spec = specificity
+    else:
+        ys, o = read_oof(cv_dir)
+        y, p = ys[:, 1 + i], 1 / (1 + np.exp(-o[:, 5 + i]))
+        t = operating_points(ys, o)[finding]
+        sens, spec = float((p[y == 1] >= t).mean()), float((p[y == 0] < t).mean())
+        record = {"discs": int(len(y)), "positives": int(y.sum()), "auc": auc(y, p), "youden_threshold": t,
+                  "sensitivity": sens, "specificity": spec}
     _, _, yt, ot = tune_scores(torch.jit.load(path), tune)
     neg = 1 / (1 + np.exp(-ot[yt[:, 1 + i] == 0, 5 + i]))
     carried = round(float(np.quantile(neg, spec)), 3)
-    print(json.dumps({"finding": finding, "out_of_fold": {"discs": int(len(y)), "positives": int(y.sum()),
-                                                          "auc": auc(y, p), "youden_threshold": t,
-                                                          "sensitivity": sens, "specificity": spec},
-                      "model": path, "tuning_negatives": int(len(neg)), "carried_threshold": carried,
+    print(json.dumps({"finding": finding, "out_of_fold": record, "model": path, "tuning_negatives": int(len(neg)), "carried_threshold": carried,
                       "its_specificity_there": float((neg < carried).mean())}), flush=True)
 
 
@@ -499,6 +502,9 @@ def main():
                     help="with --score-model and --cv-dir: that grader's threshold for FINDING carried over from "
                          "cross-validation by specificity (carry_operating_point), printed")
     ap.add_argument("--cv-dir", help="the --out of a finished --folds run")
+    ap.add_argument("--carry-specificity", type=float,
+                    help="with --carry-operating-point instead of --cv-dir: the out-of-fold specificity s itself "
+                         "(the card records it), when the folds are not at hand")
     ap.add_argument("--version", default="1.0.0", help="the exported card's version")
     ap.add_argument("--export")
     args = ap.parse_args()
@@ -511,7 +517,8 @@ def main():
     train = [it for it in items if not tune_patient(it["patient"])]
     tune = [it for it in items if tune_patient(it["patient"])]
     if args.score_model and args.carry_operating_point:
-        return carry_operating_point(args.score_model, tune, args.cv_dir, args.carry_operating_point)
+        return carry_operating_point(args.score_model, tune, args.cv_dir, args.carry_operating_point,
+                                     args.carry_specificity)
     if args.score_model:
         return score_model(args.score_model, tune)
     pos_weight, pos, n_graded = positive_weights(train)

@@ -153,6 +153,42 @@ TEST(Instances, AFacetJointTakenForDiscCutsNothing) {
   EXPECT_EQ(in[0].voxels.size(), all);
 }
 
+TEST(Instances, ABlobInFrontOfTheColumnsEndIsNoSacrum) {
+  // Four bodies head to foot (22 mm, 6 mm gaps) and below them a blob of "vertebra": in
+  // front of the column's line (bowel or pelvis on a sagittal MRI) it is dropped; behind
+  // it, where the sacrum lies, it is kept.
+  for (const bool in_front : {true, false}) {
+    Box b(150, 80, 30);
+    for (int i = 0; i < 4; ++i) b.fill(5 + 28 * i, 27 + 28 * i, 25, 50, 5, 25, i);
+    if (in_front)
+      b.fill(118, 140, 2, 20, 5, 25, 3);
+    else
+      b.fill(118, 140, 35, 60, 5, 25, 3);
+    std::vector<std::string> flags;
+    const auto in = b.instances(true, flags);
+    EXPECT_EQ(in.size(), in_front ? 4u : 5u) << (in_front ? "in front" : "behind");
+  }
+}
+
+TEST(Instances, OnlyTheChainsLowerEndIsCheckedForBlobsInFront) {
+  const auto at = [](double x, double y) {
+    Instance in;
+    in.cx = x, in.cy = y;
+    return in;
+  };
+  // A lordotic chain (its middle in front, its ends behind) with two blobs in front below
+  // it: both go, the chain stays whole.
+  std::vector<Instance> chain{at(0, 40), at(30, 34), at(60, 32), at(90, 36), at(115, 25), at(140, 20)};
+  EXPECT_EQ(drop_candidates_in_front_of_column_end(chain), 2u);
+  ASSERT_EQ(chain.size(), 4u);
+  EXPECT_EQ(chain.back().cx, 90);
+  // The sacrum behind the line stays; three candidates give no line to judge by.
+  std::vector<Instance> with_sacrum{at(0, 40), at(30, 34), at(60, 32), at(90, 36), at(118, 48)};
+  EXPECT_EQ(drop_candidates_in_front_of_column_end(with_sacrum), 0u);
+  std::vector<Instance> three{at(0, 40), at(30, 40), at(60, 10)};
+  EXPECT_EQ(drop_candidates_in_front_of_column_end(three), 0u);
+}
+
 TEST(Instances, PiecesSideBySideAreOneVertebra) {
   // One body cut left to right into two pieces (a gap of 2 slices): one instance.
   Box b(40, 30, 40);
