@@ -472,8 +472,9 @@ def carry_operating_point(path, tune, cv_dir, finding, specificity=None):
     _, _, yt, ot = tune_scores(torch.jit.load(path), tune)
     neg = 1 / (1 + np.exp(-ot[yt[:, 1 + i] == 0, 5 + i]))
     carried = round(float(np.quantile(neg, spec)), 3)
-    print(json.dumps({"finding": finding, "out_of_fold": record, "model": path, "tuning_negatives": int(len(neg)), "carried_threshold": carried,
-                      "its_specificity_there": float((neg < carried).mean())}), flush=True)
+    print(json.dumps({"finding": finding, "out_of_fold": record, "model": path, "tuning_negatives": int(len(neg)),
+                      "carried_threshold": carried, "its_specificity_there": float((neg < carried).mean())}),
+          flush=True)
 
 
 def main():
