@@ -509,6 +509,8 @@ def main():
     ap.add_argument("--version", default="1.0.0", help="the exported card's version")
     ap.add_argument("--export")
     args = ap.parse_args()
+    if args.carry_operating_point and not (args.score_model and (args.cv_dir or args.carry_specificity is not None)):
+        ap.error("--carry-operating-point needs --score-model and either --cv-dir or --carry-specificity")
     torch.set_num_threads(args.threads)
     seeds = [int(v) for v in args.seeds.split(",")]
     os.makedirs(args.out, exist_ok=True)
