@@ -11,7 +11,10 @@ well under a millisecond in C++). Prints the mean seconds per image; loading the
 is not counted, as in spine-cobb. PRECISION (default fp32, as spine-cobb's) picks the
 two landmark stages' files as spine-cobb --precision does: the int8 copies run as the
 TorchScript they are (frozen, as spine-cobb freezes them), the float ones as eager networks.
-Usage: /usr/bin/python3 scripts/bench_cobb.py LISTFILE OUTDIR THREADS [fp32|int8]"""
+READING (default all) is spine-cobb's --ensemble-reading: split gives each float stage's
+two networks one side of the film each, split-corners does so in the corner stage only
+(the int8 copies, one graph each, read both sides whole, as in spine-cobb).
+Usage: /usr/bin/python3 scripts/bench_cobb.py LISTFILE OUTDIR THREADS [fp32|int8] [all|split|split-corners]"""
 import json
 import os
 import sys
@@ -23,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import anchors, data, fine, preprocess  # noqa: E402
 from cobb.angles import aasce_angles  # noqa: E402
 from cobb.model import N_VERT, LandmarkNet, decode  # noqa: E402
-from cobb.networks import eager, flip_average  # noqa: E402
+from cobb.networks import eager, flip_average, sides  # noqa: E402
 import train_spine_finder as finder_lib  # noqa: E402
 
 
@@ -41,6 +44,9 @@ class Frozen(torch.nn.Module):
 def main():
     listfile, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     precision = sys.argv[4] if len(sys.argv) > 4 else "fp32"
+    reading = sys.argv[5] if len(sys.argv) > 5 else "all"
+    if reading not in ("all", "split", "split-corners"):
+        sys.exit(f"READING must be all, split or split-corners (got {reading})")
     torch.set_num_threads(threads)
     if precision == "int8":
         torch.backends.quantized.engine = "onednn"  # as spine-cobb (scripts/quantize_cobb.py)
@@ -77,14 +83,15 @@ def main():
         with torch.no_grad():
             working = preprocess.resize_to_cache(grey)[None]
             x = preprocess.cache_to_input(working)[:, None]
-            _, corners, peak = decode(flip_average(model, x))
+            _, corners, peak = decode(flip_average(model, x, split=reading == "split"))
             first = (corners[0] + 0.5) * preprocess.STRIDE * 2 - 0.5  # output -> input -> working px
             ends, spacing = anchors.chain_end_points(first.mean(dim=1))
             crops = fine.sample_crops(working[None].expand(6, 1, -1, -1),
                                       anchors.crop_coords(ends, anchors.scale_from_spacing(spacing)))
             _ = (anchor_model(crops) + anchor_model(crops.flip(-1))) / 2
+            image_net, mirror_net = sides(corner_model, reading != "all")
             refined = first if hardware else fine.refine_corners(
-                corner_model, working[None].expand(N_VERT, 1, -1, -1), first, flip_average=True)[0]
+                image_net, working[None].expand(N_VERT, 1, -1, -1), first, flip_average=True, mirror_model=mirror_net)[0]
         pts = preprocess.from_cache_coords(refined.reshape(68, 2).numpy(), w, h)
         a = aasce_angles(pts, h)
         name = os.path.splitext(os.path.basename(p))[0]

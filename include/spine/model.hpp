@@ -118,9 +118,16 @@ class Model {
   // output is empty, of another batch size than the input, not finite, or of another rank
   // than `output_rank` (0: the input's, as for dense outputs; 2 for one vector per item).
   Tensor forward(const Tensor& input, int output_rank = 0) const;
+  // An ensemble (scripts/ensemble_models.py: forward() is the mean of its networks):
+  // the number of networks, 0 for a model that is not one; and one network's forward()
+  // alone, with the same checks (throws a model error for an index out of range).
+  int member_count() const;
+  Tensor forward_member(int index, const Tensor& input, int output_rank = 0) const;
 
  private:
   struct Impl;
+  template <class Run>
+  Tensor checked_output(const Tensor& input, int output_rank, Run run) const;
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

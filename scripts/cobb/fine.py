@@ -135,15 +135,16 @@ def corners_from_heatmaps(heat, centre, scale):
 MIRROR = [1, 0, 3, 2]  # corner order after a horizontal mirror
 
 
-def refine_corners(model, images, corners, flip_average=False):
+def refine_corners(model, images, corners, flip_average=False, mirror_model=None):
     """The second stage on vertebrae: images [B,1,H,W], corners [B,4,2] (working pixels)
     -> refined corners [B,4,2] and peaks [B,4]. flip_average: average the heatmaps with
-    those of the mirrored crops (as spine-cobb does by default)."""
+    those of the mirrored crops (as spine-cobb does by default), read by mirror_model when
+    given (spine-cobb's --ensemble-reading split: scripts/cobb/networks.py, sides())."""
     crops, centre, scale = vertebra_crops(images, corners)
     with torch.no_grad():
         heat = model(crops)
         if flip_average:
-            heat = (heat + model(crops.flip(-1)).flip(-1)[:, MIRROR]) / 2
+            heat = (heat + (mirror_model or model)(crops.flip(-1)).flip(-1)[:, MIRROR]) / 2
     return corners_from_heatmaps(heat, centre, scale)
 
 

@@ -25,10 +25,21 @@ def eager(path, make):
     return nets[0] if len(nets) == 1 else MeanOf(nets).eval()
 
 
-def flip_average(model, x):
+def sides(model, split):
+    """The networks that read the image and its mirror: with split (spine-cobb's
+    --ensemble-reading split), an ensemble of an even number of networks gives the first
+    of every two to the image and the second to the mirror; otherwise the model reads both."""
+    if split and isinstance(model, MeanOf) and len(model.members) % 2 == 0:
+        return MeanOf(list(model.members)[0::2]).eval(), MeanOf(list(model.members)[1::2]).eval()
+    return model, model
+
+
+def flip_average(model, x, split=False):
     """The first stage's output averaged with that of the mirrored image, mapped back:
-    heatmaps mirrored; corner offsets mirrored, left and right corners swapped."""
-    o, of = model(x), model(x.flip(-1)).flip(-1)
+    heatmaps mirrored; corner offsets mirrored, left and right corners swapped. split:
+    see sides()."""
+    image_model, mirror_model = sides(model, split)
+    o, of = image_model(x), mirror_model(x.flip(-1)).flip(-1)
     offs = of[:, N_VERT:].view(1, 4, 2, *of.shape[-2:])[:, SWAP].clone()
     offs[:, :, 0] = -offs[:, :, 0]
     return torch.cat([(o[:, :N_VERT] + of[:, :N_VERT]) / 2, (o[:, N_VERT:] + offs.view(1, 8, *of.shape[-2:])) / 2], 1)

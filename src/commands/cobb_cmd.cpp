@@ -70,6 +70,16 @@ void CobbConfig::register_cli(CLI::App& app) {
   app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
   app.add_flag("!--no-flip-averaging", landmarks.flip_averaging,
                "Skip averaging with the mirrored image's prediction (about twice as fast)");
+  app.add_option_function<std::string>(
+         "--ensemble-reading",
+         [this](const std::string& v) {
+           using R = XrayLandmarkOptions::EnsembleReading;
+           landmarks.ensemble_reading = v == "split" ? R::split : v == "split-corners" ? R::split_corners : R::all;
+         },
+         "How each landmark stage that is an ensemble of networks reads the film and its mirror: all (every "
+         "network both sides), split (one network each side: half the passes), split-corners (default: split in "
+         "the corner stage only, about 0.17 s a film less); see models/xray-landmarks.md, \"Each network of a pair reads one side\"")
+      ->check(CLI::IsMember({"all", "split", "split-corners"}));
   app.add_flag("!--no-sequence-constraint", landmarks.sequence_constraint,
                "Take each vertebra's strongest heatmap response, ignoring order and spacing");
 }
@@ -84,6 +94,17 @@ std::vector<std::string> CobbConfig::validate() const {
   if (!find_spine && !finder_model.empty()) warnings.push_back("--finder-model is not used with --no-spine-finder");
   return warnings;
 }
+
+namespace {
+const char* ensemble_reading_name(XrayLandmarkOptions::EnsembleReading r) {
+  switch (r) {
+    case XrayLandmarkOptions::EnsembleReading::split: return "split";
+    case XrayLandmarkOptions::EnsembleReading::split_corners: return "split-corners";
+    case XrayLandmarkOptions::EnsembleReading::all: break;
+  }
+  return "all";
+}
+}  // namespace
 
 nlohmann::json CobbConfig::to_json() const {
   return {{"common", common.to_json()},
@@ -100,6 +121,7 @@ nlohmann::json CobbConfig::to_json() const {
           {"low_confidence", landmarks.low_confidence},
           {"sequence_constraint", landmarks.sequence_constraint},
           {"flip_averaging", landmarks.flip_averaging},
+          {"ensemble_reading", ensemble_reading_name(landmarks.ensemble_reading)},
           {"corner_zooms", landmarks.corner_zooms},
           {"second_stage_weight", landmarks.second_stage_weight},
           {"centreline_weight", landmarks.centreline_weight},

@@ -505,12 +505,47 @@ void check_radiograph(const FloatImage& img) {
   if (!(r.max > r.min)) throw input_error("image is blank (constant intensity)");
 }
 
+namespace {
+
+// A stage's prediction for `input`, averaged (flip) with its prediction for the mirrored
+// input, each side read by half of its networks (split) or both by all; `average(a, b)` maps b, a prediction for the mirrored input, back and
+// averages it into a (each stage's outputs map back differently).
+template <class Average>
+Tensor read_both_sides(const Model& model, const Tensor& input, bool flip, bool split, Average average) {
+  if (!flip) return model.forward(input);
+  const int n = model.member_count();
+  if (split && n >= 2 && n % 2 == 0) {
+    // Networks 0, 2, ... read the image, 1, 3, ... its mirror; each half's mean, then
+    // the two sides averaged, so every network weighs 1/n as in the ensemble's own mean.
+    const Tensor flipped = mirrored(input);
+    auto mean_of = [&](int first, const Tensor& in) {
+      Tensor sum = model.forward_member(first, in);
+      for (int i = first + 2; i < n; i += 2) {
+        const Tensor t = model.forward_member(i, in);
+        if (t.shape != sum.shape) throw model_error(model.card().name + ": its networks' outputs differ in shape");
+        for (std::size_t k = 0; k < sum.data.size(); ++k) sum.data[k] += t.data[k];
+      }
+      for (float& v : sum.data) v /= static_cast<float>(n / 2);
+      return sum;
+    };
+    Tensor image = mean_of(0, input);
+    average(image, mean_of(1, flipped));
+    return image;
+  }
+  Tensor out = model.forward(input);
+  average(out, model.forward(mirrored(input)));
+  return out;
+}
+
+}  // namespace
+
 XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_corners) const {
   check_radiograph(img);
   const std::vector<float> working = resize_bilinear(img, kCacheH, kCacheW);
   const Tensor input = model_input_from_working(working);
-  Tensor output = model_.forward(input);
-  if (options_.flip_averaging) average_with_mirror(output, model_.forward(mirrored(input)));
+  using Reading = XrayLandmarkOptions::EnsembleReading;
+  Tensor output = read_both_sides(model_, input, options_.flip_averaging, options_.ensemble_reading == Reading::split,
+                                  average_with_mirror);
   check_landmark_output(output);
   HeatmapPeaks hp = heatmap_peaks(output, options_.sequence_constraint);
   std::optional<LevelRecount> rc;
@@ -532,8 +567,8 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_co
     std::vector<CornerReading> readings;
     for (double zoom : options_.corner_zooms) {
       const XrayCornerCrops crops = corner_crops_from_working(working, lm.points, img.nx(), img.ny(), zoom);
-      Tensor heat = corner_model_->forward(crops.crops);
-      if (options_.flip_averaging) average_corners_with_mirror(heat, corner_model_->forward(mirrored(crops.crops)));
+      Tensor heat = read_both_sides(*corner_model_, crops.crops, options_.flip_averaging,
+                                    options_.ensemble_reading != Reading::all, average_corners_with_mirror);
       readings.push_back(read_corner_heatmaps(heat, crops, img.nx(), img.ny(), corner_stride_));
     }
     const std::vector<Point2> first_stage_points = lm.points;

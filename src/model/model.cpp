@@ -284,10 +284,24 @@ const std::string& Model::sha256() const { return impl_->sha256; }
 const std::string& Model::device() const { return impl_->device; }
 bool Model::optimised() const { return impl_->optimised; }
 
+int Model::member_count() const { return impl_->module->member_count(); }
+
 Tensor Model::forward(const Tensor& input, int output_rank) const {
+  return checked_output(input, output_rank, [&] { return impl_->module->forward(input); });
+}
+
+Tensor Model::forward_member(int index, const Tensor& input, int output_rank) const {
+  if (index < 0 || index >= member_count())
+    throw model_error(impl_->card.name + ": has no network " + std::to_string(index) + " (it is an ensemble of " +
+                      std::to_string(member_count()) + ")");
+  return checked_output(input, output_rank, [&] { return impl_->module->forward_member(index, input); });
+}
+
+template <class Run>
+Tensor Model::checked_output(const Tensor& input, int output_rank, Run run) const {
   Tensor out;
   try {
-    out = impl_->module->forward(input);
+    out = run();
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {

@@ -28,6 +28,10 @@ class TorchModule {
   // forward() without gradients: the first tensor output (a tuple's first element), as
   // float on the CPU, contiguous. The caller checks its shape and values.
   virtual Tensor forward(const Tensor& input) = 0;
+  // An ensemble (a `members` module list averaged by forward): how many networks it has,
+  // and one network's forward() alone; 0 and a failure for any other module.
+  virtual int member_count() const = 0;
+  virtual Tensor forward_member(int index, const Tensor& input) = 0;
   virtual bool optimised() const = 0;
 };
 
@@ -46,8 +50,8 @@ class TorchRuntime {
   virtual std::unique_ptr<TorchModule> load(const std::string& bytes, const std::string& device, bool optimise) = 0;
 };
 
-// The plug-in's one exported symbol: extern "C" TorchRuntime* spine_torch_runtime_v1().
-inline constexpr const char* kTorchPluginEntry = "spine_torch_runtime_v1";
+// The plug-in's one exported symbol: extern "C" TorchRuntime* spine_torch_runtime_v2().
+inline constexpr const char* kTorchPluginEntry = "spine_torch_runtime_v2";
 using TorchPluginEntry = TorchRuntime* (*)();
 
 // The runtime, loading the plug-in on first use (and waiting for a load that

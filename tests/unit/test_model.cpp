@@ -176,5 +176,34 @@ TEST(Model, OptimisedShippedModelsComputeWhatTheSavedOnesDo) {
   }
 }
 
+
+// spine-cobb's --ensemble-reading split runs the networks of an ensemble one by one: each
+// network's forward, optimised on its own, must be what the ensemble averages.
+TEST(Model, EnsembleMembersAreWhatTheEnsembleAverages) {
+  for (const char* file : {"xray-landmarks.pt", "xray-corners.pt"}) {
+    const Model m = Model::load(shipped_model(file), {}, "cpu");
+    ASSERT_EQ(m.member_count(), 2) << file;
+    const auto& c = m.card();
+    Tensor in({2, c.input_channels, c.patch_size[1], c.patch_size[0]});
+    std::uint32_t state = 777;
+    for (float& v : in.data) v = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) / 16777216.f;
+    const Tensor whole = m.forward(in), a = m.forward_member(0, in), b = m.forward_member(1, in);
+    ASSERT_EQ(a.shape, whole.shape) << file;
+    ASSERT_EQ(b.shape, whole.shape) << file;
+    float scale = 0, diff = 0, apart = 0;
+    for (std::size_t i = 0; i < whole.data.size(); ++i) {
+      scale = std::max(scale, std::fabs(whole.data[i]));
+      diff = std::max(diff, std::fabs((a.data[i] + b.data[i]) / 2 - whole.data[i]));
+      apart = std::max(apart, std::fabs(a.data[i] - b.data[i]));
+    }
+    EXPECT_LE(diff, 1e-4f * std::max(1.f, scale)) << file;
+    EXPECT_GT(apart, 1e-3f * std::max(1.f, scale)) << file << ": the two networks should differ";
+    EXPECT_THROW(m.forward_member(2, in), Error) << file;
+  }
+  const Model single = Model::load(test::test_models() / "pointwise2d.pt", {"test-pointwise", {"any"}, 2}, "cpu");
+  EXPECT_EQ(single.member_count(), 0);
+  EXPECT_THROW(single.forward_member(0, Tensor({1, 1, 4, 4})), Error);
+}
+
 }  // namespace
 }  // namespace spine
