@@ -32,10 +32,12 @@ echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $
 # The machine is shared and its speed drifts by tens of per cent within minutes, so the
 # C++ runs and the Python run alternate, ROUNDS times, and the medians are compared.
 rounds=${3:-3}
-# spine-cobb with its default (float) landmark stages and with --precision int8 (their
-# int8 copies, scripts/quantize_cobb.py); Python runs each with the same files.
+# spine-cobb with its default (float) landmark stages, the same with every network of a
+# pair reading both sides of the film (--ensemble-reading all, the default until
+# 2026-12-07), and with --precision int8 (their int8 copies, scripts/quantize_cobb.py);
+# Python runs the default and int8 with the same files and the same passes.
 for r in $(seq "$rounds"); do
-  for mode in "--no-overlay" "--no-overlay --precision int8" ""; do
+  for mode in "--no-overlay" "--no-overlay --ensemble-reading all" "--no-overlay --precision int8" ""; do
     rm -rf "$work/cpp"
     build/bin/spine-cobb "$work/list.txt" -o "$work/cpp" --threads "$threads" $mode 2>&1 |
       sed -n 's/.*summary: .*; \([0-9.]*\) s per study.*/\1/p' |
@@ -43,7 +45,7 @@ for r in $(seq "$rounds"); do
   done
   for precision in int8 fp32; do
     rm -rf "$work/py"
-    /usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads" "$precision" | sed "s/^/round $r /"
+    /usr/bin/python3 scripts/bench_cobb.py "$work/list.txt" "$work/py" "$threads" "$precision" split-corners | sed "s/^/round $r /"
   done
 done | tee "$work/rounds.txt"
 # Where a film's time goes (the last run of spine-cobb, with overlay), mean per stage.
@@ -59,10 +61,13 @@ med = {k: statistics.median(v) for k, v in runs.items()}
 for k, v in med.items():
     ratio = ""
     if k.startswith("spine-cobb"):
-        py = med.get("python (int8)" if "int8" in k else "python (fp32)")
+        py = med.get("python (int8)" if "int8" in k else None if "reading all" in k else "python (fp32)")
         ratio = f", {py / v:.2f}x the median of Python with the same models" if py else ""
     print(f"median of {len(runs[k])}: {k} {v:.3f} s per image{ratio}")
 cpp, cpp_int8 = med.get("spine-cobb --no-overlay"), med.get("spine-cobb --no-overlay --precision int8")
 if cpp and cpp_int8:
     print(f"--precision int8: {cpp / cpp_int8:.2f}x the default's speed (spine-cobb --no-overlay)")
+cpp_all = med.get("spine-cobb --no-overlay --ensemble-reading all")
+if cpp and cpp_all:
+    print(f"the default (split-corners): {cpp_all / cpp:.2f}x the speed of --ensemble-reading all")
 PY

@@ -169,6 +169,31 @@ TEST(CobbCommand, PrecisionPicksTheInt8OrFloatModels) {
   expect_option_refused(image, "--precision", "fp16", dir / "bad");
 }
 
+// --ensemble-reading: with split-corners (the default) only the corner stage's pair reads
+// one side of the film each, so the first stage's landmarks are those of `all` exactly;
+// with split the first stage's change too. Provenance records the reading.
+TEST(CobbCommand, EnsembleReadingSplitsOnlyTheStagesItNames) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  const std::string run = bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --refine-over-hardware";
+  auto landmarks = [&](const std::string& options, const std::string& name) {
+    const auto r = run_command(run + " " + options + " -o " + q(dir / name));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(test::read_file(dir / name / "image" / "cobb.json"));
+  };
+  const auto first_all = landmarks("--no-corner-refinement --ensemble-reading all", "first-all");
+  const auto first_default = landmarks("--no-corner-refinement", "first-default");
+  const auto first_split = landmarks("--no-corner-refinement --ensemble-reading split", "first-split");
+  EXPECT_EQ(largest_landmark_shift(first_all, first_default), 0.0);
+  EXPECT_GT(largest_landmark_shift(first_all, first_split), 0.0);
+  const auto both_all = landmarks("--ensemble-reading all", "both-all");
+  const auto both_default = landmarks("", "both-default");
+  EXPECT_GT(largest_landmark_shift(both_all, both_default), 0.0);  // the corner stage reads differently
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "both-default" / "image" / "provenance.json"));
+  EXPECT_NE(prov.dump().find("\"ensemble_reading\":\"split-corners\""), std::string::npos) << prov.dump();
+  expect_option_refused(image, "--ensemble-reading", "half", dir / "bad");
+}
+
 // Where the spine finder sees hardware, the film keeps the first stage's corners (the
 // second stage's crops snap corners onto screw heads), says so in cobb.json, and stays
 // flagged; --refine-over-hardware runs the second stage anyway.
