@@ -78,7 +78,8 @@ void CobbConfig::register_cli(CLI::App& app) {
          },
          "How each landmark stage that is an ensemble of networks reads the film and its mirror: all (every "
          "network both sides), split (one network each side: half the passes), split-corners (default: split in "
-         "the corner stage only, about 0.17 s a film less); see models/xray-landmarks.md, \"Each network of a pair reads one side\"")
+         "the corner stage only, about 0.17 s a film less); see models/xray-landmarks.md, \"Each network of a "
+         "pair reads one side\"")
       ->check(CLI::IsMember({"all", "split", "split-corners"}));
   app.add_flag("!--no-sequence-constraint", landmarks.sequence_constraint,
                "Take each vertebra's strongest heatmap response, ignoring order and spacing");

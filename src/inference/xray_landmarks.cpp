@@ -508,8 +508,9 @@ void check_radiograph(const FloatImage& img) {
 namespace {
 
 // A stage's prediction for `input`, averaged (flip) with its prediction for the mirrored
-// input, each side read by half of its networks (split) or both by all; `average(a, b)` maps b, a prediction for the mirrored input, back and
-// averages it into a (each stage's outputs map back differently).
+// input, each side read by half of its networks (split) or both by all of them;
+// `average(a, b)` maps b, a prediction for the mirrored input, back and averages it into a
+// (each stage's outputs map back differently).
 template <class Average>
 Tensor read_both_sides(const Model& model, const Tensor& input, bool flip, bool split, Average average) {
   if (!flip) return model.forward(input);
