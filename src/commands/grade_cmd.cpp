@@ -36,6 +36,10 @@ void GradeConfig::register_cli(CLI::App& app) {
   app.add_flag("--discs-only", discs_only, "Find and name the discs only (no grading model, no grades)");
   app.add_flag("--write-patches", write_patches,
                "Also write disc_patches.nii.gz: each disc's patch as the grading model sees it, top to bottom");
+  app.add_flag("--write-labels", write_labels,
+               "Also write grading_slice.nii.gz (the slice graded) and labels.nii.gz (its segmentation: vertebral "
+               "bodies by level as spine-seg numbers them, discs 100 + the level above) with their colour tables, to "
+               "check what each disc's place and name rest on");
   app.add_flag("!--no-overlay", overlay, "Do not write overlay.png");
   app.add_flag("!--no-series-pairing", pair_series,
                "Name each series' discs on its own. By default the series of one study given together (names that "
@@ -48,6 +52,7 @@ nlohmann::json GradeConfig::to_json() const {
   return {{"common", common.to_json()},         {"mr_model", mr_model},
           {"grade_model", grade_model},         {"spacing_mm", spacing_mm},
           {"discs_only", discs_only},           {"write_patches", write_patches},
+          {"write_labels", write_labels},
           {"overlay", overlay},                 {"pair_series", pair_series},
           {"segmentation", seg.to_json()}};
 }
@@ -439,6 +444,12 @@ BatchSummary run_grade(const GradeConfig& c) {
       FloatImage stack(g);
       std::copy(p.data.begin(), p.data.end(), stack.voxels.begin());
       write_image(stack, work / "disc_patches.nii.gz");
+    }
+    if (c.write_labels) {
+      write_image(slice.image, work / "grading_slice.nii.gz");
+      write_labels(slice.labels, work / "labels.nii.gz");
+      const std::set<int> present(slice.labels.voxels.begin(), slice.labels.voxels.end());
+      write_color_tables(std::vector<int>(present.begin(), present.end()), work / "labels");
     }
     for (const auto& f : flags) log::warn("{}: {}", study.name, f);
     return nlohmann::json{{"discs", discs.size()}, {"flags", flags.size()}};

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -105,7 +106,8 @@ TEST(GradeCommand, PhantomVolumeAndSliceGradedWithCohortTable) {
   for (std::size_t y = 0; y < p.image.ny(); ++y)
     for (std::size_t x = 0; x < p.image.nx(); ++x) slice.at(x, y) = std::min(255.f, 255.f * p.image.at(x, y, 12) / hi);
   write_image(slice, dir / "in" / "slice.png", StoredPixel::kUInt8);
-  const auto r = run_command(bin("spine-grade") + " " + q(dir / "in") + " --spacing 1 --threads 2 -o " + q(dir / "out"));
+  const auto r = run_command(bin("spine-grade") + " " + q(dir / "in") + " --spacing 1 --threads 2 --write-labels -o " +
+                             q(dir / "out"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   const auto jv = nlohmann::json::parse(test::read_file(dir / "out" / "volume" / "grades.json"));
@@ -121,6 +123,29 @@ TEST(GradeCommand, PhantomVolumeAndSliceGradedWithCohortTable) {
   for (const auto& f : js["flags"]) EXPECT_EQ(f.get<std::string>().find("cut by the field of view"), std::string::npos) << f;
   EXPECT_FALSE(js["model_limitations"].empty());
   for (const char* s : {"volume", "slice"}) EXPECT_TRUE(fs::exists(dir / "out" / s / "overlay.png")) << s;
+  // --write-labels: the slice graded and its segmentation, on the grid grades.json's pixel
+  // positions refer to, every disc's centre on a disc of the map, with colour tables.
+  for (const char* s : {"volume", "slice"}) {
+    const auto j = nlohmann::json::parse(test::read_file(dir / "out" / s / "grades.json"));
+    const FloatImage graded = read_image(dir / "out" / s / "grading_slice.nii.gz").image;
+    const LabelImage labels = read_labels(dir / "out" / s / "labels.nii.gz");
+    EXPECT_EQ(graded.nx(), j["grading_slice"]["size_px"][0].get<std::size_t>()) << s;
+    EXPECT_EQ(graded.ny(), j["grading_slice"]["size_px"][1].get<std::size_t>()) << s;
+    EXPECT_EQ(labels.nx(), graded.nx()) << s;
+    EXPECT_EQ(labels.ny(), graded.ny()) << s;
+    EXPECT_EQ(labels.nz(), 1u) << s;
+    const std::set<int> present(labels.voxels.begin(), labels.voxels.end());
+    for (const auto& d : j["discs"]) {
+      // The body each disc is named after (the one above it) is in the map; the phantom's
+      // own discs (T12/L1..L4/L5, as check_grades) lie on a disc of the map.
+      const int label = d["label"];
+      EXPECT_TRUE(present.count(label - 100)) << s << ": " << d.dump();
+      if (d["placement"] == "between bodies" && label >= 119 && label <= 123)
+        EXPECT_TRUE(near_disc(labels, d["centre_px"][0], d["centre_px"][1], 0, 3)) << s << ": " << d.dump();
+    }
+    EXPECT_TRUE(fs::exists(dir / "out" / s / "labels.ctbl")) << s;
+    EXPECT_TRUE(fs::exists(dir / "out" / s / "labels.itksnap.txt")) << s;
+  }
 
   // One CSV row per graded disc of both studies.
   std::ifstream csv(dir / "out" / "grades.csv");

@@ -22,6 +22,9 @@ struct GradeConfig {
   double spacing_mm = 0;       // pixel spacing of 2D inputs whose file has none (PNG, JPEG); 0 = not given
   bool discs_only = false;     // find and name the discs, no grading model
   bool write_patches = false;  // disc_patches.nii.gz: what the grading model sees
+  // grading_slice.nii.gz and labels.nii.gz (with colour tables): the slice graded and its
+  // segmentation, so that a user can check what each disc's place and name rest on.
+  bool write_labels = false;
   bool overlay = true;
   // Series of one study given together (names that differ only in a t1 / t2 token) are
   // named alike: where their names disagree, the lower naming is kept.
