@@ -60,6 +60,9 @@ struct XrayLandmarks {
   // Landmarks ("T4 TL") the second stage left at the first stage's position because its
   // corner heatmap had no clear peak.
   std::vector<std::string> corners_unrefined;
+  // Vertebrae whose second-stage corners were weighed less because that stage's tilt
+  // differed from the first stage's by more than XrayLandmarkOptions::stage_disagreement_deg.
+  std::vector<std::string> second_stage_held_back;
   std::vector<std::string> flags;       // reasons not to trust the result
   // Vertebrae whose centre the sequence constraint took from a weaker heatmap peak than
   // the strongest (information, not a flag: it is common and usually right).
@@ -104,6 +107,14 @@ struct XrayLandmarkOptions {
   // 9.43 (second stage) and 9.71 (first), decided there before validation was scored
   // (models/xray-corners.md).
   double second_stage_weight = 0.5;
+  // ... but where the two stages' tilts of a vertebra differ by more than this many
+  // degrees, that vertebra's weight falls as this / |difference| (combine_stage_corners;
+  // 0: the same weight everywhere). The second stage is the better reader in the middle of
+  // its errors and the worse in their tails: on the 365 training films, where the two
+  // tilts differ by over 5 degrees the second stage was the worse 209 times in 326. 5
+  // degrees gave the smallest tilt error there of 3, 4, 5, 6, 8 (scripts/cobb_stage_tilts.py,
+  // models/xray-corners.md).
+  double stage_disagreement_deg = 5.0;
   // Then each vertebra's tilt is moved this fraction of the way to the direction across
   // the centreline through its neighbours' centres (blend_tilts_with_centreline; 0: off).
   // The Cobb angles are the largest differences between tilts, so noise in each tilt
@@ -132,6 +143,16 @@ XrayCornerCrops xray_corner_crops(const FloatImage& radiograph, const std::vecto
 // `min_peak` keep their first-stage position. Fills landmark_confidence.
 void apply_corner_heatmaps(const Tensor& heatmaps, const XrayCornerCrops& crops, std::size_t width,
                            std::size_t height, int stride, double min_peak, XrayLandmarks& lm);
+
+// Puts each vertebra's corners (68 points, AASCE order) at w (second - first) past the
+// first stage's, w = second_stage_weight * min(1, disagreement_deg / |d|), d the
+// difference between the two readings' tilts (vertebra_tilt_deg): their weighted mean
+// while they agree within disagreement_deg degrees; beyond, the tilt moves no more than
+// about second_stage_weight * disagreement_deg from the first stage's (a Huber weight).
+// disagreement_deg <= 0: w = second_stage_weight everywhere. `second` becomes the result;
+// returns the vertebrae (0 = T1) whose weight was reduced.
+std::vector<int> combine_stage_corners(const std::vector<Point2>& first, std::vector<Point2>& second,
+                                       double second_stage_weight, double disagreement_deg);
 
 // Decodes a model output [1, 17 + 8, h, w] for an image of the given size (pixels).
 XrayLandmarks decode_xray_landmarks(const Tensor& output, std::size_t width, std::size_t height,

@@ -48,6 +48,11 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "Where each corner ends between the first stage's position (0) and the second stage's (1); "
                  "default 0.5, their mean (see models/xray-corners.md)")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--stage-disagreement", landmarks.stage_disagreement_deg,
+                 "Degrees: where the two stages' tilts of a vertebra differ by more, its second-stage weight falls "
+                 "as this / difference, so a wild second-stage reading moves the tilt at most half this far "
+                 "(default 5; 0: the same weight everywhere; see models/xray-corners.md)")
+      ->check(CLI::Range(0.0, 90.0));
   app.add_option("--centreline-weight", landmarks.centreline_weight,
                  "Move each vertebra's tilt this fraction of the way to the direction across the centreline "
                  "through its neighbours' centres (0: keep the tilts the stages read; default 0.24, see "
@@ -125,6 +130,7 @@ nlohmann::json CobbConfig::to_json() const {
           {"ensemble_reading", ensemble_reading_name(landmarks.ensemble_reading)},
           {"corner_zooms", landmarks.corner_zooms},
           {"second_stage_weight", landmarks.second_stage_weight},
+          {"stage_disagreement_deg", landmarks.stage_disagreement_deg},
           {"centreline_weight", landmarks.centreline_weight},
           {"overlay", overlay}};
 }
@@ -410,6 +416,9 @@ BatchSummary run_cobb(const CobbConfig& c) {
         {"sequence_adjusted", lm.sequence_adjusted},
         {"corner_refinement", refinement},
         {"corners_unrefined", lm.corners_unrefined},
+        // Vertebrae whose second-stage corners weighed less: that stage's tilt differed
+        // from the first stage's by more than --stage-disagreement degrees.
+        {"second_stage_held_back", lm.second_stage_held_back},
         // The tilts blended with the centreline (docs/cobb.md): null with --centreline-weight 0.
         {"centreline_tilt", centreline_tilt_json(lm.centreline_tilt, c.landmarks.centreline_weight)},
         // The level anchors' reading of the chain's ends (null when they did not run):

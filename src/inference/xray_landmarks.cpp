@@ -540,6 +540,28 @@ Tensor read_both_sides(const Model& model, const Tensor& input, bool flip, bool 
 
 }  // namespace
 
+std::vector<int> combine_stage_corners(const std::vector<Point2>& first, std::vector<Point2>& second,
+                                       double second_stage_weight, double disagreement_deg) {
+  if (first.size() != static_cast<std::size_t>(kCobbLandmarks) || second.size() != first.size())
+    throw model_error("68 landmarks needed from both stages");
+  std::vector<int> held_back;
+  for (int v = 0; v < kVertebrae; ++v) {
+    double w = second_stage_weight;
+    if (disagreement_deg > 0) {
+      const double d = std::remainder(vertebra_tilt_deg(second, v) - vertebra_tilt_deg(first, v), 360.0);
+      if (std::fabs(d) > disagreement_deg) {
+        w *= disagreement_deg / std::fabs(d);
+        held_back.push_back(v);
+      }
+    }
+    for (int k = 4 * v; k < 4 * v + 4; ++k) {
+      const auto i = static_cast<std::size_t>(k);
+      second[i] = {first[i].x + w * (second[i].x - first[i].x), first[i].y + w * (second[i].y - first[i].y)};
+    }
+  }
+  return held_back;
+}
+
 XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_corners) const {
   check_radiograph(img);
   const std::vector<float> working = resize_bilinear(img, kCacheH, kCacheW);
@@ -574,10 +596,9 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_co
     }
     const std::vector<Point2> first_stage_points = lm.points;
     apply_corner_readings(readings, options_.missing_confidence, lm);
-    const double w = options_.second_stage_weight;
-    for (std::size_t k = 0; k < lm.points.size(); ++k)
-      lm.points[k] = {first_stage_points[k].x + w * (lm.points[k].x - first_stage_points[k].x),
-                      first_stage_points[k].y + w * (lm.points[k].y - first_stage_points[k].y)};
+    for (int v : combine_stage_corners(first_stage_points, lm.points, options_.second_stage_weight,
+                                       options_.stage_disagreement_deg))
+      lm.second_stage_held_back.push_back(cobb_vertebra_name(v));
   }
   // Last, on the corners the angles are measured on, whichever stages placed them.
   if (options_.centreline_weight > 0)
