@@ -80,5 +80,31 @@ TEST(CentrelineTilt, NotAppliedWhenTheCentresDoNotRunTopToBottom) {
   for (std::size_t k = 0; k < pts.size(); ++k) EXPECT_EQ(pts[k].x, before[k].x);
 }
 
+
+// combine_stage_corners: the two stages' mean where their tilts agree within K degrees;
+// where they differ by d > K, the second stage's weight falls to 0.5 K / d, so the result's
+// tilt moves about K / 2 from the first stage's, and only that vertebra is held back.
+TEST(StageCorners, SecondStageWeighsLessWhereItsTiltIsFarFromTheFirsts) {
+  const auto c = curved_centres();
+  const auto first = chain(c, std::vector<double>(17, 2.0));
+  std::vector<double> tilt2(17, 4.0);  // 2 degrees apart: within K = 5
+  tilt2[16] = 22.0;                    // L5: 20 degrees apart
+  auto second = chain(c, tilt2);
+  const auto held = combine_stage_corners(first, second, 0.5, 5.0);
+  ASSERT_EQ(held, std::vector<int>{16});
+  for (int v = 0; v < 16; ++v) EXPECT_NEAR(vertebra_tilt_deg(second, v), 3.0, 0.01) << v;  // the mean
+  // Corners moved 0.5 * 5 / 20 = 1/8 of the way: the tilt about 2 + 20 / 8 (a blend of
+  // corner positions, so close to, not exactly, the blend of the angles).
+  EXPECT_NEAR(vertebra_tilt_deg(second, 16), 4.5, 0.1);
+  for (int k = 0; k < 68; ++k) {
+    const int v = k / 4;
+    EXPECT_NEAR(centre_of(second, v).x, c[v].x, 1e-9);
+  }
+  // K = 0 (off): the same weight everywhere, the plain mean even at L5.
+  auto plain = chain(c, tilt2);
+  EXPECT_TRUE(combine_stage_corners(first, plain, 0.5, 0.0).empty());
+  EXPECT_NEAR(vertebra_tilt_deg(plain, 16), 12.0, 0.2);
+}
+
 }  // namespace
 }  // namespace spine
