@@ -194,6 +194,24 @@ TEST(CobbCommand, EnsembleReadingSplitsOnlyTheStagesItNames) {
   expect_option_refused(image, "--ensemble-reading", "half", dir / "bad");
 }
 
+// --stage-disagreement: recorded in provenance, the vertebrae it held back listed in
+// cobb.json (combine_stage_corners is tested in test_xray_centreline_tilt.cpp); a negative
+// value is refused.
+TEST(CobbCommand, StageDisagreementIsRecorded) {
+  TempDir dir;
+  const fs::path image = make_radiograph(dir, "xr", 25, 3);
+  const auto r = run_command(bin("spine-cobb") + " " + q(image) +
+                             " --threads 2 --no-overlay -q --refine-over-hardware --stage-disagreement 2 -o " +
+                             q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "cobb.json"));
+  ASSERT_TRUE(j["second_stage_held_back"].is_array()) << j.dump();
+  for (const auto& v : j["second_stage_held_back"]) EXPECT_TRUE(v.is_string());
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
+  EXPECT_NE(prov.dump().find("\"stage_disagreement_deg\":2.0"), std::string::npos) << prov.dump();
+  expect_option_refused(image, "--stage-disagreement", "-1", dir / "bad");
+}
+
 // Where the spine finder sees hardware, the film keeps the first stage's corners (the
 // second stage's crops snap corners onto screw heads), says so in cobb.json, and stays
 // flagged; --refine-over-hardware runs the second stage anyway.
