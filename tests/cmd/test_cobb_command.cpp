@@ -194,21 +194,40 @@ TEST(CobbCommand, EnsembleReadingSplitsOnlyTheStagesItNames) {
   expect_option_refused(image, "--ensemble-reading", "half", dir / "bad");
 }
 
-// --stage-disagreement: recorded in provenance, the vertebrae it held back listed in
-// cobb.json (combine_stage_corners is tested in test_xray_centreline_tilt.cpp); a negative
-// value is refused.
-TEST(CobbCommand, StageDisagreementIsRecorded) {
+// --stage-disagreement: the vertebrae it held back are listed in cobb.json, and only their
+// corners differ from those of the plain mean (--stage-disagreement 0); the option is
+// recorded in provenance, a negative value refused. (combine_stage_corners itself is
+// tested in test_xray_centreline_tilt.cpp.)
+TEST(CobbCommand, StageDisagreementMovesOnlyTheVertebraeItHoldsBack) {
   TempDir dir;
   const fs::path image = make_radiograph(dir, "xr", 25, 3);
-  const auto r = run_command(bin("spine-cobb") + " " + q(image) +
-                             " --threads 2 --no-overlay -q --refine-over-hardware --stage-disagreement 2 -o " +
-                             q(dir / "out"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto j = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "cobb.json"));
-  ASSERT_TRUE(j["second_stage_held_back"].is_array()) << j.dump();
-  for (const auto& v : j["second_stage_held_back"]) EXPECT_TRUE(v.is_string());
-  const auto prov = nlohmann::json::parse(test::read_file(dir / "out" / "image" / "provenance.json"));
-  EXPECT_NE(prov.dump().find("\"stage_disagreement_deg\":2.0"), std::string::npos) << prov.dump();
+  // With the centreline blend off: it turns each vertebra towards the line through its
+  // neighbours' centres, which a held-back vertebra moves too.
+  const std::string run = bin("spine-cobb") + " " + q(image) +
+                          " --threads 2 --no-overlay -q --refine-over-hardware --centreline-weight 0";
+  for (const char* k : {"1", "0"}) {
+    const auto r = run_command(run + " --stage-disagreement " + k + " -o " + q(dir / k));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  const auto held = nlohmann::json::parse(test::read_file(dir / "1" / "image" / "cobb.json"));
+  const auto plain = nlohmann::json::parse(test::read_file(dir / "0" / "image" / "cobb.json"));
+  EXPECT_TRUE(plain["second_stage_held_back"].empty());
+  ASSERT_TRUE(held["second_stage_held_back"].is_array()) << held.dump();
+  std::set<std::string> names;
+  for (const auto& v : held["second_stage_held_back"]) names.insert(v.get<std::string>());
+  ASSERT_FALSE(names.empty()) << "at 1 degree some vertebra of this phantom should be held back";
+  const auto shifts = landmark_shifts(held, plain);
+  ASSERT_EQ(shifts.size(), 68u);
+  for (int v = 0; v < 17; ++v) {
+    double moved = 0;
+    for (int c = 0; c < 4; ++c) moved = std::max(moved, shifts[static_cast<std::size_t>(4 * v + c)]);
+    if (names.count(cobb_vertebra_name(v)))
+      EXPECT_GT(moved, 0.0) << cobb_vertebra_name(v);
+    else
+      EXPECT_LT(moved, 1e-6) << cobb_vertebra_name(v);
+  }
+  const auto prov = nlohmann::json::parse(test::read_file(dir / "1" / "image" / "provenance.json"));
+  EXPECT_NE(prov.dump().find("\"stage_disagreement_deg\":1.0"), std::string::npos) << prov.dump();
   expect_option_refused(image, "--stage-disagreement", "-1", dir / "bad");
 }
 
