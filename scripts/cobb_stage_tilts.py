@@ -4,13 +4,13 @@ reference: where the second stage is better, where worse, and the k of the Huber
 spine-cobb gives the second stage (models/xray-corners.md, "Where the two stages disagree,
 the first stage weighs more").
 
-  SPLIT=training scripts/eval_cobb.sh W0 --second-stage-weight 0 --centreline-weight 0 --no-overlay
-  SPLIT=training scripts/eval_cobb.sh W1 --second-stage-weight 1 --centreline-weight 0 --no-overlay
+  SPLIT=training scripts/eval_cobb.sh W0 --second-stage-weight 0 --stage-disagreement 0 --centreline-weight 0 --no-overlay
+  SPLIT=training scripts/eval_cobb.sh W1 --second-stage-weight 1 --stage-disagreement 0 --centreline-weight 0 --no-overlay
   /usr/bin/python3 scripts/cobb_stage_tilts.py W0/training.txt W0/results W1/results
 
 Films where the two runs place the same corners (the second stage did not run: hardware)
 and chains counted a level off in either run (3 or more vertebra centres nearest another
-level's reference centre, as scripts/cobb_metrics.py counts them) are left out."""
+level's reference centre: cobb_metrics.level_shifted) are left out."""
 import json
 import os
 import sys
@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import data  # noqa: E402
+from cobb_metrics import level_shifted  # noqa: E402
 
 LEVELS = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
 K_GRID = (3.0, 4.0, 5.0, 6.0, 8.0)
@@ -29,12 +30,6 @@ def tilts(points):
     p = np.asarray(points, dtype=float).reshape(17, 4, 2)
     v = (p[:, 1] + p[:, 3]) / 2 - (p[:, 0] + p[:, 2]) / 2
     return np.degrees(np.arctan2(v[:, 1], v[:, 0]))
-
-
-def level_shifted(points, reference):
-    c = np.asarray(points, dtype=float).reshape(17, 4, 2).mean(1)
-    r = reference.reshape(17, 4, 2).mean(1)
-    return int((np.argmin(((c[:, None] - r[None]) ** 2).sum(-1), 1) != np.arange(17)).sum()) >= 3
 
 
 def huber_weight(d, k):

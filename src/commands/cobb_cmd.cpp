@@ -2,11 +2,14 @@
 // flags when the result cannot be trusted; cobb.json, overlay.png and a cohort CSV.
 #include "spine/commands/cobb_cmd.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <sstream>
+#include <utility>
 
 #include "spine/csv.hpp"
 #include "spine/cohort_report.hpp"
@@ -20,6 +23,14 @@
 namespace fs = std::filesystem;
 
 namespace spine {
+
+namespace {
+// --ensemble-reading's values, as given and as recorded in provenance.
+constexpr std::pair<const char*, XrayLandmarkOptions::EnsembleReading> kEnsembleReadings[] = {
+    {"all", XrayLandmarkOptions::EnsembleReading::all},
+    {"split", XrayLandmarkOptions::EnsembleReading::split},
+    {"split-corners", XrayLandmarkOptions::EnsembleReading::split_corners}};
+}  // namespace
 
 void CobbConfig::register_cli(CLI::App& app) {
   common.register_cli(app);
@@ -78,14 +89,18 @@ void CobbConfig::register_cli(CLI::App& app) {
   app.add_option_function<std::string>(
          "--ensemble-reading",
          [this](const std::string& v) {
-           using R = XrayLandmarkOptions::EnsembleReading;
-           landmarks.ensemble_reading = v == "split" ? R::split : v == "split-corners" ? R::split_corners : R::all;
+           for (const auto& [name, reading] : kEnsembleReadings)
+             if (v == name) landmarks.ensemble_reading = reading;
          },
          "How each landmark stage that is an ensemble of networks reads the film and its mirror: all (every "
          "network both sides), split (one network each side: half the passes), split-corners (default: split in "
          "the corner stage only, about 0.17 s a film less); see models/xray-landmarks.md, \"Each network of a "
          "pair reads one side\"")
-      ->check(CLI::IsMember({"all", "split", "split-corners"}));
+      ->check(CLI::IsMember([] {
+        std::vector<std::string> names;
+        for (const auto& entry : kEnsembleReadings) names.emplace_back(entry.first);
+        return names;
+      }()));
   app.add_flag("!--no-sequence-constraint", landmarks.sequence_constraint,
                "Take each vertebra's strongest heatmap response, ignoring order and spacing");
 }
@@ -100,17 +115,6 @@ std::vector<std::string> CobbConfig::validate() const {
   if (!find_spine && !finder_model.empty()) warnings.push_back("--finder-model is not used with --no-spine-finder");
   return warnings;
 }
-
-namespace {
-const char* ensemble_reading_name(XrayLandmarkOptions::EnsembleReading r) {
-  switch (r) {
-    case XrayLandmarkOptions::EnsembleReading::split: return "split";
-    case XrayLandmarkOptions::EnsembleReading::split_corners: return "split-corners";
-    case XrayLandmarkOptions::EnsembleReading::all: break;
-  }
-  return "all";
-}
-}  // namespace
 
 nlohmann::json CobbConfig::to_json() const {
   return {{"common", common.to_json()},
@@ -127,7 +131,9 @@ nlohmann::json CobbConfig::to_json() const {
           {"low_confidence", landmarks.low_confidence},
           {"sequence_constraint", landmarks.sequence_constraint},
           {"flip_averaging", landmarks.flip_averaging},
-          {"ensemble_reading", ensemble_reading_name(landmarks.ensemble_reading)},
+          {"ensemble_reading", std::find_if(std::begin(kEnsembleReadings), std::end(kEnsembleReadings),
+                                            [&](const auto& e) { return e.second == landmarks.ensemble_reading; })
+                                   ->first},
           {"corner_zooms", landmarks.corner_zooms},
           {"second_stage_weight", landmarks.second_stage_weight},
           {"stage_disagreement_deg", landmarks.stage_disagreement_deg},

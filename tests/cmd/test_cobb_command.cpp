@@ -42,6 +42,13 @@ double largest_landmark_shift(const nlohmann::json& a, const nlohmann::json& b) 
   return *std::max_element(shifts.begin(), shifts.end());
 }
 
+// spine-cobb `run` with `options` into `out`; its cobb.json.
+nlohmann::json cobb_json(const std::string& run, const std::string& options, const fs::path& out) {
+  const auto r = run_command(run + " " + options + " -o " + q(out));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return nlohmann::json::parse(test::read_file(out / "image" / "cobb.json"));
+}
+
 // spine-cobb on `image` with `option value` out of its range: a usage error (exit 1) that
 // names the option and writes nothing to `out`.
 void expect_option_refused(const fs::path& image, const std::string& option, const std::string& value,
@@ -177,9 +184,7 @@ TEST(CobbCommand, EnsembleReadingSplitsOnlyTheStagesItNames) {
   const fs::path image = make_radiograph(dir, "xr", 25, 3);
   const std::string run = bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q --refine-over-hardware";
   auto landmarks = [&](const std::string& options, const std::string& name) {
-    const auto r = run_command(run + " " + options + " -o " + q(dir / name));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return nlohmann::json::parse(test::read_file(dir / name / "image" / "cobb.json"));
+    return cobb_json(run, options, dir / name);
   };
   const auto first_all = landmarks("--no-corner-refinement --ensemble-reading all", "first-all");
   const auto first_default = landmarks("--no-corner-refinement", "first-default");
@@ -205,12 +210,8 @@ TEST(CobbCommand, StageDisagreementMovesOnlyTheVertebraeItHoldsBack) {
   // neighbours' centres, which a held-back vertebra moves too.
   const std::string run = bin("spine-cobb") + " " + q(image) +
                           " --threads 2 --no-overlay -q --refine-over-hardware --centreline-weight 0";
-  for (const char* k : {"1", "0"}) {
-    const auto r = run_command(run + " --stage-disagreement " + k + " -o " + q(dir / k));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  const auto held = nlohmann::json::parse(test::read_file(dir / "1" / "image" / "cobb.json"));
-  const auto plain = nlohmann::json::parse(test::read_file(dir / "0" / "image" / "cobb.json"));
+  const auto held = cobb_json(run, "--stage-disagreement 1", dir / "1");
+  const auto plain = cobb_json(run, "--stage-disagreement 0", dir / "0");
   EXPECT_TRUE(plain["second_stage_held_back"].empty());
   ASSERT_TRUE(held["second_stage_held_back"].is_array()) << held.dump();
   std::set<std::string> names;
@@ -309,9 +310,12 @@ TEST(CobbCommand, CornerZoomsAverageReadingsAndAreChecked) {
 TEST(CobbCommand, SecondStageWeightPlacesCornersBetweenTheStages) {
   TempDir dir;
   const fs::path image = make_radiograph(dir, "xr", 25, 3);
-  // Without the centreline blend, which turns each vertebra after the stages have placed it.
+  // Without the centreline blend, which turns each vertebra after the stages have placed it,
+  // and with the same weight for every vertebra (--stage-disagreement 0: since 2026-12-07 a
+  // vertebra whose two stages' tilts differ by more than 5 degrees weighs the second less).
   const std::string run = bin("spine-cobb") + " " + q(image) +
-                          " --threads 2 --no-overlay -q --refine-over-hardware --centreline-weight 0";
+                          " --threads 2 --no-overlay -q --refine-over-hardware --centreline-weight 0"
+                          " --stage-disagreement 0";
   const auto a = run_command(run + " --second-stage-weight 0 -o " + q(dir / "w0"));
   const auto b = run_command(run + " --second-stage-weight 1 -o " + q(dir / "w1"));
   const auto c = run_command(run + " -o " + q(dir / "default"));
