@@ -84,12 +84,13 @@ struct XrayLandmarkOptions {
   bool flip_averaging = true;
   // With flip averaging, how a stage that is an ensemble of networks reads the two sides:
   // `all`, every network both the image and its mirror; `split`, the first network (and
-  // every other one after it) the image, the second (and so on) the mirror: half the
-  // passes, both averagings kept (over networks and over sides), each network's own
-  // average with its mirror given up; `split_corners`, split in the corner stage only
+  // every other one after it) the image, the second (and so on) the mirror, and with an
+  // odd number of networks the last one both at half weight (split_ensemble_passes): about
+  // half the passes, both averagings kept (over networks and over sides), most networks'
+  // own average with their mirror given up; `split_corners`, split in the corner stage only
   // (models/xray-landmarks.md, "Each network of a pair reads one side of the film"). A
-  // model that is not an ensemble of an even number of networks whose members run on
-  // their own (the int8 copies are one graph) reads both sides whole, as with `all`.
+  // model that is not an ensemble whose networks run on their own (the int8 copies are
+  // one graph) reads both sides whole, as with `all`.
   // The default, split_corners, was chosen on the 365 AASCE training films: SMAPE +0.03
   // points against `all` (bootstrap -0.17 to +0.25), where `split` lost +0.21 (to +0.55),
   // in the chains counted a level off: the first stage counts, and keeps its four readings.
@@ -153,6 +154,17 @@ void apply_corner_heatmaps(const Tensor& heatmaps, const XrayCornerCrops& crops,
 // returns the vertebrae (0 = T1) whose weight was reduced.
 std::vector<int> combine_stage_corners(const std::vector<Point2>& first, std::vector<Point2>& second,
                                        double second_stage_weight, double disagreement_deg);
+
+// How EnsembleReading::split shares out an ensemble of `members` networks' passes over the
+// image and its mirror: networks 0, 2, ... read the image, 1, 3, ... the mirror, and with
+// an odd number the last reads both at half weight. Every network weighs 1/members and
+// each side 1/2 (the weights add up to 1), in members + members % 2 passes.
+struct EnsemblePass {
+  int member = 0;
+  bool mirrored = false;
+  double weight = 0;
+};
+std::vector<EnsemblePass> split_ensemble_passes(int members);
 
 // Decodes a model output [1, 17 + 8, h, w] for an image of the given size (pixels).
 XrayLandmarks decode_xray_landmarks(const Tensor& output, std::size_t width, std::size_t height,

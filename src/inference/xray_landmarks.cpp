@@ -508,30 +508,30 @@ void check_radiograph(const FloatImage& img) {
 namespace {
 
 // A stage's prediction for `input`, averaged (flip) with its prediction for the mirrored
-// input, each side read by half of its networks (split) or both by all of them;
-// `average(a, b)` maps b, a prediction for the mirrored input, back and averages it into a
-// (each stage's outputs map back differently).
+// input, each side read by part of its networks (split: split_ensemble_passes) or by all
+// of them; `average(a, b)` maps b, a prediction for the mirrored input, back and averages
+// it into a (each stage's outputs map back differently).
 template <class Average>
 Tensor read_both_sides(const Model& model, const Tensor& input, bool flip, bool split, Average average) {
   if (!flip) return model.forward(input);
   const int n = model.member_count();
-  if (split && n >= 2 && n % 2 == 0) {
-    // Networks 0, 2, ... read the image, 1, 3, ... its mirror; each half's mean, then
-    // the two sides averaged, so every network weighs 1/n as in the ensemble's own mean.
+  if (split && n >= 2) {
     const Tensor flipped = mirrored(input);
-    auto mean_of = [&](int first, const Tensor& in) {
-      Tensor sum = model.forward_member(first, in);
-      for (int i = first + 2; i < n; i += 2) {
-        const Tensor t = model.forward_member(i, in);
-        if (t.shape != sum.shape) throw model_error(model.card().name + ": its networks' outputs differ in shape");
-        for (std::size_t k = 0; k < sum.data.size(); ++k) sum.data[k] += t.data[k];
+    std::optional<Tensor> side[2];  // the image's, the mirror's: each a weighted mean
+    for (const EnsemblePass& p : split_ensemble_passes(n)) {
+      const Tensor t = model.forward_member(p.member, p.mirrored ? flipped : input);
+      const auto w = static_cast<float>(2 * p.weight);  // each side's weights add up to 1/2
+      std::optional<Tensor>& s = side[p.mirrored ? 1 : 0];
+      if (!s) {
+        s = t;
+        for (float& v : s->data) v *= w;
+        continue;
       }
-      for (float& v : sum.data) v /= static_cast<float>(n / 2);
-      return sum;
-    };
-    Tensor image = mean_of(0, input);
-    average(image, mean_of(1, flipped));
-    return image;
+      if (t.shape != s->shape) throw model_error(model.card().name + ": its networks' outputs differ in shape");
+      for (std::size_t k = 0; k < t.data.size(); ++k) s->data[k] += w * t.data[k];
+    }
+    average(*side[0], *side[1]);
+    return std::move(*side[0]);
   }
   Tensor out = model.forward(input);
   average(out, model.forward(mirrored(input)));
@@ -539,6 +539,18 @@ Tensor read_both_sides(const Model& model, const Tensor& input, bool flip, bool 
 }
 
 }  // namespace
+
+std::vector<EnsemblePass> split_ensemble_passes(int members) {
+  if (members < 2) throw model_error("a split reading needs an ensemble of two or more networks");
+  const double w = 1.0 / members;
+  std::vector<EnsemblePass> passes;
+  for (int i = 0; i + members % 2 < members; ++i) passes.push_back({i, i % 2 == 1, w});
+  if (members % 2 == 1) {
+    passes.push_back({members - 1, false, w / 2});
+    passes.push_back({members - 1, true, w / 2});
+  }
+  return passes;
+}
 
 std::vector<int> combine_stage_corners(const std::vector<Point2>& first, std::vector<Point2>& second,
                                        double second_stage_weight, double disagreement_deg) {

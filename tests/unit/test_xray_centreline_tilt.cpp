@@ -1,9 +1,12 @@
 // Each vertebra's tilt blended with the direction across the centreline through its
-// neighbours' centres (blend_tilts_with_centreline in include/spine/xray_landmarks.hpp).
+// neighbours' centres (blend_tilts_with_centreline in include/spine/xray_landmarks.hpp), the
+// two stages' corners combined, and how a split reading shares out an ensemble's passes.
 #include <cmath>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "spine/error.hpp"
 #include "spine/xray_landmarks.hpp"
 
 namespace spine {
@@ -104,6 +107,31 @@ TEST(StageCorners, SecondStageWeighsLessWhereItsTiltIsFarFromTheFirsts) {
   auto plain = chain(c, tilt2);
   EXPECT_TRUE(combine_stage_corners(first, plain, 0.5, 0.0).empty());
   EXPECT_NEAR(vertebra_tilt_deg(plain, 16), 12.0, 0.2);
+}
+
+// --ensemble-reading split: whatever the number of networks, each weighs 1/n and each side
+// of the film 1/2, in n + n % 2 passes (an odd network out reads both sides at half
+// weight); fewer than two networks cannot be split.
+TEST(EnsembleReading, SplitPassesWeighEveryNetworkAndEverySideAlike) {
+  for (int n = 2; n <= 5; ++n) {
+    const std::vector<EnsemblePass> passes = split_ensemble_passes(n);
+    EXPECT_EQ(passes.size(), static_cast<std::size_t>(n + n % 2)) << n;
+    std::vector<double> network(static_cast<std::size_t>(n), 0.0);
+    double side[2] = {0, 0};
+    for (const EnsemblePass& p : passes) {
+      ASSERT_GE(p.member, 0);
+      ASSERT_LT(p.member, n);
+      network[static_cast<std::size_t>(p.member)] += p.weight;
+      side[p.mirrored ? 1 : 0] += p.weight;
+    }
+    for (double w : network) EXPECT_NEAR(w, 1.0 / n, 1e-12) << n;
+    EXPECT_NEAR(side[0], 0.5, 1e-12) << n;
+    EXPECT_NEAR(side[1], 0.5, 1e-12) << n;
+  }
+  const std::vector<EnsemblePass> three = split_ensemble_passes(3);
+  EXPECT_FALSE(three[0].mirrored);  // network 0 reads the film, network 1 its mirror
+  EXPECT_TRUE(three[1].mirrored);
+  EXPECT_THROW(split_ensemble_passes(1), Error);
 }
 
 }  // namespace
