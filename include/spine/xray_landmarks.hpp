@@ -80,13 +80,6 @@ struct XrayLandmarkOptions {
   // centres run top to bottom with plausible spacing (Viterbi over the chain), instead
   // of taking every heatmap's maximum on its own.
   bool sequence_constraint = true;
-  // The first stage's corner offsets: the mean over its output pixels within this many
-  // pixels of the vertebra's centre, weighted by the vertebra's heatmap there; 0 reads them
-  // bilinearly at the centre (the decoding the Python code shares). Training paints one
-  // value, corner minus centre, on every pixel within 2.5 of the centre, so the pixels
-  // there are so many readings of it (models/xray-landmarks.md, "Corner offsets pooled
-  // around the centre").
-  double offset_pooling_px = 0;
   // Average the prediction with that for the mirrored image (test-time augmentation).
   bool flip_averaging = true;
   // With flip averaging, how a stage that is an ensemble of networks reads the two sides:

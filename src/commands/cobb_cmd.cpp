@@ -64,10 +64,6 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "as this / difference, so a wild second-stage reading moves the tilt at most half this far "
                  "(default 5; 0: the same weight everywhere; see models/xray-corners.md)")
       ->check(CLI::Range(0.0, 90.0));
-  app.add_option("--offset-pooling", landmarks.offset_pooling_px,
-                 "Output pixels: read the first stage's corner offsets as their heatmap-weighted mean within "
-                 "this distance of each vertebra's centre (0: at the centre only; see models/xray-landmarks.md)")
-      ->check(CLI::Range(0.0, 2.5));
   app.add_option("--centreline-weight", landmarks.centreline_weight,
                  "Move each vertebra's tilt this fraction of the way to the direction across the centreline "
                  "through its neighbours' centres (0: keep the tilts the stages read; default 0.24, see "
@@ -141,7 +137,6 @@ nlohmann::json CobbConfig::to_json() const {
           {"corner_zooms", landmarks.corner_zooms},
           {"second_stage_weight", landmarks.second_stage_weight},
           {"stage_disagreement_deg", landmarks.stage_disagreement_deg},
-          {"offset_pooling_px", landmarks.offset_pooling_px},
           {"centreline_weight", landmarks.centreline_weight},
           {"overlay", overlay}};
 }

@@ -3,7 +3,6 @@
 #include "spine/xray_landmarks.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <optional>
 
@@ -349,47 +348,21 @@ void check_landmark_output(const Tensor& out) {
 }
 
 // Corners from the offsets at the chosen centres, and the plausibility flags.
-// Vertebra v's eight offset channels at output point (rx, ry): bilinearly there, or with
-// `pooling` > 0 the mean over the pixels within that distance, weighted by v's heatmap (a
-// pixel it does not claim adds nothing; none at all: bilinear, as with 0).
-std::array<double, 8> corner_offsets(const Tensor& out, int v, double rx, double ry, double pooling) {
-  const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
-  const std::size_t plane = static_cast<std::size_t>(h) * w;
-  const float* offsets = out.data.data() + kVertebrae * plane;
-  std::array<double, 8> r{};
-  if (pooling > 0) {
-    const float* heat = out.data.data() + static_cast<std::size_t>(v) * plane;
-    double total = 0;
-    for (int y = std::max(0, static_cast<int>(std::floor(ry - pooling)));
-         y <= std::min(h - 1, static_cast<int>(std::ceil(ry + pooling))); ++y)
-      for (int x = std::max(0, static_cast<int>(std::floor(rx - pooling)));
-           x <= std::min(w - 1, static_cast<int>(std::ceil(rx + pooling))); ++x) {
-        const std::size_t i = static_cast<std::size_t>(y) * w + x;
-        if ((x - rx) * (x - rx) + (y - ry) * (y - ry) > pooling * pooling || !(heat[i] > 0)) continue;
-        total += heat[i];
-        for (std::size_t k = 0; k < 8; ++k) r[k] += heat[i] * double(offsets[k * plane + i]);
-      }
-    if (total > 0) {
-      for (double& o : r) o /= total;
-      return r;
-    }
-  }
-  for (std::size_t k = 0; k < 8; ++k) r[k] = bilinear_zero_padded(offsets + k * plane, h, w, rx, ry);
-  return r;
-}
-
 XrayLandmarks decode_at(const Tensor& out, const HeatmapPeaks& hp, std::size_t width, std::size_t height, int stride,
                         double offset_scale, const XrayLandmarkOptions& opt) {
+  const int h = static_cast<int>(out.shape[2]), w = static_cast<int>(out.shape[3]);
+  const std::size_t plane = static_cast<std::size_t>(h) * w;
   XrayLandmarks res;
   const std::vector<Point2>& centres = hp.centres;
   for (int v = 0; v < kVertebrae; ++v) {
     const double rx = centres[v].x, ry = centres[v].y;
     res.confidence.push_back(std::clamp(hp.peaks[v], 0.0, 1.0));
     for (int c = 0; c < 4; ++c) res.landmark_confidence.push_back(res.confidence.back());
-    const std::array<double, 8> off = corner_offsets(out, v, rx, ry, opt.offset_pooling_px);
     for (int c = 0; c < 4; ++c) {
-      const double px = rx + offset_scale * off[2 * c];
-      const double py = ry + offset_scale * off[2 * c + 1];
+      const float* ox = out.data.data() + (kVertebrae + 2 * c) * plane;
+      const float* oy = out.data.data() + (kVertebrae + 2 * c + 1) * plane;
+      const double px = rx + offset_scale * bilinear_zero_padded(ox, h, w, rx, ry);
+      const double py = ry + offset_scale * bilinear_zero_padded(oy, h, w, rx, ry);
       // output pixels -> model input pixels -> original image pixels (half-pixel centres)
       const double ix = (px + 0.5) * stride - 0.5, iy = (py + 0.5) * stride - 0.5;
       res.points.push_back({(ix + 0.5) * double(width) / kInputW - 0.5, (iy + 0.5) * double(height) / kInputH - 0.5});

@@ -2,7 +2,6 @@
 // the model was trained with (fixtures from scripts/make_test_models.py).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 
 #include "spine/io.hpp"
 #include "spine/xray_landmarks.hpp"
@@ -36,43 +35,6 @@ TEST(XrayContract, DecodingMatchesPython) {
     EXPECT_NEAR(lm.points[k].y, points[2 * k + 1], 1e-3) << k;
   }
   for (int v = 0; v < 17; ++v) EXPECT_NEAR(lm.confidence[v], peaks[v], 1e-6);
-}
-
-// --offset-pooling: a vertebra's corner offsets are the heatmap-weighted mean over the
-// output pixels within the radius of its centre; a pixel its heatmap does not claim adds
-// nothing; 0 reads at the centre. (The Python decoding is the 0 case, tested above.)
-TEST(XrayContract, OffsetPoolingAveragesThePixelsTheHeatmapClaims) {
-  Tensor out({1, 25, 128, 64}, 0.f);
-  const std::size_t plane = 128 * 64;
-  auto at = [&](int channel, int x, int y) -> float& { return out.data[channel * plane + y * 64 + x]; };
-  auto heat = [](int dx, int dy) { return (dy == 0 && std::abs(dx) == 1) ? 0.0 : std::exp(-(dx * dx + dy * dy) / 4.5); };
-  for (int v = 0; v < 17; ++v) {
-    const int cy = 5 + 7 * v;
-    for (int dy = -2; dy <= 2; ++dy)
-      for (int dx = -2; dx <= 2; ++dx) {
-        at(v, 30 + dx, cy + dy) = static_cast<float>(heat(dx, dy));  // symmetric: the centre stays at x 30
-        at(17, 30 + dx, cy + dy) = 0.5f;                             // the TL corner's x offset
-      }
-    at(17, 30, cy) = 1.5f;    // the centre pixel reads high
-    at(17, 31, cy) = 100.f;   // a pixel its heatmap does not claim: must not count
-  }
-  XrayLandmarkOptions at_centre, pooled;
-  at_centre.offset_pooling_px = 0;
-  pooled.offset_pooling_px = 1.9;  // the centre, its 4 neighbours and 4 diagonals
-  const XrayLandmarks a = decode_xray_landmarks(out, 256, 512, 4, 1.0, at_centre);
-  const XrayLandmarks b = decode_xray_landmarks(out, 256, 512, 4, 1.0, pooled);
-  double weight = 0, sum = 0;
-  for (int dy = -1; dy <= 1; ++dy)
-    for (int dx = -1; dx <= 1; ++dx) {
-      weight += heat(dx, dy);
-      sum += heat(dx, dy) * (dx == 0 && dy == 0 ? 1.5 : 0.5);
-    }
-  // TL x in image pixels: (centre x + offset + 0.5) * 4 - 0.5 (64 output px, 256 wide).
-  for (int v = 0; v < 17; ++v) {
-    EXPECT_NEAR(a.points[4 * v].x, (30 + 1.5 + 0.5) * 4 - 0.5, 1e-3) << v;
-    EXPECT_NEAR(b.points[4 * v].x, (30 + sum / weight + 0.5) * 4 - 0.5, 1e-3) << v;
-    EXPECT_NEAR(b.points[4 * v + 1].x, a.points[4 * v + 1].x, 1e-9) << v;  // zero offsets stay zero
-  }
 }
 
 std::vector<Point2> as_points(const std::vector<double>& xy) {
