@@ -40,9 +40,10 @@ double centreline_tilt_deg(const std::vector<Point2>& points, int vertebra);
 
 // Turns each vertebra about its centre so that its tilt t becomes t + weight (c - t), c its
 // centreline_tilt_deg: two readings of the tilt, one from the vertebra's own corners and
-// one from where its neighbours lie, combined. Not applied, and the points kept, when the
+// one from where its neighbours lie, combined; T1 and L5, whose centreline comes from their
+// one neighbour, with end_weight instead. Not applied, and the points kept, when the
 // centres do not run top to bottom (no centreline to read).
-CentrelineTiltResult blend_tilts_with_centreline(std::vector<Point2>& points, double weight);
+CentrelineTiltResult blend_tilts_with_centreline(std::vector<Point2>& points, double weight, double end_weight);
 
 // What the level anchors read at the chain's ends (see xray_level_anchors.hpp).
 struct XrayLevelReading {
@@ -126,6 +127,12 @@ struct XrayLandmarkOptions {
   // 365 training films, (v1 - c) / (v1 + v2 - 2 c) = 0.236, not a fitted score: SMAPE there
   // 8.83 -> 8.51 %, major MAE 3.19 -> 2.94 (models/xray-landmarks.md).
   double centreline_weight = 0.24;
+  // ... except T1 and L5, which have one neighbour each: their "centreline" is the line to
+  // it alone, a one-sided reading at a transition of the spine (on the training films'
+  // reference landmarks 6.3 degrees sd from L5's own tilt, against 2.8-3.8 at T1..L4), whose
+  // inverse-variance weight there is 0.03: they keep their own tilt (models/xray-landmarks.md,
+  // "T1 and L5 keep their own tilt").
+  double centreline_end_weight = 0;
 };
 
 // The second stage's crops (scripts/cobb/fine.py): per vertebra, a 128 x 80 (W x H) grid

@@ -69,6 +69,10 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "through its neighbours' centres (0: keep the tilts the stages read; default 0.24, see "
                  "docs/cobb.md)")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--centreline-end-weight", landmarks.centreline_end_weight,
+                 "The same for T1 and L5, whose centreline is the line to their one neighbour (default 0: they "
+                 "keep their own tilt; 0.24 as the others before 2026-12-07; see models/xray-landmarks.md)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--anchor-model", anchor_model,
                  "Level anchors: read which vertebrae lie at the chain's ends (the neck above T1, the sacrum "
                  "below L5) and re-count a chain counted one level off (default: models/xray-level-anchors.pt)");
@@ -138,6 +142,7 @@ nlohmann::json CobbConfig::to_json() const {
           {"second_stage_weight", landmarks.second_stage_weight},
           {"stage_disagreement_deg", landmarks.stage_disagreement_deg},
           {"centreline_weight", landmarks.centreline_weight},
+          {"centreline_end_weight", landmarks.centreline_end_weight},
           {"overlay", overlay}};
 }
 
@@ -150,10 +155,12 @@ std::string landmark_precision(const std::string& requested, const std::string& 
 
 namespace {
 
-nlohmann::json centreline_tilt_json(const std::optional<CentrelineTiltResult>& r, double weight) {
+nlohmann::json centreline_tilt_json(const std::optional<CentrelineTiltResult>& r, double weight, double end_weight) {
   if (!r) return nullptr;
-  if (!r->applied) return {{"weight", weight}, {"applied", false}, {"skipped_because", r->skipped_because}};
+  if (!r->applied)
+    return {{"weight", weight}, {"end_weight", end_weight}, {"applied", false}, {"skipped_because", r->skipped_because}};
   return {{"weight", weight},
+          {"end_weight", end_weight},
           {"applied", true},
           {"largest_change_deg", std::round(r->largest_change_deg * 100) / 100},
           {"largest_change_at", cobb_vertebra_name(r->largest_change_vertebra)}};
@@ -426,7 +433,8 @@ BatchSummary run_cobb(const CobbConfig& c) {
         // from the first stage's by more than --stage-disagreement degrees.
         {"second_stage_held_back", lm.second_stage_held_back},
         // The tilts blended with the centreline (docs/cobb.md): null with --centreline-weight 0.
-        {"centreline_tilt", centreline_tilt_json(lm.centreline_tilt, c.landmarks.centreline_weight)},
+        {"centreline_tilt", centreline_tilt_json(lm.centreline_tilt, c.landmarks.centreline_weight,
+                                                  c.landmarks.centreline_end_weight)},
         // The level anchors' reading of the chain's ends (null when they did not run):
         // what the first stage's T1 and L5 are, with the posterior, and what was re-counted.
         {"levels", lm.levels ? nlohmann::json{{"top_vertebra_is", lm.levels->top},

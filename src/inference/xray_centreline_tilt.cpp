@@ -31,7 +31,7 @@ double centreline_tilt_deg(const std::vector<Point2>& points, int v) {
   return across_deg(vertebra_centre(points, above(v)), vertebra_centre(points, below(v)));
 }
 
-CentrelineTiltResult blend_tilts_with_centreline(std::vector<Point2>& points, double weight) {
+CentrelineTiltResult blend_tilts_with_centreline(std::vector<Point2>& points, double weight, double end_weight) {
   CentrelineTiltResult r;
   if (points.size() != static_cast<std::size_t>(kCobbLandmarks)) {
     r.skipped_because = "not 17 vertebrae";
@@ -47,8 +47,9 @@ CentrelineTiltResult blend_tilts_with_centreline(std::vector<Point2>& points, do
       return r;
     }
   for (int v = 0; v < kCobbVertebrae; ++v) {
+    const double w = v == 0 || v == kCobbVertebrae - 1 ? end_weight : weight;
     const double change =
-        weight * angle_difference(across_deg(centre[above(v)], centre[below(v)]), vertebra_tilt_deg(points, v));
+        w * angle_difference(across_deg(centre[above(v)], centre[below(v)]), vertebra_tilt_deg(points, v));
     const double a = change * kPi / 180, c = std::cos(a), s = std::sin(a);
     const Point2 m = centre[v];
     for (int k = 0; k < 4; ++k) {

@@ -613,8 +613,9 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_co
       lm.second_stage_held_back.push_back(cobb_vertebra_name(v));
   }
   // Last, on the corners the angles are measured on, whichever stages placed them.
-  if (options_.centreline_weight > 0)
-    lm.centreline_tilt = blend_tilts_with_centreline(lm.points, options_.centreline_weight);
+  if (options_.centreline_weight > 0 || options_.centreline_end_weight > 0)
+    lm.centreline_tilt =
+        blend_tilts_with_centreline(lm.points, options_.centreline_weight, options_.centreline_end_weight);
   return lm;
 }
 

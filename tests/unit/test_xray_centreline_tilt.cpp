@@ -56,7 +56,7 @@ TEST(CentrelineTilt, WeightMovesTiltsTowardsTheCentrelineAndKeepsCentres) {
   const auto before = pts;
   std::vector<double> across(17);
   for (int v = 0; v < 17; ++v) across[v] = centreline_tilt_deg(before, v);
-  const CentrelineTiltResult r = blend_tilts_with_centreline(pts, 0.25);
+  const CentrelineTiltResult r = blend_tilts_with_centreline(pts, 0.25, 0.25);
   ASSERT_TRUE(r.applied);
   for (int v = 0; v < 17; ++v) {
     EXPECT_NEAR(vertebra_tilt_deg(pts, v), tilt[v] + 0.25 * (across[v] - tilt[v]), 1e-9) << v;
@@ -68,8 +68,30 @@ TEST(CentrelineTilt, WeightMovesTiltsTowardsTheCentrelineAndKeepsCentres) {
   EXPECT_NEAR(r.largest_change_deg, 0.25 * (across[8] + 20), 1e-9);
   // Weight 1 lays every vertebra across the centreline.
   auto full = before;
-  ASSERT_TRUE(blend_tilts_with_centreline(full, 1.0).applied);
+  ASSERT_TRUE(blend_tilts_with_centreline(full, 1.0, 1.0).applied);
   for (int v = 0; v < 17; ++v) EXPECT_NEAR(vertebra_tilt_deg(full, v), across[v], 1e-9);
+}
+
+// T1 and L5 take end_weight (their centreline is the line to their one neighbour); the
+// vertebrae between them take weight.
+TEST(CentrelineTilt, EndVertebraeTakeTheirOwnWeight) {
+  const auto c = curved_centres();
+  std::vector<double> tilt(17, 3.0);
+  tilt[0] = -10;
+  tilt[16] = 15;
+  auto pts = chain(c, tilt);
+  const auto before = pts;
+  std::vector<double> across(17);
+  for (int v = 0; v < 17; ++v) across[v] = centreline_tilt_deg(before, v);
+  ASSERT_TRUE(blend_tilts_with_centreline(pts, 0.24, 0.0).applied);
+  EXPECT_NEAR(vertebra_tilt_deg(pts, 0), -10, 1e-9);
+  EXPECT_NEAR(vertebra_tilt_deg(pts, 16), 15, 1e-9);
+  for (int v = 1; v < 16; ++v) EXPECT_NEAR(vertebra_tilt_deg(pts, v), 3 + 0.24 * (across[v] - 3), 1e-9) << v;
+  auto ends_only = before;
+  ASSERT_TRUE(blend_tilts_with_centreline(ends_only, 0.0, 0.5).applied);
+  EXPECT_NEAR(vertebra_tilt_deg(ends_only, 0), -10 + 0.5 * (across[0] + 10), 1e-9);
+  EXPECT_NEAR(vertebra_tilt_deg(ends_only, 16), 15 + 0.5 * (across[16] - 15), 1e-9);
+  for (int v = 1; v < 16; ++v) EXPECT_NEAR(vertebra_tilt_deg(ends_only, v), 3, 1e-9) << v;
 }
 
 TEST(CentrelineTilt, NotAppliedWhenTheCentresDoNotRunTopToBottom) {
@@ -77,7 +99,7 @@ TEST(CentrelineTilt, NotAppliedWhenTheCentresDoNotRunTopToBottom) {
   std::swap(c[4], c[5]);
   auto pts = chain(c, std::vector<double>(17, 5.0));
   const auto before = pts;
-  const CentrelineTiltResult r = blend_tilts_with_centreline(pts, 0.24);
+  const CentrelineTiltResult r = blend_tilts_with_centreline(pts, 0.24, 0.0);
   EXPECT_FALSE(r.applied);
   EXPECT_NE(r.skipped_because.find("top to bottom"), std::string::npos);
   for (std::size_t k = 0; k < pts.size(); ++k) EXPECT_EQ(pts[k].x, before[k].x);
