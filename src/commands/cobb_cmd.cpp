@@ -432,7 +432,7 @@ BatchSummary run_cobb(const CobbConfig& c) {
         // Vertebrae whose second-stage corners weighed less: that stage's tilt differed
         // from the first stage's by more than --stage-disagreement degrees.
         {"second_stage_held_back", lm.second_stage_held_back},
-        // The tilts blended with the centreline (docs/cobb.md): null with --centreline-weight 0.
+        // The tilts blended with the centreline (docs/cobb.md): null with both weights 0.
         {"centreline_tilt", centreline_tilt_json(lm.centreline_tilt, c.landmarks.centreline_weight,
                                                   c.landmarks.centreline_end_weight)},
         // The level anchors' reading of the chain's ends (null when they did not run):

@@ -365,9 +365,8 @@ std::pair<nlohmann::json, nlohmann::json> with_and_without_centreline(const Temp
 
 // The blended landmarks against those with weight 0: every centre kept (to the JSON's
 // 0.01 px), every tilt but T1's and L5's moved 0.24 of the way to the centreline's
-// direction, those two not at all (positions are
-// written to 0.01 px, so tilts agree to a few hundredths of a degree), and the largest
-// change as cobb.json reports it.
+// direction, those two not at all (positions are written to 0.01 px, so tilts agree to a
+// few hundredths of a degree), and the largest change as cobb.json reports it.
 void expect_blended(const nlohmann::json& with, const nlohmann::json& without) {
   const auto pw = landmark_points(with), pn = landmark_points(without);
   ASSERT_EQ(pw.size(), 68u);
@@ -390,10 +389,11 @@ void expect_blended(const nlohmann::json& with, const nlohmann::json& without) {
 
 // By default each vertebra is turned about its centre part of the way towards the
 // direction across the centreline through its neighbours (centres kept, tilts moved by
-// 0.24 of the difference, T1's and L5's not at all; cobb.json says how far). Checked on a real film when ../shared
-// is there; a phantom film, outside the model's domain, gets a chain out of order today,
-// where the blend is skipped and says so (and is checked as blended if it is applied).
-// --centreline-weight 0 keeps the stages' corners; a weight outside 0..1 is a usage error.
+// 0.24 of the difference, T1's and L5's not at all; cobb.json says how far). Checked on a
+// real film when ../shared is there; a phantom film, outside the model's domain, gets a
+// chain out of order today, where the blend is skipped and says so (and is checked as
+// blended if it is applied). --centreline-weight 0 keeps the stages' corners; a weight
+// outside 0..1 is a usage error.
 TEST(CobbCommand, CentrelineWeightTurnsVertebraeAboutTheirCentres) {
   TempDir dir;
   const fs::path phantom = make_radiograph(dir, "xr", 25, 3);
