@@ -19,18 +19,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import data  # noqa: E402
+from cobb.angles import vertebra_tilts as tilts  # noqa: E402
 from cobb_metrics import level_shifted  # noqa: E402
 
 
 def wrap(a):
     return (a + 180) % 360 - 180
-
-
-def tilts(points):
-    """Each vertebra's AASCE tilt in degrees: right side's midpoint minus the left side's."""
-    p = np.asarray(points, dtype=np.float64).reshape(17, 4, 2)
-    v = (p[:, 1] + p[:, 3]) / 2 - (p[:, 0] + p[:, 2]) / 2
-    return np.degrees(np.arctan2(v[:, 1], v[:, 0]))
 
 
 def centreline(points):

@@ -19,17 +19,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cobb import data  # noqa: E402
+from cobb.angles import vertebra_tilts as tilts  # noqa: E402
 from cobb_metrics import level_shifted  # noqa: E402
 
 LEVELS = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
 K_GRID = (3.0, 4.0, 5.0, 6.0, 8.0)
-
-
-def tilts(points):
-    """AASCE tilt of each vertebra (degrees): right side's midpoint minus the left side's."""
-    p = np.asarray(points, dtype=float).reshape(17, 4, 2)
-    v = (p[:, 1] + p[:, 3]) / 2 - (p[:, 0] + p[:, 2]) / 2
-    return np.degrees(np.arctan2(v[:, 1], v[:, 0]))
 
 
 def huber_weight(d, k):

@@ -28,7 +28,9 @@ def eager(path, make):
 def sides(model, split):
     """The networks that read the image and its mirror: with split (spine-cobb's
     --ensemble-reading split), an ensemble of an even number of networks gives the first
-    of every two to the image and the second to the mirror; otherwise the model reads both."""
+    of every two to the image and the second to the mirror; otherwise the model reads both
+    (spine-cobb lets an odd network out read both sides at half weight: not mirrored here,
+    the shipped ensembles are pairs)."""
     if split and isinstance(model, MeanOf) and len(model.members) % 2 == 0:
         return MeanOf(list(model.members)[0::2]).eval(), MeanOf(list(model.members)[1::2]).eval()
     return model, model
