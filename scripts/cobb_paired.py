@@ -5,7 +5,8 @@ resamples, seed 0), so that a change is judged against the spread of the films.
 
   /usr/bin/python3 scripts/cobb_paired.py LIST A_RESULTS B_RESULTS
 LIST: the image list both were run on (e.g. OUT/training.txt from SPLIT=training
-scripts/eval_cobb.sh OUT); A_RESULTS, B_RESULTS: their OUT/results folders."""
+scripts/eval_cobb.sh OUT, or a set of scripts/eval_cobb_reframed.py, whose films keep their
+AASCE name with another extension); A_RESULTS, B_RESULTS: their OUT/results folders."""
 import json
 import os
 import sys
@@ -22,10 +23,12 @@ def main():
         sys.exit(__doc__)
     listfile, a, b = sys.argv[1:4]
     _, angles = data.read_table()
+    by_stem = {os.path.splitext(k)[0]: k for k in angles}
     names = [os.path.basename(line.strip()) for line in open(listfile) if line.strip()]
     rows = []
     for n in names:
         study = os.path.splitext(n)[0]
+        n = n if n in angles else by_stem[study]
         ja = json.load(open(os.path.join(a, study, "cobb.json")))
         jb = json.load(open(os.path.join(b, study, "cobb.json")))
         pa = [ja["angles_deg"][k] for k in ("pt", "mt", "tl")]

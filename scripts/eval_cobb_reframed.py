@@ -18,6 +18,9 @@ images: every figure from here is labelled synthetic.
                reduced to 512 x 512 pixels: the form of the external films issue 12 was
                filed on (a re-framed film's spine is then about 300 pixels tall)
   make-small SETS  adds the two 512 x 512 sets to sets made before they existed
+  make-training OUT  the 365 training films (patients the networks trained on) as tight,
+               reframed and their two 512 x 512 sets, other seeds: for deciding a change
+               on small or re-framed films without scoring the validation films
   score SETS OUT  reads the lists in SETS and OUT/<set>/results/*/cobb.json, prints the figures
 
 Usage: scripts/eval_cobb_reframed.sh [OUT [spine-cobb options...]]
@@ -39,9 +42,10 @@ MAX_CROP_H = 1000   # validation images are first reduced to at most this height
                     # landmark stages work at 1024 x 512 of what they see)
 
 
-def validation_names():
+def validation_names(training=False):
     landmarks, angles = data.read_table()
-    names = [n for n in sorted(landmarks) if data.is_validation(n) and not data.label_problems(landmarks[n])]
+    names = [n for n in sorted(landmarks)
+             if data.is_validation(n) != training and not data.label_problems(landmarks[n])]
     return names, landmarks, angles
 
 
@@ -117,6 +121,35 @@ def make(out):
             save(path, img)
             sets["not-spine"].append(path)
     for k, paths in sets.items():
+        with open(os.path.join(out, k, "list.txt"), "w") as f:
+            f.write("\n".join(os.path.abspath(p) for p in paths) + "\n")
+    with open(os.path.join(out, "truth.json"), "w") as f:
+        json.dump(truth, f)
+    make_small(out)
+
+
+def make_training(out):
+    """The training films framed as the validation sets are (tight, re-framed, and both at
+    512 x 512), with seeds of their own (5000 + i): the films a change on small or re-framed
+    films is decided on, so that the validation films are scored once, after the decision."""
+    names, landmarks, angles = validation_names(training=True)
+    truth, lists = {}, {"tight": [], "reframed": []}
+    for k in lists:
+        os.makedirs(os.path.join(out, k), exist_ok=True)
+    for i, n in enumerate(names):
+        stem = n[:-4]
+        g, p = load(n, landmarks)
+        path = os.path.join(out, "tight", stem + ".png")
+        save(path, g)
+        lists["tight"].append(path)
+        truth[f"tight/{stem}"] = {"angles": angles[n].tolist(), "name": n}
+        film, q, _ = reframe.as_they_come(g, p, np.random.default_rng(5000 + i), surroundings=True, strength=1.0)
+        path = os.path.join(out, "reframed", stem + ".png")
+        save(path, film)
+        lists["reframed"].append(path)
+        truth[f"reframed/{stem}"] = {"angles": angles[n].tolist(), "name": n, "landmarks": q.tolist()}
+        print(f"{i + 1}/{len(names)} {n}", flush=True)
+    for k, paths in lists.items():
         with open(os.path.join(out, k, "list.txt"), "w") as f:
             f.write("\n".join(os.path.abspath(p) for p in paths) + "\n")
     with open(os.path.join(out, "truth.json"), "w") as f:
@@ -215,6 +248,8 @@ def score(sets, out):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["make"] and len(sys.argv) == 3:
         make(sys.argv[2])
+    elif sys.argv[1:2] == ["make-training"] and len(sys.argv) == 3:
+        make_training(sys.argv[2])
     elif sys.argv[1:2] == ["make-small"] and len(sys.argv) == 3:
         make_small(sys.argv[2])
     elif sys.argv[1:2] == ["score"] and len(sys.argv) == 4:
