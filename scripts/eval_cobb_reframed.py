@@ -42,7 +42,8 @@ MAX_CROP_H = 1000   # validation images are first reduced to at most this height
                     # landmark stages work at 1024 x 512 of what they see)
 
 
-def validation_names(training=False):
+def aasce_names(training=False):
+    """The validation films (training: the training films), those whose landmarks are in order."""
     landmarks, angles = data.read_table()
     names = [n for n in sorted(landmarks)
              if data.is_validation(n) != training and not data.label_problems(landmarks[n])]
@@ -62,7 +63,7 @@ def save(path, img):
 
 
 def make(out):
-    names, landmarks, angles = validation_names()
+    names, landmarks, angles = aasce_names()
     sets = {k: [] for k in ("tight", "reframed", "hardware", "not-spine")}
     truth = {}
     for k in sets:
@@ -132,7 +133,7 @@ def make_training(out):
     """The training films framed as the validation sets are (tight, re-framed, and both at
     512 x 512), with seeds of their own (5000 + i): the films a change on small or re-framed
     films is decided on, so that the validation films are scored once, after the decision."""
-    names, landmarks, angles = validation_names(training=True)
+    names, landmarks, angles = aasce_names(training=True)
     truth, lists = {}, {"tight": [], "reframed": []}
     for k in lists:
         os.makedirs(os.path.join(out, k), exist_ok=True)
