@@ -10,7 +10,10 @@ vertebra. Chains counted a level off (cobb_metrics.level_shifted) and chains who
 do not run top to bottom are left out.
 
   SPLIT=training scripts/eval_cobb.sh OUT --centreline-weight 0 --centreline-end-weight 0 --no-overlay
-  /usr/bin/python3 scripts/cobb_centreline_weights.py OUT/training.txt OUT/results"""
+  /usr/bin/python3 scripts/cobb_centreline_weights.py OUT/training.txt OUT/results
+or on a set of films framed by scripts/eval_cobb_reframed.py (e.g. the training films at
+512 x 512, `make-training SETS`), the run's results of SETS/NAME/list.txt:
+  /usr/bin/python3 scripts/cobb_centreline_weights.py SETS/NAME/list.txt RESULTS --sets SETS NAME"""
 import json
 import os
 import sys
@@ -42,10 +45,20 @@ def weight(e_own, e_line):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 6) or (len(sys.argv) == 6 and sys.argv[3] != "--sets"):
         sys.exit(__doc__)
     listfile, results = sys.argv[1:3]
     landmarks, _ = data.read_table()
+    by_stem = {os.path.splitext(k)[0]: k for k in landmarks}
+    if len(sys.argv) == 6:
+        from eval_cobb_reframed import reference_landmarks
+        sets, set_name = sys.argv[4:6]
+
+        def reference(n):
+            return reference_landmarks(sets, set_name, os.path.splitext(n)[0], landmarks)
+    else:
+        def reference(n):
+            return landmarks[by_stem[os.path.splitext(n)[0]]]
     own, line = [], []
     for l in open(listfile):
         n = os.path.basename(l.strip())
@@ -56,9 +69,10 @@ def main():
             sys.exit(f"{n}: the run blended the tilts; run it with --centreline-weight 0 --centreline-end-weight 0")
         p = np.array(j["landmarks_px"])
         d, c = centreline(p)
-        if not np.all(np.diff(c[:, 1]) > 0) or level_shifted(p, landmarks[n]):
+        ref_points = reference(n)
+        if not np.all(np.diff(c[:, 1]) > 0) or level_shifted(p, ref_points):
             continue
-        ref = tilts(landmarks[n])
+        ref = tilts(ref_points)
         own.append(wrap(tilts(p) - ref))
         line.append(wrap(d - ref))
     own, line = np.array(own), np.array(line)

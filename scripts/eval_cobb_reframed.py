@@ -180,6 +180,28 @@ def make_small(out):
             f.write("\n".join(paths) + "\n")
 
 
+def reference_landmarks(sets, k, stem, landmarks):
+    """The 68 reference landmarks of film `stem` of set k in that film's pixels: the AASCE
+    ones moved as the film was made (tight: reduced to MAX_CROP_H; re-framed: as stored in
+    truth.json; the 512 sets: padded square and reduced as make_small does)."""
+    truth = json.load(open(os.path.join(sets, "truth.json")))
+    base = k.split("-")[0]
+    t = truth[f"{base}/{stem}"]
+    if "landmarks" in t:
+        p = np.array(t["landmarks"], dtype=np.float64)
+    else:   # the tight film: the AASCE image reduced as load() reduces it
+        g = data.load_grey(os.path.join(data.DATA, "images", t["name"]))
+        p = landmarks[t["name"]].astype(np.float64)
+        if g.shape[0] > MAX_CROP_H:
+            w = max(8, int(round(g.shape[1] * MAX_CROP_H / g.shape[0])))
+            p = (p + 0.5) * np.array([w / g.shape[1], MAX_CROP_H / g.shape[0]]) - 0.5
+    if k.endswith(f"-{SMALL_SIDE}"):
+        w, h = Image.open(os.path.join(sets, base, stem + ".png")).size
+        side = max(h, w)
+        p = (p + [(side - w) // 2, (side - h) // 2] + 0.5) * (SMALL_SIDE / side) - 0.5
+    return p
+
+
 def results(sets, out, k):
     res = {}
     d = os.path.join(out, k, "results")
