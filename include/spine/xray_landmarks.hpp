@@ -28,8 +28,6 @@ std::vector<float> xray_working_image(const FloatImage& radiograph);
 // What blend_tilts_with_centreline did.
 struct CentrelineTiltResult {
   bool applied = false;
-  double weight = 0;                // T2..L4's weight used (XrayLandmarkOptions)
-  bool small_film = false;          // the small-film weight was used
   std::string skipped_because;      // when not applied
   double largest_change_deg = 0;    // of any vertebra's tilt, signed
   int largest_change_vertebra = -1; // 0 = T1
@@ -135,15 +133,6 @@ struct XrayLandmarkOptions {
   // inverse-variance weight there is 0.03: they keep their own tilt (models/xray-landmarks.md,
   // "T1 and L5 keep their own tilt").
   double centreline_end_weight = 0;
-  // ... and T2..L4 of a small film, whose spine crop is under small_film_rows rows (a
-  // 512 x 512 film's is 160..510; every full-size AASCE film's 973 or more), with this
-  // weight instead of centreline_weight: there the corners are read from a blurred,
-  // enlarged crop, the centres from whole vertebrae. 0.35: the mean of the inverse-variance
-  // weights on the 365 training films in the two 512 x 512 framings (re-framed 0.45, where
-  // the spine is about 300 rows; tight 0.25, as at full size; models/xray-landmarks.md,
-  // "Small films lean more on the centreline"). 717 = 0.7 x the working image's 1024 rows.
-  double small_film_centreline_weight = 0.35;
-  double small_film_rows = 717;
 };
 
 // The second stage's crops (scripts/cobb/fine.py): per vertebra, a 128 x 80 (W x H) grid

@@ -73,15 +73,6 @@ void CobbConfig::register_cli(CLI::App& app) {
                  "The same for T1 and L5, whose centreline is the line to their one neighbour (default 0: they "
                  "keep their own tilt; 0.24 as the others before 2026-12-07; see models/xray-landmarks.md)")
       ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--small-film-centreline-weight", landmarks.small_film_centreline_weight,
-                 "The same for T2..L4 of a small film, whose spine crop is under --small-film-rows rows (default "
-                 "0.35: the inverse-variance weight on the training films at 512 x 512, whose corners are read "
-                 "from blurred crops; see models/xray-landmarks.md, \"Small films lean more on the centreline\")")
-      ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--small-film-rows", landmarks.small_film_rows,
-                 "A spine crop under this many rows is a small film's (default 717: 0.7 x the working image's 1024 "
-                 "rows; 0: no film is)")
-      ->check(CLI::Range(0.0, 1e6));
   app.add_option("--anchor-model", anchor_model,
                  "Level anchors: read which vertebrae lie at the chain's ends (the neck above T1, the sacrum "
                  "below L5) and re-count a chain counted one level off (default: models/xray-level-anchors.pt)");
@@ -152,8 +143,6 @@ nlohmann::json CobbConfig::to_json() const {
           {"stage_disagreement_deg", landmarks.stage_disagreement_deg},
           {"centreline_weight", landmarks.centreline_weight},
           {"centreline_end_weight", landmarks.centreline_end_weight},
-          {"small_film_centreline_weight", landmarks.small_film_centreline_weight},
-          {"small_film_rows", landmarks.small_film_rows},
           {"overlay", overlay}};
 }
 
@@ -166,18 +155,12 @@ std::string landmark_precision(const std::string& requested, const std::string& 
 
 namespace {
 
-// `weight` is T2..L4's weight as used: the small-film weight on a small film.
-nlohmann::json centreline_tilt_json(const std::optional<CentrelineTiltResult>& r, double end_weight) {
+nlohmann::json centreline_tilt_json(const std::optional<CentrelineTiltResult>& r, double weight, double end_weight) {
   if (!r) return nullptr;
   if (!r->applied)
-    return {{"weight", r->weight},
-            {"end_weight", end_weight},
-            {"small_film", r->small_film},
-            {"applied", false},
-            {"skipped_because", r->skipped_because}};
-  return {{"weight", r->weight},
+    return {{"weight", weight}, {"end_weight", end_weight}, {"applied", false}, {"skipped_because", r->skipped_because}};
+  return {{"weight", weight},
           {"end_weight", end_weight},
-          {"small_film", r->small_film},
           {"applied", true},
           {"largest_change_deg", std::round(r->largest_change_deg * 100) / 100},
           {"largest_change_at", cobb_vertebra_name(r->largest_change_vertebra)}};
@@ -449,9 +432,9 @@ BatchSummary run_cobb(const CobbConfig& c) {
         // Vertebrae whose second-stage corners weighed less: that stage's tilt differed
         // from the first stage's by more than --stage-disagreement degrees.
         {"second_stage_held_back", lm.second_stage_held_back},
-        // The tilts blended with the centreline (docs/cobb.md): null when the weight this film
-        // takes (a small film its own) and the end weight are both 0.
-        {"centreline_tilt", centreline_tilt_json(lm.centreline_tilt, c.landmarks.centreline_end_weight)},
+        // The tilts blended with the centreline (docs/cobb.md): null with both weights 0.
+        {"centreline_tilt", centreline_tilt_json(lm.centreline_tilt, c.landmarks.centreline_weight,
+                                                  c.landmarks.centreline_end_weight)},
         // The level anchors' reading of the chain's ends (null when they did not run):
         // what the first stage's T1 and L5 are, with the posterior, and what was re-counted.
         {"levels", lm.levels ? nlohmann::json{{"top_vertebra_is", lm.levels->top},

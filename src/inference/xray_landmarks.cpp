@@ -612,15 +612,10 @@ XrayLandmarks XrayLandmarkDetector::detect(const FloatImage& img, bool refine_co
                                        options_.stage_disagreement_deg))
       lm.second_stage_held_back.push_back(cobb_vertebra_name(v));
   }
-  // Last, on the corners the angles are measured on, whichever stages placed them; a small
-  // film's with its own weight (XrayLandmarkOptions::small_film_centreline_weight).
-  const bool small_film = static_cast<double>(img.ny()) < options_.small_film_rows;
-  const double weight = small_film ? options_.small_film_centreline_weight : options_.centreline_weight;
-  if (weight > 0 || options_.centreline_end_weight > 0) {
-    lm.centreline_tilt = blend_tilts_with_centreline(lm.points, weight, options_.centreline_end_weight);
-    lm.centreline_tilt->weight = weight;
-    lm.centreline_tilt->small_film = small_film;
-  }
+  // Last, on the corners the angles are measured on, whichever stages placed them.
+  if (options_.centreline_weight > 0 || options_.centreline_end_weight > 0)
+    lm.centreline_tilt =
+        blend_tilts_with_centreline(lm.points, options_.centreline_weight, options_.centreline_end_weight);
   return lm;
 }
 

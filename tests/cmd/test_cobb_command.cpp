@@ -352,7 +352,7 @@ std::vector<Point2> landmark_points(const nlohmann::json& j) {
 std::pair<nlohmann::json, nlohmann::json> with_and_without_centreline(const TempDir& dir, const fs::path& image) {
   const std::string run = bin("spine-cobb") + " " + q(image) + " --threads 2 --no-overlay -q";
   const auto a = run_command(run + " -o " + q(dir / "blend"));
-  const auto b = run_command(run + " --centreline-weight 0 --small-film-centreline-weight 0 -o " + q(dir / "none"));
+  const auto b = run_command(run + " --centreline-weight 0 -o " + q(dir / "none"));
   EXPECT_EQ(a.exit_code, 0) << a.output;
   EXPECT_EQ(b.exit_code, 0) << b.output;
   const auto find = [&](const fs::path& out) {
@@ -364,10 +364,10 @@ std::pair<nlohmann::json, nlohmann::json> with_and_without_centreline(const Temp
 }
 
 // The blended landmarks against those with weight 0: every centre kept (to the JSON's
-// 0.01 px), every tilt but T1's and L5's moved `weight` of the way to the centreline's
+// 0.01 px), every tilt but T1's and L5's moved 0.24 of the way to the centreline's
 // direction, those two not at all (positions are written to 0.01 px, so tilts agree to a
 // few hundredths of a degree), and the largest change as cobb.json reports it.
-void expect_blended(const nlohmann::json& with, const nlohmann::json& without, double weight = 0.24) {
+void expect_blended(const nlohmann::json& with, const nlohmann::json& without) {
   const auto pw = landmark_points(with), pn = landmark_points(without);
   ASSERT_EQ(pw.size(), 68u);
   ASSERT_EQ(pn.size(), 68u);
@@ -376,7 +376,7 @@ void expect_blended(const nlohmann::json& with, const nlohmann::json& without, d
     double dx = 0, dy = 0;
     for (int k = 0; k < 4; ++k) dx += pw[4 * v + k].x - pn[4 * v + k].x, dy += pw[4 * v + k].y - pn[4 * v + k].y;
     EXPECT_LT(std::hypot(dx, dy) / 4, 0.02) << "vertebra " << v << " moved";
-    const double w = v == 0 || v == 16 ? 0.0 : weight;  // T1 and L5 keep their own tilt by default
+    const double w = v == 0 || v == 16 ? 0.0 : 0.24;  // T1 and L5 keep their own tilt by default
     const double expected = vertebra_tilt_deg(pn, v) + w * (centreline_tilt_deg(pn, v) - vertebra_tilt_deg(pn, v));
     EXPECT_NEAR(vertebra_tilt_deg(pw, v), expected, 0.05) << "vertebra " << v;
     largest = std::max(largest, std::abs(vertebra_tilt_deg(pw, v) - vertebra_tilt_deg(pn, v)));
@@ -419,51 +419,6 @@ TEST(CobbCommand, CentrelineWeightTurnsVertebraeAboutTheirCentres) {
   const auto [with, without] = with_and_without_centreline(real_dir, real);
   ASSERT_TRUE(with["centreline_tilt"]["applied"].get<bool>()) << with["centreline_tilt"].dump();
   expect_blended(with, without);
-}
-
-// A small film (spine crop under --small-film-rows rows) has T2..L4 blended at the
-// small-film weight, a large one at --centreline-weight; cobb.json says which. A real AASCE
-// film reduced to about 500 rows (when ../shared is there) is checked as blended at that
-// weight; --small-film-rows 0 makes it a large film again.
-TEST(CobbCommand, SmallFilmsLeanMoreOnTheCentreline) {
-  TempDir dir;
-  const auto r = run_command(bin("spine-phantom") + " --kind xray --pixel 1.2 -q --scoliosis 25 --seed 3 -o " +
-                             q(dir / "phantoms") + " --name small");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string options = " --threads 2 --no-overlay -q";
-  const auto small = cobb_json(bin("spine-cobb") + " " + q(dir / "phantoms" / "small" / "image.png") + options, "",
-                               dir / "small");
-  ASSERT_TRUE(small["centreline_tilt"].is_object());
-  EXPECT_TRUE(small["centreline_tilt"]["small_film"].get<bool>());
-  EXPECT_DOUBLE_EQ(small["centreline_tilt"]["weight"].get<double>(), XrayLandmarkOptions{}.small_film_centreline_weight);
-  const auto large = cobb_json(bin("spine-cobb") + " " + q(make_radiograph(dir, "xr", 25, 3)) + options, "",
-                               dir / "large");
-  EXPECT_FALSE(large["centreline_tilt"]["small_film"].get<bool>());
-  EXPECT_DOUBLE_EQ(large["centreline_tilt"]["weight"].get<double>(), 0.24);
-  expect_option_refused(dir / "phantoms" / "small" / "image.png", "--small-film-centreline-weight", "1.5", dir / "bad");
-  const fs::path real = test::shared_data() / "xray-ap-aasce" / "images" / "sunhl-1th-02-Jan-2017-162 A AP.jpg";
-  if (!fs::exists(real)) GTEST_SKIP() << "shared data not present: the small-film blend was not checked on a real film";
-  // The real film reduced by a k x k box filter to about 500 rows.
-  const LoadedImage full = read_image(real);
-  const std::size_t k = (full.image.ny() + 499) / 500, nx = full.image.nx() / k, ny = full.image.ny() / k;
-  FloatImage reduced(make_geometry_2d(nx, ny));
-  for (std::size_t y = 0; y < ny; ++y)
-    for (std::size_t x = 0; x < nx; ++x) {
-      double sum = 0;
-      for (std::size_t dy = 0; dy < k; ++dy)
-        for (std::size_t dx = 0; dx < k; ++dx) sum += full.image.at(x * k + dx, y * k + dy);
-      reduced.at(x, y) = static_cast<float>(sum / static_cast<double>(k * k));
-    }
-  TempDir real_dir;
-  write_image(reduced, real_dir / "small.png", StoredPixel::kUInt8);
-  const auto [with, without] = with_and_without_centreline(real_dir, real_dir / "small.png");
-  ASSERT_TRUE(with["centreline_tilt"]["applied"].get<bool>()) << with["centreline_tilt"].dump();
-  EXPECT_TRUE(with["centreline_tilt"]["small_film"].get<bool>());
-  expect_blended(with, without, XrayLandmarkOptions{}.small_film_centreline_weight);
-  const auto as_large = cobb_json(bin("spine-cobb") + " " + q(real_dir / "small.png") + options, "--small-film-rows 0",
-                                  real_dir / "as-large");
-  EXPECT_FALSE(as_large["centreline_tilt"]["small_film"].get<bool>());
-  EXPECT_GT(largest_landmark_shift(as_large, with), 0.0);
 }
 
 // Without the level anchors the first stage's count stands: no reading in cobb.json, an
