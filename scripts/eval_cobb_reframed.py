@@ -25,6 +25,7 @@ images: every figure from here is labelled synthetic.
 
 Usage: scripts/eval_cobb_reframed.sh [OUT [spine-cobb options...]]
 """
+import functools
 import json
 import os
 import subprocess
@@ -62,6 +63,31 @@ def save(path, img):
     Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
+def tight_and_reframed(out, n, landmarks, angles, seed, sets, truth):
+    """Film n as it is (tight) and re-framed with the given seed, written under out and
+    added to sets and truth; returns the tight image and its landmarks."""
+    stem = n[:-4]
+    g, p = load(n, landmarks)
+    path = os.path.join(out, "tight", stem + ".png")
+    save(path, g)
+    sets["tight"].append(path)
+    truth[f"tight/{stem}"] = {"angles": angles[n].tolist(), "name": n}
+    film, q, _ = reframe.as_they_come(g, p, np.random.default_rng(seed), surroundings=True, strength=1.0)
+    path = os.path.join(out, "reframed", stem + ".png")
+    save(path, film)
+    sets["reframed"].append(path)
+    truth[f"reframed/{stem}"] = {"angles": angles[n].tolist(), "name": n, "landmarks": q.tolist()}
+    return g, p
+
+
+def write_lists(out, sets, truth):
+    for k, paths in sets.items():
+        with open(os.path.join(out, k, "list.txt"), "w") as f:
+            f.write("\n".join(os.path.abspath(p) for p in paths) + "\n")
+    with open(os.path.join(out, "truth.json"), "w") as f:
+        json.dump(truth, f)
+
+
 def make(out):
     names, landmarks, angles = aasce_names()
     sets = {k: [] for k in ("tight", "reframed", "hardware", "not-spine")}
@@ -70,17 +96,7 @@ def make(out):
         os.makedirs(os.path.join(out, k), exist_ok=True)
     for i, n in enumerate(names):
         stem = n[:-4]
-        g, p = load(n, landmarks)
-        path = os.path.join(out, "tight", stem + ".png")
-        save(path, g)
-        sets["tight"].append(path)
-        truth[f"tight/{stem}"] = {"angles": angles[n].tolist(), "name": n}
-        rng = np.random.default_rng(1000 + i)
-        film, q, _ = reframe.as_they_come(g, p, rng, surroundings=True, strength=1.0)
-        path = os.path.join(out, "reframed", stem + ".png")
-        save(path, film)
-        sets["reframed"].append(path)
-        truth[f"reframed/{stem}"] = {"angles": angles[n].tolist(), "name": n, "landmarks": q.tolist()}
+        g, p = tight_and_reframed(out, n, landmarks, angles, 1000 + i, sets, truth)
         rng = np.random.default_rng(2000 + i)
         film, q, _ = reframe.as_they_come(g, p, rng, hardware=True, surroundings=bool(i % 2), strength=0.6)
         path = os.path.join(out, "hardware", stem + ".png")
@@ -121,11 +137,7 @@ def make(out):
             path = os.path.join(out, "not-spine", f"{tag}-ct{k}.png")
             save(path, img)
             sets["not-spine"].append(path)
-    for k, paths in sets.items():
-        with open(os.path.join(out, k, "list.txt"), "w") as f:
-            f.write("\n".join(os.path.abspath(p) for p in paths) + "\n")
-    with open(os.path.join(out, "truth.json"), "w") as f:
-        json.dump(truth, f)
+    write_lists(out, sets, truth)
     make_small(out)
 
 
@@ -134,27 +146,13 @@ def make_training(out):
     512 x 512), with seeds of their own (5000 + i): the films a change on small or re-framed
     films is decided on, so that the validation films are scored once, after the decision."""
     names, landmarks, angles = aasce_names(training=True)
-    truth, lists = {}, {"tight": [], "reframed": []}
-    for k in lists:
+    sets, truth = {"tight": [], "reframed": []}, {}
+    for k in sets:
         os.makedirs(os.path.join(out, k), exist_ok=True)
     for i, n in enumerate(names):
-        stem = n[:-4]
-        g, p = load(n, landmarks)
-        path = os.path.join(out, "tight", stem + ".png")
-        save(path, g)
-        lists["tight"].append(path)
-        truth[f"tight/{stem}"] = {"angles": angles[n].tolist(), "name": n}
-        film, q, _ = reframe.as_they_come(g, p, np.random.default_rng(5000 + i), surroundings=True, strength=1.0)
-        path = os.path.join(out, "reframed", stem + ".png")
-        save(path, film)
-        lists["reframed"].append(path)
-        truth[f"reframed/{stem}"] = {"angles": angles[n].tolist(), "name": n, "landmarks": q.tolist()}
+        tight_and_reframed(out, n, landmarks, angles, 5000 + i, sets, truth)
         print(f"{i + 1}/{len(names)} {n}", flush=True)
-    for k, paths in lists.items():
-        with open(os.path.join(out, k, "list.txt"), "w") as f:
-            f.write("\n".join(os.path.abspath(p) for p in paths) + "\n")
-    with open(os.path.join(out, "truth.json"), "w") as f:
-        json.dump(truth, f)
+    write_lists(out, sets, truth)
     make_small(out)
 
 
@@ -180,13 +178,17 @@ def make_small(out):
             f.write("\n".join(paths) + "\n")
 
 
+@functools.lru_cache(maxsize=4)
+def read_truth(sets):
+    return json.load(open(os.path.join(sets, "truth.json")))
+
+
 def reference_landmarks(sets, k, stem, landmarks):
     """The 68 reference landmarks of film `stem` of set k in that film's pixels: the AASCE
     ones moved as the film was made (tight: reduced to MAX_CROP_H; re-framed: as stored in
     truth.json; the 512 sets: padded square and reduced as make_small does)."""
-    truth = json.load(open(os.path.join(sets, "truth.json")))
     base = k.split("-")[0]
-    t = truth[f"{base}/{stem}"]
+    t = read_truth(sets)[f"{base}/{stem}"]
     if "landmarks" in t:
         p = np.array(t["landmarks"], dtype=np.float64)
     else:   # the tight film: the AASCE image reduced as load() reduces it
