@@ -191,12 +191,12 @@ def reference_landmarks(sets, k, stem, landmarks):
     t = read_truth(sets)[f"{base}/{stem}"]
     if "landmarks" in t:
         p = np.array(t["landmarks"], dtype=np.float64)
-    else:   # the tight film: the AASCE image reduced as load() reduces it
-        g = data.load_grey(os.path.join(data.DATA, "images", t["name"]))
+    else:   # the tight film: the AASCE image reduced as load() reduces it (its size from the header)
+        ow, oh = Image.open(os.path.join(data.DATA, "images", t["name"])).size
         p = landmarks[t["name"]].astype(np.float64)
-        if g.shape[0] > MAX_CROP_H:
-            w = max(8, int(round(g.shape[1] * MAX_CROP_H / g.shape[0])))
-            p = (p + 0.5) * np.array([w / g.shape[1], MAX_CROP_H / g.shape[0]]) - 0.5
+        if oh > MAX_CROP_H:
+            w = max(8, int(round(ow * MAX_CROP_H / oh)))
+            p = (p + 0.5) * np.array([w / ow, MAX_CROP_H / oh]) - 0.5
     if k.endswith(f"-{SMALL_SIDE}"):
         w, h = Image.open(os.path.join(sets, base, stem + ".png")).size
         side = max(h, w)

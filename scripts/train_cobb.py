@@ -370,13 +370,12 @@ def export(model, state, args, n_train, n_val, n_rejected):
                          + (f" --shift-y {args.shift_y}" if args.shift_y != 0.05 else "")
                          + (f" --scale-range {args.scale_range}" if args.scale_range != "0.88,1.12" else "")
                          + (f" --finetune {args.finetune} --phantoms work-data/phantom-xr" if args.finetune and args.phantoms else "")
-                         + (f" --finetune {args.finetune} --finetune-lr {args.finetune_lr} --furniture --from-model "
-                            f"{args.from_model}" if args.finetune and args.furniture else "")
-                         # a small-film fine-tuning's own options, which the command above left out
+                         # a fine-tuning from an exported model with what it drew on the images
                          + (f" --finetune {args.finetune} --finetune-lr {args.finetune_lr} --from-model {args.from_model}"
                             + (f" --member {args.member}" if args.member >= 0 else "")
-                            + f" --low-resolution {args.low_resolution}"
-                            if args.finetune and args.low_resolution and not args.furniture else "")),
+                            + (" --furniture" if args.furniture else "")
+                            + (f" --low-resolution {args.low_resolution}" if args.low_resolution else "")
+                            if args.finetune and (args.furniture or args.low_resolution) else "")),
                      "last_epoch": state["history"][-1] if state.get("history") else {}},
         "validation": json.load(open(args.card_validation)) if args.card_validation else {},
         # Shown by spine-cobb with every result (log and cobb.json).

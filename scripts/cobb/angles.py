@@ -10,17 +10,21 @@ def _angle(a, b):
     return float(np.degrees(np.arccos(np.clip(np.dot(a, b) / (na * nb), -1, 1))))
 
 
+def _tilt_vectors(p):
+    """Per vertebra (p: [17, 4, 2]), its right side's midpoint minus its left side's."""
+    return (p[:, 1] + p[:, 3]) / 2 - (p[:, 0] + p[:, 2]) / 2
+
+
 def vertebra_tilts(points):
     """Each vertebra's AASCE tilt in degrees (68 points, AASCE order): the direction of its
     right side's midpoint minus its left side's, as aasce_angles reads it."""
-    p = np.asarray(points, dtype=np.float64).reshape(17, 4, 2)
-    v = (p[:, 1] + p[:, 3]) / 2 - (p[:, 0] + p[:, 2]) / 2
+    v = _tilt_vectors(np.asarray(points, dtype=np.float64).reshape(17, 4, 2))
     return np.degrees(np.arctan2(v[:, 1], v[:, 0]))
 
 
 def aasce_angles(points, image_height):
     p = np.asarray(points, dtype=np.float64).reshape(17, 4, 2)
-    tilt = (p[:, 1] + p[:, 3]) / 2 - (p[:, 0] + p[:, 2]) / 2
+    tilt = _tilt_vectors(p)
     mid = np.empty((34, 2))
     mid[0::2] = (p[:, 0] + p[:, 1]) / 2
     mid[1::2] = (p[:, 2] + p[:, 3]) / 2
