@@ -145,7 +145,8 @@ struct SlicePrediction {
   std::vector<std::vector<float>> level_tables;  // per slice of the region
   std::size_t plane = 0;
   int n_levels = 0;
-  std::size_t slices_run = 0;             // slices the model ran on (the rest interpolated or left out)
+  std::size_t slices_run = 0;             // slices the network ran on (the rest interpolated, left out, or
+                                          // given the pass of identical slices)
   std::size_t first_slice = 0, end_slice = 0;  // the slices predicted: [first, end) of the region's
   const float* levels_at(std::size_t voxel) const {
     return &level_tables[voxel / plane][static_cast<std::size_t>(level_row[voxel]) * static_cast<std::size_t>(n_levels)];
@@ -172,12 +173,36 @@ struct Outward {
   std::size_t min_spine_voxels = 100;  // no side stops before a slice held this many
 };
 
+// Whether every slice the region's 2.5D inputs read (its slices and their neighbours
+// `offset` away, clamped to the volume) holds the same values within the region: then
+// every slice's input is the same three copies, and so is the network's output.
+bool region_slices_identical(const FloatImage& vol, const Region& r, std::int64_t offset) {
+  if (r.zs.size() < 2) return false;
+  const auto [zmin, zmax] = std::minmax_element(r.zs.begin(), r.zs.end());
+  const std::int64_t nz = static_cast<std::int64_t>(vol.nz());
+  const std::int64_t z0 = std::clamp<std::int64_t>(*zmin - offset, 0, nz - 1),
+                     z1 = std::clamp<std::int64_t>(*zmax + offset, 0, nz - 1);
+  const auto row = [&](std::int64_t y, std::int64_t z) {
+    return &vol.voxels[vol.offset(static_cast<std::size_t>(r.x0), static_cast<std::size_t>(y), static_cast<std::size_t>(z))];
+  };
+  for (std::int64_t z = z0 + 1; z <= z1; ++z)
+    for (std::int64_t y = r.y0; y < r.y1; ++y)
+      if (!std::equal(row(y, z), row(y, z) + r.nx(), row(y, z0))) return false;
+  return true;
+}
+
 SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const SliceModel& sm, double overlap,
                                bool keep_levels, bool whole_slices, std::size_t stride = 1,
                                const std::optional<Outward>& outward = std::nullopt) {
   const std::int64_t nx = r.nx(), ny = r.ny();
   const std::int64_t offset = std::max<std::int64_t>(1, std::lround(sm.slice_offset_mm / vol.geometry.spacing[2]));
   const std::int64_t nz_vol = static_cast<std::int64_t>(vol.nz());
+  // A 2D input reaches the segmentation as a slab of identical slices (spine-grade's
+  // slab_from_slice: 21 of them, for the model's 2.5D input and the instance stage's
+  // volumes), where every model slice would repeat the same pass: the network then runs
+  // for the first group of slices only, and its output serves the rest.
+  const bool same_input_everywhere = region_slices_identical(vol, r, offset);
+  std::vector<float> shared_logits;
   const int n_levels = static_cast<int>(sm.levels.size());
   SlicePrediction out;
   out.structure.assign(static_cast<std::size_t>(nx * ny) * r.zs.size(), 0);
@@ -219,7 +244,7 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   // CT model took about 30 ms a slice for a batch of two 320 x 224 slices against 47 ms one
   // by one (from Python), and spine-seg's CT fine pass went from 3.2 to 2.8 s with the same
   // labels. The region sits in its window as the sliding window centres it, zeros around.
-  const auto run = [&](const std::vector<std::size_t>& zis) {
+  const auto run_network = [&](const std::vector<std::size_t>& zis) {
     std::vector<std::vector<float>> out;
     if (!one_window) {
       for (std::size_t zi : zis) {
@@ -249,6 +274,14 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
       out.push_back(std::move(logits));
     }
     return out;
+  };
+  const auto run = [&](const std::vector<std::size_t>& zis) {
+    if (same_input_everywhere && !shared_logits.empty())
+      return std::vector<std::vector<float>>(zis.size(), shared_logits);
+    std::vector<std::vector<float>> logits = run_network(zis);
+    out.slices_run += zis.size();
+    if (same_input_everywhere) shared_logits = logits.front();
+    return logits;
   };
   const auto emit = [&](std::size_t zi, const std::vector<float>& logits) {
     std::size_t spine = 0;
@@ -310,7 +343,6 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
       const std::vector<std::size_t> group(first, first + static_cast<std::ptrdiff_t>(
                                                               std::min(kSlicesPerPass, order.size() - b)));
       std::vector<std::vector<float>> logits = run(group);
-      out.slices_run += group.size();
       for (std::size_t g = 0; g < group.size(); ++g) {
         const std::size_t i = group[g];
         out.first_slice = std::min(out.first_slice, i);

@@ -1,6 +1,7 @@
 // spine-seg and spine-detect on phantom volumes (the shipped models): accuracy on a CT
 // phantom, results back in an anisotropic, reoriented input's grid, Slicer markups, MR
 // phantoms, and bad input in a batch.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -11,6 +12,7 @@
 
 #include "cmd_util.hpp"
 #include "dicom_series.hpp"
+#include "spine/disc_grading.hpp"
 #include "spine/io.hpp"
 #include "spine/labels.hpp"
 #include "spine/preprocess.hpp"
@@ -189,6 +191,56 @@ TEST(SpineSegCommand, MrPhantomsRunAsMr) {
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
   EXPECT_NE(bad.output.find("model is for modality 'mr'"), std::string::npos) << bad.output;
   EXPECT_FALSE(fs::exists(dir / "out2" / "image"));
+}
+
+// A 2D slice reaches the MR model as a slab of identical slices (spine-grade's
+// slab_from_slice), whose every model slice would repeat one pass: the network runs once
+// for the slab, and the result is what running it on every slice gives. A slab whose
+// slices differ by a hair (one part in 10^5 of the intensity range, different per slice,
+// so none is identical) runs every model slice: the same names, and the same voxels but
+// for ties between classes.
+TEST(SpineSegCommand, SlabOfIdenticalSlicesRunsTheNetworkOnce) {
+  TempDir dir;
+  const fs::path ph = make_phantom(dir, "--kind mr-t2 --first T12 --last L5 --spacing 1 --seed 6", "t2");
+  const FloatImage pil = reorient(read_image(ph / "image.nii.gz").image, "PIL");
+  Geometry g2;
+  g2.dimension = 2;
+  g2.size = {pil.nx(), pil.ny(), 1};
+  g2.spacing = {pil.geometry.spacing[0], pil.geometry.spacing[1], 1.0};
+  FloatImage slice(g2);
+  const std::size_t plane = pil.nx() * pil.ny();
+  std::copy(pil.voxels.begin() + static_cast<std::ptrdiff_t>(plane * (pil.nz() / 2)),
+            pil.voxels.begin() + static_cast<std::ptrdiff_t>(plane * (pil.nz() / 2 + 1)), slice.voxels.begin());
+  const FloatImage slab = slab_from_slice(slice);
+  FloatImage hair = slab;
+  const auto [lo, hi] = std::minmax_element(slab.voxels.begin(), slab.voxels.end());
+  for (std::size_t k = 0; k < hair.nz(); ++k)
+    for (std::size_t i = 0; i < plane; ++i) hair.voxels[k * plane + i] += static_cast<float>(1e-5 * (*hi - *lo) * (k + 1));
+  write_image(slab, dir / "slab.nii.gz");
+  write_image(hair, dir / "hair.nii.gz");
+  const auto r = run_command(bin("spine-seg") + " " + q(dir / "slab.nii.gz") + " " + q(dir / "hair.nii.gz") +
+                             " --threads 2 -q -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto seg = [&](const char* name) {
+    return nlohmann::json::parse(test::read_file(dir / "out" / name / "segmentation.json"));
+  };
+  const auto js = seg("slab"), jh = seg("hair");
+  // One batch of two slices (the tiling's pairs) for the identical slab; every model slice
+  // (every second one and the ends) for the other.
+  EXPECT_EQ(js["timing"]["fine_slices_run"], 2) << js["timing"].dump();
+  EXPECT_GE(jh["timing"]["fine_slices_run"].get<int>(), 10) << jh["timing"].dump();
+  std::vector<std::string> ns, nh;
+  for (const auto& v : js["vertebrae"]) ns.push_back(v["name"]);
+  for (const auto& v : jh["vertebrae"]) nh.push_back(v["name"]);
+  EXPECT_EQ(ns, nh);
+  EXPECT_GE(ns.size(), 5u);
+  const LabelImage ls = read_labels(dir / "out" / "slab" / "labels.nii.gz");
+  const LabelImage lh = read_labels(dir / "out" / "hair" / "labels.nii.gz");
+  ASSERT_EQ(ls.voxels.size(), lh.voxels.size());
+  std::size_t differ = 0, spine = 0;
+  for (std::size_t i = 0; i < ls.voxels.size(); ++i) differ += ls.voxels[i] != lh.voxels[i], spine += ls.voxels[i] != 0;
+  EXPECT_GT(spine, 1000u);
+  EXPECT_LE(differ, spine / 1000) << differ << " of " << spine;
 }
 
 // An MR field much wider than the spine (140 mm of soft tissue around it) goes through
