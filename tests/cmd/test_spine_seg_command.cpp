@@ -1,6 +1,6 @@
 // spine-seg and spine-detect on phantom volumes (the shipped models): accuracy on a CT
 // phantom, results back in an anisotropic, reoriented input's grid, Slicer markups, MR
-// phantoms, and bad input in a batch.
+// phantoms, a 2D slice's slab of identical slices, and bad input in a batch.
 #include <algorithm>
 #include <cmath>
 #include <limits>
