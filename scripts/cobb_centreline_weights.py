@@ -49,7 +49,6 @@ def main():
         sys.exit(__doc__)
     listfile, results = sys.argv[1:3]
     landmarks, _ = data.read_table()
-    by_stem = {os.path.splitext(k)[0]: k for k in landmarks}
     if len(sys.argv) == 6:
         from eval_cobb_reframed import reference_landmarks
         sets, set_name = sys.argv[4:6]
@@ -57,6 +56,8 @@ def main():
         def reference(n):
             return reference_landmarks(sets, set_name, os.path.splitext(n)[0], landmarks)
     else:
+        by_stem = {os.path.splitext(k)[0]: k for k in landmarks}
+
         def reference(n):
             return landmarks[by_stem[os.path.splitext(n)[0]]]
     own, line = [], []

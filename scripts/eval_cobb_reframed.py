@@ -159,6 +159,13 @@ def make_training(out):
 SMALL_SIDE = 512
 
 
+def square_padding(h, w):
+    """The side of the square an h x w film is padded to (centred) and the film's top and
+    left offsets in it."""
+    side = max(h, w)
+    return side, (side - h) // 2, (side - w) // 2
+
+
 def make_small(out):
     """The tight and re-framed films as square 512 x 512 images (black padding, bilinear)."""
     for k in ("tight", "reframed"):
@@ -167,9 +174,9 @@ def make_small(out):
         for line in open(os.path.join(out, k, "list.txt")):
             film = np.asarray(Image.open(line.strip()).convert("L"), dtype=np.float32) / 255
             h, w = film.shape
-            side = max(h, w)
+            side, top, left = square_padding(h, w)
             square = np.zeros((side, side), np.float32)
-            square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = film
+            square[top:top + h, left:left + w] = film
             small = Image.fromarray(square, mode="F").resize((SMALL_SIDE, SMALL_SIDE), Image.BILINEAR)
             path = os.path.join(out, f"{k}-{SMALL_SIDE}", os.path.basename(line.strip()))
             save(path, np.asarray(small))
@@ -195,12 +202,11 @@ def reference_landmarks(sets, k, stem, landmarks):
         ow, oh = Image.open(os.path.join(data.DATA, "images", t["name"])).size
         p = landmarks[t["name"]].astype(np.float64)
         if oh > MAX_CROP_H:
-            w = max(8, int(round(ow * MAX_CROP_H / oh)))
-            p = (p + 0.5) * np.array([w / ow, MAX_CROP_H / oh]) - 0.5
+            p = reframe.scale_points(p, (oh, ow), (MAX_CROP_H, reframe.resized_width(oh, ow, MAX_CROP_H)))
     if k.endswith(f"-{SMALL_SIDE}"):
         w, h = Image.open(os.path.join(sets, base, stem + ".png")).size
-        side = max(h, w)
-        p = (p + [(side - w) // 2, (side - h) // 2] + 0.5) * (SMALL_SIDE / side) - 0.5
+        side, top, left = square_padding(h, w)
+        p = reframe.scale_points(p + [left, top], (side, side), (SMALL_SIDE, SMALL_SIDE))
     return p
 
 
@@ -215,7 +221,7 @@ def results(sets, out, k):
 
 
 def score(sets, out):
-    truth = json.load(open(os.path.join(sets, "truth.json")))
+    truth = read_truth(sets)
     figures = {}
     small = [f"tight-{SMALL_SIDE}", f"reframed-{SMALL_SIDE}"]
     have_small = all(os.path.exists(os.path.join(sets, k, "list.txt")) for k in small)

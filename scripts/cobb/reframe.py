@@ -303,14 +303,23 @@ def low_resolution(film: np.ndarray, rng):
     return np.asarray(small.resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
+def resized_width(h: int, w: int, out_height: int) -> int:
+    """The width resize() gives a film of h x w brought to out_height rows."""
+    return max(8, int(round(w * out_height / h)))
+
+
+def scale_points(pts: np.ndarray, from_hw, to_hw) -> np.ndarray:
+    """Points (x, y in pixel centres) of an image of from_hw = (h, w) resized to to_hw."""
+    return (pts + 0.5) * np.array([to_hw[1] / from_hw[1], to_hw[0] / from_hw[0]]) - 0.5
+
+
 def resize(film: np.ndarray, pts: np.ndarray, out_height: int, mask=None):
     h, w = film.shape
-    s = out_height / h
-    size = (max(8, int(round(w * s))), out_height)
+    size = (resized_width(h, w, out_height), out_height)
     out = np.asarray(Image.fromarray(film, mode="F").resize(size, Image.BILINEAR), dtype=np.float32)
     if mask is not None:
         mask = np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize(size, Image.BILINEAR)) > 0.5
-    return out, (pts + 0.5) * np.array([out.shape[1] / w, out.shape[0] / h]) - 0.5, mask
+    return out, scale_points(pts, (h, w), out.shape), mask
 
 
 def as_they_come(crop: np.ndarray, points: np.ndarray, rng, hardware=False, out_height=None, strength=1.0,
