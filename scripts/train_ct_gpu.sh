@@ -48,8 +48,11 @@ if [ "${1:-}" = --export ]; then
 fi
 pack=$(realpath "$1") init=$(realpath "$2") out=$(realpath -m "$3") seconds=$4 workers=${5:-3}
 mkdir -p "$out"
+# THICK_SLICES=P: a sample seen as thick axial slices with chance P (train_seg.py --thick-slices;
+# 0, 3.0.0's recipe, by default; models/ct-spine-seg.md "Thick axial slices" gives the plan).
 common=(--task ct --pack "$pack" --init "$init" --steps 1000000 --seconds "$seconds" --lr 1e-3 --batch 16
-        --real-ct 0.4 --mask-ct 0.3 --device "${DEVICE:-cuda}" --workers "$workers" --threads 1)
+        --real-ct 0.4 --mask-ct 0.3 --device "${DEVICE:-cuda}" --workers "$workers" --threads 1
+        --thick-slices "${THICK_SLICES:-0}")
 runs=()
 for c in sub-verse005 sub-verse007 sub-verse008; do  # the real CT of the pack (ct-verse)
   "$py" "$root/scripts/train_seg.py" "${common[@]}" --out "$out/fold-$c" --hold-out "$c" > "$out/fold-$c.log" 2>&1 &

@@ -41,7 +41,7 @@ CROP_Y, CROP_X = 160, 288  # anterior-posterior rows, superior-inferior columns 
 SLICE_STEP = 2             # neighbouring slices at -2, 0, +2 voxels (mm)
 
 
-def sample_batch(cases, weights, batch, rng, train=True, realism=False):
+def sample_batch(cases, weights, batch, rng, train=True, realism=False, thick_slices=0.0):
     xs, sts, lvs, kinds = [], [], [], []
     for _ in range(batch):
         c = cases[rng.choice(len(cases), p=weights)]
@@ -85,11 +85,11 @@ def sample_batch(cases, weights, batch, rng, train=True, realism=False):
     st = torch.from_numpy(np.stack(sts).astype(np.float32))[:, None]
     lv = torch.from_numpy(np.stack(lvs).astype(np.float32))[:, None]
     if train:
-        x, st, lv = augment(x, st, lv, rng, kinds, realism)
+        x, st, lv = augment(x, st, lv, rng, kinds, realism, thick_slices)
     return x, st[:, 0].long(), lv[:, 0].long(), kinds
 
 
-def augment(x, st, lv, rng, kinds, realism=False):
+def augment(x, st, lv, rng, kinds, realism=False, thick_slices=0.0):
     b = x.shape[0]
     # geometry: rotation, zoom (sometimes far out: the coarse pass runs at 2 mm), shift
     ang = torch.tensor(rng.uniform(-12, 12, b), dtype=torch.float32) * math.pi / 180
@@ -115,6 +115,8 @@ def augment(x, st, lv, rng, kinds, realism=False):
                 x[i] = ct_realism(x[i], (st[i, 0] != 1) & (st[i, 0] != 2), rng)
             if kinds[i] in REAL_SHAPE_CT:
                 x[i] = real_ct_variation(x[i], rng)
+            if rng.uniform() < thick_slices:
+                x[i] = thick_axial_slices(x[i], rng)
             # HU scale/offset drift, noise, blur (real scanners, kernels, slice thickness)
             x[i] = x[i] * float(rng.uniform(0.85, 1.15)) + float(rng.uniform(-0.08, 0.08))
         else:
@@ -163,6 +165,30 @@ def real_ct_variation(x, rng):
         blur = F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0]
         x = x + (x - blur) * float(rng.uniform(0.3, 1.2))
     return x
+
+
+def thick_axial_slices(x, rng, max_mm=6):
+    """A CT reconstructed in thick axial slices as spine-seg sees it ([C, H, W] at 1 mm,
+    columns head to foot): k mm slices (2..max_mm) are the mean of the k 1-mm columns they
+    span, placed k mm apart at a random phase, and spine-seg's resampling to 1 mm
+    interpolates linearly between their centres (held at the ends). A box blur alone
+    (real_ct_variation) keeps every 1 mm sample and misses both the coarse sampling and
+    the interpolation: the shipped model, trained with it, merged and misnamed vertebrae
+    on real CT at 5 mm (scripts/eval_seg_ct_thickness.py)."""
+    k = int(rng.integers(2, max_mm + 1))
+    w = x.shape[-1]
+    phase = int(rng.integers(0, k))
+    # Column j of the padded row is column j - (k - 1) of x (edges repeated), so slice i,
+    # averaging x's columns phase + i*k - (k - 1) .. phase + i*k, covers the row's start.
+    padded = F.pad(x[None], (k - 1, k, 0, 0), mode="replicate")[0]
+    means = F.avg_pool1d(padded.reshape(-1, 1, padded.shape[-1])[..., phase:], k, stride=k)
+    means = means.reshape(x.shape[0], x.shape[1], -1)
+    centres = phase - (k - 1) + np.arange(means.shape[-1]) * k + (k - 1) / 2  # in x's columns
+    pos = np.clip((np.arange(w) - centres[0]) / k, 0, means.shape[-1] - 1)
+    i0 = np.minimum(np.floor(pos).astype(np.int64), means.shape[-1] - 1)
+    i1 = np.minimum(i0 + 1, means.shape[-1] - 1)
+    f = torch.from_numpy((pos - i0).astype(np.float32))
+    return means[..., i0] * (1 - f) + means[..., i1] * f
 
 
 erode = ct_from_masks.erode  # one-pixel 4-neighbour erosion of [C, H, W] masks
@@ -368,6 +394,9 @@ def main():
                     "with its own schedule)")
     ap.add_argument("--no-disc-anchors", action="store_true",
                     help="MR: without disc_anchored_labels (as the shipped model's first leg was trained)")
+    ap.add_argument("--thick-slices", type=float, default=0.0, metavar="P",
+                    help="CT: the chance that a sample is seen as thick axial slices (thick_axial_slices: 2..6 mm, "
+                         "resampled to 1 mm as spine-seg does)")
     ap.add_argument("--ct-realism", action="store_true",
                     help="CT: add ct_realism() to the augmentation (an experiment; not used by the shipped model)")
     ap.add_argument("--mr-mix", type=float, default=0.0,
@@ -447,7 +476,8 @@ def main():
         tot = tl = 0.0
         n = min(chunk, args.steps - block_i * chunk)
         for _ in range(n):
-            x, st, lv, kinds = sample_batch(cases, w, args.batch, rng, realism=args.ct_realism)
+            x, st, lv, kinds = sample_batch(cases, w, args.batch, rng, realism=args.ct_realism,
+                                            thick_slices=args.thick_slices)
             out = model(x)
             loss, lce = loss_fn(out, st, lv, kinds)
             opt.zero_grad()
@@ -503,8 +533,9 @@ class Batches(torch.utils.data.IterableDataset):
     """Endless training batches, sampled and augmented in DataLoader worker processes
     (each with its own random stream), so a GPU is not left waiting for one CPU core."""
 
-    def __init__(self, cases, weights, batch, seed, realism):
+    def __init__(self, cases, weights, batch, seed, realism, thick_slices=0.0):
         self.cases, self.weights, self.batch, self.seed, self.realism = cases, weights, batch, seed, realism
+        self.thick_slices = thick_slices
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -512,7 +543,8 @@ class Batches(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, worker])
         while True:
-            yield sample_batch(self.cases, self.weights, self.batch, rng, realism=self.realism)
+            yield sample_batch(self.cases, self.weights, self.batch, rng, realism=self.realism,
+                               thick_slices=self.thick_slices)
 
 
 def one_cycle_lr(f, max_lr, warmup=0.05):
@@ -539,8 +571,8 @@ def train_fast(model, opt, state, cases, w, args):
             if torch.is_tensor(v):
                 group[k] = v.to(device)
     more = {"prefetch_factor": 4} if args.workers else {}
-    loader = torch.utils.data.DataLoader(Batches(cases, w, args.batch, args.seed + state["epoch"], args.ct_realism),
-                                         batch_size=None, num_workers=args.workers,
+    batches = Batches(cases, w, args.batch, args.seed + state["epoch"], args.ct_realism, args.thick_slices)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=args.workers,
                                          pin_memory=device.type == "cuda", **more)
     model.train()
     history = state["history"]
@@ -614,6 +646,7 @@ def training_command(args):
             + (f" --workers {args.workers}" if args.workers else "")
             + (f" --seconds {args.seconds:g}" if args.seconds else "")
             + (" --ct-realism" if args.ct_realism else "")
+            + (f" --thick-slices {args.thick_slices:g}" if args.thick_slices else "")
             + (f" --mr-mix {args.mr_mix}" if args.mr_mix else "")
             + (f" --real-ct {args.real_ct}" if args.real_ct else "")
             + (f" --mask-ct {args.mask_ct}" if args.mask_ct else "")

@@ -52,6 +52,15 @@ namespace {
 
 constexpr const char* kCanonical = "IPR";  // x inferior, y posterior, z patient right
 
+// The spacing of the input's slices along its axis nearest head to foot (LPS z): what a
+// CT's axial reconstruction interval is.
+double head_foot_spacing_mm(const Geometry& g) {
+  int axis = 0;
+  for (int a = 1; a < 3; ++a)
+    if (std::abs(g.direction[6 + a]) > std::abs(g.direction[6 + axis])) axis = a;
+  return g.spacing[axis];
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -64,6 +73,9 @@ struct SliceModel {
   std::array<std::int64_t, 2> patch{320, 192};
   std::string vertebra_part = "body";
   nlohmann::json normalisation;
+  // The widest head-to-foot slice spacing the model's outputs were checked on (its card's
+  // `head_foot_spacing_checked_mm`); 0 when the card does not say.
+  double head_foot_spacing_checked_mm = 0;
 };
 
 SliceModel describe(const Model& m) {
@@ -76,6 +88,12 @@ SliceModel describe(const Model& m) {
   if (card.patch_size.size() >= 2) s.patch = {card.patch_size[0], card.patch_size[1]};
   s.vertebra_part = raw.value("vertebra_part", "body");
   s.normalisation = card.normalisation;
+  const auto checked = raw.find("head_foot_spacing_checked_mm");
+  if (checked != raw.end()) {
+    if (!checked->is_number() || !(checked->get<double>() > 0))
+      throw model_error(card.name + ": head_foot_spacing_checked_mm in its card must be a positive number");
+    s.head_foot_spacing_checked_mm = checked->get<double>();
+  }
   if (raw.value("orientation", std::string(kCanonical)) != kCanonical)
     throw model_error(card.name + ": expected a model for orientation " + kCanonical);
   if (card.input_channels != 3) throw model_error(card.name + ": expected 3 input channels (2.5D)");
@@ -438,6 +456,14 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   result.model_limitations = sm.model->card().limitations;
   if (impl_->limitations_shown.insert(result.modality.modality).second)
     for (const auto& l : result.model_limitations) log::warn("{} {}: {}", sm.model->card().name, sm.model->card().version, l);
+  // Thick axial slices blur the discs the instances are cut at and the names rest on: a
+  // spacing beyond what the model was checked on makes every outline and name doubtful.
+  if (const double hf = head_foot_spacing_mm(g_in);
+      sm.head_foot_spacing_checked_mm > 0 && hf > sm.head_foot_spacing_checked_mm + 1e-3)
+    result.flags.push_back(fmt::format(
+        "slices {:.1f} mm apart head to foot, more than the {:g} mm the {} model was checked on: outlines and "
+        "names are not reliable (its card: thicker slices merged and misnamed vertebrae)",
+        hf, sm.head_foot_spacing_checked_mm, result.modality.modality));
 
   // Canonical orientation, model spacing, model normalisation.
   const std::string input_code = orientation_code(g_in);

@@ -128,6 +128,32 @@ TEST(SpineSegCommand, DetectOnAnisotropicReorientedVolume) {
   EXPECT_EQ(orientation_code(labels.geometry), "RAS");
 }
 
+// CT in axial slices thicker than the CT model's card says it was checked on is flagged as
+// not reliable; slices within it are not. (The shipped card: 4 mm; on real CT resliced to
+// 5 mm the model merged and misnamed vertebrae, scripts/eval_seg_ct_thickness.py.)
+TEST(SpineSegCommand, ThickAxialSlicesBeyondTheCardAreFlagged) {
+  TempDir dir;
+  const fs::path ph = make_phantom(dir, "--kind ct --torso --first T11 --last L5 --spacing 1 --margin 10 --seed 81", "ct");
+  const auto flags_at = [&](const std::string& spacing) {
+    const fs::path prep = dir / ("prep" + spacing);
+    const auto p = run_command(bin("spine-prep") + " " + q(ph / "image.nii.gz") + " --reorient LPS --resample 1 1 " +
+                               spacing + " --pixel int16 -q -o " + q(prep));
+    EXPECT_EQ(p.exit_code, 0) << p.output;
+    const auto r = run_command(bin("spine-detect") + " " + q(prep / "image" / "image.nii.gz") + " --threads 2 -q -o " +
+                               q(dir / ("out" + spacing)));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const auto j = nlohmann::json::parse(test::read_file(dir / ("out" + spacing) / "image" / "vertebrae.json"));
+    std::string all;
+    for (const auto& f : j["flags"]) all += f.get<std::string>() + "\n";
+    return all;
+  };
+  EXPECT_EQ(flags_at("3").find("apart head to foot"), std::string::npos);
+  const std::string thick = flags_at("6");
+  EXPECT_NE(thick.find("slices 6.0 mm apart head to foot, more than the 4 mm the ct model was checked on"),
+            std::string::npos)
+      << thick;
+}
+
 // The fine pass's slice stride: the default (the model on every 2nd sagittal slice, the
 // slices between interpolated) gives the same vertebrae, names and nearly the same voxels
 // as the model on every slice; provenance records the stride used.
