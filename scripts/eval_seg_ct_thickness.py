@@ -93,8 +93,10 @@ def main():
     ap.add_argument("--phantoms", type=int, default=4)
     ap.add_argument("--folds", help="leave-one-out models: DIR/fold-sub-verseNNN/ and DIR/all/ct-spine-seg.pt")
     ap.add_argument("--spine-seg", default=str(ROOT / "build/bin/spine-seg"))
-    ap.add_argument("extra", nargs="*", help="after --: more spine-seg options")
-    args = ap.parse_args()
+    # After "--": more spine-seg options (argparse would take them for its own).
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     out = Path(args.out).resolve()
     (out / "volumes").mkdir(parents=True, exist_ok=True)
     rows, inputs, kinds = [], [], {}
@@ -133,7 +135,7 @@ def main():
     for i, (model, paths) in enumerate(groups.items()):
         (out / f"inputs-{i}.txt").write_text("\n".join(paths) + "\n")
         subprocess.run([args.spine_seg, str(out / f"inputs-{i}.txt"), "-o", str(out / "seg"), "--threads", "2", "-q",
-                        "--force", *(["--ct-model", str(model)] if model else []), *args.extra], check=False)
+                        "--force", *(["--ct-model", str(model)] if model else []), *extra], check=False)
     res = subprocess.run([sys.executable, str(HERE / "eval_seg.py"), "--pred", str(out / "seg"), "--cases",
                           str(out / "cases.tsv"), "--json", str(out / "metrics.json")],
                          check=True, capture_output=True, text=True)

@@ -462,7 +462,7 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
       sm.head_foot_spacing_checked_mm > 0 && hf > sm.head_foot_spacing_checked_mm + 1e-3)
     result.flags.push_back(fmt::format(
         "slices {:.1f} mm apart head to foot, more than the {:g} mm the {} model was checked on: outlines and "
-        "names are not reliable (its card: thicker slices merged and misnamed vertebrae)",
+        "names are not reliable (the model card's limitations say what was measured)",
         hf, sm.head_foot_spacing_checked_mm, result.modality.modality));
 
   // Canonical orientation, model spacing, model normalisation.
