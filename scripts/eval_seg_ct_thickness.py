@@ -158,7 +158,8 @@ def main():
                "dice_one_class": j["vertebra_dice_binary"], "dice_per_level_mean": float(np.mean(levels)) if levels
                else None, "identified": j["identified"], "names_judged": len(j["naming"]), "names_right": right}
         summary.append(rec)
-        print(f"{name:12s} {t:4g}  {rec['dice_one_class']:16.3f}  {rec['dice_per_level_mean'] or float('nan'):9.3f}  "
+        per_level = rec["dice_per_level_mean"] if rec["dice_per_level_mean"] is not None else float("nan")
+        print(f"{name:12s} {t:4g}  {rec['dice_one_class']:16.3f}  {per_level:9.3f}  "
               f"{j['identified']:>10s}  {right:4d} of {len(j['naming']):<3d} {kinds[name]}")
     json.dump({"thickness_mm": args.thickness, "cases": summary}, open(out / "summary.json", "w"), indent=1)
 

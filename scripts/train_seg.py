@@ -171,10 +171,10 @@ def thick_axial_slices(x, rng, max_mm=6):
     """A CT reconstructed in thick axial slices as spine-seg sees it ([C, H, W] at 1 mm,
     columns head to foot): k mm slices (2..max_mm) are the mean of the k 1-mm columns they
     span, placed k mm apart at a random phase, and spine-seg's resampling to 1 mm
-    interpolates linearly between their centres (held at the ends). A box blur alone
+    interpolates linearly between their centres (held at the ends). A box blur
     (real_ct_variation) keeps every 1 mm sample and misses both the coarse sampling and
-    the interpolation: the shipped model, trained with it, merged and misnamed vertebrae
-    on real CT at 5 mm (scripts/eval_seg_ct_thickness.py)."""
+    the interpolation: the shipped model, trained with the blur only, merged and misnamed
+    vertebrae on real CT at 5 mm (scripts/eval_seg_ct_thickness.py)."""
     k = int(rng.integers(2, max_mm + 1))
     w = x.shape[-1]
     phase = int(rng.integers(0, k))
