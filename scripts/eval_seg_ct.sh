@@ -14,12 +14,9 @@ shift $(( $# < 2 ? $# : 2 ))
 bin=$root/build/bin
 mkdir -p "$out"
 : > "$out/phantoms.tsv"
+"$root/scripts/make_heldout_ct_phantoms.sh" "$out/phantoms" "$n"
 for ((i = 0; i < n; i++)); do
-  first=$(( 2 + (i * 5) % 10 ))
-  last=$([ $((i % 4)) = 3 ] && echo L4 || echo L5)
   name=$(printf 'heldout-%02d' "$i")
-  "$bin/spine-phantom" --kind ct --torso --first "T$first" --last "$last" --scoliosis $(( (i * 17) % 41 - 20 )) \
-    --noise $(( 1 + i % 2 )) --margin 10 --seed $((5000 + i)) -q -o "$out/phantoms" --name "$name" --resume
   echo "$out/phantoms/$name/image.nii.gz" >> "$out/phantom-inputs.txt.tmp"
   printf '%s_image\t%s\tct\n' "$name" "$out/phantoms/$name/labels.nii.gz" >> "$out/phantoms.tsv"
 done

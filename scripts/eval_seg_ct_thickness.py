@@ -19,7 +19,7 @@ figures are held out too.
 Cases: the three VerSe CTs with manual masks (the shipped CT model trained on them: their
 figures show what thickness does, not how well the model generalises), the abdominal
 example CT (never trained on; its labels are TotalSegmentator's output, not manual) and
-held-out torso phantoms (seeds 5000.., as scripts/eval_seg_ct.sh; SYNTHETIC). A thickness
+held-out torso phantoms (scripts/make_heldout_ct_phantoms.sh, as scripts/eval_seg_ct.sh; SYNTHETIC). A thickness
 below a case's own spacing, or one it cannot be resliced to (not a whole multiple of its
 spacing), is left out for that case.
 """
@@ -74,13 +74,10 @@ def cases(out, n_phantoms):
     if abd.exists():
         found.append(("abdomen", abd / "example_ct.nii.gz", abd / "example_ct_vertebrae_model_labels.nii.gz",
                       "real, never trained on, TotalSegmentator's labels"))
-    for i in range(n_phantoms):  # the held-out phantoms of scripts/eval_seg_ct.sh
+    if n_phantoms:  # the held-out phantoms scripts/eval_seg_ct.sh scores
+        subprocess.run([str(HERE / "make_heldout_ct_phantoms.sh"), str(out / "phantoms"), str(n_phantoms)], check=True)
+    for i in range(n_phantoms):
         name = f"heldout-{i:02d}"
-        first, last = 2 + (i * 5) % 10, "L4" if i % 4 == 3 else "L5"
-        subprocess.run([str(ROOT / "build/bin/spine-phantom"), "--kind", "ct", "--torso", "--first", f"T{first}",
-                        "--last", last, "--scoliosis", str((i * 17) % 41 - 20), "--noise", str(1 + i % 2),
-                        "--margin", "10", "--seed", str(5000 + i), "-q", "-o", str(out / "phantoms"), "--name", name,
-                        "--resume"], check=True)
         found.append((name, out / "phantoms" / name / "image.nii.gz", out / "phantoms" / name / "labels.nii.gz",
                       "SYNTHETIC phantom, never trained on"))
     return found

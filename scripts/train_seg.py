@@ -183,9 +183,9 @@ def thick_axial_slices(x, rng, max_mm=6):
     padded = F.pad(x[None], (k - 1, k, 0, 0), mode="replicate")[0]
     means = F.avg_pool1d(padded.reshape(-1, 1, padded.shape[-1])[..., phase:], k, stride=k)
     means = means.reshape(x.shape[0], x.shape[1], -1)
-    centres = phase - (k - 1) + np.arange(means.shape[-1]) * k + (k - 1) / 2  # in x's columns
-    pos = np.clip((np.arange(w) - centres[0]) / k, 0, means.shape[-1] - 1)
-    i0 = np.minimum(np.floor(pos).astype(np.int64), means.shape[-1] - 1)
+    first_centre = phase - (k - 1) / 2  # slice i's centre lies at first_centre + i*k in x's columns
+    pos = np.clip((np.arange(w) - first_centre) / k, 0, means.shape[-1] - 1)
+    i0 = np.floor(pos).astype(np.int64)
     i1 = np.minimum(i0 + 1, means.shape[-1] - 1)
     f = torch.from_numpy((pos - i0).astype(np.float32))
     return means[..., i0] * (1 - f) + means[..., i1] * f

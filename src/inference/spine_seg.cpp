@@ -52,15 +52,6 @@ namespace {
 
 constexpr const char* kCanonical = "IPR";  // x inferior, y posterior, z patient right
 
-// The spacing of the input's slices along its axis nearest head to foot (LPS z): what a
-// CT's axial reconstruction interval is.
-double head_foot_spacing_mm(const Geometry& g) {
-  int axis = 0;
-  for (int a = 1; a < 3; ++a)
-    if (std::abs(g.direction[6 + a]) > std::abs(g.direction[6 + axis])) axis = a;
-  return g.spacing[axis];
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -456,14 +447,6 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   result.model_limitations = sm.model->card().limitations;
   if (impl_->limitations_shown.insert(result.modality.modality).second)
     for (const auto& l : result.model_limitations) log::warn("{} {}: {}", sm.model->card().name, sm.model->card().version, l);
-  // Thick axial slices blur the discs the instances are cut at and the names rest on: a
-  // spacing beyond what the model was checked on makes every outline and name doubtful.
-  if (const double hf = head_foot_spacing_mm(g_in);
-      sm.head_foot_spacing_checked_mm > 0 && hf > sm.head_foot_spacing_checked_mm + 1e-3)
-    result.flags.push_back(fmt::format(
-        "slices {:.1f} mm apart head to foot, more than the {:g} mm the {} model was checked on: outlines and "
-        "names are not reliable (the model card's limitations say what was measured)",
-        hf, sm.head_foot_spacing_checked_mm, result.modality.modality));
 
   // Canonical orientation, model spacing, model normalisation.
   const std::string input_code = orientation_code(g_in);
@@ -471,6 +454,15 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
   // pass only the region around the spine is ever resampled from it.
   const Reorientation canon = reorientation(g_in, kCanonical);
   const Geometry native_grid = canon.geometry;
+  // Thick axial slices blur the discs the instances are cut at and the names rest on: a
+  // spacing head to foot (the canonical grid's first axis, I) beyond what the model was
+  // checked on makes every outline and name doubtful.
+  if (const double hf = native_grid.spacing[0];
+      sm.head_foot_spacing_checked_mm > 0 && hf > sm.head_foot_spacing_checked_mm + 1e-3)
+    result.flags.push_back(fmt::format(
+        "slices {:.1f} mm apart head to foot, more than the {:g} mm the {} model was checked on: outlines and "
+        "names are not reliable (the model card's limitations say what was measured)",
+        hf, sm.head_foot_spacing_checked_mm, result.modality.modality));
   const double model_spacing = 1.0;
   const bool at_model_spacing = std::abs(native_grid.spacing[0] - model_spacing) < 1e-3 &&
                                 std::abs(native_grid.spacing[1] - model_spacing) < 1e-3 &&
