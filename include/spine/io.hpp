@@ -16,6 +16,10 @@ struct ImageInfo {
   std::string pixel_type;    // stored component type, e.g. "uint8", "int16", "float"
   int components = 1;        // colour images are converted to grey on reading
   int file_dimension = 3;
+  // A DICOM series whose slices were sheared (CT with gantry tilt): the angle between the
+  // slice-to-slice step and the slice normal, in degrees, after the slices were put on an
+  // orthogonal grid on reading (0: nothing to correct).
+  double gantry_tilt_deg = 0;
 };
 
 struct LoadedImage {

@@ -355,6 +355,7 @@ BatchSummary run_measure(const MeasureCommandConfig& c) {
     j["study"] = study.name;
     j["modality"] = modality;
     j["labels_from"] = label_source;
+    j["gantry_tilt_corrected_deg"] = round_to(in.info.gantry_tilt_deg, 0.01);
     for (const auto& f : flags) j["flags"].push_back(f);
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& r : measurement_rows(m))

@@ -217,6 +217,7 @@ BatchSummary run_prep(const PrepConfig& c) {
     return nlohmann::json{{"steps", steps},
                           {"input_format", in.info.format},
                           {"modality", in.info.modality},
+                          {"gantry_tilt_corrected_deg", round_to(in.info.gantry_tilt_deg, 0.01)},
                           {"size", size},
                           {"orientation", orientation_code(img.geometry)},
                           {"intensity_min", range.min},

@@ -383,6 +383,7 @@ BatchSummary run_spine_seg(const SegCommandConfig& c) {
                      {"vertebrae", vertebrae_json(r, stats)},
                      {"discs", discs_json(r, stats)},
                      {"naming_confidence", round_to(r.naming_confidence, 0.001)},
+                     {"gantry_tilt_corrected_deg", round_to(in.info.gantry_tilt_deg, 0.01)},
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},
                      {"timing", r.timing}};
@@ -403,6 +404,7 @@ BatchSummary run_spine_detect(const DetectCommandConfig& c) {
                      {"modality", modality_json(r)},
                      {"vertebrae", vertebrae_json(r, {})},  // no statistics: spine-seg's table has them
                      {"naming_confidence", round_to(r.naming_confidence, 0.001)},
+                     {"gantry_tilt_corrected_deg", round_to(in.info.gantry_tilt_deg, 0.01)},
                      {"flags", r.flags},
                      {"model_limitations", r.model_limitations},
                      {"method", "vertebrae segmented by the " + r.modality.modality +

@@ -67,6 +67,7 @@ void check(const OFCondition& c, const std::string& what) {
 struct SourceImage {
   std::unique_ptr<DcmFileFormat> file;
   std::array<double, 3> position{0, 0, 0};
+  Uint16 rows = 0, columns = 0;
 };
 
 // The series' images, or empty with `problem` set when they cannot be referenced (a
@@ -86,6 +87,8 @@ std::vector<SourceImage> read_sources(const fs::path& dir, std::string& problem)
         throw input_error(f + ": no Image Position (Patient) for the SEG's references");
       s.position[i] = v;
     }
+    if (d->findAndGetUint16(DCM_Rows, s.rows).bad() || d->findAndGetUint16(DCM_Columns, s.columns).bad())
+      throw input_error(f + ": no Rows / Columns for the SEG's references");
     for (const auto& [tag, name] : {std::pair{DCM_StudyInstanceUID, "Study Instance UID"},
                                     std::pair{DCM_SeriesInstanceUID, "Series Instance UID"},
                                     std::pair{DCM_SOPClassUID, "SOP Class UID"},
@@ -140,38 +143,79 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
   OFLog::configure(OFLogger::OFF_LOG_LEVEL);
   const Geometry& g = labels.geometry;
   if (g.dimension != 3 || labels.nz() == 0) throw internal_error("DICOM SEG: needs a 3D label map");
-  if (labels.nx() > 65535 || labels.ny() > 65535) throw input_error(path.string() + ": slices too large for DICOM");
-  const auto rows = static_cast<Uint16>(labels.ny()), cols = static_cast<Uint16>(labels.nx());
 
-  // Which slices each label appears in.
-  const std::size_t slice = labels.nx() * labels.ny();
-  std::map<int, std::vector<std::size_t>> slices_of;
-  for (std::size_t z = 0; z < labels.nz(); ++z) {
-    std::set<int> here;
-    for (std::size_t i = 0; i < slice; ++i)
-      if (const int v = labels.voxels[z * slice + i]; v != 0) here.insert(v);
-    for (int v : here) slices_of[v].push_back(z);
-  }
-
-  // The source image of each slice, matched by position (not by file order).
+  // The source image of each slice, matched by its plane (position along the normal).
   std::vector<SourceImage> sources;
   std::vector<std::size_t> source_of(labels.nz(), 0);
+  std::vector<std::array<double, 3>> frame_position(labels.nz());
+  for (std::size_t z = 0; z < labels.nz(); ++z) frame_position[z] = g.index_to_lps(0, 0, static_cast<double>(z));
+  const LabelImage* frames = &labels;
+  LabelImage on_sources;
   DicomSegSummary summary;
   if (!options.source_series.empty()) sources = read_sources(options.source_series, summary.source_problem);
   if (!sources.empty()) {
+    const auto& d = g.direction;  // row-major, columns = axes
+    const std::array<double, 3> row{d[0], d[3], d[6]}, column{d[1], d[4], d[7]}, normal{d[2], d[5], d[8]};
+    auto dot = [](const std::array<double, 3>& u, const std::array<double, 3>& v) {
+      return u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    };
     const double tolerance = 0.25 * g.spacing[2];
+    std::vector<std::array<double, 2>> offset(labels.nz());
+    bool shifted = false;
     for (std::size_t z = 0; z < labels.nz(); ++z) {
-      const auto p = g.index_to_lps(0, 0, static_cast<double>(z));
+      const auto& p = frame_position[z];
       double best = 1e300;
       for (std::size_t k = 0; k < sources.size(); ++k) {
-        double d = 0;
-        for (int a = 0; a < 3; ++a) d += (sources[k].position[a] - p[a]) * (sources[k].position[a] - p[a]);
-        if (d < best) best = d, source_of[z] = k;
+        const auto& q = sources[k].position;
+        const double along = std::fabs(dot({q[0] - p[0], q[1] - p[1], q[2] - p[2]}, normal));
+        if (along < best) best = along, source_of[z] = k;
       }
-      if (std::sqrt(best) > tolerance)
+      if (best > tolerance)
         throw input_error(options.source_series.string() + ": no image of the series lies at slice " +
                           std::to_string(z) + " of the segmentation (the label map is not on the series' grid)");
+      const auto& q = sources[source_of[z]].position;
+      const std::array<double, 3> delta{q[0] - p[0], q[1] - p[1], q[2] - p[2]};
+      offset[z] = {dot(delta, row) / g.spacing[0], dot(delta, column) / g.spacing[1]};
+      shifted = shifted || std::fabs(offset[z][0]) > 1e-3 || std::fabs(offset[z][1]) > 1e-3 ||
+                sources[source_of[z]].columns != labels.nx() || sources[source_of[z]].rows != labels.ny();
     }
+    // A gantry-tilted series was put on an orthogonal grid on reading: each frame is taken
+    // back onto its source image's own pixels (nearest label), so that it lies exactly on
+    // the image it names, as viewers expect of a SEG.
+    if (shifted) {
+      Geometry sg = g;
+      sg.size = {sources.front().columns, sources.front().rows, labels.nz()};
+      on_sources = LabelImage(sg);
+      const std::size_t sx = sg.size[0], sy = sg.size[1];
+      for (std::size_t z = 0; z < labels.nz(); ++z) {
+        if (sources[source_of[z]].columns != sx || sources[source_of[z]].rows != sy)
+          throw input_error(options.source_series.string() + ": images of different sizes");
+        for (std::size_t j = 0; j < sy; ++j) {
+          const long y = std::lround(static_cast<double>(j) + offset[z][1]);
+          if (y < 0 || y >= static_cast<long>(labels.ny())) continue;
+          for (std::size_t i = 0; i < sx; ++i) {
+            const long x = std::lround(static_cast<double>(i) + offset[z][0]);
+            if (x < 0 || x >= static_cast<long>(labels.nx())) continue;
+            on_sources.voxels[(z * sy + j) * sx + i] =
+                labels.voxels[(z * labels.ny() + static_cast<std::size_t>(y)) * labels.nx() + static_cast<std::size_t>(x)];
+          }
+        }
+        frame_position[z] = sources[source_of[z]].position;
+      }
+      frames = &on_sources;
+    }
+  }
+  if (frames->nx() > 65535 || frames->ny() > 65535) throw input_error(path.string() + ": slices too large for DICOM");
+  const auto rows = static_cast<Uint16>(frames->ny()), cols = static_cast<Uint16>(frames->nx());
+
+  // Which slices each label appears in.
+  const std::size_t slice = frames->nx() * frames->ny();
+  std::map<int, std::vector<std::size_t>> slices_of;
+  for (std::size_t z = 0; z < frames->nz(); ++z) {
+    std::set<int> here;
+    for (std::size_t i = 0; i < slice; ++i)
+      if (const int v = frames->voxels[z * slice + i]; v != 0) here.insert(v);
+    for (int v : here) slices_of[v].push_back(z);
   }
 
   IODGeneralEquipmentModule::EquipmentInfo equipment("spine project", options.algorithm_name, "none",
@@ -219,6 +263,15 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
 
   summary.references_source = !sources.empty();
   std::vector<Uint8> pixels(slice);
+  // The Pixel Data as the standard packs a binary SEG: all frames' bits one after another,
+  // the first pixel in a byte's lowest bit, with no padding between frames. DCMTK 3.6.7
+  // (Debian 12) packs a frame that starts inside a byte wrongly, so every frame after the
+  // first of an image whose rows x columns is not a multiple of 8 came out shifted; its
+  // Pixel Data is replaced with this one below.
+  std::size_t frame_count = 0;
+  for (const auto& [label, zs] : slices_of) frame_count += zs.size();
+  std::vector<Uint8> packed((frame_count * slice + 7) / 8 + ((frame_count * slice + 7) / 8) % 2, 0);
+  std::size_t bit = 0;
   for (const auto& [label, zs] : slices_of) {
     const CodedConcept type = segmented_property_type(label);
     const LabelInfo info = label_info(label);
@@ -239,8 +292,8 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
     ++summary.segments;
 
     for (std::size_t z : zs) {
-      for (std::size_t i = 0; i < slice; ++i) pixels[i] = labels.voxels[z * slice + i] == label ? 1 : 0;
-      const auto p = g.index_to_lps(0, 0, static_cast<double>(z));
+      for (std::size_t i = 0; i < slice; ++i) pixels[i] = frames->voxels[z * slice + i] == label ? 1 : 0;
+      const auto& p = frame_position[z];
       FGPlanePosPatient position;
       check(position.setImagePositionPatient(ds(p[0]).c_str(), ds(p[1]).c_str(), ds(p[2]).c_str()), "position");
       FGFrameContent frame;
@@ -260,6 +313,8 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
         per_frame.push_back(&derivation);
       }
       check(seg->addFrame(pixels.data(), number, per_frame), "frame");
+      for (std::size_t i = 0; i < slice; ++i, ++bit)
+        if (pixels[i]) packed[bit / 8] = static_cast<Uint8>(packed[bit / 8] | (1u << (bit % 8)));
       ++summary.frames;
     }
   }
@@ -290,6 +345,8 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
 
   DcmFileFormat file;
   check(seg->writeDataset(*file.getDataset()), "write");
+  check(file.getDataset()->putAndInsertUint8Array(DCM_PixelData, packed.data(), static_cast<unsigned long>(packed.size())),
+        "pixel data");
   if (!options.copy_patient_identity) {
     DcmDataset* out = file.getDataset();
     check(out->putAndInsertString(DCM_PatientIdentityRemoved, "YES"), "identity removed");

@@ -1161,7 +1161,7 @@ DicomFacts check_dicom_file(const fs::path& path) {
   return facts;
 }
 
-std::vector<std::string> check_dicom_series(const fs::path& dir, DeclaredImage* declared) {
+std::vector<std::string> check_dicom_series(const fs::path& dir, DeclaredImage* declared, SeriesLayout* layout) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir)) {
     std::error_code ec;
@@ -1227,6 +1227,27 @@ std::vector<std::string> check_dicom_series(const fs::path& dir, DeclaredImage* 
       fail(dir, "slice positions are unevenly spaced (" + num(steps[i]) + " mm between " + pair + ", " + num(median) +
                     " mm elsewhere): a missing or extra slice?");
   }
+  // The in-plane part of every step must be the same too: a gantry-tilted stack shifts each
+  // slice by the same amount, which reading can undo; uneven shifts are no grid at all.
+  const auto& first = facts[along.front().second].position;
+  const auto& last = facts[along.back().second].position;
+  std::array<double, 3> mean{};
+  for (int a = 0; a < 3; ++a) mean[a] = (last[a] - first[a]) / static_cast<double>(along.size() - 1);
+  const std::array<double, 3> row{o[0], o[1], o[2]}, column{o[3], o[4], o[5]};
+  auto dot = [](const std::array<double, 3>& u, const std::array<double, 3>& v) {
+    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+  };
+  for (std::size_t i = 1; i < along.size(); ++i) {
+    const auto& p = facts[along[i].second].position;
+    const auto& q = facts[along[i - 1].second].position;
+    const std::array<double, 3> d{p[0] - q[0], p[1] - q[1], p[2] - q[2]};
+    const double off = std::hypot(dot(d, row) - dot(mean, row), dot(d, column) - dot(mean, column));
+    if (off > 0.05 * median + 0.01)
+      fail(dir, "slices shifted unevenly in their plane (" + num(off) + " mm off the series' mean step between " +
+                    files[along[i - 1].second].filename().string() + " and " +
+                    files[along[i].second].filename().string() + ")");
+  }
+  if (layout) *layout = {row, column, normal, mean};
   std::vector<std::string> out;
   for (const auto& [d, i] : along) out.push_back(files[i].string());
   return out;

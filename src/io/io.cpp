@@ -203,9 +203,83 @@ void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t read
   }
 }
 
+// A gantry-tilted CT series is a sheared stack: parallel slices, each shifted in its plane
+// by the same step. ITK's series reader lays the slices one above the other along their
+// normal, `spacing` apart (the full step's length), so every distance across slices comes
+// out wrong without a word. The slices are put on an orthogonal grid instead, as dcm2niix
+// does: slice k moved back in its plane by k times the step's in-plane part (bilinear
+// within the slice; no value crosses slices), the grid widened to hold every slice whole,
+// its slice spacing the step along the normal. Where a slice held no data the series'
+// lowest value stands (CT's air or outside-the-field value).
+struct SliceShift {
+  double deg = 0;              // angle between the step and the slice normal
+  double along = 0;            // the step along the normal (mm)
+  double per_slice[2] = {0, 0};  // the step's in-plane part in pixels (along a row, down a column)
+  double start[2] = {0, 0};      // where the first slice's pixel 0 lies on the wider grid (pixels)
+  std::size_t extra[2] = {0, 0};  // pixels added along a row, down a column
+};
+
+SliceShift slice_shift(const detail::SeriesLayout& l, const Geometry& g, std::size_t slices) {
+  auto dot = [](const std::array<double, 3>& u, const std::array<double, 3>& v) {
+    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+  };
+  const double norm = std::sqrt(dot(l.normal, l.normal));
+  SliceShift s;
+  s.along = dot(l.step, l.normal) / norm;
+  const double in_plane[2] = {dot(l.step, l.row), dot(l.step, l.column)};
+  const double n = static_cast<double>(slices - 1);
+  // Under a tenth of a pixel across the whole series is rounding in the positions.
+  if (std::hypot(n * in_plane[0] / g.spacing[0], n * in_plane[1] / g.spacing[1]) < 0.1) return s;
+  s.deg = std::atan2(std::hypot(in_plane[0], in_plane[1]), std::fabs(s.along)) * 180 / 3.14159265358979323846;
+  for (int a = 0; a < 2; ++a) {
+    s.per_slice[a] = in_plane[a] / g.spacing[a];
+    s.start[a] = -std::min(0.0, n * s.per_slice[a]);
+    s.extra[a] = static_cast<std::size_t>(std::ceil(std::fabs(n * s.per_slice[a]) - 1e-6));
+  }
+  return s;
+}
+
+// Slice `k` of a sheared stack (nx x ny values in `in`) onto the wider grid's slice `out`
+// (NaN where the slice holds no data).
+void place_shifted_slice(const float* in, std::size_t nx, std::size_t ny, const SliceShift& s, std::size_t k,
+                         float* out, std::size_t ox, std::size_t oy) {
+  // Output pixel I lies over input pixel I - u.
+  const double u = s.start[0] + static_cast<double>(k) * s.per_slice[0];
+  const double v = s.start[1] + static_cast<double>(k) * s.per_slice[1];
+  const double fu = u - std::floor(u), fv = v - std::floor(v);
+  const auto iu = static_cast<long>(std::floor(u)), iv = static_cast<long>(std::floor(v));
+  // Input position x = I - iu - fu: between x0 = I - iu - 1 (weight fu) and x0 + 1 (1 - fu).
+  auto at = [&](long x, long y) -> double {
+    return x < 0 || y < 0 || x >= static_cast<long>(nx) || y >= static_cast<long>(ny)
+               ? std::numeric_limits<double>::quiet_NaN()
+               : in[static_cast<std::size_t>(y) * nx + static_cast<std::size_t>(x)];
+  };
+  const double eps = 1e-6;
+  for (std::size_t J = 0; J < oy; ++J) {
+    const long y1 = static_cast<long>(J) - iv, y0 = y1 - 1;
+    for (std::size_t I = 0; I < ox; ++I) {
+      const long x1 = static_cast<long>(I) - iu, x0 = x1 - 1;
+      // A weight of (almost) nothing needs no neighbour: the slice's own edge stays.
+      double acc = 0, w = 0;
+      bool hole = false;
+      for (const auto& [x, wx] : {std::pair{x0, fu}, std::pair{x1, 1 - fu}})
+        for (const auto& [y, wy] : {std::pair{y0, fv}, std::pair{y1, 1 - fv}}) {
+          const double weight = wx * wy;
+          if (weight < eps) continue;
+          const double value = at(x, y);
+          if (std::isnan(value)) hole = true;
+          acc += weight * value;
+          w += weight;
+        }
+      out[J * ox + I] = hole || w <= 0 ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(acc / w);
+    }
+  }
+}
+
 LoadedImage read_dicom_series(const fs::path& dir) {
   detail::DeclaredImage declared;
-  const std::vector<std::string> files = detail::check_dicom_series(dir, &declared);
+  detail::SeriesLayout layout;
+  const std::vector<std::string> files = detail::check_dicom_series(dir, &declared, &layout);
   check_budget(dir, declared.voxels, read_bytes(declared.voxels, declared.bytes_per_value, ReadPath::kNiftiDirect));
   // The series reader works out the geometry (slice spacing and order from the positions);
   // the voxels are then read a slice at a time into the one float image, with each slice's
@@ -217,12 +291,26 @@ LoadedImage read_dicom_series(const fs::path& dir) {
   reader->SetImageIO(dicom);
   reader->SetFileNames(files);
   reader->UpdateOutputInformation();
-  LoadedImage out;
-  out.image = FloatImage(detail::geometry_of(reader->GetOutput()));
-  const std::size_t slice = out.image.nx() * out.image.ny();
-  if (out.image.nz() != files.size())
+  const Geometry stack = detail::geometry_of(reader->GetOutput());
+  const std::size_t nx = stack.size[0], ny = stack.size[1];
+  if (stack.size[2] != files.size())
     throw input_error(dir.string() + ": DICOM series of " + std::to_string(files.size()) + " files read as " +
-                      std::to_string(out.image.nz()) + " slices");
+                      std::to_string(stack.size[2]) + " slices");
+  const SliceShift shift = files.size() > 1 ? slice_shift(layout, stack, files.size()) : SliceShift{};
+  Geometry grid = stack;
+  if (shift.deg > 0) {
+    grid.size[0] += shift.extra[0];
+    grid.size[1] += shift.extra[1];
+    grid.spacing[2] = shift.along;
+    // The wider grid's first pixel: the first slice's, moved back by where it lands.
+    grid.origin = stack.index_to_lps(-shift.start[0], -shift.start[1], 0);
+    const std::uint64_t values = grid.voxel_count();
+    check_budget(dir, values, values * 4 + nx * ny * 4);
+  }
+  LoadedImage out;
+  out.image = FloatImage(grid);
+  const std::size_t slice = nx * ny;
+  std::vector<float> sheared(shift.deg > 0 ? slice : 0);
   for (std::size_t z = 0; z < files.size(); ++z) {
     auto io = itk::GDCMImageIO::New();
     io->SetFileName(files[z]);
@@ -231,8 +319,22 @@ LoadedImage read_dicom_series(const fs::path& dir) {
     for (unsigned i = 0; i < io->GetNumberOfDimensions(); ++i) pixels *= io->GetDimensions(i);
     if (pixels != slice || io->GetNumberOfComponents() != 1)
       throw input_error(fs::path(files[z]).string() + ": slice is not a single-component image of the series' size");
-    read_io_into(io.GetPointer(), out.image.voxels.data() + z * slice, files[z]);
+    if (shift.deg > 0) {
+      read_io_into(io.GetPointer(), sheared.data(), files[z]);
+      place_shifted_slice(sheared.data(), nx, ny, shift, z, out.image.voxels.data() + z * grid.size[0] * grid.size[1],
+                          grid.size[0], grid.size[1]);
+    } else {
+      read_io_into(io.GetPointer(), out.image.voxels.data() + z * slice, files[z]);
+    }
     if (z == 0) out.info.pixel_type = pixel_type_name(io->GetComponentType());
+  }
+  if (shift.deg > 0) {
+    float lowest = std::numeric_limits<float>::infinity();
+    for (float v : out.image.voxels)
+      if (!std::isnan(v)) lowest = std::min(lowest, v);
+    for (float& v : out.image.voxels)
+      if (std::isnan(v)) v = lowest;
+    out.info.gantry_tilt_deg = shift.deg;
   }
   out.info.format = "dicom-series";
   std::string modality;

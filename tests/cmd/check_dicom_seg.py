@@ -88,26 +88,66 @@ if frames.ndim == 2:
     frames = frames[None]
 expect(frames.shape[0] == seg.NumberOfFrames, "frame count")
 ras_to_index = np.linalg.inv(affine)
+tilted = result.get("gantry_tilt_corrected_deg", 0) > 0
+
+
+def grid_index(ipp):
+    return ras_to_index @ np.array([-ipp[0], -ipp[1], ipp[2], 1.0])
+
+
+def sampled(k, off, shape):
+    """labels.nii.gz's slice k at the nearest voxel to each pixel of a frame of `shape`
+    (rows, columns) whose pixel 0 lies at grid position `off` (x, y); 0 off the grid."""
+    x = np.floor(np.arange(shape[1]) + off[0] + 0.5).astype(int)
+    y = np.floor(np.arange(shape[0]) + off[1] + 0.5).astype(int)
+    ok = (x[None, :] >= 0) & (x[None, :] < labels.shape[0]) & (y[:, None] >= 0) & (y[:, None] < labels.shape[1])
+    out = np.zeros(shape, dtype=labels.dtype)
+    out[ok] = labels[:, :, k][np.clip(x, 0, labels.shape[0] - 1)[None, :].repeat(shape[0], 0)[ok],
+                              np.clip(y, 0, labels.shape[1] - 1)[:, None].repeat(shape[1], 1)[ok]]
+    return out
+
+
 rebuilt = np.zeros(labels.shape, dtype=np.int32)
+seen = set()
 for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
     number = fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber
     ipp = [float(x) for x in fg.PlanePositionSequence[0].ImagePositionPatient]
-    ijk = ras_to_index @ np.array([-ipp[0], -ipp[1], ipp[2], 1.0])
+    ijk = grid_index(ipp)
     k = int(round(ijk[2]))
-    expect(abs(ijk[0]) < 1e-3 and abs(ijk[1]) < 1e-3 and abs(ijk[2] - k) < 1e-3, f"frame {i + 1}: position off the grid")
+    expect(abs(ijk[2] - k) < 1e-3, f"frame {i + 1}: between two slices of the label map")
+    if not tilted:
+        expect(abs(ijk[0]) < 1e-3 and abs(ijk[1]) < 1e-3, f"frame {i + 1}: position off the grid")
     if not linked:
         expect(not fg.get("DerivationImageSequence"), f"frame {i + 1}: names a source image")
-        rebuilt[:, :, k][frames[i].T > 0] = segment_value[number]
+    else:
+        src = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        expect(src in sources, f"frame {i + 1}: source image not in the series")
+        if src in sources:
+            sp = [float(x) for x in sources[src].ImagePositionPatient]
+            expect(max(abs(a - b) for a, b in zip(sp, ipp)) < 1e-3, f"frame {i + 1}: source image at another position")
+            expect(frames[i].shape == (sources[src].Rows, sources[src].Columns), f"frame {i + 1}: not the source's size")
+    if tilted:
+        # A gantry-tilted series read onto an orthogonal grid: each frame lies on its source
+        # image's own pixels and holds the nearest label of labels.nii.gz.
+        want = sampled(k, ijk[:2], frames[i].shape) == segment_value[number]
+        wrong = int(np.count_nonzero((frames[i] > 0) != want))
+        expect(wrong == 0, f"frame {i + 1}: {wrong} pixels differ from labels.nii.gz")
+        seen.add((number, k))
         continue
-    src = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-    expect(src in sources, f"frame {i + 1}: source image not in the series")
-    if src in sources:
-        sp = [float(x) for x in sources[src].ImagePositionPatient]
-        expect(max(abs(a - b) for a, b in zip(sp, ipp)) < 1e-3, f"frame {i + 1}: source image at another position")
     # Frame rows run along the volume's y axis, columns along x.
     rebuilt[:, :, k][frames[i].T > 0] = segment_value[number]
-mismatch = int(np.count_nonzero(rebuilt != labels))
-expect(mismatch == 0, f"rebuilt label map differs from labels.nii.gz in {mismatch} voxels")
+if tilted and linked:
+    # Every segment present on a source image has its frame.
+    for s in sources.values():
+        ijk = grid_index([float(x) for x in s.ImagePositionPatient])
+        k = int(round(ijk[2]))
+        here = sampled(k, ijk[:2], (s.Rows, s.Columns))
+        for number, value in segment_value.items():
+            expect((number, k) in seen or not np.any(here == value), f"no frame of segment {number} on slice {k}")
+    expect(len(seen) > 0, "no frame")
+elif not tilted:
+    mismatch = int(np.count_nonzero(rebuilt != labels))
+    expect(mismatch == 0, f"rebuilt label map differs from labels.nii.gz in {mismatch} voxels")
 
 # Identity: in the SEG only on request, never in any other output.
 with open(seg_path, "rb") as f:

@@ -29,10 +29,16 @@ inline std::string ds_text(double v) {
 
 // Writes `image` reoriented to LPS (axial slices, as a scanner stores them) into `dir`,
 // values rounded to int16 (HU). Returns the SOP Instance UIDs, first slice first.
+// With a gantry tilt the slices are acquired as a tilted scanner does: the table still moves
+// head to foot by the slice spacing, but each slice plane is turned by the tilt about the
+// left-right axis (its columns point posterior and up), so the stack is sheared; each slice
+// is the image resampled on its plane (air outside).
 inline std::vector<std::string> write_ct_series(const FloatImage& image, const fs::path& dir,
-                                                const FakeIdentity& who = {}) {
+                                                const FakeIdentity& who = {}, double gantry_tilt_deg = 0) {
   const FloatImage lps = reorient(image, "LPS");
-  const Geometry& g = lps.geometry;
+  Geometry g = lps.geometry;
+  const double t = gantry_tilt_deg * 3.14159265358979323846 / 180;
+  if (gantry_tilt_deg != 0) g.direction = {1, 0, 0, 0, std::cos(t), -std::sin(t), 0, std::sin(t), std::cos(t)};
   fs::create_directories(dir);
   char study[100], series[100], frame[100];
   dcmGenerateUniqueIdentifier(study, SITE_STUDY_UID_ROOT);
@@ -49,7 +55,8 @@ inline std::vector<std::string> write_ct_series(const FloatImage& image, const f
     char sop[100];
     dcmGenerateUniqueIdentifier(sop, SITE_INSTANCE_UID_ROOT);
     uids.push_back(sop);
-    const auto p = g.index_to_lps(0, 0, static_cast<double>(z));
+    // Where the table puts slice z (a tilt turns the slice's plane, not the table's path).
+    const auto p = lps.geometry.index_to_lps(0, 0, static_cast<double>(z));
     s->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
     s->putAndInsertString(DCM_SOPInstanceUID, sop);
     s->putAndInsertString(DCM_StudyInstanceUID, study);
@@ -81,8 +88,17 @@ inline std::vector<std::string> write_ct_series(const FloatImage& image, const f
     s->putAndInsertUint16(DCM_PixelRepresentation, 1);
     s->putAndInsertString(DCM_RescaleIntercept, "0");
     s->putAndInsertString(DCM_RescaleSlope, "1");
+    const float* values = lps.voxels.data() + z * pixels.size();
+    FloatImage plane;
+    if (gantry_tilt_deg != 0) {
+      Geometry pg = g;
+      pg.size[2] = 1;
+      pg.origin = {p[0], p[1], p[2]};
+      plane = resample_image_to(lps, pg, -1024.f);
+      values = plane.voxels.data();
+    }
     for (std::size_t i = 0; i < pixels.size(); ++i)
-      pixels[i] = static_cast<Sint16>(std::lround(std::clamp(lps.voxels[z * pixels.size() + i], -32768.f, 32767.f)));
+      pixels[i] = static_cast<Sint16>(std::lround(std::clamp(values[i], -32768.f, 32767.f)));
     s->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16*>(pixels.data()), pixels.size());
     char name[32];
     std::snprintf(name, sizeof name, "slice%04zu.dcm", z);

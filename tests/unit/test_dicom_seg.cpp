@@ -78,6 +78,36 @@ TEST(DicomSeg, StandaloneSegReadsBackWithItsFramesAndPositions) {
   EXPECT_NE(f->pixData[5 * 12 + 4], 0);  // row 5, column 4
 }
 
+// A binary SEG's Pixel Data is every frame's bits one after the other with no padding
+// (the first pixel in the lowest bit). With 13 x 7 = 91 pixels a frame, every frame but the
+// first starts inside a byte: DCMTK 3.6.7 shifted those frames; read here bit by bit from
+// the file, each frame holds its slice's one pixel where it should.
+TEST(DicomSeg, FramesOfAnOddSizeArePackedBitAfterBit) {
+  TempDir dir;
+  Geometry g;
+  g.size = {13, 7, 5};
+  LabelImage labels(g, 0);
+  const std::size_t where[5][2] = {{0, 0}, {12, 6}, {5, 3}, {1, 6}, {11, 0}};
+  for (std::size_t z = 0; z < 5; ++z) labels.at(where[z][0], where[z][1], z) = 20;
+  const auto path = dir / "seg.dcm";
+  ASSERT_EQ(write_dicom_seg(labels, path, {}).frames, 5u);
+  DcmFileFormat file;
+  ASSERT_TRUE(file.loadFile(path.c_str()).good());
+  const Uint8* bytes = nullptr;
+  unsigned long length = 0;
+  ASSERT_TRUE(file.getDataset()->findAndGetUint8Array(DCM_PixelData, bytes, &length).good());
+  EXPECT_EQ(length, 58u);  // 5 x 91 bits = 57 bytes, padded to an even length
+  for (std::size_t f = 0; f < 5; ++f) {
+    std::vector<std::size_t> set;
+    for (std::size_t i = 0; i < 91; ++i) {
+      const std::size_t bit = f * 91 + i;
+      if (bytes[bit / 8] >> (bit % 8) & 1u) set.push_back(i);
+    }
+    ASSERT_EQ(set.size(), 1u) << "frame " << f;
+    EXPECT_EQ(set[0], where[f][1] * 13 + where[f][0]) << "frame " << f;
+  }
+}
+
 TEST(DicomSeg, NothingSegmentedIsRefused) {
   TempDir dir;
   const LabelImage empty(test::oblique_test_image(8, 8, 4).geometry, 0);

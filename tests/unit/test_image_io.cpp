@@ -17,6 +17,7 @@
 #include "spine/error.hpp"
 #include "spine/io.hpp"
 #include "spine/preprocess.hpp"
+#include "cmd/dicom_series.hpp"
 #include "test_util.hpp"
 
 namespace spine {
@@ -329,6 +330,90 @@ TEST(ImageIO, RealDicomSeriesHasItsGeometry) {
   const auto r = intensity_range(dcm.image);
   EXPECT_EQ(r.min, -1024.f);  // HU: air (rescale slope/intercept applied)
   EXPECT_GE(r.max, 1000.f);   // bone
+}
+
+// A CT of air holding a ball (400 HU, radius 12 mm, centre (0, 0, 30) LPS) and a bar
+// running head to foot (1000 HU, beside it): 1 mm, 48 x 48 x 60.
+FloatImage ball_and_bar() {
+  Geometry g;
+  g.size = {48, 48, 60};
+  g.origin = {-24, -24, 0};
+  FloatImage img(g);
+  for (std::size_t k = 0; k < 60; ++k)
+    for (std::size_t j = 0; j < 48; ++j)
+      for (std::size_t i = 0; i < 48; ++i) {
+        const auto p = g.index_to_lps(i, j, k);
+        float v = -1000;
+        if (p[0] * p[0] + p[1] * p[1] + (p[2] - 30) * (p[2] - 30) < 144) v = 400;
+        if (std::fabs(p[0] - 16) < 3 && std::fabs(p[1] + 16) < 3) v = 1000;
+        img.at(i, j, k) = v;
+      }
+  return img;
+}
+
+// The ball's centroid (LPS mm) and volume (ml) in an image.
+std::pair<std::array<double, 3>, double> ball_of(const FloatImage& img) {
+  std::array<double, 3> sum{0, 0, 0};
+  double n = 0;
+  for (std::size_t k = 0; k < img.nz(); ++k)
+    for (std::size_t j = 0; j < img.ny(); ++j)
+      for (std::size_t i = 0; i < img.nx(); ++i) {
+        const auto p = img.geometry.index_to_lps(i, j, k);
+        if (img.at(i, j, k) <= -300 || std::hypot(p[0] - 16, p[1] + 16) < 9) continue;
+        for (int a = 0; a < 3; ++a) sum[a] += p[a];
+        ++n;
+      }
+  const auto& s = img.geometry.spacing;
+  return {{sum[0] / n, sum[1] / n, sum[2] / n}, n * s[0] * s[1] * s[2] / 1000};
+}
+
+// A CT series acquired with the gantry tilted 20 degrees is a sheared stack: read as ITK
+// lays it out, the slices sit one above the other and the ball lands 10 mm from where it
+// is. Read here, each slice is moved back in its plane onto an orthogonal grid: the ball
+// is where it was, its size kept, the tilt reported.
+TEST(ImageIO, GantryTiltedSeriesIsPutOnAnOrthogonalGrid) {
+  TempDir dir;
+  const FloatImage truth = ball_and_bar();
+  test::write_ct_series(truth, dir.path() / "flat");
+  test::write_ct_series(truth, dir.path() / "tilted", {}, 20);
+  const LoadedImage flat = read_image(dir.path() / "flat");
+  const LoadedImage tilted = read_image(dir.path() / "tilted");
+  EXPECT_EQ(flat.info.gantry_tilt_deg, 0);
+  EXPECT_NEAR(tilted.info.gantry_tilt_deg, 20, 0.01);
+  const double t = 20 * 3.14159265358979323846 / 180;
+  EXPECT_NEAR(tilted.image.geometry.spacing[2], std::cos(t), 1e-4);  // slices this far apart along their normal
+  EXPECT_EQ(tilted.image.geometry.size[1], 48u + 21u);  // widened by 59 x 0.342 mm: every slice whole
+  const auto [c0, v0] = ball_of(truth);
+  for (const LoadedImage* in : {&flat, &tilted}) {
+    const auto [c, v] = ball_of(in->image);
+    for (int a = 0; a < 3; ++a) EXPECT_NEAR(c[a], c0[a], 0.3) << "axis " << a << ", tilt " << in->info.gantry_tilt_deg;
+    EXPECT_NEAR(v, v0, 0.05 * v0);
+    // Voxel for voxel against the truth at the same place (air beyond its field).
+    const FloatImage expected = resample_image_to(truth, in->image.geometry, -1000.f);
+    std::size_t off = 0;
+    for (std::size_t i = 0; i < expected.voxels.size(); ++i) off += std::fabs(in->image.voxels[i] - expected.voxels[i]) > 300;
+    EXPECT_LT(static_cast<double>(off) / static_cast<double>(expected.voxels.size()), 0.01);
+  }
+}
+
+// Slices whose in-plane shift is not the same from each to the next are no grid: refused,
+// naming the slices, rather than read with one slice out of place.
+TEST(ImageIO, SeriesWithOneSliceShiftedInItsPlaneIsRefused) {
+  TempDir dir;
+  test::write_ct_series(ball_and_bar(), dir.path() / "ct");
+  DcmFileFormat f;
+  const std::filesystem::path moved = dir.path() / "ct" / "slice0030.dcm";
+  ASSERT_TRUE(f.loadFile(moved.c_str()).good());
+  ASSERT_TRUE(f.loadAllDataIntoMemory().good());  // it is written back over itself
+  ASSERT_TRUE(f.getDataset()->putAndInsertString(DCM_ImagePositionPatient, "-22.5\\-24\\30").good());
+  ASSERT_TRUE(f.saveFile(moved.c_str(), EXS_LittleEndianExplicit).good());
+  try {
+    read_image(dir.path() / "ct");
+    FAIL() << "read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("slices shifted unevenly in their plane"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("slice0030.dcm"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ImageIO, SingleDicomFileReadsAs2D) {
