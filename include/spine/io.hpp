@@ -17,8 +17,8 @@ struct ImageInfo {
   int components = 1;        // colour images are converted to grey on reading
   int file_dimension = 3;
   // A DICOM series whose slices were sheared (CT with gantry tilt): the angle between the
-  // slice-to-slice step and the slice normal, in degrees, after the slices were put on an
-  // orthogonal grid on reading (0: nothing to correct).
+  // slice-to-slice step and the slice normal, in degrees; the stack was resampled on
+  // reading onto an upright grid (0: nothing to correct).
   double gantry_tilt_deg = 0;
 };
 

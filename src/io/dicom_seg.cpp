@@ -67,6 +67,8 @@ void check(const OFCondition& c, const std::string& what) {
 struct SourceImage {
   std::unique_ptr<DcmFileFormat> file;
   std::array<double, 3> position{0, 0, 0};
+  std::array<double, 6> orientation{1, 0, 0, 0, 1, 0};  // along a row, down a column
+  std::array<double, 2> pixel_spacing{1, 1};            // between rows, between columns
   Uint16 rows = 0, columns = 0;
 };
 
@@ -89,6 +91,12 @@ std::vector<SourceImage> read_sources(const fs::path& dir, std::string& problem)
     }
     if (d->findAndGetUint16(DCM_Rows, s.rows).bad() || d->findAndGetUint16(DCM_Columns, s.columns).bad())
       throw input_error(f + ": no Rows / Columns for the SEG's references");
+    for (unsigned long i = 0; i < 6; ++i)
+      if (d->findAndGetFloat64(DCM_ImageOrientationPatient, s.orientation[i], i).bad())
+        throw input_error(f + ": no Image Orientation (Patient) for the SEG's references");
+    for (unsigned long i = 0; i < 2; ++i)
+      if (d->findAndGetFloat64(DCM_PixelSpacing, s.pixel_spacing[i], i).bad())
+        throw input_error(f + ": no Pixel Spacing for the SEG's references");
     for (const auto& [tag, name] : {std::pair{DCM_StudyInstanceUID, "Study Instance UID"},
                                     std::pair{DCM_SeriesInstanceUID, "Series Instance UID"},
                                     std::pair{DCM_SOPClassUID, "SOP Class UID"},
@@ -144,7 +152,7 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
   const Geometry& g = labels.geometry;
   if (g.dimension != 3 || labels.nz() == 0) throw internal_error("DICOM SEG: needs a 3D label map");
 
-  // The source image of each slice, matched by its plane (position along the normal).
+  // The source image of each slice, matched by position.
   std::vector<SourceImage> sources;
   std::vector<std::size_t> source_of(labels.nz(), 0);
   std::vector<std::array<double, 3>> frame_position(labels.nz());
@@ -154,53 +162,66 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
   DicomSegSummary summary;
   if (!options.source_series.empty()) sources = read_sources(options.source_series, summary.source_problem);
   if (!sources.empty()) {
-    const auto& d = g.direction;  // row-major, columns = axes
-    const std::array<double, 3> row{d[0], d[3], d[6]}, column{d[1], d[4], d[7]}, normal{d[2], d[5], d[8]};
-    auto dot = [](const std::array<double, 3>& u, const std::array<double, 3>& v) {
-      return u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
-    };
+    // Each slice at a source image's position, the sizes alike: the label map is on the
+    // series' grid, and each frame is one of its slices.
     const double tolerance = 0.25 * g.spacing[2];
-    std::vector<std::array<double, 2>> offset(labels.nz());
-    bool shifted = false;
-    for (std::size_t z = 0; z < labels.nz(); ++z) {
+    bool on_grid = sources.front().columns == labels.nx() && sources.front().rows == labels.ny();
+    for (std::size_t z = 0; z < labels.nz() && on_grid; ++z) {
       const auto& p = frame_position[z];
       double best = 1e300;
       for (std::size_t k = 0; k < sources.size(); ++k) {
-        const auto& q = sources[k].position;
-        const double along = std::fabs(dot({q[0] - p[0], q[1] - p[1], q[2] - p[2]}, normal));
-        if (along < best) best = along, source_of[z] = k;
+        double d = 0;
+        for (int a = 0; a < 3; ++a) d += (sources[k].position[a] - p[a]) * (sources[k].position[a] - p[a]);
+        if (d < best) best = d, source_of[z] = k;
       }
-      if (best > tolerance)
-        throw input_error(options.source_series.string() + ": no image of the series lies at slice " +
-                          std::to_string(z) + " of the segmentation (the label map is not on the series' grid)");
-      const auto& q = sources[source_of[z]].position;
-      const std::array<double, 3> delta{q[0] - p[0], q[1] - p[1], q[2] - p[2]};
-      offset[z] = {dot(delta, row) / g.spacing[0], dot(delta, column) / g.spacing[1]};
-      shifted = shifted || std::fabs(offset[z][0]) > 1e-3 || std::fabs(offset[z][1]) > 1e-3 ||
-                sources[source_of[z]].columns != labels.nx() || sources[source_of[z]].rows != labels.ny();
+      on_grid = std::sqrt(best) <= tolerance;
     }
-    // A gantry-tilted series was put on an orthogonal grid on reading: each frame is taken
-    // back onto its source image's own pixels (nearest label), so that it lies exactly on
+    // Otherwise (a gantry-tilted series, which reading put on an upright grid) each frame
+    // is the label map taken onto a source image's own pixels, so that it lies exactly on
     // the image it names, as viewers expect of a SEG.
-    if (shifted) {
-      Geometry sg = g;
-      sg.size = {sources.front().columns, sources.front().rows, labels.nz()};
+    if (!on_grid) {
+      // The frames' grid: the source images' size, axes and pixel spacing, and the
+      // distance between their planes.
+      auto plane_of = [](const SourceImage& src) {
+        const auto& o = src.orientation;
+        Geometry pg;
+        pg.size = {src.columns, src.rows, 1};
+        pg.spacing = {src.pixel_spacing[1], src.pixel_spacing[0], 1};
+        pg.origin = src.position;
+        pg.direction = {o[0], o[3], o[1] * o[5] - o[2] * o[4], o[1], o[4], o[2] * o[3] - o[0] * o[5],
+                        o[2], o[5], o[0] * o[4] - o[1] * o[3]};
+        return pg;
+      };
+      Geometry sg = plane_of(sources.front());
+      sg.size[2] = sources.size();
+      if (sources.size() > 1) {
+        double along = 0;
+        for (int a = 0; a < 3; ++a)
+          along += (sources[1].position[a] - sources[0].position[a]) * sg.direction[static_cast<std::size_t>(a * 3 + 2)];
+        sg.spacing[2] = std::fabs(along);
+      }
       on_sources = LabelImage(sg);
-      const std::size_t sx = sg.size[0], sy = sg.size[1];
-      for (std::size_t z = 0; z < labels.nz(); ++z) {
-        if (sources[source_of[z]].columns != sx || sources[source_of[z]].rows != sy)
+      source_of.assign(sources.size(), 0);
+      frame_position.assign(sources.size(), {});
+      const std::size_t plane = sg.size[0] * sg.size[1];
+      for (std::size_t k = 0; k < sources.size(); ++k) {
+        const SourceImage& src = sources[k];
+        if (src.columns != sg.size[0] || src.rows != sg.size[1])
           throw input_error(options.source_series.string() + ": images of different sizes");
-        for (std::size_t j = 0; j < sy; ++j) {
-          const long y = std::lround(static_cast<double>(j) + offset[z][1]);
-          if (y < 0 || y >= static_cast<long>(labels.ny())) continue;
-          for (std::size_t i = 0; i < sx; ++i) {
-            const long x = std::lround(static_cast<double>(i) + offset[z][0]);
-            if (x < 0 || x >= static_cast<long>(labels.nx())) continue;
-            on_sources.voxels[(z * sy + j) * sx + i] =
-                labels.voxels[(z * labels.ny() + static_cast<std::size_t>(y)) * labels.nx() + static_cast<std::size_t>(x)];
+        // Nearest label: the frame says which structure each source pixel's centre lies in.
+        const Geometry pg = plane_of(src);
+        for (std::size_t j = 0; j < sg.size[1]; ++j)
+          for (std::size_t i = 0; i < sg.size[0]; ++i) {
+            const auto c = g.lps_to_index(pg.index_to_lps(static_cast<double>(i), static_cast<double>(j), 0));
+            const long x = std::lround(c[0]), y = std::lround(c[1]), z = std::lround(c[2]);
+            if (x < 0 || y < 0 || z < 0 || x >= static_cast<long>(labels.nx()) || y >= static_cast<long>(labels.ny()) ||
+                z >= static_cast<long>(labels.nz()))
+              continue;
+            on_sources.voxels[k * plane + j * sg.size[0] + i] =
+                labels.at(static_cast<std::size_t>(x), static_cast<std::size_t>(y), static_cast<std::size_t>(z));
           }
-        }
-        frame_position[z] = sources[source_of[z]].position;
+        source_of[k] = k;
+        frame_position[k] = src.position;
       }
       frames = &on_sources;
     }
@@ -238,13 +259,15 @@ DicomSegSummary write_dicom_seg(const LabelImage& labels, const fs::path& path, 
   check(seg->getSeries().setSeriesDescription(options.series_description), "series description");
   check(seg->getSeries().setSeriesNumber("300"), "series number");
 
-  // Geometry shared by all frames.
+  // Geometry shared by all frames: the label map's, or the source images' when the frames
+  // were taken onto them.
+  const Geometry& fg = frames->geometry;
   FGPixelMeasures measures;
-  check(measures.setPixelSpacing((ds(g.spacing[1]) + "\\" + ds(g.spacing[0])).c_str()), "pixel spacing");
-  check(measures.setSliceThickness(ds(g.spacing[2]).c_str()), "slice thickness");
-  check(measures.setSpacingBetweenSlices(ds(g.spacing[2]).c_str()), "spacing between slices");
+  check(measures.setPixelSpacing((ds(fg.spacing[1]) + "\\" + ds(fg.spacing[0])).c_str()), "pixel spacing");
+  check(measures.setSliceThickness(ds(fg.spacing[2]).c_str()), "slice thickness");
+  check(measures.setSpacingBetweenSlices(ds(fg.spacing[2]).c_str()), "spacing between slices");
   check(seg->addForAllFrames(measures), "pixel measures");
-  const auto& d = g.direction;  // row-major, columns = axes: x (along a row), y (down the columns)
+  const auto& d = fg.direction;  // row-major, columns = axes: x (along a row), y (down the columns)
   FGPlaneOrientationPatient orientation;
   check(orientation.setImageOrientationPatient(ds(d[0]).c_str(), ds(d[3]).c_str(), ds(d[6]).c_str(), ds(d[1]).c_str(),
                                                ds(d[4]).c_str(), ds(d[7]).c_str()),

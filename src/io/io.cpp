@@ -204,76 +204,123 @@ void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t read
 }
 
 // A gantry-tilted CT series is a sheared stack: parallel slices, each shifted in its plane
-// by the same step. ITK's series reader lays the slices one above the other along their
-// normal, `spacing` apart (the full step's length), so every distance across slices comes
-// out wrong without a word. The slices are put on an orthogonal grid instead, as dcm2niix
-// does: slice k moved back in its plane by k times the step's in-plane part (bilinear
-// within the slice; no value crosses slices), the grid widened to hold every slice whole,
-// its slice spacing the step along the normal. Where a slice held no data the series'
-// lowest value stands (CT's air or outside-the-field value).
-struct SliceShift {
-  double deg = 0;              // angle between the step and the slice normal
-  double along = 0;            // the step along the normal (mm)
-  double per_slice[2] = {0, 0};  // the step's in-plane part in pixels (along a row, down a column)
-  double start[2] = {0, 0};      // where the first slice's pixel 0 lies on the wider grid (pixels)
-  std::size_t extra[2] = {0, 0};  // pixels added along a row, down a column
-};
-
-SliceShift slice_shift(const detail::SeriesLayout& l, const Geometry& g, std::size_t slices) {
+// by the same step (the table moves head to foot, the slice plane is turned by the tilt).
+// ITK's series reader lays the slices one above the other along their normal, the full
+// step apart, so anatomy comes out displaced and distorted without a word. The stack is
+// resampled instead onto a grid whose third axis is the step (the table's path, head to
+// foot for a tilted gantry) and whose first is the slices' rows: an upright axial volume,
+// as if the gantry had not been tilted, trilinear across the two slices each point lies
+// between. Where no slice reaches, the series' lowest value stands (CT's air or
+// outside-the-field value).
+double angle_to_normal(const detail::SeriesLayout& l, const Geometry& g, std::size_t slices) {
   auto dot = [](const std::array<double, 3>& u, const std::array<double, 3>& v) {
     return u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
   };
-  const double norm = std::sqrt(dot(l.normal, l.normal));
-  SliceShift s;
-  s.along = dot(l.step, l.normal) / norm;
+  const double along = dot(l.step, l.normal) / std::sqrt(dot(l.normal, l.normal));
   const double in_plane[2] = {dot(l.step, l.row), dot(l.step, l.column)};
   const double n = static_cast<double>(slices - 1);
   // Under a tenth of a pixel across the whole series is rounding in the positions.
-  if (std::hypot(n * in_plane[0] / g.spacing[0], n * in_plane[1] / g.spacing[1]) < 0.1) return s;
-  s.deg = std::atan2(std::hypot(in_plane[0], in_plane[1]), std::fabs(s.along)) * 180 / 3.14159265358979323846;
-  for (int a = 0; a < 2; ++a) {
-    s.per_slice[a] = in_plane[a] / g.spacing[a];
-    s.start[a] = -std::min(0.0, n * s.per_slice[a]);
-    s.extra[a] = static_cast<std::size_t>(std::ceil(std::fabs(n * s.per_slice[a]) - 1e-6));
-  }
-  return s;
+  if (std::hypot(n * in_plane[0] / g.spacing[0], n * in_plane[1] / g.spacing[1]) < 0.1) return 0;
+  return std::atan2(std::hypot(in_plane[0], in_plane[1]), std::fabs(along)) * 180 / 3.14159265358979323846;
 }
 
-// Slice `k` of a sheared stack (nx x ny values in `in`) onto the wider grid's slice `out`
-// (NaN where the slice holds no data).
-void place_shifted_slice(const float* in, std::size_t nx, std::size_t ny, const SliceShift& s, std::size_t k,
-                         float* out, std::size_t ox, std::size_t oy) {
-  // Output pixel I lies over input pixel I - u.
-  const double u = s.start[0] + static_cast<double>(k) * s.per_slice[0];
-  const double v = s.start[1] + static_cast<double>(k) * s.per_slice[1];
-  const double fu = u - std::floor(u), fv = v - std::floor(v);
-  const auto iu = static_cast<long>(std::floor(u)), iv = static_cast<long>(std::floor(v));
-  // Input position x = I - iu - fu: between x0 = I - iu - 1 (weight fu) and x0 + 1 (1 - fu).
-  auto at = [&](long x, long y) -> double {
-    return x < 0 || y < 0 || x >= static_cast<long>(nx) || y >= static_cast<long>(ny)
-               ? std::numeric_limits<double>::quiet_NaN()
-               : in[static_cast<std::size_t>(y) * nx + static_cast<std::size_t>(x)];
+FloatImage unshear(const FloatImage& stack, const std::array<double, 3>& step, const fs::path& dir) {
+  using V = std::array<double, 3>;
+  auto dot = [](const V& u, const V& v) { return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]; };
+  auto unit = [&](V u) {
+    const double n = std::sqrt(dot(u, u));
+    return V{u[0] / n, u[1] / n, u[2] / n};
   };
-  const double eps = 1e-6;
-  for (std::size_t J = 0; J < oy; ++J) {
-    const long y1 = static_cast<long>(J) - iv, y0 = y1 - 1;
-    for (std::size_t I = 0; I < ox; ++I) {
-      const long x1 = static_cast<long>(I) - iu, x0 = x1 - 1;
-      // A weight of (almost) nothing needs no neighbour: the slice's own edge stays.
-      double acc = 0, w = 0;
-      bool hole = false;
-      for (const auto& [x, wx] : {std::pair{x0, fu}, std::pair{x1, 1 - fu}})
-        for (const auto& [y, wy] : {std::pair{y0, fv}, std::pair{y1, 1 - fv}}) {
-          const double weight = wx * wy;
-          if (weight < eps) continue;
-          const double value = at(x, y);
-          if (std::isnan(value)) hole = true;
-          acc += weight * value;
-          w += weight;
-        }
-      out[J * ox + I] = hole || w <= 0 ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(acc / w);
-    }
+  const Geometry& g = stack.geometry;
+  const auto& d = g.direction;
+  const V row{d[0], d[3], d[6]}, column{d[1], d[4], d[7]};
+  const V e3 = unit(step);
+  const V e1 = unit({row[0] - dot(row, e3) * e3[0], row[1] - dot(row, e3) * e3[1], row[2] - dot(row, e3) * e3[2]});
+  const V e2{e3[1] * e1[2] - e3[2] * e1[1], e3[2] * e1[0] - e3[0] * e1[2], e3[0] * e1[1] - e3[1] * e1[0]};
+  const V axes[3] = {e1, e2, e3};
+  const double sp[3] = {g.spacing[0], g.spacing[1], std::sqrt(dot(step, step))};
+  // The stack's corners in the new axes, from slice 0's first pixel: the grid holds them all.
+  const V p0 = g.origin;
+  double lo[3] = {1e300, 1e300, 1e300}, hi[3] = {-1e300, -1e300, -1e300};
+  for (double i : {0.0, static_cast<double>(g.size[0] - 1)})
+    for (double j : {0.0, static_cast<double>(g.size[1] - 1)})
+      for (double k : {0.0, static_cast<double>(g.size[2] - 1)}) {
+        V p{};
+        for (int a = 0; a < 3; ++a) p[a] = i * g.spacing[0] * row[a] + j * g.spacing[1] * column[a] + k * step[a];
+        for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], dot(p, axes[a])), hi[a] = std::max(hi[a], dot(p, axes[a]));
+      }
+  Geometry out = g;
+  for (int a = 0; a < 3; ++a) {
+    out.size[static_cast<std::size_t>(a)] = static_cast<std::size_t>(std::floor((hi[a] - lo[a]) / sp[a] + 1e-6)) + 1;
+    out.spacing[static_cast<std::size_t>(a)] = sp[a];
+    for (int r = 0; r < 3; ++r) out.direction[static_cast<std::size_t>(r * 3 + a)] = axes[a][static_cast<std::size_t>(r)];
   }
+  for (int r = 0; r < 3; ++r) out.origin[r] = p0[r] + lo[0] * e1[r] + lo[1] * e2[r] + lo[2] * e3[r];
+  const std::uint64_t values = out.voxel_count();
+  check_budget(dir, values, values * 4 + g.voxel_count() * 4);
+  // Stack index (i, j, k) of a point: solve p - p0 = i sx row + j sy column + k step.
+  const double m[3][3] = {{g.spacing[0] * row[0], g.spacing[1] * column[0], step[0]},
+                          {g.spacing[0] * row[1], g.spacing[1] * column[1], step[1]},
+                          {g.spacing[0] * row[2], g.spacing[1] * column[2], step[2]}};
+  const double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+                     m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+  if (std::fabs(det) < 1e-9) throw input_error(dir.string() + ": slices step along their own plane (no volume)");
+  double inv[3][3];
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) {
+      const int r1 = (c + 1) % 3, r2 = (c + 2) % 3, c1 = (r + 1) % 3, c2 = (r + 2) % 3;
+      inv[r][c] = (m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1]) / det;
+    }
+  auto to_stack = [&](const V& v) {
+    return V{inv[0][0] * v[0] + inv[0][1] * v[1] + inv[0][2] * v[2], inv[1][0] * v[0] + inv[1][1] * v[1] + inv[1][2] * v[2],
+             inv[2][0] * v[0] + inv[2][1] * v[1] + inv[2][2] * v[2]};
+  };
+  V base{};
+  for (int r = 0; r < 3; ++r) base[r] = out.origin[r] - p0[r];
+  const V b = to_stack(base);
+  V per[3];
+  for (int a = 0; a < 3; ++a) per[a] = to_stack({axes[a][0] * sp[a], axes[a][1] * sp[a], axes[a][2] * sp[a]});
+  FloatImage result(out);
+  const long n[3] = {static_cast<long>(g.size[0]), static_cast<long>(g.size[1]), static_cast<long>(g.size[2])};
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::size_t at = 0;
+  for (std::size_t K = 0; K < out.size[2]; ++K)
+    for (std::size_t J = 0; J < out.size[1]; ++J)
+      for (std::size_t I = 0; I < out.size[0]; ++I, ++at) {
+        double c[3];
+        for (int a = 0; a < 3; ++a)
+          c[a] = b[a] + static_cast<double>(I) * per[0][a] + static_cast<double>(J) * per[1][a] +
+                 static_cast<double>(K) * per[2][a];
+        long f[3];
+        double w[3];
+        bool inside = true;
+        for (int a = 0; a < 3 && inside; ++a) {
+          // A point on the last slice (or pixel) to within rounding belongs to it.
+          if (c[a] > static_cast<double>(n[a] - 1) && c[a] < static_cast<double>(n[a] - 1) + 1e-6) c[a] = n[a] - 1;
+          if (c[a] < 0 && c[a] > -1e-6) c[a] = 0;
+          f[a] = static_cast<long>(std::floor(c[a]));
+          w[a] = c[a] - static_cast<double>(f[a]);
+          inside = f[a] >= 0 && f[a] < n[a] && (f[a] + 1 < n[a] || w[a] < 1e-9);
+        }
+        if (!inside) {
+          result.voxels[at] = nan;
+          continue;
+        }
+        double v = 0;
+        for (int dz = 0; dz < 2; ++dz)
+          for (int dy = 0; dy < 2; ++dy)
+            for (int dx = 0; dx < 2; ++dx) {
+              const double weight = (dx ? w[0] : 1 - w[0]) * (dy ? w[1] : 1 - w[1]) * (dz ? w[2] : 1 - w[2]);
+              if (weight < 1e-12) continue;
+              v += weight * stack.voxels[static_cast<std::size_t>(((f[2] + dz) * n[1] + f[1] + dy) * n[0] + f[0] + dx)];
+            }
+        result.voxels[at] = static_cast<float>(v);
+      }
+  float lowest = std::numeric_limits<float>::infinity();
+  for (float v : stack.voxels) lowest = std::min(lowest, v);
+  for (float& v : result.voxels)
+    if (std::isnan(v)) v = lowest;
+  return result;
 }
 
 LoadedImage read_dicom_series(const fs::path& dir) {
@@ -296,21 +343,10 @@ LoadedImage read_dicom_series(const fs::path& dir) {
   if (stack.size[2] != files.size())
     throw input_error(dir.string() + ": DICOM series of " + std::to_string(files.size()) + " files read as " +
                       std::to_string(stack.size[2]) + " slices");
-  const SliceShift shift = files.size() > 1 ? slice_shift(layout, stack, files.size()) : SliceShift{};
-  Geometry grid = stack;
-  if (shift.deg > 0) {
-    grid.size[0] += shift.extra[0];
-    grid.size[1] += shift.extra[1];
-    grid.spacing[2] = shift.along;
-    // The wider grid's first pixel: the first slice's, moved back by where it lands.
-    grid.origin = stack.index_to_lps(-shift.start[0], -shift.start[1], 0);
-    const std::uint64_t values = grid.voxel_count();
-    check_budget(dir, values, values * 4 + nx * ny * 4);
-  }
+  const double tilt = files.size() > 1 ? angle_to_normal(layout, stack, files.size()) : 0.0;
   LoadedImage out;
-  out.image = FloatImage(grid);
+  out.image = FloatImage(stack);
   const std::size_t slice = nx * ny;
-  std::vector<float> sheared(shift.deg > 0 ? slice : 0);
   for (std::size_t z = 0; z < files.size(); ++z) {
     auto io = itk::GDCMImageIO::New();
     io->SetFileName(files[z]);
@@ -319,22 +355,12 @@ LoadedImage read_dicom_series(const fs::path& dir) {
     for (unsigned i = 0; i < io->GetNumberOfDimensions(); ++i) pixels *= io->GetDimensions(i);
     if (pixels != slice || io->GetNumberOfComponents() != 1)
       throw input_error(fs::path(files[z]).string() + ": slice is not a single-component image of the series' size");
-    if (shift.deg > 0) {
-      read_io_into(io.GetPointer(), sheared.data(), files[z]);
-      place_shifted_slice(sheared.data(), nx, ny, shift, z, out.image.voxels.data() + z * grid.size[0] * grid.size[1],
-                          grid.size[0], grid.size[1]);
-    } else {
-      read_io_into(io.GetPointer(), out.image.voxels.data() + z * slice, files[z]);
-    }
+    read_io_into(io.GetPointer(), out.image.voxels.data() + z * slice, files[z]);
     if (z == 0) out.info.pixel_type = pixel_type_name(io->GetComponentType());
   }
-  if (shift.deg > 0) {
-    float lowest = std::numeric_limits<float>::infinity();
-    for (float v : out.image.voxels)
-      if (!std::isnan(v)) lowest = std::min(lowest, v);
-    for (float& v : out.image.voxels)
-      if (std::isnan(v)) v = lowest;
-    out.info.gantry_tilt_deg = shift.deg;
+  if (tilt > 0) {
+    out.image = unshear(out.image, layout.step, dir);
+    out.info.gantry_tilt_deg = tilt;
   }
   out.info.format = "dicom-series";
   std::string modality;

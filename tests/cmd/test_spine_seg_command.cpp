@@ -391,8 +391,8 @@ TEST(SpineSegCommand, DicomSegOfADicomSeries) {
 // A CT acquired with the gantry tilted (15 degrees here) comes as a sheared stack of axial
 // slices. spine-seg finds and names the same vertebrae at the same places as in the same
 // CT acquired flat, says the tilt was corrected, and its DICOM SEG lies on the source
-// images' own pixels (check_dicom_seg.py: each frame is the nearest label of labels.nii.gz
-// at each source pixel, and on its source image's position).
+// images' own pixels (check_dicom_seg.py: each frame has each source pixel's nearest label
+// of labels.nii.gz, on its source image's position and orientation).
 TEST(SpineSegCommand, GantryTiltedSeriesKeepsItsAnatomy) {
   TempDir dir;
   const fs::path ph = make_phantom(dir, "--kind ct --torso --first L1 --last L4 --spacing 2 --margin 10 --seed 83", "ct");
@@ -418,7 +418,9 @@ TEST(SpineSegCommand, GantryTiltedSeriesKeepsItsAnatomy) {
     double d2 = 0;
     for (int k = 0; k < 3; ++k) d2 += std::pow(a["centroid_lps_mm"][k].get<double>() - b["centroid_lps_mm"][k].get<double>(), 2);
     EXPECT_LT(std::sqrt(d2), 2.0) << a["name"];
-    EXPECT_NEAR(a["volume_ml"].get<double>(), b["volume_ml"].get<double>(), 0.05 * a["volume_ml"].get<double>()) << a["name"];
+    // The tilted slices were sampled from the 2 mm phantom and are resampled again on reading:
+    // twice interpolated, the bone's edges blur and the outlines grow by a few per cent.
+    EXPECT_NEAR(a["volume_ml"].get<double>(), b["volume_ml"].get<double>(), 0.10 * a["volume_ml"].get<double>()) << a["name"];
   }
   const std::string check = "/usr/bin/python3 " + q(fs::path(SPINE_SOURCE_DIR) / "tests" / "cmd" / "check_dicom_seg.py");
   const auto c = run_command(check + " " + q(dir / "out-tilted" / "ct") + " " + q(dir / "tilted" / "ct") + " none");

@@ -369,8 +369,8 @@ std::pair<std::array<double, 3>, double> ball_of(const FloatImage& img) {
 
 // A CT series acquired with the gantry tilted 20 degrees is a sheared stack: read as ITK
 // lays it out, the slices sit one above the other and the ball lands 10 mm from where it
-// is. Read here, each slice is moved back in its plane onto an orthogonal grid: the ball
-// is where it was, its size kept, the tilt reported.
+// is. Read here, the stack is resampled onto an upright grid (axes along the rows, and
+// the table's path): the ball is where it was, its size kept, the tilt reported.
 TEST(ImageIO, GantryTiltedSeriesIsPutOnAnOrthogonalGrid) {
   TempDir dir;
   const FloatImage truth = ball_and_bar();
@@ -380,19 +380,26 @@ TEST(ImageIO, GantryTiltedSeriesIsPutOnAnOrthogonalGrid) {
   const LoadedImage tilted = read_image(dir.path() / "tilted");
   EXPECT_EQ(flat.info.gantry_tilt_deg, 0);
   EXPECT_NEAR(tilted.info.gantry_tilt_deg, 20, 0.01);
-  const double t = 20 * 3.14159265358979323846 / 180;
-  EXPECT_NEAR(tilted.image.geometry.spacing[2], std::cos(t), 1e-4);  // slices this far apart along their normal
-  EXPECT_EQ(tilted.image.geometry.size[1], 48u + 21u);  // widened by 59 x 0.342 mm: every slice whole
+  // Upright: the axes of the volume acquired flat, the table's step apart; the grid holds
+  // every tilted slice whole (taller by how far a slice climbs from its first row to its last,
+  // 47 x sin 20 = 16.1 mm; shallower by its rows' cos 20).
+  const Geometry& g = tilted.image.geometry;
+  for (int i = 0; i < 9; ++i) EXPECT_NEAR(g.direction[i], flat.image.geometry.direction[i], 1e-6) << i;
+  EXPECT_NEAR(g.spacing[2], 1.0, 1e-6);
+  EXPECT_EQ(g.size[2], 60u + 16u);
+  EXPECT_EQ(g.size[1], 45u);  // 47 x cos 20 = 44.2 mm
   const auto [c0, v0] = ball_of(truth);
   for (const LoadedImage* in : {&flat, &tilted}) {
     const auto [c, v] = ball_of(in->image);
     for (int a = 0; a < 3; ++a) EXPECT_NEAR(c[a], c0[a], 0.3) << "axis " << a << ", tilt " << in->info.gantry_tilt_deg;
     EXPECT_NEAR(v, v0, 0.05 * v0);
-    // Voxel for voxel against the truth at the same place (air beyond its field).
+    // Voxel for voxel against the truth at the same place (air beyond its field): off by
+    // more than half an edge's step (1400 HU) only where interpolating twice (writing the
+    // tilted slices, reading them back) moved an edge across a voxel's centre.
     const FloatImage expected = resample_image_to(truth, in->image.geometry, -1000.f);
     std::size_t off = 0;
-    for (std::size_t i = 0; i < expected.voxels.size(); ++i) off += std::fabs(in->image.voxels[i] - expected.voxels[i]) > 300;
-    EXPECT_LT(static_cast<double>(off) / static_cast<double>(expected.voxels.size()), 0.01);
+    for (std::size_t i = 0; i < expected.voxels.size(); ++i) off += std::fabs(in->image.voxels[i] - expected.voxels[i]) > 700;
+    EXPECT_LT(static_cast<double>(off) / static_cast<double>(expected.voxels.size()), 0.002) << off;
   }
 }
 
