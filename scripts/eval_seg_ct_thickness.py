@@ -83,6 +83,13 @@ def cases(out, n_phantoms):
     return found
 
 
+def score(pred, cases_tsv, json_path):
+    """scripts/eval_seg.py over the studies in `pred`: its per-study records by study name."""
+    res = subprocess.run([sys.executable, str(HERE / "eval_seg.py"), "--pred", str(pred), "--cases", str(cases_tsv),
+                          "--json", str(json_path)], check=True, capture_output=True, text=True)
+    return {j["study"]: j for j in (json.loads(line) for line in res.stdout.splitlines() if line.startswith('{"study"'))}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
@@ -133,14 +140,7 @@ def main():
         (out / f"inputs-{i}.txt").write_text("\n".join(paths) + "\n")
         subprocess.run([args.spine_seg, str(out / f"inputs-{i}.txt"), "-o", str(out / "seg"), "--threads", "2", "-q",
                         "--force", *(["--ct-model", str(model)] if model else []), *extra], check=False)
-    res = subprocess.run([sys.executable, str(HERE / "eval_seg.py"), "--pred", str(out / "seg"), "--cases",
-                          str(out / "cases.tsv"), "--json", str(out / "metrics.json")],
-                         check=True, capture_output=True, text=True)
-    per_study = {}
-    for line in res.stdout.splitlines():
-        if line.startswith('{"study"'):
-            j = json.loads(line)
-            per_study[j["study"]] = j
+    per_study = score(out / "seg", out / "cases.tsv", out / "metrics.json")
     summary = []
     print(f"{'case':12s} {'mm':>4s}  {'Dice (one class)':>16s}  {'per level':>9s}  identified  names right  kind")
     for study, name, t in rows:

@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -35,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "lib"))
 sys.path.insert(0, str(HERE))
 from nifti import read_nifti, write_nifti  # noqa: E402
-from eval_seg_ct_thickness import cases  # noqa: E402
+from eval_seg_ct_thickness import cases, score  # noqa: E402
 
 ROOT = HERE.parent
 LPS = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS
@@ -185,14 +184,7 @@ def main():
                 aff, shape, ref = refs[name]
                 onto_reference(out / "seg", study, aff, shape, out / "scored")
                 f.write(f"{study}\t{ref}\tct\n")
-    res = subprocess.run([sys.executable, str(HERE / "eval_seg.py"), "--pred", str(out / "scored"), "--cases",
-                          str(out / "cases.tsv"), "--json", str(out / "metrics.json")],
-                         check=True, capture_output=True, text=True)
-    per_study = {}
-    for line in res.stdout.splitlines():
-        if line.startswith('{"study"'):
-            j = json.loads(line)
-            per_study[j["study"]] = j
+    per_study = score(out / "scored", out / "cases.tsv", out / "metrics.json")
     summary = []
     print(f"{'case':12s} {'tilt':>4s}  {'read':14s} {'Dice (one class)':>16s}  {'per level':>9s}  identified  names right")
     for study, name, t, how in rows:
