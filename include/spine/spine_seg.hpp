@@ -150,6 +150,17 @@ SequenceNaming name_vertebra_sequence(const std::vector<std::vector<double>>& le
 // of view are left out. Returns the flags (empty when plausible or too few vertebrae).
 std::vector<std::string> vertebra_spacing_flags(const std::vector<IdentifiedVertebra>& vertebrae);
 
+// Metal beside the vertebrae of a CT (screws, rods, cages, cement with contrast): voxels of
+// kMetalHu or more within kMetalReachMm of a vertebra's labels, as 0.05 ml or more. The
+// CT model has seen no implant, so such vertebrae's outlines and names are not to be
+// trusted; metal elsewhere (a hip prosthesis, as in the abdominal example CT) is not
+// flagged. Cortical bone stays below about 2100 HU on the real CTs here. `labels` on
+// `ct`'s grid. Returns one flag naming the vertebrae, or none.
+constexpr double kMetalHu = 2500;
+constexpr double kMetalReachMm = 5;
+std::vector<std::string> metal_flags(const FloatImage& ct, const LabelImage& labels,
+                                     const std::vector<IdentifiedVertebra>& vertebrae);
+
 // 3D Slicer markups (.mrk.json) of named points in LPS mm.
 nlohmann::json slicer_markups(const std::vector<IdentifiedVertebra>& vertebrae);
 

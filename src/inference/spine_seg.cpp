@@ -799,6 +799,8 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
                                                                      : resample_labels_to(canon_labels, g_in);
   result.labels.geometry = g_in;  // identical up to rounding; keep the input's exactly
   result.timing["restore_grid_s"] = seconds_since(t3);
+  if (result.modality.modality == "ct")
+    for (const auto& f : metal_flags(image, result.labels, result.vertebrae)) result.flags.push_back(f);
   result.timing["total_s"] = seconds_since(t_start);
   return result;
 }

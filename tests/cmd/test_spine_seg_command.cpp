@@ -388,6 +388,43 @@ TEST(SpineSegCommand, DicomSegOfADicomSeries) {
   EXPECT_NE(r3.output.find("--dicom-patient-identity needs --output-format dicom-seg"), std::string::npos) << r3.output;
 }
 
+// Pedicle screws in a CT: metal (3000 HU) the CT model has never seen. The vertebra they
+// are in is flagged by name, and its neighbours' far ends are not; the same CT without them
+// has no such flag.
+TEST(SpineSegCommand, MetalBesideAVertebraIsFlagged) {
+  TempDir dir;
+  const fs::path ph = make_phantom(dir, "--kind ct --torso --first L1 --last L5 --spacing 1.5 --margin 10 --seed 84", "ct");
+  FloatImage ct = read_image(ph / "image.nii.gz").image;
+  // Two screws into L3's body from behind: 35 mm long, 3 mm across, 12 mm either side of
+  // the midline, from 30 mm behind the body's centre (LPS: +y is posterior).
+  const auto c = truth_centroids(ph).at("L3");
+  const Geometry& g = ct.geometry;
+  for (std::size_t k = 0; k < ct.nz(); ++k)
+    for (std::size_t j = 0; j < ct.ny(); ++j)
+      for (std::size_t i = 0; i < ct.nx(); ++i) {
+        const auto p = g.index_to_lps(i, j, k);
+        const double behind = p[1] - c[1];
+        for (double side : {-12.0, 12.0})
+          if (behind > -5 && behind < 30 && std::hypot(p[0] - c[0] - side * behind / 30, p[2] - c[2]) < 1.5)
+            ct.at(i, j, k) = 3000;
+      }
+  write_image(ct, dir / "screws.nii.gz");
+  const auto r = run_command(bin("spine-seg") + " " + q(ph / "image.nii.gz") + " " + q(dir / "screws.nii.gz") +
+                             " --threads 2 -o " + q(dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto metal_flag = [&](const std::string& study) {
+    const auto j = nlohmann::json::parse(test::read_file(dir / "out" / study / "segmentation.json"));
+    for (const auto& f : j["flags"])
+      if (f.get<std::string>().rfind("metal beside", 0) == 0) return f.get<std::string>();
+    return std::string();
+  };
+  EXPECT_EQ(metal_flag("image"), "");
+  const std::string f = metal_flag("screws");
+  EXPECT_NE(f.find("L3"), std::string::npos) << f;
+  EXPECT_EQ(f.find("L1"), std::string::npos) << f;
+  EXPECT_EQ(f.find("L5"), std::string::npos) << f;
+}
+
 // A CT acquired with the gantry tilted (15 degrees here) comes as a sheared stack of axial
 // slices. spine-seg finds and names the same vertebrae at the same places as in the same
 // CT acquired flat, says the tilt was corrected, and its DICOM SEG lies on the source
