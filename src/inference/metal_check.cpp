@@ -1,6 +1,7 @@
 // Metal check: implants beside the vertebrae of a CT, which the CT model never saw.
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cmath>
 #include <map>
 #include <set>
@@ -15,8 +16,10 @@ std::vector<std::string> metal_flags(const FloatImage& ct, const LabelImage& lab
                                      const std::vector<IdentifiedVertebra>& vertebrae) {
   const Geometry& g = ct.geometry;
   if (vertebrae.empty() || labels.voxels.size() != ct.voxels.size()) return {};
-  std::set<int> named;
-  for (const auto& v : vertebrae) named.insert(v.label);
+  // Whether a label value is a named vertebra's: one look-up per voxel of a whole CT.
+  std::vector<char> named(65536, 0);
+  auto is_named = [&](std::int16_t v) { return named[static_cast<std::uint16_t>(v)] != 0; };
+  for (const auto& v : vertebrae) named[static_cast<std::uint16_t>(v.label)] = 1;
   const long n[3] = {static_cast<long>(g.size[0]), static_cast<long>(g.size[1]), static_cast<long>(g.size[2])};
   long reach[3];
   for (int a = 0; a < 3; ++a) reach[a] = static_cast<long>(std::ceil(kMetalReachMm / g.spacing[a]));
@@ -27,7 +30,7 @@ std::vector<std::string> metal_flags(const FloatImage& ct, const LabelImage& lab
   for (long z = 0; z < n[2]; ++z)
     for (long y = 0; y < n[1]; ++y)
       for (long x = 0; x < n[0]; ++x, ++at)
-        if (named.count(labels.voxels[at])) {
+        if (is_named(labels.voxels[at])) {
           const long p[3] = {x, y, z};
           for (int a = 0; a < 3; ++a) lo[a] = std::min(lo[a], p[a] - reach[a]), hi[a] = std::max(hi[a], p[a] + reach[a]);
         }
@@ -48,7 +51,7 @@ std::vector<std::string> metal_flags(const FloatImage& ct, const LabelImage& lab
           const long xx = x + d[0], yy = y + d[1], zz = z + d[2];
           if (xx < 0 || yy < 0 || zz < 0 || xx >= n[0] || yy >= n[1] || zz >= n[2]) continue;
           const int v = labels.voxels[static_cast<std::size_t>((zz * n[1] + yy) * n[0] + xx)];
-          if (named.count(v)) near.insert(v);
+          if (is_named(static_cast<std::int16_t>(v))) near.insert(v);
         }
         for (int v : near) metal_ml[v] += voxel_ml;
       }

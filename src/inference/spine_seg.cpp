@@ -799,8 +799,11 @@ SpineSegResult SpineSegmenter::segment(const FloatImage& image, const std::strin
                                                                      : resample_labels_to(canon_labels, g_in);
   result.labels.geometry = g_in;  // identical up to rounding; keep the input's exactly
   result.timing["restore_grid_s"] = seconds_since(t3);
-  if (result.modality.modality == "ct")
+  if (result.modality.modality == "ct") {
+    const auto t4 = std::chrono::steady_clock::now();
     for (const auto& f : metal_flags(image, result.labels, result.vertebrae)) result.flags.push_back(f);
+    result.timing["metal_check_s"] = seconds_since(t4);
+  }
   result.timing["total_s"] = seconds_since(t_start);
   return result;
 }
