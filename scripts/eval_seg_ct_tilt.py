@@ -3,18 +3,19 @@
 
 A tilted gantry turns each axial slice's plane about the left-right axis while the table
 still moves head to foot, so the series is a sheared stack: each slice lies shifted in its
-plane. Each case here is "acquired" that way: slice k's plane (columns along patient left,
-rows turned by the tilt from posterior towards head) through the table position k x the
+plane. Each case here is "acquired" that way: slice k's plane (rows along patient left,
+columns turned by the tilt from posterior towards the head) through the table position k x the
 case's head-foot spacing, sampled from the case's CT (trilinear, air outside), written as a
 DICOM CT series with its positions and orientation. spine-seg reads each series (since
-2026-12-08 onto an orthogonal grid, slice by slice moved back in its plane) and its labels
-are put back on the case's own grid (nearest label) and scored by scripts/eval_seg.py
+2026-12-08 resampled onto an upright grid) and its labels are put back on the case's own grid (nearest label) and scored by scripts/eval_seg.py
 against the case's reference. Beside it, "as read before": the same slices laid one above
 the other along their normal as ITK's series reader lays them (what spine-seg read before
 2026-12-08), given to spine-seg as a NIfTI.
 
   /usr/bin/python3 scripts/eval_seg_ct_tilt.py OUT [--tilt 0,15,25] [--phantoms 2]
       [--spine-seg build/bin/spine-seg] [-- extra spine-seg options]
+
+(about 15 minutes with the defaults on 2 cores)
 
 Cases as scripts/eval_seg_ct_thickness.py: the three VerSe CTs (the shipped model trained on
 them: what tilt does, not how well it generalises), the abdominal example CT (never trained

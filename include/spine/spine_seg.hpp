@@ -154,7 +154,7 @@ std::vector<std::string> vertebra_spacing_flags(const std::vector<IdentifiedVert
 // kMetalHu or more within kMetalReachMm of a vertebra's labels, as 0.05 ml or more. The
 // CT model has seen no implant, so such vertebrae's outlines and names are not to be
 // trusted; metal elsewhere (a hip prosthesis, as in the abdominal example CT) is not
-// flagged. Cortical bone stays below about 2100 HU on the real CTs here. `labels` on
+// flagged. Cortical bone stays below about 2120 HU on the real CTs here. `labels` on
 // `ct`'s grid. Returns one flag naming the vertebrae, or none.
 constexpr double kMetalHu = 2500;
 constexpr double kMetalReachMm = 5;

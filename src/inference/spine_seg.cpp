@@ -1,6 +1,6 @@
 // Vertebra and disc segmentation with a 2.5D sagittal-slice model, coarse to fine: the
 // model passes, then the stages in their own files (instances.cpp, naming.cpp,
-// spacing_check.cpp) and the labels back in the input's grid.
+// spacing_check.cpp), the labels back in the input's grid, then metal_check.cpp (CT).
 #include "spine/spine_seg.hpp"
 
 #include <algorithm>
