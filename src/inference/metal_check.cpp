@@ -50,8 +50,8 @@ std::vector<std::string> metal_flags(const FloatImage& ct, const LabelImage& lab
         for (const auto& d : ball) {
           const long xx = x + d[0], yy = y + d[1], zz = z + d[2];
           if (xx < 0 || yy < 0 || zz < 0 || xx >= n[0] || yy >= n[1] || zz >= n[2]) continue;
-          const int v = labels.voxels[static_cast<std::size_t>((zz * n[1] + yy) * n[0] + xx)];
-          if (is_named(static_cast<std::int16_t>(v))) near.insert(v);
+          const std::int16_t v = labels.voxels[static_cast<std::size_t>((zz * n[1] + yy) * n[0] + xx)];
+          if (is_named(v)) near.insert(v);
         }
         for (int v : near) metal_ml[v] += voxel_ml;
       }

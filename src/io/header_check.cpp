@@ -1161,7 +1161,8 @@ DicomFacts check_dicom_file(const fs::path& path) {
   return facts;
 }
 
-std::vector<std::string> check_dicom_series(const fs::path& dir, DeclaredImage* declared, SeriesLayout* layout) {
+std::vector<std::string> check_dicom_series(const fs::path& dir, DeclaredImage* declared,
+                                            std::array<double, 3>* mean_step) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir)) {
     std::error_code ec;
@@ -1247,7 +1248,7 @@ std::vector<std::string> check_dicom_series(const fs::path& dir, DeclaredImage* 
                     files[along[i - 1].second].filename().string() + " and " +
                     files[along[i].second].filename().string() + ")");
   }
-  if (layout) *layout = {row, column, normal, mean};
+  if (mean_step) *mean_step = mean;
   std::vector<std::string> out;
   for (const auto& [d, i] : along) out.push_back(files[i].string());
   return out;

@@ -79,18 +79,13 @@ struct DicomFacts {
 // Walks every element of a DICOM file, checking each length against the file, and the
 // pixel data against rows x columns x frames (native transfer syntaxes).
 DicomFacts check_dicom_file(const std::filesystem::path& path);
-// How a series' slices are laid out: the slice axes (ImageOrientationPatient: along a row,
-// down a column, and their normal) and the mean step from one slice's position to the
-// next, in LPS mm. A step with a component in the slice plane is a sheared stack (CT with
-// gantry tilt): the slices are parallel but each lies shifted in its plane.
-struct SeriesLayout {
-  std::array<double, 3> row{1, 0, 0}, column{0, 1, 0}, normal{0, 0, 1};
-  std::array<double, 3> step{0, 0, 0};
-};
 // The files of the one series in `dir`, sorted along the slice normal; throws when the
 // folder holds several series, slices of different sizes or orientations, or positions
 // that repeat or are unevenly spaced (a missing slice), along the normal or in the plane.
+// `mean_step`: the mean step from one slice's position to the next (LPS mm; zero for one
+// file). A step with a part in the slice plane is a sheared stack (CT with gantry tilt):
+// the slices are parallel, each shifted in its plane.
 std::vector<std::string> check_dicom_series(const std::filesystem::path& dir, DeclaredImage* declared,
-                                            SeriesLayout* layout = nullptr);
+                                            std::array<double, 3>* mean_step = nullptr);
 
 }  // namespace spine::detail

@@ -203,6 +203,18 @@ void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t read
   }
 }
 
+// The angle between a series' slice-to-slice step and its slices' normal (the stack's
+// third axis, which ITK sets to the normal), in degrees; 0 when the step's in-plane part is
+// under a tenth of a pixel over the whole series (rounding in the positions).
+double angle_to_normal(const std::array<double, 3>& step, const Geometry& stack) {
+  const auto& d = stack.direction;
+  auto along = [&](int axis) { return step[0] * d[axis] + step[1] * d[3 + axis] + step[2] * d[6 + axis]; };
+  const double in_plane[2] = {along(0), along(1)};
+  const double n = static_cast<double>(stack.size[2] - 1);
+  if (std::hypot(n * in_plane[0] / stack.spacing[0], n * in_plane[1] / stack.spacing[1]) < 0.1) return 0;
+  return std::atan2(std::hypot(in_plane[0], in_plane[1]), std::fabs(along(2))) * 180 / 3.14159265358979323846;
+}
+
 // A gantry-tilted CT series is a sheared stack: parallel slices, each shifted in its plane
 // by the same step (the table moves head to foot, the slice plane is turned by the tilt).
 // ITK's series reader lays the slices one above the other along their normal, the full
@@ -212,18 +224,6 @@ void check_budget(const fs::path& path, std::uint64_t values, std::uint64_t read
 // as if the gantry had not been tilted, trilinear across the two slices each point lies
 // between. Where no slice reaches, the series' lowest value stands (CT's air or
 // outside-the-field value).
-double angle_to_normal(const detail::SeriesLayout& l, const Geometry& g, std::size_t slices) {
-  auto dot = [](const std::array<double, 3>& u, const std::array<double, 3>& v) {
-    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
-  };
-  const double along = dot(l.step, l.normal) / std::sqrt(dot(l.normal, l.normal));
-  const double in_plane[2] = {dot(l.step, l.row), dot(l.step, l.column)};
-  const double n = static_cast<double>(slices - 1);
-  // Under a tenth of a pixel across the whole series is rounding in the positions.
-  if (std::hypot(n * in_plane[0] / g.spacing[0], n * in_plane[1] / g.spacing[1]) < 0.1) return 0;
-  return std::atan2(std::hypot(in_plane[0], in_plane[1]), std::fabs(along)) * 180 / 3.14159265358979323846;
-}
-
 FloatImage unshear(const FloatImage& stack, const std::array<double, 3>& step, const fs::path& dir) {
   using V = std::array<double, 3>;
   auto dot = [](const V& u, const V& v) { return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]; };
@@ -325,8 +325,8 @@ FloatImage unshear(const FloatImage& stack, const std::array<double, 3>& step, c
 
 LoadedImage read_dicom_series(const fs::path& dir) {
   detail::DeclaredImage declared;
-  detail::SeriesLayout layout;
-  const std::vector<std::string> files = detail::check_dicom_series(dir, &declared, &layout);
+  std::array<double, 3> step{0, 0, 0};
+  const std::vector<std::string> files = detail::check_dicom_series(dir, &declared, &step);
   check_budget(dir, declared.voxels, read_bytes(declared.voxels, declared.bytes_per_value, ReadPath::kNiftiDirect));
   // The series reader works out the geometry (slice spacing and order from the positions);
   // the voxels are then read a slice at a time into the one float image, with each slice's
@@ -343,7 +343,7 @@ LoadedImage read_dicom_series(const fs::path& dir) {
   if (stack.size[2] != files.size())
     throw input_error(dir.string() + ": DICOM series of " + std::to_string(files.size()) + " files read as " +
                       std::to_string(stack.size[2]) + " slices");
-  const double tilt = files.size() > 1 ? angle_to_normal(layout, stack, files.size()) : 0.0;
+  const double tilt = files.size() > 1 ? angle_to_normal(step, stack) : 0.0;
   LoadedImage out;
   out.image = FloatImage(stack);
   const std::size_t slice = nx * ny;
@@ -359,7 +359,7 @@ LoadedImage read_dicom_series(const fs::path& dir) {
     if (z == 0) out.info.pixel_type = pixel_type_name(io->GetComponentType());
   }
   if (tilt > 0) {
-    out.image = unshear(out.image, layout.step, dir);
+    out.image = unshear(out.image, step, dir);
     out.info.gantry_tilt_deg = tilt;
   }
   out.info.format = "dicom-series";
